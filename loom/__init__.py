@@ -1,0 +1,67 @@
+"""Loom: turn events into agent work.
+
+``from loom import Agent, Model, Runtime, RuntimeSignal, SessionConfig, tool``. This module
+stays light: brokers, state backends and vendor SDKs are imported only where used.
+"""
+
+from loom._version import __version__
+from loom.agent import Agent
+from loom.capabilities import Capability
+from loom.errors import (
+    AuthenticationError,
+    LoomError,
+    ProviderError,
+    RateLimitError,
+    RunFailed,
+)
+from loom.generation import Generation
+from loom.model import Model
+from loom.policies.attention import AttentionPolicy, SignalDecision
+from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
+from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
+from loom.runtime.events import RunEvent
+from loom.runtime.messages import Message, ToolCall, Usage
+from loom.runtime.run import Artifact, Run, RunResult, RunStatus
+from loom.runtime.session import Session
+from loom.signals import RuntimeSignal, SignalAdapter
+from loom.state import FileSessionStore, InMemorySessionStore, SessionStore
+from loom.tools import Tool, ToolContext, tool
+
+__all__ = [
+    "Agent",
+    "Artifact",
+    "AttentionPolicy",
+    "AuthenticationError",
+    "Capability",
+    "FileSessionStore",
+    "Generation",
+    "InMemorySessionStore",
+    "LoomError",
+    "Message",
+    "Model",
+    "ModelProvider",
+    "ModelRequest",
+    "ModelResponse",
+    "ProviderError",
+    "RateLimitError",
+    "Run",
+    "RunContext",
+    "RunEvent",
+    "RunFailed",
+    "RunResult",
+    "RunStatus",
+    "Runtime",
+    "RuntimeSignal",
+    "RuntimeTask",
+    "Session",
+    "SessionConfig",
+    "SessionStore",
+    "SignalAdapter",
+    "SignalDecision",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
+    "Usage",
+    "__version__",
+    "tool",
+]

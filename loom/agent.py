@@ -1,0 +1,150 @@
+"""Agent: a model, instructions and tools, run as one-off runs or as sessions."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+from uuid import uuid4
+
+from loom.capabilities import Capability
+from loom.generation import Generation
+from loom.model import Model
+from loom.policies.attention import AttentionPolicy, SignalDecision
+from loom.providers.base import ModelProvider
+from loom.runtime.config import RunContext, Runtime, SessionConfig
+from loom.runtime.events import RunEvent
+from loom.runtime.hooks import Handler, HookManager
+from loom.runtime.loop import AgentLoop
+from loom.runtime.run import RunResult
+from loom.runtime.session import Session, Task
+from loom.signals import RuntimeSignal, SignalAdapter
+from loom.state.memory import InMemorySessionStore
+from loom.state.sessions import SessionStore
+from loom.tools import Tool, ToolRegistry
+
+logger = logging.getLogger("loom.agent")
+
+
+class Agent:
+    """An LLM with instructions and governed tools.
+
+    ``await agent.run("...")`` runs once with a fresh context; ``agent.session(...)`` keeps
+    history across runs. Sessions are cached by id (least recently used idle ones are let
+    go past ``max_sessions``; their history stays in the session store).
+    """
+
+    def __init__(
+        self,
+        model: ModelProvider | str | None = None,
+        instructions: str = "",
+        *,
+        tools: Iterable[Tool[..., Any] | Callable[..., Any]] = (),
+        capabilities: Iterable[Capability] = (),
+        generation: Generation | None = None,
+        runtime: Runtime | None = None,
+        session_store: SessionStore | None = None,
+        attention: AttentionPolicy | None = None,
+        name: str = "agent",
+        max_sessions: int = 1024,
+    ) -> None:
+        self.name = name
+        self.model = Model.resolve(model)
+        self.instructions = instructions
+        self.generation = generation or Generation()
+        self.runtime = runtime or Runtime.sdk()
+        self.capabilities = tuple(capabilities)
+        self.tools = ToolRegistry(tools)
+        for capability in self.capabilities:
+            for capability_tool in capability.tools():
+                self.tools.add(capability_tool)
+        self.session_store: SessionStore = session_store or InMemorySessionStore()
+        self.attention = attention or AttentionPolicy.default()
+        self.hooks = HookManager()
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self.loop = AgentLoop(
+            provider=self.model,
+            instructions=instructions,
+            tools=self.tools,
+            runtime=self.runtime,
+            generation=self.generation,
+            hooks=self.hooks,
+        )
+
+    # -- hooks -------------------------------------------------------------------------
+    def on(self, name: str, handler: Handler) -> Handler:
+        """Call ``handler(event_name=name, **payload)`` on a lifecycle hook (sync or async)."""
+        return self.hooks.on(name, handler)
+
+    def off(self, name: str, handler: Handler | None = None) -> None:
+        self.hooks.off(name, handler)
+
+    # -- runs --------------------------------------------------------------------------
+    async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:
+        """One run with its own, fresh context; nothing is kept or shared afterwards."""
+        return await self._anonymous_session().run(task, context=context)
+
+    async def stream(
+        self, task: Task, *, context: RunContext | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """Like ``run`` but yields the run's events as they happen."""
+        async for event in self._anonymous_session().stream(task, context=context):
+            yield event
+
+    def _anonymous_session(self) -> Session:
+        return Session(self, SessionConfig(id=f"anon_{uuid4().hex}"), store=None)
+
+    # -- sessions ----------------------------------------------------------------------
+    def session(self, config: SessionConfig | str) -> Session:
+        """The session with this id, created on first use."""
+        if isinstance(config, str):
+            config = SessionConfig(id=config)
+        session = self._sessions.get(config.id)
+        if session is None:
+            session = Session(self, config, store=self.session_store)
+            self._sessions[config.id] = session
+            self._evict_idle()
+        else:
+            self._sessions.move_to_end(config.id)
+            if config.metadata:
+                session.metadata.update(config.metadata)
+        return session
+
+    def _evict_idle(self) -> None:
+        excess = len(self._sessions) - self.max_sessions
+        for session_id in list(self._sessions)[:-1]:
+            if excess <= 0:
+                return
+            session = self._sessions[session_id]
+            if not session.busy and not session.pending_signals:
+                del self._sessions[session_id]
+                excess -= 1
+
+    async def receive(
+        self,
+        event: RuntimeSignal | Mapping[str, Any],
+        *,
+        adapter: SignalAdapter | None = None,
+        session_id: str | None = None,
+    ) -> SignalDecision:
+        """Route a signal to its session (``session_id`` argument, then the signal's own)."""
+        target = session_id or _session_of(event)
+        if target is None:
+            raise ValueError("a signal needs a session: pass session_id= or set it on the signal")
+        return await self.session(target).receive(event, adapter=adapter)
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+        await self.session_store.close()
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.name} model={self.model.name} tools={len(self.tools)}>"
+
+
+def _session_of(event: RuntimeSignal | Mapping[str, Any]) -> str | None:
+    if isinstance(event, RuntimeSignal):
+        return event.session_id
+    value = event.get("session_id")
+    return str(value) if value is not None else None

@@ -1,0 +1,1 @@
+"""The daemon: settings, roles, lifecycle and the ``loom`` command line."""

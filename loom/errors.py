@@ -1,0 +1,49 @@
+"""Exceptions Loom raises or records as the reason a run failed."""
+
+from __future__ import annotations
+
+
+class LoomError(Exception):
+    """Base class of every Loom error."""
+
+
+class ProviderError(LoomError):
+    """A model provider call failed.
+
+    ``retryable`` says whether trying again may help (rate limits, overload, timeouts);
+    ``status`` is the HTTP status when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        prefix = f"{self.provider}: " if self.provider else ""
+        status = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"{prefix}{self.args[0]}{status}"
+
+
+class AuthenticationError(ProviderError):
+    """The provider refused the credentials (401/403): retrying cannot help."""
+
+
+class RateLimitError(ProviderError):
+    """The provider asked to slow down (429)."""
+
+
+class ModelBehaviorError(LoomError):
+    """The model answered something the loop cannot use (e.g. an unknown response shape)."""
+
+
+class RunFailed(LoomError):
+    """Raised by ``RunResult.raise_for_status()`` for a run that did not complete."""

@@ -1,0 +1,11 @@
+"""Policies that steer the runtime: attention (and, later, governance and feedback)."""
+
+from loom.policies.attention import (
+    ACTIONS,
+    Action,
+    AttentionPolicy,
+    SessionView,
+    SignalDecision,
+)
+
+__all__ = ["ACTIONS", "Action", "AttentionPolicy", "SessionView", "SignalDecision"]

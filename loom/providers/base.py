@@ -1,0 +1,80 @@
+"""The model port: what the agent loop asks of every provider."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loom.generation import Generation
+from loom.runtime.messages import Message, ToolCall, Usage
+from loom.tools.tool import ToolDefinition
+
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "other"]
+
+TextDeltaHandler = Callable[[str], Awaitable[None]]
+"""Receives streamed text as it arrives (only passed when generation.stream is on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything one model call needs; providers translate it to their wire format."""
+
+    instructions: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolDefinition]
+    generation: Generation
+    run_id: str = ""
+    session_id: str = ""
+    iteration: int = 1
+    context_chars: int = 0
+    """Estimated size of instructions-free request text, kept up to date by the loop."""
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(slots=True)
+class ModelResponse:
+    """One model turn: text, tool calls, usage and why it stopped."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: StopReason = "end_turn"
+    model: str = ""
+    raw: Any = None
+
+    @classmethod
+    def of_text(cls, text: str, **kwargs: Any) -> ModelResponse:
+        return cls(text=text, **kwargs)
+
+    @classmethod
+    def of_tool_calls(cls, *calls: ToolCall, text: str = "", **kwargs: Any) -> ModelResponse:
+        return cls(text=text, tool_calls=calls, stop_reason="tool_use", **kwargs)
+
+    def message(self) -> Message:
+        return Message.assistant(self.text, self.tool_calls)
+
+
+class ModelProvider(ABC):
+    """A model the agent loop can call. Implementations must be safe to share."""
+
+    #: ``provider:model`` as used by ``LOOM_MODEL``.
+    name: str = "unknown"
+
+    @abstractmethod
+    async def complete(
+        self, request: ModelRequest, on_text: TextDeltaHandler | None = None
+    ) -> ModelResponse:
+        """Run one model turn. Raise ``loom.errors.ProviderError`` on failure."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
+        """Release network clients."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

@@ -1,0 +1,1 @@
+"""The run machinery: runs, sessions, the agent loop, hooks and events."""

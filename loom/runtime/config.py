@@ -1,0 +1,96 @@
+"""Run configuration: Runtime presets, tasks, run context and session settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Runtime(BaseModel):
+    """The agent loop's limits. Start from a preset and override by keyword.
+
+    ``Runtime.sdk(max_iterations=10, timeout=60)``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "sdk"
+    max_iterations: int = Field(default=32, ge=1)
+    """Model calls a run may make; a run that still wants tools after that fails."""
+    timeout: float | None = Field(default=300.0, gt=0)
+    """Seconds a whole run may take; past it the run fails."""
+    tool_timeout: float | None = Field(default=120.0, gt=0)
+    """Seconds one tool call may take; past it the model gets an error result."""
+    max_parallel_tools: int = Field(default=8, ge=1)
+    max_tool_result_chars: int = Field(default=100_000, ge=100)
+    """Longer tool results are cut, with a note saying how much was cut."""
+    max_context_tokens: int = Field(default=64_000, ge=256)
+    """Estimated request size at which old turns are compacted out of the working history."""
+    max_events: int = Field(default=10_000, ge=16)
+    """Events kept per run (token events past it are streamed, not kept)."""
+    criteria: tuple[str, ...] = ()
+    """Acceptance criteria sent to the model with every request."""
+
+    @classmethod
+    def sdk(cls, **overrides: Any) -> Runtime:
+        """Short interactive runs: 32 model calls, 5 minutes."""
+        return cls(**{"name": "sdk", **overrides})
+
+    @classmethod
+    def long_running(cls, criteria: list[str] | None = None, **overrides: Any) -> Runtime:
+        """Background work: 128 model calls, an hour, a 200k-token context."""
+        defaults = {"max_iterations": 128, "timeout": 3600.0, "max_context_tokens": 200_000}
+        return cls(
+            **{"name": "long_running", "criteria": tuple(criteria or ()), **defaults, **overrides}
+        )
+
+    @classmethod
+    def supervised(cls, criteria: list[str] | None = None, **overrides: Any) -> Runtime:
+        """Work a person oversees: 80 model calls, 30 minutes, one tool at a time."""
+        defaults = {
+            "max_iterations": 80,
+            "timeout": 1800.0,
+            "max_context_tokens": 120_000,
+            "max_parallel_tools": 1,
+        }
+        return cls(
+            **{"name": "supervised", "criteria": tuple(criteria or ()), **defaults, **overrides}
+        )
+
+    @classmethod
+    def autonomous(cls, criteria: list[str] | None = None, **overrides: Any) -> Runtime:
+        """Unattended automation: 200 model calls, two hours, a 200k-token context."""
+        defaults = {"max_iterations": 200, "timeout": 7200.0, "max_context_tokens": 200_000}
+        return cls(
+            **{"name": "autonomous", "criteria": tuple(criteria or ()), **defaults, **overrides}
+        )
+
+
+class RuntimeTask(BaseModel):
+    """A structured work request: a goal with input, acceptance criteria and metadata."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    goal: str = Field(min_length=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+    criteria: tuple[str, ...] = ()
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunContext(BaseModel):
+    """Per-run extras: inputs shown to the model with the task, metadata kept on the run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionConfig(BaseModel):
+    """Identifies a session; runs of one session share history, nothing else does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:@/-]+$")
+    metadata: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,59 @@
+"""A session's working history with a running size estimate, so each request is cheap."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from loom.runtime.messages import Message
+
+MESSAGE_OVERHEAD_CHARS = 16
+"""Roles, ids and separators cost tokens too; about four tokens a message."""
+
+
+def message_chars(message: Message) -> int:
+    """Characters a message contributes to a request, for the four-chars-a-token estimate."""
+    size = len(message.content) + MESSAGE_OVERHEAD_CHARS
+    for call in message.tool_calls:
+        size += len(call.name) + len(json.dumps(call.arguments, default=str))
+    return size
+
+
+class WorkingHistory:
+    """What earlier runs of a session left for the model to see.
+
+    Compaction drops whole turns (a user message and everything up to the next one) from
+    the front, so no tool result is ever separated from the call it answers.
+    """
+
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        self.messages: list[Message] = []
+        self.chars = 0
+        self.extend(messages)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def extend(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            self.messages.append(message)
+            self.chars += message_chars(message)
+
+    def drop_oldest_turns(self, target_chars: int) -> int:
+        """Drop leading turns until at most ``target_chars`` remain; returns messages dropped."""
+        cut = 0
+        chars = self.chars
+        messages = self.messages
+        while cut < len(messages) and chars > target_chars:
+            chars -= message_chars(messages[cut])
+            cut += 1
+            while cut < len(messages) and messages[cut].role != "user":
+                chars -= message_chars(messages[cut])
+                cut += 1
+        if cut:
+            del messages[:cut]
+            self.chars = chars
+        return cut
+
+    def snapshot(self) -> Sequence[Message]:
+        return tuple(self.messages)

@@ -1,0 +1,188 @@
+"""A run: its handle (``Run``), its outcome (``RunResult``) and its event buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from loom.errors import RunFailed
+from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
+from loom.runtime.messages import Usage
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """Something a run produced; every completed run has its text output as one."""
+
+    kind: str
+    uri: str
+    content: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended. ``status`` is honest: only a run that finished its work completes."""
+
+    run_id: str
+    session_id: str
+    status: RunStatus
+    output: str = ""
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    duration: float = 0.0
+    """Seconds from start to end."""
+    events: tuple[RunEvent, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.COMPLETED
+
+    def raise_for_status(self) -> RunResult:
+        """Return self when completed, else raise ``RunFailed`` with the reason."""
+        if not self.ok:
+            raise RunFailed(f"run {self.run_id} {self.status.value}: {self.error}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "output": self.output,
+            "error": self.error,
+            "usage": self.usage.to_dict(),
+            "duration": self.duration,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "metadata": self.metadata,
+        }
+
+
+class Run:
+    """Handle of a started run: stream its events, wait for it, cancel or interrupt it.
+
+    ``await run`` is ``await run.wait()``.
+    """
+
+    def __init__(self, run_id: str, session_id: str, *, max_events: int = 10_000) -> None:
+        self.id = run_id
+        self.session_id = session_id
+        self.status = RunStatus.PENDING
+        self._max_events = max_events
+        self._events: list[RunEvent] = []
+        self._subscribers: list[asyncio.Queue[RunEvent | None]] = []
+        self._done = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[Any] | None = None
+        self.cancel_reason: str | None = None
+        self.interrupt_reason: str | None = None
+
+    # -- for the loop -------------------------------------------------------------------
+    def attach(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+
+    def emit(self, type_: RunEventType, **payload: Any) -> RunEvent:
+        event = RunEvent(type_, self.id, self.session_id, len(self._events) + 1, payload)
+        # Token events beyond the bound are still streamed live, just not kept.
+        if type_ != "model.token" or len(self._events) < self._max_events:
+            self._events.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        return event
+
+    def finish(self, result: RunResult) -> None:
+        self.status = result.status
+        result.events = tuple(self._events)
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        self._subscribers.clear()
+        if not self._done.done():
+            self._done.set_result(result)
+
+    def fail_unexpectedly(self, error: BaseException) -> None:
+        if not self._done.done():
+            self._done.set_exception(error)
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        self._subscribers.clear()
+
+    # -- public ------------------------------------------------------------------------
+    def done(self) -> bool:
+        return self._done.done()
+
+    async def wait(self) -> RunResult:
+        result: RunResult = await asyncio.shield(self._done)
+        return result
+
+    def __await__(self) -> Any:
+        return self.wait().__await__()
+
+    async def artifacts(self) -> tuple[Artifact, ...]:
+        return (await self.wait()).artifacts
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run from the first, then live ones until it ends."""
+        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+        for event in self._events:
+            queue.put_nowait(event)
+        if self.done():
+            queue.put_nowait(None)
+        else:
+            self._subscribers.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+                if item.type in TERMINAL_EVENTS:
+                    return
+        finally:
+            if queue in self._subscribers:
+                self._subscribers.remove(queue)
+
+    def interrupt_requested(self) -> bool:
+        return self.interrupt_reason is not None
+
+    def cancel(self, reason: str = "cancelled") -> bool:
+        """Stop now: the step in flight is abandoned and every open tool call gets a result.
+
+        Returns False when the run had already finished.
+        """
+        if self.done() or self.cancel_reason is not None:
+            return False
+        self.cancel_reason = reason
+        if self._task is not None:
+            self._task.cancel(reason)
+        return True
+
+    def interrupt(self, reason: str = "interrupted") -> bool:
+        """Stop at the next step boundary (after a model call, between tool calls)."""
+        if self.done():
+            return False
+        self.interrupt_reason = self.interrupt_reason or reason
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} session={self.session_id} {self.status.value}>"

@@ -1,0 +1,244 @@
+"""Session: the history and signals one conversation keeps across runs.
+
+Runs of a session take turns (one at a time, in order of start); sessions share nothing,
+so one user's history can never reach another's requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from loom.policies.attention import SessionView, SignalDecision
+from loom.runtime.config import RunContext, RuntimeTask, SessionConfig
+from loom.runtime.events import RunEvent
+from loom.runtime.history import WorkingHistory
+from loom.runtime.messages import Message, Usage
+from loom.runtime.run import Run, RunResult, RunStatus
+from loom.signals import RuntimeSignal, SignalAdapter
+from loom.state.sessions import RunRecord, SessionStore
+
+if TYPE_CHECKING:
+    from loom.agent import Agent
+
+logger = logging.getLogger("loom.session")
+
+MAX_PENDING_SIGNALS = 100
+MAX_REMEMBERED_DEDUPE_KEYS = 1_000
+MAX_RUNS_KEPT = 100
+
+Task = str | RuntimeTask
+
+
+def render_task(task: Task, context: RunContext | None) -> str:
+    """The user message a task becomes: goal, input and criteria, then the run's inputs."""
+    if isinstance(task, RuntimeTask):
+        parts = [task.goal]
+        if task.input:
+            parts.append("Input:\n" + json.dumps(task.input, default=str, ensure_ascii=False))
+        if task.criteria:
+            parts.append("Criteria:\n" + "\n".join(f"- {c}" for c in task.criteria))
+        text = "\n\n".join(parts)
+    else:
+        text = task
+    if context is not None and context.inputs:
+        inputs = json.dumps(context.inputs, default=str, ensure_ascii=False)
+        text = f"{text}\n\nContext:\n{inputs}"
+    return text
+
+
+class Session:
+    """A conversation with the agent. Get one with ``agent.session(SessionConfig(id=...))``."""
+
+    def __init__(
+        self, agent: Agent, config: SessionConfig, store: SessionStore | None = None
+    ) -> None:
+        self.agent = agent
+        self.id = config.id
+        self.metadata = dict(config.metadata)
+        self.store = store
+        self.usage = Usage()
+        self.runs: deque[RunResult] = deque(maxlen=MAX_RUNS_KEPT)
+        self.pending_signals: deque[RuntimeSignal] = deque(maxlen=MAX_PENDING_SIGNALS)
+        self.current_run: Run | None = None
+        self._history: WorkingHistory | None = None
+        self._lock = asyncio.Lock()
+        self._queued = 0
+        self._dedupe: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def busy(self) -> bool:
+        return self.current_run is not None or self._queued > 0
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """The working history the next run will see (empty until the first run loads it)."""
+        return tuple(self._history.messages) if self._history is not None else ()
+
+    # -- runs --------------------------------------------------------------------------
+    def start(
+        self,
+        task: Task,
+        *,
+        context: RunContext | None = None,
+        signal: RuntimeSignal | None = None,
+    ) -> Run:
+        """Start a run now; it waits its turn behind this session's earlier runs."""
+        text = render_task(task, context)
+        metadata = dict(context.metadata) if context is not None else {}
+        if isinstance(task, RuntimeTask) and task.metadata:
+            metadata = {**task.metadata, **metadata}
+        run = Run(f"run_{uuid4().hex}", self.id, max_events=self.agent.runtime.max_events)
+        self._queued += 1
+        run.attach(asyncio.get_running_loop().create_task(self._execute(run, text, metadata)))
+        return run
+
+    async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:
+        return await self.start(task, context=context).wait()
+
+    async def stream(
+        self, task: Task, *, context: RunContext | None = None
+    ) -> AsyncIterator[RunEvent]:
+        run = self.start(task, context=context)
+        async for event in run.events():
+            yield event
+
+    async def _execute(self, run: Run, text: str, metadata: dict[str, Any]) -> None:
+        loop = self.agent.loop
+        waiting = True
+        try:
+            async with self._lock:
+                self._queued -= 1
+                waiting = False
+                if run.cancel_reason is not None:  # cancelled while waiting its turn
+                    raise asyncio.CancelledError
+                history = await self._working_history()
+                user_message = Message.user(self._with_pending_signals(text))
+                self.current_run = run
+                try:
+                    result, transcript = await loop.execute(
+                        run, history, user_message, metadata=metadata
+                    )
+                finally:
+                    self.current_run = None
+                history.extend(transcript)
+                await self._record(result, transcript)
+        except asyncio.CancelledError:
+            if waiting:
+                self._queued -= 1
+            result = RunResult(
+                run.id,
+                self.id,
+                RunStatus.CANCELLED,
+                error=run.cancel_reason or "run task cancelled (shutdown)",
+            )
+            await loop.conclude(run, result)
+            if run.cancel_reason is None:
+                raise
+            return
+        except Exception as exc:  # a bug, not a run outcome: still end the run honestly
+            logger.exception("run %s of session %s crashed", run.id, self.id)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            result = RunResult(run.id, self.id, RunStatus.FAILED, error=error)
+        await loop.conclude(run, result)
+
+    async def _working_history(self) -> WorkingHistory:
+        if self._history is None:
+            snapshot = await self.store.load(self.id) if self.store is not None else None
+            self._history = WorkingHistory(snapshot.messages if snapshot else ())
+            if snapshot is not None:
+                self.metadata = {**snapshot.metadata, **self.metadata}
+        return self._history
+
+    async def _record(self, result: RunResult, transcript: list[Message]) -> None:
+        self.usage.add(result.usage)
+        self.runs.append(result)
+        if self.store is None:
+            return
+        record = RunRecord(
+            run_id=result.run_id,
+            session_id=self.id,
+            status=result.status.value,
+            output=result.output,
+            error=result.error,
+            usage=result.usage.to_dict(),
+            started_at=result.started_at or result.finished_at,  # type: ignore[arg-type]
+            finished_at=result.finished_at,
+            metadata=result.metadata,
+        )
+        try:
+            await self.store.append(
+                self.id, messages=transcript, run=record, metadata=self.metadata
+            )
+        except Exception as exc:
+            logger.exception("saving session %s failed", self.id)
+            result.status = RunStatus.FAILED
+            result.error = f"the run ended but saving the session failed: {exc}"
+
+    # -- signals -----------------------------------------------------------------------
+    def _with_pending_signals(self, text: str) -> str:
+        if not self.pending_signals:
+            return text
+        observed = "\n".join(f"- {s.describe()}" for s in self.pending_signals)
+        self.pending_signals.clear()
+        return f"Signals observed since the last run:\n{observed}\n\n{text}"
+
+    def view(self) -> SessionView:
+        return SessionView(
+            session_id=self.id, busy=self.busy, pending_signals=len(self.pending_signals)
+        )
+
+    async def receive(
+        self,
+        event: RuntimeSignal | Mapping[str, Any],
+        *,
+        adapter: SignalAdapter | None = None,
+    ) -> SignalDecision:
+        """Let the attention policy decide what a signal deserves, and act on it."""
+        signal = _to_signal(event, adapter, session_id=self.id)
+        hooks = self.agent.hooks
+        if hooks.wants("signal_received"):
+            await hooks.emit("signal_received", session_id=self.id, signal=signal)
+        decision = self._decide(signal)
+        if decision.action == "observe":
+            if len(self.pending_signals) == self.pending_signals.maxlen:
+                logger.warning("session %s: pending signals full, oldest dropped", self.id)
+            self.pending_signals.append(signal)
+        elif decision.action in ("queue", "interrupt"):
+            if decision.action == "interrupt" and self.current_run is not None:
+                self.current_run.interrupt(f"interrupted by signal {signal.id}")
+            run = self.start(signal.describe(), context=RunContext(metadata={"signal": signal.id}))
+            decision = SignalDecision(decision.action, decision.reason, signal, run)
+        if hooks.wants("signal_decided"):
+            await hooks.emit("signal_decided", session_id=self.id, signal=signal, decision=decision)
+        return decision
+
+    def _decide(self, signal: RuntimeSignal) -> SignalDecision:
+        key = signal.dedupe_key
+        if key is not None:
+            if key in self._dedupe:
+                return SignalDecision("drop", f"duplicate dedupe_key {key!r}", signal)
+            self._dedupe[key] = None
+            if len(self._dedupe) > MAX_REMEMBERED_DEDUPE_KEYS:
+                self._dedupe.popitem(last=False)
+        action, reason = self.agent.attention.decide(signal, self.view())
+        return SignalDecision(action, reason, signal)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} runs={len(self.runs)} busy={self.busy}>"
+
+
+def _to_signal(
+    event: RuntimeSignal | Mapping[str, Any], adapter: SignalAdapter | None, *, session_id: str
+) -> RuntimeSignal:
+    if isinstance(event, RuntimeSignal):
+        return event if event.session_id else event.model_copy(update={"session_id": session_id})
+    if adapter is not None:
+        return adapter.adapt(event, session_id=session_id)
+    fields = {**event, "session_id": event.get("session_id") or session_id}
+    return RuntimeSignal.model_validate(fields)

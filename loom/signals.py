@@ -1,0 +1,131 @@
+"""RuntimeSignal, the one wire format for everything that reaches an agent, and SignalAdapter.
+
+Wire format version 1. Signals are frozen and validated wherever they cross a boundary;
+``RuntimeSignal.json_schema()`` publishes the schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+Urgency = Literal["low", "normal", "high", "critical"]
+URGENCIES: tuple[Urgency, ...] = ("low", "normal", "high", "critical")
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:@/-]{1,256}$"
+
+
+def _signal_id() -> str:
+    return f"sig_{uuid4().hex}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RuntimeSignal(BaseModel):
+    """Something that happened and may deserve the agent's attention."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    version: Literal[1] = 1
+    id: str = Field(default_factory=_signal_id, min_length=1, max_length=128)
+    source: str = Field(default="custom", min_length=1, max_length=128)
+    type: str = Field(default="event", min_length=1, max_length=128)
+    summary: str = Field(default="", max_length=10_000)
+    urgency: Urgency = "normal"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+    run_id: str | None = Field(default=None, max_length=128)
+    dedupe_key: str | None = Field(default=None, min_length=1, max_length=512)
+    reply_to: str | None = Field(default=None, max_length=2048)
+    observed_at: AwareDatetime = Field(default_factory=_now)
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("observed_at", "expires_at")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    @classmethod
+    def create(
+        cls,
+        summary: str,
+        *,
+        source: str = "custom",
+        type: str = "event",
+        urgency: Urgency = "normal",
+        payload: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> RuntimeSignal:
+        """A signal with ``summary``; the payload carries it as ``content`` too."""
+        body = dict(payload or {})
+        body.setdefault("content", summary)
+        return cls(
+            summary=summary, source=source, type=type, urgency=urgency, payload=body, **fields
+        )
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or _now())
+
+    def describe(self) -> str:
+        """The signal as the agent reads it in its input."""
+        text = f"[{self.source}/{self.type}, urgency {self.urgency}] {self.summary}".rstrip()
+        extra = {k: v for k, v in self.payload.items() if k != "content" or v != self.summary}
+        if extra:
+            text += f"\npayload: {json.dumps(extra, default=str, ensure_ascii=False)}"
+        return text
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return cls.model_json_schema()
+
+
+Field_ = Any | Callable[[Mapping[str, Any]], Any]
+_SUMMARY_KEYS = ("summary", "content", "text", "message", "name", "id")
+
+
+class SignalAdapter:
+    """Maps an external event (a dict) to a RuntimeSignal; each field a constant or callable."""
+
+    def __init__(
+        self,
+        *,
+        source: Field_ = "custom",
+        type: Field_ = "event",
+        urgency: Field_ = "normal",
+        summary: Field_ = None,
+        payload: Field_ = None,
+        session_id: Field_ = None,
+        dedupe_key: Field_ = None,
+        reply_to: Field_ = None,
+    ) -> None:
+        self.fields: dict[str, Field_] = {
+            "source": source,
+            "type": type,
+            "urgency": urgency,
+            "summary": summary,
+            "payload": payload,
+            "session_id": session_id,
+            "dedupe_key": dedupe_key,
+            "reply_to": reply_to,
+        }
+
+    def adapt(self, event: Mapping[str, Any], **overrides: Any) -> RuntimeSignal:
+        values: dict[str, Any] = {}
+        for name, spec in self.fields.items():
+            value = spec(event) if callable(spec) else spec
+            if value is not None:
+                values[name] = value
+        if "summary" not in values:
+            values["summary"] = next(
+                (str(event[k]) for k in _SUMMARY_KEYS if event.get(k) not in (None, "")), ""
+            )
+        values.setdefault("payload", dict(event))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return RuntimeSignal(**values)

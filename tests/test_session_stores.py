@@ -1,0 +1,475 @@
+"""Contract tests for the session store port, run against every store, plus file-store tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loom.runtime.messages import Message, ToolCall
+from loom.state import (
+    FileSessionStore,
+    InMemorySessionStore,
+    RunRecord,
+    SessionStore,
+    trim_history,
+)
+
+START = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+StoreFactory = Callable[..., SessionStore]
+
+
+def turn(i: int, *, error: bool = False) -> list[Message]:
+    """One complete turn: question, tool call, tool result, answer."""
+    call = ToolCall(id=f"call-{i:06d}", name="lookup", arguments={"q": i, "nested": [1, {"a": 2}]})
+    return [
+        Message.user(f"question {i:06d}"),
+        Message.assistant("", (call,)),
+        Message.tool_result(call, f"result {i:06d}", is_error=error),
+        Message.assistant(f"answer {i:06d}"),
+    ]
+
+
+def run(i: int, session_id: str = "s", status: str = "completed", **extra: Any) -> RunRecord:
+    return RunRecord(
+        run_id=f"run-{i:06d}",
+        session_id=session_id,
+        status=status,
+        started_at=START + timedelta(seconds=i),
+        **extra,
+    )
+
+
+@pytest.fixture(params=["memory", "file"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    stores: list[SessionStore] = []
+
+    def factory(**bounds: int) -> SessionStore:
+        store: SessionStore
+        if request.param == "memory":
+            store = InMemorySessionStore(**bounds)
+        else:
+            store = FileSessionStore(tmp_path / f"sessions-{len(stores)}.jsonl", **bounds)
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        await store.close()
+
+
+async def test_roundtrip_messages_with_tool_calls_and_errors(make_store: StoreFactory) -> None:
+    store = make_store()
+    first, second = turn(1), turn(2, error=True)
+    await store.append("s", messages=first)
+    await store.append("s", messages=second)
+    bad_args = ToolCall(id="c", name="lookup", raw_arguments="{not json")
+    await store.append("s", messages=[Message.assistant("", (bad_args,))])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.session_id == "s"
+    assert snapshot.messages == [*first, *second, Message.assistant("", (bad_args,))]
+    assert snapshot.messages[6].is_error
+    assert snapshot.messages[5].tool_calls[0].arguments == {"q": 2, "nested": [1, {"a": 2}]}
+    assert snapshot.created_at.tzinfo is not None
+    assert snapshot.created_at <= snapshot.updated_at
+
+
+async def test_run_is_upserted_by_run_id(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.append("s", run=run(1, status="running"))
+    await store.append("s", run=run(2, status="running"))
+    done = run(
+        1,
+        output="done",
+        usage={"input_tokens": 10, "output_tokens": 3},
+        finished_at=START + timedelta(minutes=1),
+        metadata={"signals": ["sig-1"]},
+    )
+    await store.append("s", run=done)
+    await store.append("s", run=run(2, status="failed", error="provider error"))
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert [r.run_id for r in snapshot.runs] == ["run-000001", "run-000002"]
+    assert snapshot.runs[0] == done
+    assert snapshot.runs[1].status == "failed"
+    assert snapshot.runs[1].error == "provider error"
+
+
+async def test_metadata_is_merged(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.append("s", metadata={"channel": "C1", "thread": "t1"})
+    await store.append("s", metadata={"thread": "t2", "risk": {"level": "high"}})
+    await store.append("s", messages=[Message.user("hi")])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.metadata == {"channel": "C1", "thread": "t2", "risk": {"level": "high"}}
+
+
+async def test_message_window_is_bounded_and_starts_at_a_user_message(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(max_messages=6)
+    for i in range(5):
+        await store.append("s", messages=turn(i))
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    # The last 6 messages begin mid-turn; the window moves forward to the last question.
+    assert snapshot.messages == turn(4)
+    await store.append("s", messages=[Message.user("next")])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [*turn(4), Message.user("next")]
+
+
+async def test_a_turn_longer_than_the_window_never_leaves_orphans(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(max_messages=3)
+    await store.append("s", messages=turn(1))
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == []
+    # The rest of that turn arrives later: its tool result has no call in the window.
+    call = ToolCall(id="late", name="lookup")
+    await store.append("s", messages=[Message.tool_result(call, "late result")])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == []
+    await store.append("s", messages=[Message.user("again")])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("again")]
+
+
+async def test_runs_are_bounded_to_the_most_recent(make_store: StoreFactory) -> None:
+    store = make_store(max_runs=3)
+    for i in range(6):
+        await store.append("s", run=run(i))
+    await store.append("s", run=run(4, status="cancelled"))
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert [r.run_id for r in snapshot.runs] == ["run-000003", "run-000004", "run-000005"]
+    assert snapshot.runs[1].status == "cancelled"
+
+
+async def test_unknown_session_loads_as_none(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.load("nope") is None
+    assert await store.list_sessions() == []
+
+
+async def test_delete(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.append("a", messages=turn(1), run=run(1, "a"), metadata={"k": 1})
+    await store.append("b", messages=turn(2))
+    await store.delete("a")
+    await store.delete("never-existed")
+    assert await store.load("a") is None
+    assert await store.list_sessions() == ["b"]
+    await store.append("a", messages=[Message.user("fresh")])
+    snapshot = await store.load("a")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("fresh")]
+    assert snapshot.runs == []
+    assert snapshot.metadata == {}
+
+
+async def test_list_sessions_in_creation_order(make_store: StoreFactory) -> None:
+    store = make_store()
+    for session_id in ["c", "a", "b", "a"]:
+        await store.append(session_id, messages=[Message.user(session_id)])
+    assert await store.list_sessions() == ["c", "a", "b"]
+
+
+async def test_snapshots_and_inputs_are_copies(make_store: StoreFactory) -> None:
+    store = make_store()
+    record = run(1, metadata={"tags": ["x"]}, usage={"input_tokens": 1})
+    metadata: dict[str, Any] = {"nested": {"n": 1}}
+    await store.append("s", messages=turn(1), run=record, metadata=metadata)
+    record.status = "mutated"
+    record.metadata["tags"].append("y")
+    metadata["nested"]["n"] = 2
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    snapshot.messages.clear()
+    snapshot.runs[0].usage["input_tokens"] = 99
+    snapshot.runs[0].metadata["tags"].append("z")
+    snapshot.runs.clear()
+    snapshot.metadata["nested"]["n"] = 3
+    again = await store.load("s")
+    assert again is not None
+    assert again.messages == turn(1)
+    assert again.runs == [run(1, metadata={"tags": ["x"]}, usage={"input_tokens": 1})]
+    assert again.metadata == {"nested": {"n": 1}}
+
+
+async def test_sessions_never_see_each_other(make_store: StoreFactory) -> None:
+    store = make_store(max_messages=8, max_runs=2)
+    for i in range(10):
+        await store.append("alice", messages=turn(i), run=run(i, "alice"), metadata={"who": "a"})
+        await store.append("bob", messages=[Message.user(f"bob {i}")], metadata={"only": "bob"})
+    alice, bob = await store.load("alice"), await store.load("bob")
+    assert alice is not None
+    assert bob is not None
+    assert all("bob" not in m.content for m in alice.messages)
+    assert bob.messages == [Message.user(f"bob {i}") for i in range(2, 10)]
+    assert bob.runs == []
+    assert alice.metadata == {"who": "a"}
+    assert bob.metadata == {"only": "bob"}
+
+
+async def test_updated_at_advances(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.append("s", messages=[Message.user("one")])
+    first = await store.load("s")
+    await asyncio.sleep(0.002)
+    await store.append("s", messages=[Message.user("two")])
+    second = await store.load("s")
+    assert first is not None
+    assert second is not None
+    assert second.created_at == first.created_at
+    assert second.updated_at > first.updated_at
+    assert second.updated_at.utcoffset() == timedelta(0)
+
+
+def test_trim_history() -> None:
+    history = [*turn(1), *turn(2)]
+    assert trim_history(history, 100) == history
+    assert trim_history(history, 5) == turn(2)
+    assert trim_history(history, 4) == turn(2)
+    assert trim_history(history, 3) == []
+    assert trim_history(history, 0) == []
+    assert trim_history(history[1:], 100, cut=True) == turn(2)
+    tail = [Message.assistant("proactive"), Message.user("q")]
+    assert trim_history(tail, 2) == tail
+
+
+def test_run_record_dict_roundtrip() -> None:
+    record = run(7, output="o", error="e", usage={"requests": 2}, metadata={"m": [1]})
+    record.finished_at = START + timedelta(hours=1)
+    data = record.to_dict()
+    assert data["started_at"] == "2025-01-02T03:04:12.678901+00:00"
+    assert json.loads(json.dumps(data)) == data
+    assert RunRecord.from_dict(data) == record
+    local = datetime(2025, 1, 2, 5, 4, 5, tzinfo=UTC).astimezone()
+    assert RunRecord("r", "s", "ok", started_at=local).started_at.tzinfo is UTC
+    with pytest.raises(ValueError, match="timezone"):
+        RunRecord("r", "s", "ok", started_at=datetime(2025, 1, 1))
+
+
+def test_bounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        InMemorySessionStore(max_messages=0)
+
+
+# -- file store ------------------------------------------------------------------------------
+
+
+async def fill(store: SessionStore) -> None:
+    for i in range(30):
+        await store.append("a", messages=turn(i, error=i % 3 == 0), run=run(i, "a"))
+        await store.append("b", messages=[Message.user(f"b{i}")], metadata={"i": i})
+    await store.append("c", metadata={"gone": True})
+    await store.delete("c")
+    await store.append("a", run=run(29, "a", status="failed", error="boom"), metadata={"x": 1})
+
+
+async def everything(store: SessionStore) -> dict[str, Any]:
+    return {sid: await store.load(sid) for sid in await store.list_sessions()}
+
+
+async def test_reopen_restores_everything(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "sessions.jsonl"
+    store = FileSessionStore(path, max_messages=10, max_runs=5)
+    await fill(store)
+    before = await everything(store)
+    await store.close()
+    reopened = FileSessionStore(path, max_messages=10, max_runs=5)
+    assert await everything(reopened) == before
+    assert list(before) == ["a", "b"]
+    assert reopened.corrupt_lines == 0
+    await reopened.close()
+
+
+async def test_truncated_last_line_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path)
+    for i in range(3):
+        await store.append("s", messages=[Message.user(f"m{i}")])
+    await store.close()
+    with path.open("r+b") as log:  # a crash in the middle of the last write
+        log.truncate(path.stat().st_size - 10)
+    caplog.set_level(logging.WARNING, logger="loom.state.file")
+    store = FileSessionStore(path)
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("m0"), Message.user("m1")]
+    assert store.corrupt_lines == 1
+    assert "incomplete last line" in caplog.text
+    # The next append must not be glued onto the broken line.
+    await store.append("s", messages=[Message.user("m3")])
+    await store.close()
+    store = FileSessionStore(path)
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("m0"), Message.user("m1"), Message.user("m3")]
+    assert store.corrupt_lines == 1
+    await store.close()
+
+
+async def test_corrupt_lines_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path)
+    await store.append("s", messages=[Message.user("one")])
+    await store.close()
+    with path.open("ab") as log:
+        log.write(b"{not json\n[1, 2]\n" + b'{"op": "append", "sid": "s"}\n')
+    store = FileSessionStore(path)
+    await store.append("s", messages=[Message.user("two")])
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("one"), Message.user("two")]
+    assert store.corrupt_lines == 3
+    assert "first at line 2" in caplog.text
+    await store.close()
+
+
+async def test_unserialisable_metadata_fails_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path)
+    await store.append("s", messages=[Message.user("one")])
+    size = path.stat().st_size
+    with pytest.raises(TypeError):
+        await store.append("s", messages=[Message.user("two")], metadata={"bad": object()})
+    assert path.stat().st_size == size
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.messages == [Message.user("one")]
+    await store.close()
+
+
+async def test_compaction_keeps_data_and_shrinks_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path, max_messages=10, max_runs=5)
+    await fill(store)
+    before, size = await everything(store), path.stat().st_size
+    await store.compact()
+    assert path.stat().st_size < size / 3
+    assert store.log_lines == 2
+    assert await everything(store) == before
+    await store.append("b", messages=[Message.user("after")])
+    expected = await everything(store)
+    await store.close()
+    reopened = FileSessionStore(path, max_messages=10, max_runs=5)
+    assert await everything(reopened) == expected
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+    await reopened.close()
+
+
+async def test_compaction_runs_on_open_when_the_log_is_mostly_history(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path, max_messages=8, compact_min_lines=10_000)
+    for i in range(60):
+        await store.append("s", messages=turn(i), run=run(i))
+    before = await everything(store)
+    await store.close()
+    assert len(path.read_bytes().splitlines()) == 60
+    reopened = FileSessionStore(path, max_messages=8, compact_min_lines=50)
+    assert await everything(reopened) == before
+    assert len(path.read_bytes().splitlines()) == 1
+    await reopened.close()
+
+
+async def test_cancelled_append_leaves_index_and_log_in_agreement(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    store = FileSessionStore(path)
+    await store.append("s", messages=[Message.user("first")])
+    for i in range(20):
+        task = asyncio.create_task(store.append("s", messages=[Message.user(f"m{i}")]))
+        for _ in range(i % 4):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    in_memory = await store.load("s")
+    await store.close()
+    reopened = FileSessionStore(path)
+    assert await reopened.load("s") == in_memory
+    await reopened.close()
+
+
+async def _append_size(path: Path, prior: int) -> int:
+    store = FileSessionStore(path)
+    # Same-sized records: only the history before the measured append differs.
+    for i in range(prior):
+        await store.append("s", messages=turn(7), run=run(i))
+    size = path.stat().st_size
+    await store.append("s", messages=turn(7), run=run(prior))
+    await store.close()
+    return path.stat().st_size - size
+
+
+async def test_append_cost_does_not_grow_with_history(tmp_path: Path) -> None:
+    early = await _append_size(tmp_path / "early.jsonl", 10)
+    late = await _append_size(tmp_path / "late.jsonl", 500)
+    assert early == late
+    assert early < 1500
+
+
+def _writer(path: str, name: str, count: int) -> None:
+    async def main() -> None:
+        store = FileSessionStore(path, max_messages=10_000, max_runs=10_000, compact_min_lines=100)
+        for i in range(count):
+            # Large lines make torn or interleaved writes likely if locking were wrong.
+            body = f"{name}-{i:04d} " + name * 1000
+            record = RunRecord(run_id=f"{name}-{i}", session_id="shared", status="completed")
+            await store.append(f"own-{name}", messages=[Message.user(body)])
+            await store.append("shared", messages=[Message.user(body)], run=record)
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+async def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    count = 150
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(str(path), n, count)) for n in "xy"]
+    for process in writers:
+        process.start()
+    compactor = FileSessionStore(path, max_messages=10_000, max_runs=10_000)
+    while any(p.is_alive() for p in writers):
+        await compactor.compact()  # compaction racing the writers must lose nothing
+        await asyncio.sleep(0.02)
+    for process in writers:
+        process.join()
+        assert process.exitcode == 0
+    await compactor.close()
+    for raw in path.read_bytes().splitlines():
+        json.loads(raw)
+    store = FileSessionStore(path, max_messages=10_000, max_runs=10_000)
+    shared = await store.load("shared")
+    assert store.corrupt_lines == 0
+    assert shared is not None
+    assert len(shared.messages) == len(shared.runs) == 2 * count
+    for name in "xy":
+        own = await store.load(f"own-{name}")
+        assert own is not None
+        expected = [f"{name}-{i:04d}" for i in range(count)]
+        assert [m.content.split()[0] for m in own.messages] == expected
+        in_shared = [m.content.split()[0] for m in shared.messages if m.content[0] == name]
+        assert in_shared == expected
+    await store.close()
