@@ -58,18 +58,21 @@ async def main(runs: int) -> None:
     _row("agent.run, no tool", await _time(runs, lambda i: plain.run(f"task {i}")))
 
     sync_tool = Agent(Model.test(), "You are terse.", tools=[lookup])
-    _row("agent.run, one sync tool call (thread)",
-         await _time(runs, lambda i: sync_tool.run(f"task {i}")))
+    _row(
+        "agent.run, one sync tool call (thread)",
+        await _time(runs, lambda i: sync_tool.run(f"task {i}")),
+    )
     async_tool = Agent(Model.test(), "You are terse.", tools=[lookup_async])
-    _row("agent.run, one async tool call",
-         await _time(runs, lambda i: async_tool.run(f"task {i}")))
+    _row("agent.run, one async tool call", await _time(runs, lambda i: async_tool.run(f"task {i}")))
 
     session = Agent(Model.test(), "You are terse.").session("bench")
     samples = await _time(runs, lambda i: session.run(f"message {i}"))
     first, last = statistics.median(samples[:100]), statistics.median(samples[-100:])
     _row("one session (memory store), all runs", samples)
-    print(f"{'  first 100 vs last 100 (median)':<46} {first * 1e3:.3f} ms -> "
-          f"{last * 1e3:.3f} ms  ratio {last / first:.2f}x  history {len(session.history)} msgs")
+    print(
+        f"{'  first 100 vs last 100 (median)':<46} {first * 1e3:.3f} ms -> "
+        f"{last * 1e3:.3f} ms  ratio {last / first:.2f}x  history {len(session.history)} msgs"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = FileSessionStore(Path(tmp) / "sessions.jsonl")
@@ -78,8 +81,10 @@ async def main(runs: int) -> None:
         first, last = statistics.median(samples[:100]), statistics.median(samples[-100:])
         _row("one session (FileSessionStore), all runs", samples)
         size = (Path(tmp) / "sessions.jsonl").stat().st_size
-        print(f"{'  first 100 vs last 100 (median)':<46} {first * 1e3:.3f} ms -> "
-              f"{last * 1e3:.3f} ms  ratio {last / first:.2f}x  file {size / 1024:.0f} KiB")
+        print(
+            f"{'  first 100 vs last 100 (median)':<46} {first * 1e3:.3f} ms -> "
+            f"{last * 1e3:.3f} ms  ratio {last / first:.2f}x  file {size / 1024:.0f} KiB"
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class Agent:
         max_sessions: int = 1024,
     ) -> None:
         self.name = name
-        self.model = Model.resolve(model)
+        self.model = Model.from_environment() if model is None else Model.resolve(model)
         self.instructions = instructions
         self.generation = generation or Generation()
         self.runtime = runtime or Runtime.sdk()

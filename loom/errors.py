@@ -21,16 +21,20 @@ class ProviderError(LoomError):
         provider: str = "",
         status: int | None = None,
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 1
 
     def __str__(self) -> str:
         prefix = f"{self.provider}: " if self.provider else ""
         status = f" (HTTP {self.status})" if self.status is not None else ""
-        return f"{prefix}{self.args[0]}{status}"
+        attempts = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{prefix}{self.args[0]}{status}{attempts}"
 
 
 class AuthenticationError(ProviderError):

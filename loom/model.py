@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, cast
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from loom.providers.base import ModelProvider
 from loom.providers.test import FunctionModel, FunctionModelFn, TestModel
 
-KNOWN_PROVIDERS = ("test",)
+if TYPE_CHECKING:
+    from loom.providers.anthropic import AnthropicModel
+    from loom.providers.openai import OpenAIModel
+
+logger = logging.getLogger("loom.model")
+
+KNOWN_PROVIDERS = ("anthropic", "openai", "test")
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_OPENAI_MODEL = "gpt-5.1"
 
 
 class Model:
-    """``Model.test()``, ``Model.function(fn)``, or ``Model.parse("provider:model")``."""
+    """``Model.anthropic(...)``, ``Model.openai(...)``, ``Model.test()``, ``Model.function(fn)``,
+    or ``Model.parse("provider:model")``."""
+
+    @staticmethod
+    def anthropic(name: str = DEFAULT_ANTHROPIC_MODEL, **options: Any) -> AnthropicModel:
+        """A Claude model (``api_key``, ``base_url``, ``timeout``, ``retry``,
+        ``thinking_budget_tokens``, ``prompt_caching``)."""
+        from loom.providers.anthropic import AnthropicModel
+
+        return AnthropicModel(name, **options)
+
+    @staticmethod
+    def openai(name: str = DEFAULT_OPENAI_MODEL, **options: Any) -> OpenAIModel:
+        """An OpenAI or OpenAI-compatible model (``api_key``, ``base_url``, ``timeout``,
+        ``retry``, ``api="chat"|"responses"``, ``reasoning``)."""
+        from loom.providers.openai import OpenAIModel
+
+        return OpenAIModel(name, **options)
 
     @staticmethod
     def test(
@@ -30,14 +57,40 @@ class Model:
 
     @staticmethod
     def parse(spec: str) -> ModelProvider:
-        """Resolve a ``provider:model`` string such as the value of ``LOOM_MODEL``."""
+        """Resolve ``anthropic:claude-sonnet-4-5``, ``openai:gpt-5.1`` or ``test``."""
         provider, _, name = spec.strip().partition(":")
-        if provider == "test" and not name:
+        if provider == "test":
+            if name:
+                raise ValueError(f"cannot resolve model {spec!r}: the test model takes no name")
             return TestModel()
+        if provider in ("anthropic", "openai") and not name:
+            raise ValueError(
+                f"cannot resolve model {spec!r}: say which model, e.g. {provider}:"
+                f"{DEFAULT_ANTHROPIC_MODEL if provider == 'anthropic' else DEFAULT_OPENAI_MODEL}"
+            )
+        if provider == "anthropic":
+            return Model.anthropic(name)
+        if provider == "openai":
+            return Model.openai(name)
         known = ", ".join(KNOWN_PROVIDERS)
         raise ValueError(
             f"cannot resolve model {spec!r}: unknown provider {provider!r} (known: {known})"
         )
+
+    @staticmethod
+    def from_environment(environ: Mapping[str, str] | None = None) -> ModelProvider:
+        """The default model: Anthropic if ``ANTHROPIC_API_KEY`` is set, else OpenAI if
+        ``OPENAI_API_KEY`` is, else the offline test model (with a warning)."""
+        env = os.environ if environ is None else environ
+        if env.get("ANTHROPIC_API_KEY"):
+            return Model.anthropic()
+        if env.get("OPENAI_API_KEY"):
+            return Model.openai()
+        logger.warning(
+            "no model configured and no ANTHROPIC_API_KEY or OPENAI_API_KEY: "
+            "using the offline test model"
+        )
+        return TestModel()
 
     @staticmethod
     def resolve(model: ModelProvider | str | None) -> ModelProvider:

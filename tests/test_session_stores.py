@@ -21,6 +21,7 @@ from loom.state import (
     SessionStore,
     trim_history,
 )
+from loom.state.sessions import history_start
 
 START = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 StoreFactory = Callable[..., SessionStore]
@@ -51,12 +52,13 @@ def run(i: int, session_id: str = "s", status: str = "completed", **extra: Any) 
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     stores: list[SessionStore] = []
 
-    def factory(**bounds: int) -> SessionStore:
+    def factory(*, max_messages: int = 2000, max_runs: int = 200) -> SessionStore:
         store: SessionStore
         if request.param == "memory":
-            store = InMemorySessionStore(**bounds)
+            store = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
         else:
-            store = FileSessionStore(tmp_path / f"sessions-{len(stores)}.jsonl", **bounds)
+            path = tmp_path / f"sessions-{len(stores)}.jsonl"
+            store = FileSessionStore(path, max_messages=max_messages, max_runs=max_runs)
         stores.append(store)
         return store
 
@@ -250,6 +252,9 @@ def test_trim_history() -> None:
     assert trim_history(history[1:], 100, cut=True) == turn(2)
     tail = [Message.assistant("proactive"), Message.user("q")]
     assert trim_history(tail, 2) == tail
+    assert history_start(history, 5) == 4
+    assert history_start(history, 3) == len(history)
+    assert history_start(history, 100) == 0
 
 
 def test_run_record_dict_roundtrip() -> None:
@@ -271,6 +276,14 @@ def test_bounds_must_be_positive() -> None:
 
 
 # -- file store ------------------------------------------------------------------------------
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def files(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
 
 
 async def fill(store: SessionStore) -> None:
@@ -308,7 +321,7 @@ async def test_truncated_last_line_is_skipped(
         await store.append("s", messages=[Message.user(f"m{i}")])
     await store.close()
     with path.open("r+b") as log:  # a crash in the middle of the last write
-        log.truncate(path.stat().st_size - 10)
+        log.truncate(size(path) - 10)
     caplog.set_level(logging.WARNING, logger="loom.state.file")
     store = FileSessionStore(path)
     snapshot = await store.load("s")
@@ -350,10 +363,10 @@ async def test_unserialisable_metadata_fails_before_writing(tmp_path: Path) -> N
     path = tmp_path / "sessions.jsonl"
     store = FileSessionStore(path)
     await store.append("s", messages=[Message.user("one")])
-    size = path.stat().st_size
+    written = size(path)
     with pytest.raises(TypeError):
         await store.append("s", messages=[Message.user("two")], metadata={"bad": object()})
-    assert path.stat().st_size == size
+    assert size(path) == written
     snapshot = await store.load("s")
     assert snapshot is not None
     assert snapshot.messages == [Message.user("one")]
@@ -364,17 +377,17 @@ async def test_compaction_keeps_data_and_shrinks_the_file(tmp_path: Path) -> Non
     path = tmp_path / "sessions.jsonl"
     store = FileSessionStore(path, max_messages=10, max_runs=5)
     await fill(store)
-    before, size = await everything(store), path.stat().st_size
+    before, written = await everything(store), size(path)
     await store.compact()
-    assert path.stat().st_size < size / 3
-    assert store.log_lines == 2
+    assert size(path) < written / 3
+    assert len(path.read_bytes().splitlines()) == 2
     assert await everything(store) == before
     await store.append("b", messages=[Message.user("after")])
     expected = await everything(store)
     await store.close()
     reopened = FileSessionStore(path, max_messages=10, max_runs=5)
     assert await everything(reopened) == expected
-    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+    assert files(tmp_path) == [path]  # no temp file left behind
     await reopened.close()
 
 
@@ -415,10 +428,10 @@ async def _append_size(path: Path, prior: int) -> int:
     # Same-sized records: only the history before the measured append differs.
     for i in range(prior):
         await store.append("s", messages=turn(7), run=run(i))
-    size = path.stat().st_size
+    before = size(path)
     await store.append("s", messages=turn(7), run=run(prior))
     await store.close()
-    return path.stat().st_size - size
+    return size(path) - before
 
 
 async def test_append_cost_does_not_grow_with_history(tmp_path: Path) -> None:

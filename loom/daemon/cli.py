@@ -13,20 +13,24 @@ from loom._version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="loom", description="Loom turns events into agent work."
-    )
+    parser = argparse.ArgumentParser(prog="loom", description="Loom turns events into agent work.")
     parser.add_argument("--version", action="version", version=f"loom {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ask = commands.add_parser(
-        "ask", help="run the agent once on a prompt and print its answer",
+        "ask",
+        help="run the agent once on a prompt and print its answer",
         description="Run the agent once on PROMPT and print its answer. Exits 1 when the "
         "run does not complete.",
     )
     ask.add_argument("prompt", help="what to ask the agent")
-    ask.add_argument("--model", default="test", help="provider:model (default: test)")
+    ask.add_argument(
+        "--model",
+        default=None,
+        help="provider:model, e.g. anthropic:claude-sonnet-4-5 or test (default: from the "
+        "provider keys in the environment, else test)",
+    )
     ask.add_argument("--instructions", default="", help="the agent's instructions")
     ask.add_argument("--json", action="store_true", help="print the whole run result as JSON")
     return parser

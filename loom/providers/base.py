@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,10 +12,29 @@ from loom.generation import Generation
 from loom.runtime.messages import Message, ToolCall, Usage
 from loom.tools.tool import ToolDefinition
 
-StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "other"]
+StopReason = Literal[
+    "end_turn",
+    "tool_use",
+    "max_tokens",
+    "stop_sequence",
+    "refusal",
+    "context_window_exceeded",
+    "other",
+]
 
-TextDeltaHandler = Callable[[str], Awaitable[None]]
-"""Receives streamed text as it arrives (only passed when generation.stream is on)."""
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """A piece of a streamed model turn: answer text, thinking, or a tool call's input JSON."""
+
+    kind: Literal["text", "thinking", "tool_input"]
+    text: str
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+
+
+DeltaHandler = Callable[[StreamDelta], Awaitable[None]]
+"""Receives streamed pieces as they arrive (only passed when generation.stream is on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +67,8 @@ class ModelResponse:
     usage: Usage = field(default_factory=Usage)
     stop_reason: StopReason = "end_turn"
     model: str = ""
-    raw: Any = None
+    provider_data: dict[str, Any] | None = None
+    """Provider state the next request must send back (e.g. signed thinking blocks)."""
 
     @classmethod
     def of_text(cls, text: str, **kwargs: Any) -> ModelResponse:
@@ -58,7 +79,7 @@ class ModelResponse:
         return cls(text=text, tool_calls=calls, stop_reason="tool_use", **kwargs)
 
     def message(self) -> Message:
-        return Message.assistant(self.text, self.tool_calls)
+        return Message.assistant(self.text, self.tool_calls, provider_data=self.provider_data)
 
 
 class ModelProvider(ABC):
@@ -69,7 +90,7 @@ class ModelProvider(ABC):
 
     @abstractmethod
     async def complete(
-        self, request: ModelRequest, on_text: TextDeltaHandler | None = None
+        self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         """Run one model turn. Raise ``loom.errors.ProviderError`` on failure."""
 
@@ -78,3 +99,14 @@ class ModelProvider(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def tool_call_from_json(call_id: str, name: str, text: str) -> ToolCall:
+    """A tool call from the model's JSON text; text that is no JSON object is kept raw."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        return ToolCall(call_id, name, value)
+    return ToolCall(call_id, name, {}, raw_arguments=text)

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, TextDeltaHandler
+from loom.providers.base import (
+    DeltaHandler,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    StreamDelta,
+)
 from loom.runtime.messages import Message, ToolCall, Usage
 
 FunctionModelFn = Callable[[ModelRequest], "ModelResponse | str | Awaitable[ModelResponse | str]"]
@@ -60,7 +67,7 @@ class TestModel(ModelProvider):
         self.output_text = output_text
 
     async def complete(
-        self, request: ModelRequest, on_text: TextDeltaHandler | None = None
+        self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         input_tokens = _request_tokens(request)
         results = _tool_results_of_turn(request.messages)
@@ -75,9 +82,9 @@ class TestModel(ModelProvider):
                     model="test",
                 )
         text = self.output_text if self.output_text is not None else _summary(request, results)
-        if on_text is not None:
+        if on_delta is not None:
             for chunk in _chunks(text):
-                await on_text(chunk)
+                await on_delta(StreamDelta("text", chunk))
         return ModelResponse(
             text=text,
             usage=Usage(input_tokens=input_tokens, output_tokens=estimate_tokens(text), requests=1),
@@ -136,7 +143,49 @@ def _example(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
     if kind == "object" or "properties" in schema:
         properties: Mapping[str, Any] = schema.get("properties", {})
         return {name: _example(properties[name], defs) for name in schema.get("required", [])}
+    # Common constraints (datetime, UUID, bounded numbers, min lengths) must hold too, or
+    # the tool would reject the "schema-valid" arguments; regex patterns are not attempted.
+    if kind == "string":
+        if schema.get("format") in _FORMATS:
+            return _FORMATS[schema["format"]]
+        length = max(schema.get("minLength", 1), 1)
+        return "a" * min(length, schema.get("maxLength", length))
+    if kind in ("integer", "number"):
+        return _number(schema, integer=kind == "integer")
+    if kind == "array":
+        if "prefixItems" in schema:
+            return [_example(item, defs) for item in schema["prefixItems"]]
+        return [_example(schema.get("items", {}), defs)] * schema.get("minItems", 0)
     return _SIMPLE.get(kind, "example") if isinstance(kind, str) else "example"
+
+
+def _number(schema: Mapping[str, Any], *, integer: bool) -> int | float:
+    """Zero if the bounds allow it, else the allowed value nearest to zero."""
+    open_low, open_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    low = schema.get("minimum", None if open_low is None else math.floor(open_low) + 1)
+    high = schema.get("maximum", None if open_high is None else math.ceil(open_high) - 1)
+    if not integer and low is not None and high is not None and low > high:
+        return float(schema.get("minimum", open_low) + schema.get("maximum", open_high)) / 2
+    value = 0 if low is None else max(0, math.ceil(low) if integer else low)
+    if high is not None:
+        value = min(value, math.floor(high) if integer else high)
+    step = schema.get("multipleOf")
+    if integer and isinstance(step, int) and step > 0 and value % step:
+        value += step - value % step
+    return int(value) if integer else float(value)
+
+
+_FORMATS: dict[str, str] = {
+    "date-time": "2024-01-01T00:00:00Z",
+    "date": "2024-01-01",
+    "time": "00:00:00",
+    "duration": "PT0S",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "ipv4": "127.0.0.1",
+    "ipv6": "::1",
+}
 
 
 _SIMPLE: dict[str, Any] = {
@@ -160,7 +209,7 @@ class FunctionModel(ModelProvider):
         self.name = f"function:{name or getattr(fn, '__name__', 'fn')}"
 
     async def complete(
-        self, request: ModelRequest, on_text: TextDeltaHandler | None = None
+        self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         outcome = self.fn(request)
         if inspect.isawaitable(outcome):
@@ -179,6 +228,6 @@ class FunctionModel(ModelProvider):
                 + estimate_tokens(json.dumps([c.arguments for c in outcome.tool_calls])),
             )
         outcome.usage.requests = max(outcome.usage.requests, 1)
-        if on_text is not None and outcome.text:
-            await on_text(outcome.text)
+        if on_delta is not None and outcome.text:
+            await on_delta(StreamDelta("text", outcome.text))
         return outcome

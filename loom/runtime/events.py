@@ -10,6 +10,8 @@ RunEventType = Literal[
     "run.started",
     "model.request",
     "model.token",
+    "model.thinking",
+    "model.tool_input",
     "model.response",
     "tool.started",
     "tool.completed",

@@ -16,7 +16,8 @@ from typing import Any
 
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
-from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
+from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
+from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
 from loom.runtime.history import WorkingHistory, message_chars
 from loom.runtime.hooks import HookManager
@@ -47,6 +48,7 @@ class _RunState:
     output: str = ""
     open_calls: tuple[ToolCall, ...] = ()
     results: dict[str, Message] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
 
     def append(self, message: Message) -> None:
         self.transcript.append(message)
@@ -83,6 +85,7 @@ class AgentLoop:
         state = _RunState(run, history, [], dict(metadata or {}))
         state.append(user_message)
         run.status = RunStatus.RUNNING
+        run.input = user_message.content
         run.emit("run.started", input=user_message.content)
         if self.hooks.wants("before_run"):
             await self.hooks.emit(
@@ -114,25 +117,35 @@ class AgentLoop:
 
     async def conclude(self, run: Run, result: RunResult) -> None:
         """Announce the end (terminal event, hooks) and release everyone waiting."""
+        # The outcome is decided: from here cancel() and interrupt() refuse, and even a
+        # cancellation arriving while a hook runs cannot leave the run unfinished.
+        run.status = result.status
         run.emit(
             f"run.{result.status.value}",  # type: ignore[arg-type]
             output=result.output,
             error=result.error,
             usage=result.usage.to_dict(),
         )
-        if not result.ok and self.hooks.wants("run_error"):
-            await self.hooks.emit(
-                "run_error",
-                run_id=run.id,
-                session_id=run.session_id,
-                error=result.error,
-                status=result.status.value,
-            )
-        if self.hooks.wants("after_run"):
-            await self.hooks.emit(
-                "after_run", run_id=run.id, session_id=run.session_id, result=result.to_dict()
-            )
-        run.finish(result)
+        try:
+            if not result.ok and self.hooks.wants("run_error"):
+                await self.hooks.emit(
+                    "run_error",
+                    run_id=run.id,
+                    session_id=run.session_id,
+                    prompt=run.input,
+                    error=result.error,
+                    status=result.status.value,
+                )
+            if self.hooks.wants("after_run"):
+                await self.hooks.emit(
+                    "after_run",
+                    run_id=run.id,
+                    session_id=run.session_id,
+                    prompt=run.input,
+                    result=result.to_dict(),
+                )
+        finally:
+            run.finish(result)
 
     async def _guarded(self, state: _RunState) -> tuple[RunStatus, str | None]:
         run = state.run
@@ -189,6 +202,8 @@ class AgentLoop:
             return RunStatus.FAILED, "model output truncated: the max_output_tokens limit was hit"
         if response.stop_reason == "refusal":
             return RunStatus.FAILED, "the model refused the request"
+        if response.stop_reason == "context_window_exceeded":
+            return RunStatus.FAILED, "the request exceeded the model's context window"
         return RunStatus.COMPLETED, None
 
     async def _call_model(self, state: _RunState, request: ModelRequest) -> ModelResponse:
@@ -204,22 +219,34 @@ class AgentLoop:
             await self.hooks.emit(
                 "before_llm",
                 run_id=run.id,
+                session_id=run.session_id,
                 request=request,
                 iteration=request.iteration,
                 stream=stream,
             )
 
-        async def on_text(delta: str) -> None:
-            run.emit("model.token", text=delta)
+        async def on_delta(delta: StreamDelta) -> None:
+            if delta.kind == "text":
+                run.emit("model.token", text=delta.text)
+            elif delta.kind == "thinking":
+                run.emit("model.thinking", text=delta.text)
+            else:
+                run.emit(
+                    "model.tool_input",
+                    text=delta.text,
+                    tool_call_id=delta.tool_call_id,
+                    tool_name=delta.tool_name,
+                )
 
         try:
-            response = await self.provider.complete(request, on_text if stream else None)
+            response = await self.provider.complete(request, on_delta if stream else None)
         except Exception as exc:
             reason = describe_model_error(exc)
             if self.hooks.wants("after_llm"):
                 await self.hooks.emit(
                     "after_llm",
                     run_id=run.id,
+                    session_id=run.session_id,
                     request=request,
                     response=None,
                     iteration=request.iteration,
@@ -227,7 +254,7 @@ class AgentLoop:
                     error=reason,
                 )
             raise _ModelCallFailed(reason) from exc
-        state.usage.add(response.usage)
+        state.usage.add(apply_cost(response.usage, response.model or self.provider.name))
         run.emit(
             "model.response",
             iteration=request.iteration,
@@ -240,6 +267,7 @@ class AgentLoop:
             await self.hooks.emit(
                 "after_llm",
                 run_id=run.id,
+                session_id=run.session_id,
                 request=request,
                 response=response,
                 iteration=request.iteration,
@@ -283,6 +311,7 @@ class AgentLoop:
             await self.hooks.emit(
                 "before_tool",
                 run_id=run.id,
+                session_id=run.session_id,
                 tool_name=call.name,
                 arguments=call.arguments,
                 tool_call_id=call.id,
@@ -292,6 +321,7 @@ class AgentLoop:
             "tool.started", tool_call_id=call.id, tool_name=call.name, arguments=call.arguments
         )
         clock = time.perf_counter()
+        state.started.add(call.id)
         content, is_error = await self._invoke(state, call)
         limit = self.runtime.max_tool_result_chars
         if len(content) > limit:
@@ -309,6 +339,7 @@ class AgentLoop:
             await self.hooks.emit(
                 "after_tool",
                 run_id=run.id,
+                session_id=run.session_id,
                 tool_name=call.name,
                 arguments=call.arguments,
                 tool_call_id=call.id,
@@ -352,11 +383,14 @@ class AgentLoop:
             return
         for call in state.open_calls:
             message = state.results.get(call.id) or Message.tool_result(
-                call, f"not run: {reason}", is_error=True
+                call,
+                f"{'stopped before finishing' if call.id in state.started else 'not run'}: {reason}",
+                is_error=True,
             )
             state.append(message)
         state.open_calls = ()
         state.results = {}
+        state.started = set()
 
     async def _compact_if_needed(self, state: _RunState, iteration: int) -> None:
         budget = self.runtime.max_context_tokens * 4
@@ -377,6 +411,7 @@ class AgentLoop:
             await self.hooks.emit(
                 "on_context_compact",
                 run_id=state.run.id,
+                session_id=state.run.session_id,
                 strategy="drop_oldest_turns",
                 iteration=iteration,
                 rho=used / budget,

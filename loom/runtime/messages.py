@@ -56,14 +56,24 @@ class Message:
     tool_call_id: str | None = None
     tool_name: str | None = None
     is_error: bool = False
+    provider_data: dict[str, Any] | None = None
+    """Opaque provider state kept with an assistant turn (e.g. signed thinking blocks)."""
 
     @classmethod
     def user(cls, content: str) -> Message:
         return cls(role="user", content=content)
 
     @classmethod
-    def assistant(cls, content: str = "", tool_calls: tuple[ToolCall, ...] = ()) -> Message:
-        return cls(role="assistant", content=content, tool_calls=tool_calls)
+    def assistant(
+        cls,
+        content: str = "",
+        tool_calls: tuple[ToolCall, ...] = (),
+        *,
+        provider_data: dict[str, Any] | None = None,
+    ) -> Message:
+        return cls(
+            role="assistant", content=content, tool_calls=tool_calls, provider_data=provider_data
+        )
 
     @classmethod
     def tool_result(cls, call: ToolCall, content: str, *, is_error: bool = False) -> Message:
@@ -84,6 +94,8 @@ class Message:
             data["tool_name"] = self.tool_name
         if self.is_error:
             data["is_error"] = True
+        if self.provider_data:
+            data["provider_data"] = self.provider_data
         return data
 
     @classmethod
@@ -98,18 +110,28 @@ class Message:
             tool_call_id=data.get("tool_call_id"),
             tool_name=data.get("tool_name"),
             is_error=bool(data.get("is_error", False)),
+            provider_data=data.get("provider_data"),
         )
 
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts; adds up across model calls, runs and sessions."""
+    """Token counts and cost; adds up across model calls, runs and sessions.
+
+    ``input_tokens`` counts every input token, cached ones included; ``cache_read_tokens``
+    and ``cache_write_tokens`` say how many of them were cache reads and writes, and
+    ``reasoning_tokens`` how many output tokens went to reasoning.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     requests: int = 0
+    cost_usd: float = 0.0
+    """Cost of the priced requests; ``unpriced_requests`` counts those without a known price."""
+    unpriced_requests: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -120,20 +142,28 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cache_read_tokens += other.cache_read_tokens
         self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.requests += other.requests
+        self.cost_usd += other.cost_usd
+        self.unpriced_requests += other.unpriced_requests
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "requests": self.requests,
+            "cost_usd": round(self.cost_usd, 8),
+            "unpriced_requests": self.unpriced_requests,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(**{k: int(v) for k, v in data.items() if k in _USAGE_FIELDS})
+        usage = cls(**{k: int(v) for k, v in data.items() if k in _COUNT_FIELDS})
+        usage.cost_usd = float(data.get("cost_usd", 0.0))
+        return usage
 
 
-_USAGE_FIELDS = frozenset(Usage.__dataclass_fields__)
+_COUNT_FIELDS = frozenset(Usage.__dataclass_fields__) - {"cost_usd"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,8 @@ from typing import Any
 from loom.errors import RunFailed
 from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
 from loom.runtime.messages import Usage
+
+_STREAMED_ONLY = frozenset({"model.token", "model.thinking", "model.tool_input"})
 
 
 class RunStatus(StrEnum):
@@ -90,8 +93,10 @@ class Run:
         self.id = run_id
         self.session_id = session_id
         self.status = RunStatus.PENDING
+        self.input = ""
         self._max_events = max_events
         self._events: list[RunEvent] = []
+        self._sequence = 0
         self._subscribers: list[asyncio.Queue[RunEvent | None]] = []
         self._done = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[Any] | None = None
@@ -103,9 +108,10 @@ class Run:
         self._task = task
 
     def emit(self, type_: RunEventType, **payload: Any) -> RunEvent:
-        event = RunEvent(type_, self.id, self.session_id, len(self._events) + 1, payload)
+        self._sequence += 1
+        event = RunEvent(type_, self.id, self.session_id, self._sequence, payload)
         # Token events beyond the bound are still streamed live, just not kept.
-        if type_ != "model.token" or len(self._events) < self._max_events:
+        if type_ not in _STREAMED_ONLY or len(self._events) < self._max_events:
             self._events.append(event)
         for queue in self._subscribers:
             queue.put_nowait(event)
@@ -168,21 +174,28 @@ class Run:
     def cancel(self, reason: str = "cancelled") -> bool:
         """Stop now: the step in flight is abandoned and every open tool call gets a result.
 
-        Returns False when the run had already finished.
+        Returns False when the run had already finished (or is announcing its end).
         """
-        if self.done() or self.cancel_reason is not None:
+        if self.done() or self.status.finished or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
-        if self._task is not None:
+        # A task cancelled before its first step never runs its body, so nothing would end
+        # the run and wait() would hang; such a task sees cancel_reason when it starts.
+        if self._task is not None and not _not_started(self._task):
             self._task.cancel(reason)
         return True
 
     def interrupt(self, reason: str = "interrupted") -> bool:
         """Stop at the next step boundary (after a model call, between tool calls)."""
-        if self.done():
+        if self.done() or self.status.finished:
             return False
         self.interrupt_reason = self.interrupt_reason or reason
         return True
 
     def __repr__(self) -> str:
         return f"<Run {self.id} session={self.session_id} {self.status.value}>"
+
+
+def _not_started(task: asyncio.Task[Any]) -> bool:
+    coro = task.get_coro()
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED

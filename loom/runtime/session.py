@@ -112,6 +112,8 @@ class Session:
         loop = self.agent.loop
         waiting = True
         try:
+            if run.cancel_reason is not None:  # cancelled before its task took a step
+                raise asyncio.CancelledError
             async with self._lock:
                 self._queued -= 1
                 waiting = False
@@ -179,6 +181,7 @@ class Session:
             logger.exception("saving session %s failed", self.id)
             result.status = RunStatus.FAILED
             result.error = f"the run ended but saving the session failed: {exc}"
+            result.artifacts = ()  # only completed runs have artifacts
 
     # -- signals -----------------------------------------------------------------------
     def _with_pending_signals(self, text: str) -> str:

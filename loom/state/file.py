@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from loom.runtime.messages import Message
 from loom.state.memory import SessionState
@@ -44,15 +44,9 @@ _T = TypeVar("_T")
 # Transcripts can hold anything a user or a tool said: readable by the owner only.
 _MODE = 0o600
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-
-
 _Change = Callable[[dict[str, "SessionState"]], None]
-
-
-class _Replay(NamedTuple):
-    sessions: dict[str, SessionState]
-    lines: int
-    corrupt: int
+# What reading the log yields: the index, the lines read and how many were corrupt.
+_Replay = tuple[dict[str, SessionState], int, int]
 
 
 class FileSessionStore(SessionStore):
@@ -90,11 +84,6 @@ class FileSessionStore(SessionStore):
         self._corrupt = 0
         # Orders this instance's writes, so the log and the index see appends in one order.
         self._lock = asyncio.Lock()
-
-    @property
-    def log_lines(self) -> int:
-        """Lines in the log as this instance knows it (its reads plus its own appends)."""
-        return self._lines
 
     @property
     def corrupt_lines(self) -> int:
@@ -153,10 +142,9 @@ class FileSessionStore(SessionStore):
         return self._sessions
 
     async def _write_record(self, record: dict[str, Any]) -> None:
-        # Encoded and decoded before anything is written: a record the log could not replay
-        # (metadata that is not JSON, say) fails here. Applying the decoded record, not the
-        # caller's objects, keeps the index equal to what a reopened store would read.
-        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        # Decoded before writing, so a record the log could not replay fails here; and the
+        # index applies the decoded record, exactly what a reopened store would read.
+        line = _encode(record)
         change = _decode(json.loads(line), self.max_messages, self.max_runs)
         await self._index()
         await self._locked(partial(self._write, line), lambda _: self._commit(change))
@@ -173,9 +161,8 @@ class FileSessionStore(SessionStore):
     async def _locked(self, work: Callable[[], _T], commit: Callable[[_T], None]) -> None:
         """Run blocking ``work`` in a thread under the lock, then ``commit`` its result.
 
-        If the caller is cancelled meanwhile (an interrupted run), the work still finishes
-        and is committed before the cancellation propagates: a line on disk that the index
-        lacks would make the index disagree with the log.
+        If the caller is cancelled meanwhile (an interrupted run), the work still finishes and
+        is committed before the cancellation propagates, so the index never lacks a line.
         """
         async with self._lock:
             future = asyncio.ensure_future(asyncio.to_thread(work))
@@ -202,12 +189,12 @@ class FileSessionStore(SessionStore):
             return None
         fd = self._lock_file()
         try:
-            replay = self._replay()
+            sessions, lines, corrupt = self._replay()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        if self._needs_compaction(replay.lines, len(replay.sessions)):
+        if self._needs_compaction(lines, len(sessions)):
             return self._compact_sync()
-        return replay
+        return sessions, lines, corrupt
 
     def _lock_file(self) -> int:
         """Open the log if needed and lock it exclusively, following a replaced file."""
@@ -252,8 +239,6 @@ class FileSessionStore(SessionStore):
                     _log.warning("%s: ignoring an incomplete last line", self.path)
                     bad += 1
                     break
-                if not raw.strip():
-                    continue
                 try:
                     _decode(json.loads(raw), self.max_messages, self.max_runs)(sessions)
                 except (ValueError, KeyError, TypeError, AttributeError):
@@ -261,19 +246,18 @@ class FileSessionStore(SessionStore):
                     first_bad = first_bad or lines
         if first_bad:
             _log.warning("%s: skipped corrupt line(s), the first at line %d", self.path, first_bad)
-        return _Replay(sessions, lines, bad)
+        return sessions, lines, bad
 
     def _compact_sync(self) -> _Replay:
         fd = self._lock_file()
         try:
             # Read again under the lock: other processes may have appended since we did.
-            sessions = self._replay().sessions
+            sessions = self._replay()[0]
             tmp_fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
             try:
                 with os.fdopen(tmp_fd, "wb") as out:
                     for session_id, state in sessions.items():
-                        record = {"op": "session", "sid": session_id, **state.to_dict()}
-                        out.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+                        out.write(_encode({"op": "session", "sid": session_id, **state.to_dict()}))
                     out.flush()
                     # Always synced: a crash must leave the old log or the whole new one.
                     os.fsync(out.fileno())
@@ -287,14 +271,15 @@ class FileSessionStore(SessionStore):
             # Our descriptor now names the replaced file; the next write reopens the path.
             os.close(fd)
             self._fd = None
-        return _Replay(sessions, len(sessions), 0)
+        return sessions, len(sessions), 0
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 def _decode(record: Any, max_messages: int, max_runs: int) -> _Change:
-    """Validate one log record and return the change it makes to the index.
-
-    Raises ValueError, KeyError or TypeError for a record that is not well formed.
-    """
+    """Validate one log record (ValueError, KeyError, TypeError if bad); return its change."""
     if not isinstance(record, dict) or not isinstance(record.get("sid"), str):
         raise TypeError("a record must be an object with a string 'sid'")
     session_id: str = record["sid"]

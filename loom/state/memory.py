@@ -16,8 +16,8 @@ from loom.state.sessions import (
     SessionSnapshot,
     SessionStore,
     format_time,
+    history_start,
     parse_time,
-    trim_history,
     utcnow,
 )
 
@@ -50,12 +50,14 @@ class SessionState:
         max_runs: int,
     ) -> None:
         """Append, upsert and merge, then trim back to the bounds."""
+        # Copies first: if one fails, the state is left untouched.
+        stored_run = None if run is None else run.copy()
+        merged = copy.deepcopy(dict(metadata)) if metadata else {}
         self.messages.extend(messages)
-        if run is not None:
+        if stored_run is not None:
             # Assigning to an existing key keeps its place, so an update never reorders runs.
-            self.runs[run.run_id] = run.copy()
-        if metadata:
-            self.metadata.update(copy.deepcopy(dict(metadata)))
+            self.runs[stored_run.run_id] = stored_run
+        self.metadata.update(merged)
         self.updated_at = at
         self.bound(max_messages, max_runs)
 
@@ -64,7 +66,8 @@ class SessionState:
         overflow = len(self.messages) > max_messages
         self.cut = self.cut or overflow
         if overflow or (self.cut and self.messages and self.messages[0].role != "user"):
-            self.messages = trim_history(self.messages, max_messages, cut=True)
+            # In place: dropping the head costs far less than copying a full window.
+            del self.messages[: history_start(self.messages, max_messages, cut=True)]
         while len(self.runs) > max_runs:
             del self.runs[next(iter(self.runs))]
 

@@ -132,15 +132,23 @@ def trim_history(messages: Sequence[Message], limit: int, *, cut: bool = False) 
     ``messages`` already lost its beginning (an earlier trim), so the same rule applies even
     when it fits.
     """
+    return list(messages[history_start(messages, limit, cut=cut) :])
+
+
+def history_start(messages: Sequence[Message], limit: int, *, cut: bool = False) -> int:
+    """The index where :func:`trim_history`'s window begins (``len(messages)`` if empty).
+
+    Stores use it to drop the head of their window in place instead of copying the window.
+    """
     if limit <= 0:
-        return []
+        return len(messages)
     start = max(len(messages) - limit, 0)
     if start == 0 and not cut:
-        return list(messages)
+        return 0
     for index in range(start, len(messages)):
         if messages[index].role == "user":
-            return list(messages[index:])
-    return []
+            return index
+    return len(messages)
 
 
 class SessionStore(ABC):

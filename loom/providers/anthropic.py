@@ -1,0 +1,245 @@
+"""Claude models through the official ``anthropic`` SDK (Messages API)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from loom.errors import AuthenticationError, ProviderError
+from loom.providers._sdk_errors import classify_sdk_error
+from loom.providers.base import (
+    DeltaHandler,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    StopReason,
+    StreamDelta,
+)
+from loom.providers.retry import RetryPolicy, call_with_retries
+from loom.runtime.messages import Message, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+DEFAULT_MAX_TOKENS = 8192
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+    "model_context_window_exceeded": "context_window_exceeded",
+}
+
+
+def _sdk() -> Any:
+    try:
+        import anthropic
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError(
+            "Model.anthropic needs the anthropic package: pip install anthropic"
+        ) from exc
+    return anthropic
+
+
+class AnthropicModel(ModelProvider):
+    """A Claude model; the key and base URL default to the SDK's ``ANTHROPIC_*`` variables."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        thinking_budget_tokens: int | None = None,
+        prompt_caching: bool = False,
+        client: AsyncAnthropic | None = None,
+    ) -> None:
+        self.model = model
+        self.name = f"anthropic:{model}"
+        self.retry = retry or RetryPolicy()
+        self.thinking_budget_tokens = thinking_budget_tokens
+        self.prompt_caching = prompt_caching
+        self._client_options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": 0,  # retried by loom.providers.retry, the same for every provider
+        }
+        self._client = client
+
+    @property
+    def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours
+        if self._client is None:
+            options = {k: v for k, v in self._client_options.items() if v is not None}
+            try:
+                self._client = _sdk().AsyncAnthropic(**options)
+            except Exception as exc:  # e.g. no key anywhere: a failed run, not a crash
+                raise AuthenticationError(str(exc), provider="anthropic") from exc
+        return self._client
+
+    async def complete(
+        self, request: ModelRequest, on_delta: DeltaHandler | None = None
+    ) -> ModelResponse:
+        params = self.request_params(request)
+        sdk = _sdk()
+        streamed = [False]
+
+        def classify(exc: Exception) -> ProviderError:
+            return classify_sdk_error(exc, sdk, "anthropic")
+
+        async def attempt() -> Any:
+            try:
+                if on_delta is None:
+                    return await self.client.messages.create(**params)
+                return await self._stream(params, on_delta, streamed)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                error = classify(exc)
+                if streamed[0]:  # deltas already went out: a retry would repeat them
+                    error.retryable = False
+                raise error from exc
+
+        return self.parse_message(await call_with_retries(attempt, self.retry, classify))
+
+    async def _stream(
+        self, params: dict[str, Any], on_delta: DeltaHandler, streamed: list[bool]
+    ) -> Any:
+        tool_block: tuple[str | None, str | None] = (None, None)
+        async with self.client.messages.stream(**params) as stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "content_block_start":
+                    block = event.content_block
+                    if block.type == "tool_use":
+                        tool_block = (block.id, block.name)
+                elif kind == "text":
+                    streamed[0] = True
+                    await on_delta(StreamDelta("text", event.text))
+                elif kind == "thinking":
+                    streamed[0] = True
+                    await on_delta(StreamDelta("thinking", event.thinking))
+                elif kind == "input_json" and event.partial_json:
+                    # Blocks stream one after another, so the last tool_use block started
+                    # is the one this input belongs to.
+                    streamed[0] = True
+                    await on_delta(StreamDelta("tool_input", event.partial_json, *tool_block))
+            return await stream.get_final_message()
+
+    # -- translation -------------------------------------------------------------------
+    def request_params(self, request: ModelRequest) -> dict[str, Any]:
+        generation = request.generation
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": generation.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "messages": to_anthropic_messages(request.messages),
+        }
+        if request.instructions:
+            system: dict[str, Any] = {"type": "text", "text": request.instructions}
+            if self.prompt_caching:
+                system["cache_control"] = {"type": "ephemeral"}
+            params["system"] = [system]
+        if request.tools:
+            tools = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+            if self.prompt_caching:
+                tools[-1]["cache_control"] = {"type": "ephemeral"}
+            params["tools"] = tools
+        if generation.stop:
+            params["stop_sequences"] = list(generation.stop)
+        budget = generation.thinking_budget_tokens or self.thinking_budget_tokens
+        if budget:
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            params["max_tokens"] = max(params["max_tokens"], budget + 1024)
+        extra: dict[str, Any] = dict(generation.extensions)
+        # Sampling fields are no longer in the SDK's signature; sent only when asked for.
+        if generation.temperature is not None and not budget:
+            extra["temperature"] = generation.temperature
+        if generation.top_p is not None and not budget:
+            extra["top_p"] = generation.top_p
+        if extra:
+            params["extra_body"] = extra
+        return params
+
+    def parse_message(self, message: Any) -> ModelResponse:
+        text_parts: list[str] = []
+        calls: list[ToolCall] = []
+        thinking: list[dict[str, Any]] = []
+        for block in message.content:
+            if block.type == "text":
+                text_parts.append(block.text)
+            elif block.type == "tool_use":
+                arguments = block.input if isinstance(block.input, dict) else {}
+                raw = None if isinstance(block.input, dict) else json.dumps(block.input)
+                calls.append(ToolCall(block.id, block.name, dict(arguments), raw))
+            elif block.type in ("thinking", "redacted_thinking"):
+                thinking.append(block.model_dump(mode="json", exclude_none=True))
+        usage = message.usage
+        cache_read = usage.cache_read_input_tokens or 0
+        cache_write = usage.cache_creation_input_tokens or 0
+        return ModelResponse(
+            text="".join(text_parts),
+            tool_calls=tuple(calls),
+            usage=Usage(
+                input_tokens=usage.input_tokens + cache_read + cache_write,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
+                requests=1,
+            ),
+            stop_reason=_STOP_REASONS.get(message.stop_reason or "", "other"),
+            model=message.model or self.model,
+            provider_data={"anthropic_thinking": thinking} if thinking else None,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Loom's transcript as Messages API turns.
+
+    Tool results become ``tool_result`` blocks of one user turn; adjacent user content is
+    merged, so the turns always alternate as the API expects.
+    """
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for message in messages:
+        if message.role == "user":
+            add("user", [{"type": "text", "text": message.content or " "}])
+        elif message.role == "tool":
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id,
+                "content": message.content,
+            }
+            if message.is_error:
+                result["is_error"] = True
+            add("user", [result])
+        else:
+            blocks: list[dict[str, Any]] = list(
+                (message.provider_data or {}).get("anthropic_thinking", ())
+            )
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+            blocks.extend(
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                for c in message.tool_calls
+            )
+            add("assistant", blocks)
+    return turns

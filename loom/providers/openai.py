@@ -1,0 +1,274 @@
+"""GPT and OpenAI-compatible models through the official ``openai`` SDK.
+
+Chat Completions by default (what vLLM, Ollama and LiteLLM speak); the Responses API with
+``api="responses"``. Reasoning models get ``max_completion_tokens`` and no sampling fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from loom.errors import AuthenticationError, ProviderError
+from loom.providers._sdk_errors import classify_sdk_error
+from loom.providers.base import (
+    DeltaHandler,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    StopReason,
+    StreamDelta,
+    tool_call_from_json,
+)
+from loom.providers.openai_responses import parse_response, responses_params, stream_response
+from loom.providers.retry import RetryPolicy, call_with_retries
+from loom.runtime.messages import Message, Usage
+
+logger = logging.getLogger("loom.providers")
+
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+_FINISH_REASONS: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def _sdk() -> Any:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("Model.openai needs the openai package: pip install openai") from exc
+    return openai
+
+
+class OpenAIModel(ModelProvider):
+    """An OpenAI (or OpenAI-compatible) model; key and URL default to ``OPENAI_*`` variables."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        api: Literal["chat", "responses"] = "chat",
+        reasoning: bool | None = None,
+        client: Any = None,
+    ) -> None:
+        self.model = model
+        self.name = f"openai:{model}"
+        self.api = api
+        self.reasoning = bool(REASONING_MODEL.match(model)) if reasoning is None else reasoning
+        self.retry = retry or RetryPolicy()
+        self._client_options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "organization": organization,
+            "timeout": timeout,
+            "max_retries": 0,  # retried by loom.providers.retry, the same for every provider
+        }
+        self._client = client
+
+    @property
+    def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours
+        if self._client is None:
+            options = {k: v for k, v in self._client_options.items() if v is not None}
+            try:
+                self._client = _sdk().AsyncOpenAI(**options)
+            except Exception as exc:  # e.g. no key anywhere: a failed run, not a crash
+                raise AuthenticationError(str(exc), provider="openai") from exc
+        return self._client
+
+    async def complete(
+        self, request: ModelRequest, on_delta: DeltaHandler | None = None
+    ) -> ModelResponse:
+        sdk = _sdk()
+        streamed = [False]
+
+        def classify(exc: Exception) -> ProviderError:
+            return classify_sdk_error(exc, sdk, "openai")
+
+        async def counting(delta: StreamDelta) -> None:
+            streamed[0] = True
+            assert on_delta is not None
+            await on_delta(delta)
+
+        async def attempt() -> ModelResponse:
+            try:
+                if self.api == "responses":
+                    params = responses_params(self.model, request, reasoning=self.reasoning)
+                    if on_delta is None:
+                        return parse_response(await self.client.responses.create(**params))
+                    return await stream_response(self.client, params, counting)
+                params = self.chat_params(request)
+                if on_delta is None:
+                    return self.parse_chat(await self.client.chat.completions.create(**params))
+                return await self._stream_chat(params, counting)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                error = classify(exc)
+                if streamed[0]:  # deltas already went out: a retry would repeat them
+                    error.retryable = False
+                raise error from exc
+
+        return await call_with_retries(attempt, self.retry, classify)
+
+    # -- chat completions --------------------------------------------------------------
+    def chat_params(self, request: ModelRequest) -> dict[str, Any]:
+        generation = request.generation
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_chat_messages(request.instructions, request.messages),
+        }
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+        if generation.max_output_tokens is not None:
+            params["max_completion_tokens"] = generation.max_output_tokens
+        if generation.stop:
+            params["stop"] = list(generation.stop)
+        if self.reasoning:
+            if generation.reasoning_effort:
+                params["reasoning_effort"] = generation.reasoning_effort
+            if generation.temperature is not None or generation.top_p is not None:
+                logger.debug("%s is a reasoning model: temperature and top_p not sent", self.name)
+        else:
+            if generation.temperature is not None:
+                params["temperature"] = generation.temperature
+            if generation.top_p is not None:
+                params["top_p"] = generation.top_p
+        if generation.extensions:
+            params["extra_body"] = dict(generation.extensions)
+        return params
+
+    def parse_chat(self, completion: Any) -> ModelResponse:
+        if not completion.choices:
+            raise ProviderError("the response had no choices", provider="openai")
+        choice = completion.choices[0]
+        message = choice.message
+        calls = tuple(
+            tool_call_from_json(c.id, c.function.name, c.function.arguments or "")
+            for c in message.tool_calls or ()
+            if getattr(c, "function", None) is not None
+        )
+        stop = _FINISH_REASONS.get(choice.finish_reason or "", "other")
+        if getattr(message, "refusal", None):
+            stop = "refusal"
+        return ModelResponse(
+            text=message.content or getattr(message, "refusal", None) or "",
+            tool_calls=calls,
+            usage=chat_usage(completion.usage),
+            stop_reason=stop,
+            model=completion.model or self.model,
+        )
+
+    async def _stream_chat(self, params: dict[str, Any], on_delta: DeltaHandler) -> ModelResponse:
+        stream = await self.client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish: str | None = None
+        usage: Any = None
+        model = self.model
+        async for chunk in stream:
+            model = chunk.model or model
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                delta = choice.delta
+                if delta.content:
+                    text.append(delta.content)
+                    await on_delta(StreamDelta("text", delta.content))
+                for call in delta.tool_calls or ():
+                    slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                    function = call.function
+                    if call.id:
+                        slot["id"] = call.id
+                    if function is not None and function.name:
+                        slot["name"] = function.name
+                    if function is not None and function.arguments:
+                        slot["arguments"] += function.arguments
+                        await on_delta(
+                            StreamDelta("tool_input", function.arguments, slot["id"], slot["name"])
+                        )
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        return ModelResponse(
+            text="".join(text),
+            tool_calls=tuple(
+                tool_call_from_json(c["id"], c["name"], c["arguments"])
+                for _, c in sorted(calls.items())
+            ),
+            usage=chat_usage(usage),
+            stop_reason=_FINISH_REASONS.get(finish or "", "other"),
+            model=model,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def chat_usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage(requests=1)
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    output_details = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cache_read_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(output_details, "reasoning_tokens", None) or 0,
+        requests=1,
+    )
+
+
+def to_chat_messages(instructions: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Loom's transcript as Chat Completions messages."""
+    wire: list[dict[str, Any]] = []
+    if instructions:
+        wire.append({"role": "system", "content": instructions})
+    for message in messages:
+        if message.role == "user":
+            wire.append({"role": "user", "content": message.content})
+        elif message.role == "tool":
+            wire.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+            )
+        else:
+            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            if message.tool_calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": call.raw_arguments
+                            if call.raw_arguments is not None
+                            else json.dumps(call.arguments),
+                        },
+                    }
+                    for call in message.tool_calls
+                ]
+            wire.append(entry)
+    return wire
