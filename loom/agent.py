@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
-from uuid import uuid4
 
 from loom.capabilities import Capability
 from loom.generation import Generation
@@ -94,7 +94,7 @@ class Agent:
             yield event
 
     def _anonymous_session(self) -> Session:
-        return Session(self, SessionConfig(id=f"anon_{uuid4().hex}"), store=None)
+        return Session(self, SessionConfig(id=f"anon_{secrets.token_hex(16)}"), store=None)
 
     # -- sessions ----------------------------------------------------------------------
     def session(self, config: SessionConfig | str) -> Session:

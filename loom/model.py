@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("loom.model")
 
 KNOWN_PROVIDERS = ("anthropic", "openai", "test")
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
 DEFAULT_OPENAI_MODEL = "gpt-5.1"
 
 
@@ -28,7 +28,7 @@ class Model:
     @staticmethod
     def anthropic(name: str = DEFAULT_ANTHROPIC_MODEL, **options: Any) -> AnthropicModel:
         """A Claude model (``api_key``, ``base_url``, ``timeout``, ``retry``,
-        ``thinking_budget_tokens``, ``prompt_caching``)."""
+        ``thinking`` (a token budget or ``"adaptive"``), ``prompt_caching``)."""
         from loom.providers.anthropic import AnthropicModel
 
         return AnthropicModel(name, **options)

@@ -54,4 +54,7 @@ def classify_sdk_error(exc: Exception, sdk: ModuleType, provider: str) -> Provid
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ or exc
         return ProviderError(f"connection failed: {cause}", provider=provider, retryable=True)
+    if isinstance(exc, TypeError) and "Could not resolve authentication method" in str(exc):
+        # anthropic 2.x builds a client without credentials and raises this per request.
+        return AuthenticationError(str(exc).strip('"'), provider=provider)
     return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider)

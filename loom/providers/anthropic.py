@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from loom.errors import AuthenticationError, ProviderError
 from loom.providers._sdk_errors import classify_sdk_error
@@ -54,14 +54,14 @@ class AnthropicModel(ModelProvider):
         base_url: str | None = None,
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
-        thinking_budget_tokens: int | None = None,
+        thinking: int | Literal["adaptive"] | None = None,
         prompt_caching: bool = False,
         client: AsyncAnthropic | None = None,
     ) -> None:
         self.model = model
         self.name = f"anthropic:{model}"
         self.retry = retry or RetryPolicy()
-        self.thinking_budget_tokens = thinking_budget_tokens
+        self.thinking = thinking
         self.prompt_caching = prompt_caching
         self._client_options: dict[str, Any] = {
             "api_key": api_key,
@@ -153,15 +153,18 @@ class AnthropicModel(ModelProvider):
             params["tools"] = tools
         if generation.stop:
             params["stop_sequences"] = list(generation.stop)
-        budget = generation.thinking_budget_tokens or self.thinking_budget_tokens
-        if budget:
+        thinking = generation.thinking_budget_tokens or self.thinking
+        budget = thinking if isinstance(thinking, int) else None
+        if thinking == "adaptive":
+            params["thinking"] = {"type": "adaptive"}
+        elif budget:
             params["thinking"] = {"type": "enabled", "budget_tokens": budget}
             params["max_tokens"] = max(params["max_tokens"], budget + 1024)
         extra: dict[str, Any] = dict(generation.extensions)
         # Sampling fields are no longer in the SDK's signature; sent only when asked for.
-        if generation.temperature is not None and not budget:
+        if generation.temperature is not None and not thinking:
             extra["temperature"] = generation.temperature
-        if generation.top_p is not None and not budget:
+        if generation.top_p is not None and not thinking:
             extra["top_p"] = generation.top_p
         if extra:
             params["extra_body"] = extra
@@ -242,4 +245,10 @@ def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 for c in message.tool_calls
             )
             add("assistant", blocks)
+    for turn in turns:
+        # A lone text block goes as a plain string: the same request, and the SDK's
+        # parameter transform is markedly cheaper on it.
+        content = turn["content"]
+        if len(content) == 1 and content[0]["type"] == "text":
+            turn["content"] = content[0]["text"]
     return turns

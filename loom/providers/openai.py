@@ -185,6 +185,7 @@ class OpenAIModel(ModelProvider):
             **params, stream=True, stream_options={"include_usage": True}
         )
         text: list[str] = []
+        refusal: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         finish: str | None = None
         usage: Any = None
@@ -198,6 +199,8 @@ class OpenAIModel(ModelProvider):
                 if delta.content:
                     text.append(delta.content)
                     await on_delta(StreamDelta("text", delta.content))
+                if getattr(delta, "refusal", None):
+                    refusal.append(delta.refusal)
                 for call in delta.tool_calls or ():
                     slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                     function = call.function
@@ -212,14 +215,17 @@ class OpenAIModel(ModelProvider):
                         )
                 if choice.finish_reason:
                     finish = choice.finish_reason
+        stop = _FINISH_REASONS.get(finish or "", "other")
+        if refusal:
+            stop = "refusal"
         return ModelResponse(
-            text="".join(text),
+            text="".join(text) or "".join(refusal),
             tool_calls=tuple(
                 tool_call_from_json(c["id"], c["name"], c["arguments"])
                 for _, c in sorted(calls.items())
             ),
             usage=chat_usage(usage),
-            stop_reason=_FINISH_REASONS.get(finish or "", "other"),
+            stop_reason=stop,
             model=model,
         )
 
@@ -255,7 +261,9 @@ def to_chat_messages(instructions: str, messages: Sequence[Message]) -> list[dic
                 {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
             )
         else:
-            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            # Content may be null only beside tool calls ("required unless tool_calls").
+            content = message.content or (None if message.tool_calls else "")
+            entry: dict[str, Any] = {"role": "assistant", "content": content}
             if message.tool_calls:
                 entry["tool_calls"] = [
                     {

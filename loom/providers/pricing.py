@@ -6,6 +6,7 @@ in ``Usage.unpriced_requests`` rather than silently costed at zero.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from loom.runtime.messages import Usage
@@ -38,6 +39,7 @@ PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-5": ModelPrice(5.0, 25.0, cache_read=0.5, cache_write=6.25),
     "claude-opus-4-1": ModelPrice(15.0, 75.0, cache_read=1.5, cache_write=18.75),
     "claude-opus-4": ModelPrice(15.0, 75.0, cache_read=1.5, cache_write=18.75),
+    "claude-sonnet-4-6": ModelPrice(3.0, 15.0, cache_read=0.3, cache_write=3.75),
     "claude-sonnet-4-5": ModelPrice(3.0, 15.0, cache_read=0.3, cache_write=3.75),
     "claude-sonnet-4": ModelPrice(3.0, 15.0, cache_read=0.3, cache_write=3.75),
     "claude-haiku-4-5": ModelPrice(1.0, 5.0, cache_read=0.1, cache_write=1.25),
@@ -48,6 +50,7 @@ PRICES: dict[str, ModelPrice] = {
     "gpt-5-nano": ModelPrice(0.05, 0.4, cache_read=0.005),
     "gpt-4.1": ModelPrice(2.0, 8.0, cache_read=0.5),
     "gpt-4.1-mini": ModelPrice(0.4, 1.6, cache_read=0.1),
+    "gpt-4.1-nano": ModelPrice(0.1, 0.4, cache_read=0.025),
     "gpt-4o": ModelPrice(2.5, 10.0, cache_read=1.25),
     "gpt-4o-mini": ModelPrice(0.15, 0.6, cache_read=0.075),
     "o3": ModelPrice(2.0, 8.0, cache_read=0.5),
@@ -67,17 +70,23 @@ def register_price(
     cache_read: float | None = None,
     cache_write: float | None = None,
 ) -> None:
-    """Add or replace the price of ``model`` (a name or a name prefix)."""
+    """Add or replace the price of ``model`` (its snapshots share it)."""
     PRICES[model] = ModelPrice(input, output, cache_read, cache_write)
 
 
+_SNAPSHOT = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+
+
 def price_of(model: str) -> ModelPrice | None:
-    """The price of ``model``: exact name, else the longest known prefix (dated snapshots)."""
-    name = model.rpartition(":")[2] if model.startswith(("anthropic:", "openai:")) else model
-    if name in PRICES:
-        return PRICES[name]
-    matches = [known for known in PRICES if name.startswith(known)]
-    return PRICES[max(matches, key=len)] if matches else None
+    """The price of ``model`` by exact name; a dated snapshot or ``-latest`` alias takes its
+    base model's price. Other variants (``-mini``, ``-pro``) need their own entry."""
+    provider, _, name = model.rpartition(":")
+    if provider == "function":
+        name = "function"
+    price = PRICES.get(name)
+    if price is None:
+        price = PRICES.get(_SNAPSHOT.sub("", name))
+    return price
 
 
 def apply_cost(usage: Usage, model: str) -> Usage:

@@ -7,8 +7,10 @@ retries the same way, within a cap a run's timeout can rely on.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -74,14 +76,24 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
-            return max(float(millis) / 1000, 0.0)
+            seconds = float(millis) / 1000
+            if math.isfinite(seconds):
+                return max(seconds, 0.0)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:  # an HTTP date; anything else is ignored (the caller falls back to backoff)
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return max(parsed.timestamp() - time.time(), 0.0)

@@ -382,10 +382,9 @@ class AgentLoop:
         if not state.open_calls:
             return
         for call in state.open_calls:
+            what = "stopped before finishing" if call.id in state.started else "not run"
             message = state.results.get(call.id) or Message.tool_result(
-                call,
-                f"{'stopped before finishing' if call.id in state.started else 'not run'}: {reason}",
-                is_error=True,
+                call, f"{what}: {reason}", is_error=True
             )
             state.append(message)
         state.open_calls = ()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 from loom.policies.attention import SessionView, SignalDecision
 from loom.runtime.config import RunContext, RuntimeTask, SessionConfig
@@ -93,7 +93,7 @@ class Session:
         metadata = dict(context.metadata) if context is not None else {}
         if isinstance(task, RuntimeTask) and task.metadata:
             metadata = {**task.metadata, **metadata}
-        run = Run(f"run_{uuid4().hex}", self.id, max_events=self.agent.runtime.max_events)
+        run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         self._queued += 1
         run.attach(asyncio.get_running_loop().create_task(self._execute(run, text, metadata)))
         return run

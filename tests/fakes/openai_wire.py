@@ -73,7 +73,8 @@ def openai_error(
     param: str | None = None,
 ) -> dict[str, Any]:
     """An OpenAI error body ``{"error": {"message", "type", "param", "code"}}``; ``type`` and
-    ``code`` default from ``status`` (401 -> ``invalid_api_key``, 429 -> ``rate_limit_exceeded``)."""
+    ``code`` default from ``status`` (401 -> ``invalid_api_key``, 429 ->
+    ``rate_limit_exceeded``)."""
     default_type, default_code = _ERROR_DEFAULTS.get(
         status, ("server_error" if status >= 500 else "invalid_request_error", None)
     )
@@ -100,7 +101,10 @@ def openai_chat_usage(usage: Mapping[str, int] | None = None) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": given.get("cached_tokens", 0), "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": given.get("cached_tokens", 0),
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {
             "reasoning_tokens": given.get("reasoning_tokens", 0),
             "audio_tokens": 0,
@@ -188,7 +192,9 @@ def openai_chat_stream(
     chunk_id = completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
 
-    def chunk(choices: list[dict[str, Any]], chunk_usage: dict[str, Any] | None = None) -> dict:
+    def chunk(
+        choices: list[dict[str, Any]], chunk_usage: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": chunk_id,
             "object": "chat.completion.chunk",
@@ -202,7 +208,7 @@ def openai_chat_stream(
             body["usage"] = chunk_usage
         return body
 
-    def delta(payload: dict[str, Any], reason: str | None = None) -> dict:
+    def delta(payload: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
         return chunk([{"index": 0, "delta": payload, "logprobs": None, "finish_reason": reason}])
 
     chunks = [delta({"role": "assistant", "content": "", "refusal": None})]
@@ -369,7 +375,9 @@ def openai_response_stream(
     def emit(event_type: str, **fields: Any) -> None:
         events.append({"type": event_type, "sequence_number": len(events), **fields})
 
-    def snapshot(state: str, output: list[dict[str, Any]], final_usage: Any = None) -> dict:
+    def snapshot(
+        state: str, output: list[dict[str, Any]], final_usage: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return _response_body(
             response_id=rid,
             created_at=created_at,
