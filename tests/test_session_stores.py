@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,9 @@ from loom.state import (
     SessionStore,
     trim_history,
 )
+from loom.state.redis_sessions import RedisSessionStore
 from loom.state.sessions import history_start
+from tests.services import delete_redis_keys, require_redis
 
 START = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 StoreFactory = Callable[..., SessionStore]
@@ -48,23 +51,35 @@ def run(i: int, session_id: str = "s", status: str = "completed", **extra: Any) 
     )
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "redis"])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     stores: list[SessionStore] = []
+    if request.param == "redis":
+        redis_url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
 
     def factory(*, max_messages: int = 2000, max_runs: int = 200) -> SessionStore:
         store: SessionStore
         if request.param == "memory":
             store = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
-        else:
+        elif request.param == "file":
             path = tmp_path / f"sessions-{len(stores)}.jsonl"
             store = FileSessionStore(path, max_messages=max_messages, max_runs=max_runs)
+        else:
+            # A prefix of its own per store, as the file store gets a file of its own.
+            store = RedisSessionStore(
+                redis_url,
+                prefix=f"{prefix}:{len(stores)}",
+                max_messages=max_messages,
+                max_runs=max_runs,
+            )
         stores.append(store)
         return store
 
     yield factory
     for store in stores:
         await store.close()
+    if request.param == "redis":
+        await delete_redis_keys(redis_url, prefix)
 
 
 async def test_roundtrip_messages_with_tool_calls_and_errors(make_store: StoreFactory) -> None:
@@ -486,3 +501,72 @@ async def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
         in_shared = [m.content.split()[0] for m in shared.messages if m.content[0] == name]
         assert in_shared == expected
     await store.close()
+
+
+# -- redis store -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[tuple[str, str]]:
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    yield url, prefix
+    await delete_redis_keys(url, prefix)
+
+
+async def test_redis_replicas_share_sessions(redis_url: tuple[str, str]) -> None:
+    url, prefix = redis_url
+    one = RedisSessionStore(url, prefix=prefix, max_messages=6)
+    two = RedisSessionStore(url, prefix=prefix, max_messages=6)
+    await one.append("s", messages=turn(1), run=run(1), metadata={"from": "one"})
+    await two.append("s", messages=turn(2), run=run(2, status="running"))
+    await one.append("s", run=run(2, status="completed"), metadata={"to": "two"})
+    for store in (one, two):
+        snapshot = await store.load("s")
+        assert snapshot is not None
+        assert snapshot.messages == turn(2)
+        assert [(r.run_id, r.status) for r in snapshot.runs] == [
+            ("run-000001", "completed"),
+            ("run-000002", "completed"),
+        ]
+        assert snapshot.metadata == {"from": "one", "to": "two"}
+    await one.close()
+    await two.close()
+
+
+async def test_redis_concurrent_appends_lose_nothing(redis_url: tuple[str, str]) -> None:
+    url, prefix = redis_url
+    stores = [RedisSessionStore(url, prefix=prefix, max_runs=1000) for _ in range(4)]
+    await asyncio.gather(
+        *(
+            stores[i % 4].append("s", messages=[Message.user(f"m{i}")], run=run(i))
+            for i in range(100)
+        )
+    )
+    snapshot = await stores[0].load("s")
+    assert snapshot is not None
+    assert sorted(m.content for m in snapshot.messages) == sorted(f"m{i}" for i in range(100))
+    assert len(snapshot.runs) == 100
+    for store in stores:
+        await store.close()
+
+
+async def test_redis_sessions_expire_when_idle(redis_url: tuple[str, str]) -> None:
+    url, prefix = redis_url
+    store = RedisSessionStore(url, prefix=prefix, ttl=0.3)
+    await store.append("old", messages=turn(1), run=run(1, "old"), metadata={"k": 1})
+    await asyncio.sleep(0.2)
+    await store.append("new", messages=[Message.user("hi")])
+    assert await store.list_sessions() == ["old", "new"]
+    await asyncio.sleep(0.2)
+    assert await store.load("old") is None
+    assert await store.list_sessions() == ["new"]
+    await store.close()
+
+
+async def test_redis_store_needs_a_decoding_client(redis_url: tuple[str, str]) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url[0])
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisSessionStore(client)
+    await client.aclose()

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from loom._version import __version__
+
+ROLE_HELP = {
+    "run": "run every role (gateway, scheduler, attention, worker) in one process",
+    "gateway": "run the HTTP gateway role",
+    "scheduler": "run the scheduler role (cron, heartbeat)",
+    "attention": "run the attention role (signal consumer)",
+    "worker": "run the worker role (session runs)",
+}
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +33,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    for name, text in ROLE_HELP.items():
+        role = commands.add_parser(name, help=text, description=text + ".")
+        role.add_argument(
+            "app",
+            nargs="?",
+            help="module:attribute naming a loom.daemon.Daemon or a loom.Agent "
+            "(default: the agent from LOOM_* settings)",
+        )
+
+    send = commands.add_parser(
+        "send",
+        help="publish one signal",
+        description="Publish one signal through the configured broker (with a memory:// "
+        "broker: POST it to the running process's /signals).",
+    )
+    send.add_argument("summary", help="what happened")
+    send.add_argument("--source", default="cli")
+    send.add_argument("--type", default="message")
+    send.add_argument("--urgency", default="normal", choices=["low", "normal", "high", "critical"])
+    send.add_argument("--session", default=None, help="session id (default: LOOM_DEFAULT_SESSION)")
+    send.add_argument("--payload", default=None, help="a JSON object")
+    send.add_argument("--dedupe-key", default=None)
+
+    commands.add_parser("config", help="print the effective settings, secrets masked")
+
+    dlq = commands.add_parser("dlq", help="inspect or replay dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="show dead letters with their reasons")
+    dlq_list.add_argument("--limit", type=int, default=20)
+    dlq_replay = dlq_commands.add_parser("replay", help="send dead letters back to their queue")
+    dlq_replay.add_argument("--limit", type=int, default=None)
+
     ask = commands.add_parser(
         "ask",
         help="run the agent once on a prompt and print its answer",
@@ -25,21 +72,153 @@ def build_parser() -> argparse.ArgumentParser:
         "run does not complete.",
     )
     ask.add_argument("prompt", help="what to ask the agent")
-    ask.add_argument(
-        "--model",
-        default=None,
-        help="provider:model, e.g. anthropic:claude-sonnet-4-5 or test (default: from the "
-        "provider keys in the environment, else test)",
-    )
-    ask.add_argument("--instructions", default="", help="the agent's instructions")
+    ask.add_argument("--model", default=None, help="provider:model (default: LOOM_MODEL, keys)")
+    ask.add_argument("--instructions", default=None, help="the agent's instructions")
     ask.add_argument("--json", action="store_true", help="print the whole run result as JSON")
     return parser
 
 
+def load_app(spec: str | None) -> Any:
+    """Import ``module:attribute`` (the current directory is importable, as with uvicorn)."""
+    from loom.agent import Agent
+    from loom.daemon.app import Daemon
+
+    if spec is None:
+        return Daemon()
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CommandError(f"APP must look like module:attribute, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as problem:
+        raise CommandError(f"cannot import {module_name!r}: {problem}") from problem
+    target = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise CommandError(f"module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if isinstance(target, Daemon):
+        return target
+    if isinstance(target, Agent):
+        return Daemon(target)
+    raise CommandError(f"{spec} is a {type(target).__name__}, not a loom Daemon or Agent")
+
+
+async def _serve(spec: str | None, roles: Sequence[str]) -> int:
+    from loom.daemon.app import InsecureBinding
+
+    daemon = load_app(spec)
+    try:
+        await daemon.serve(roles)
+    except InsecureBinding as problem:
+        raise CommandError(str(problem)) from problem
+    return 0
+
+
+async def _send(args: argparse.Namespace) -> int:
+    from loom.daemon.settings import Settings
+    from loom.signals import RuntimeSignal
+
+    settings = Settings()
+    payload: dict[str, Any] = {}
+    if args.payload:
+        try:
+            payload = json.loads(args.payload)
+        except json.JSONDecodeError as problem:
+            raise CommandError(f"--payload is not JSON: {problem}") from problem
+        if not isinstance(payload, dict):
+            raise CommandError("--payload must be a JSON object")
+    signal = RuntimeSignal.create(
+        args.summary,
+        source=args.source,
+        type=args.type,
+        urgency=args.urgency,
+        payload=payload,
+        session_id=args.session or settings.default_session,
+        dedupe_key=args.dedupe_key,
+    )
+    if settings.broker_url.startswith("memory:"):
+        return await _post_to_running(settings, signal)
+    from loom.broker import broker_from_url
+    from loom.broker.base import BrokerUnavailable
+    from loom.daemon.signals_io import publish_signal
+
+    broker = broker_from_url(settings.broker_url)
+    try:
+        await broker.start()
+        await publish_signal(broker, signal)
+    except BrokerUnavailable as problem:
+        print(f"loom: signal not sent: {problem}", file=sys.stderr)
+        return 1
+    finally:
+        await broker.close()
+    print(json.dumps({"id": signal.id, "status": "accepted"}))
+    return 0
+
+
+async def _post_to_running(settings: Any, signal: Any) -> int:
+    import httpx
+
+    host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{host}:{settings.http.port}/signals"
+    headers = {"content-type": "application/json"}
+    if settings.api_token is not None:
+        headers["authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(url, content=signal.model_dump_json(), headers=headers)
+    except httpx.HTTPError as problem:
+        print(
+            f"loom: signal not sent: no loom process answers at {url} ({problem}); start one "
+            "with `loom run`, or set LOOM_BROKER_URL to a RabbitMQ URL",
+            file=sys.stderr,
+        )
+        return 1
+    print(response.text)
+    return 0 if response.status_code in (200, 202) else 1
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    from loom.broker import broker_from_url
+    from loom.daemon.settings import Settings
+
+    settings = Settings()
+    if settings.broker_url.startswith("memory:"):
+        raise CommandError("dead letters live in the broker: set LOOM_BROKER_URL to RabbitMQ")
+    broker = broker_from_url(settings.broker_url)
+    await broker.start()
+    try:
+        if args.dlq_command == "list":
+            for letter in await broker.dead_letters(args.limit):
+                print(
+                    json.dumps(
+                        {
+                            "message_id": letter.message.message_id,
+                            "origin": letter.origin_queue,
+                            "reason": letter.reason,
+                            "body": letter.message.body.decode("utf-8", "replace")[:2000],
+                        }
+                    )
+                )
+        else:
+            count = await broker.replay_dead_letters(args.limit)
+            print(f"replayed {count} dead letter(s)")
+    finally:
+        await broker.close()
+    return 0
+
+
 async def _ask(args: argparse.Namespace) -> int:
     from loom import Agent
+    from loom.daemon.settings import Settings
 
-    agent = Agent(args.model, args.instructions)
+    settings = Settings()
+    agent = Agent(
+        args.model or settings.model,
+        args.instructions if args.instructions is not None else settings.instructions,
+    )
     try:
         result = await agent.run(args.prompt)
     finally:
@@ -60,10 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    if args.command == "ask":
-        try:
+    try:
+        if args.command in ROLE_HELP:
+            from loom.daemon.app import ROLES
+
+            roles = ROLES if args.command == "run" else (args.command,)
+            return asyncio.run(_serve(args.app, roles))
+        if args.command == "send":
+            return asyncio.run(_send(args))
+        if args.command == "config":
+            from loom.daemon.settings import Settings
+
+            print(json.dumps(Settings().masked(), indent=2))
+            return 0
+        if args.command == "dlq":
+            return asyncio.run(_dlq(args))
+        if args.command == "ask":
             return asyncio.run(_ask(args))
-        except ValueError as exc:  # e.g. an unknown provider: say what is wrong, no traceback
-            parser.exit(2, f"loom: error: {exc}\n")
+    except CommandError as problem:
+        parser.exit(2, f"loom: error: {problem}\n")
+    except (ValueError, FileNotFoundError) as problem:  # settings and model errors
+        parser.exit(2, f"loom: error: {problem}\n")
     parser.print_help()
     return 2

@@ -4,8 +4,9 @@ from loom.policies.attention import (
     ACTIONS,
     Action,
     AttentionPolicy,
+    AttentionRule,
     SessionView,
     SignalDecision,
 )
 
-__all__ = ["ACTIONS", "Action", "AttentionPolicy", "SessionView", "SignalDecision"]
+__all__ = ["ACTIONS", "Action", "AttentionPolicy", "AttentionRule", "SessionView", "SignalDecision"]

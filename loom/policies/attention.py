@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from loom.signals import RuntimeSignal, Urgency
 
@@ -45,12 +48,72 @@ class SignalDecision:
 
 DecideFn = Callable[[RuntimeSignal, SessionView], "Action | tuple[Action, str]"]
 
+_MISSING = object()
+
+
+class AttentionRule(BaseModel):
+    """One rule: when every given condition holds, take ``action``.
+
+    ``source`` and ``type`` are glob patterns (``github*``); ``urgency`` lists urgencies;
+    ``payload`` maps dotted paths to required values (``{"alert.status": "firing"}``);
+    ``busy`` matches the session being busy (True) or idle (False); ``has_risks`` whether
+    the session has active risks.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Action
+    source: str | None = None
+    type: str | None = None
+    urgency: tuple[Urgency, ...] = ()
+    payload: dict[str, Any] = Field(default_factory=dict)
+    busy: bool | None = None
+    has_risks: bool | None = None
+    reason: str | None = None
+
+    def matches(self, signal: RuntimeSignal, view: SessionView) -> bool:
+        return (
+            (self.source is None or fnmatchcase(signal.source, self.source))
+            and (self.type is None or fnmatchcase(signal.type, self.type))
+            and (not self.urgency or signal.urgency in self.urgency)
+            and all(_lookup(signal.payload, path) == want for path, want in self.payload.items())
+            and (self.busy is None or view.busy == self.busy)
+            and (self.has_risks is None or bool(view.active_risks) == self.has_risks)
+        )
+
+    def describe(self) -> str:
+        if self.reason:
+            return self.reason
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("source", self.source),
+                ("type", self.type),
+                ("urgency", ",".join(self.urgency) or None),
+                ("busy", self.busy),
+                ("has_risks", self.has_risks),
+            )
+            if value is not None
+        ]
+        parts.extend(f"payload.{path}={value!r}" for path, value in self.payload.items())
+        return f"rule {' '.join(parts) or '(any)'} -> {self.action}"
+
+
+def _lookup(payload: Mapping[str, Any], path: str) -> Any:
+    value: Any = payload
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
 
 class AttentionPolicy:
     """Decides per signal. Expired signals are always dropped.
 
-    The default maps urgency: low observe, normal and high queue, critical interrupt.
-    ``AttentionPolicy.custom(fn)`` lets a function decide from the signal and the session.
+    Rules (``AttentionPolicy.from_rules(...)``) are tried first, in order; then a custom
+    function (``AttentionPolicy.custom(fn)``), which sees the signal and the session; then
+    the urgency map: low observe, normal and high queue, critical interrupt.
     """
 
     def __init__(
@@ -58,16 +121,28 @@ class AttentionPolicy:
         *,
         by_urgency: Mapping[Urgency, Action] | None = None,
         decide: DecideFn | None = None,
+        rules: Sequence[AttentionRule] = (),
     ) -> None:
         self.by_urgency = {**DEFAULT_BY_URGENCY, **(by_urgency or {})}
         for urgency, action in self.by_urgency.items():
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} for urgency {urgency!r}")
         self._decide = decide
+        self.rules = tuple(rules)
 
     @classmethod
     def default(cls) -> AttentionPolicy:
         return cls()
+
+    @classmethod
+    def from_rules(
+        cls,
+        *rules: AttentionRule | Mapping[str, Any],
+        by_urgency: Mapping[Urgency, Action] | None = None,
+    ) -> AttentionPolicy:
+        """The first matching rule decides; signals no rule matches fall back to urgency."""
+        parsed = [r if isinstance(r, AttentionRule) else AttentionRule(**r) for r in rules]
+        return cls(rules=parsed, by_urgency=by_urgency)
 
     @classmethod
     def custom(cls, decide: DecideFn) -> AttentionPolicy:
@@ -78,6 +153,9 @@ class AttentionPolicy:
     ) -> tuple[Action, str]:
         if signal.expired(now):
             return "drop", f"expired at {signal.expires_at}"
+        for rule in self.rules:
+            if rule.matches(signal, view):
+                return rule.action, rule.describe()
         if self._decide is not None:
             outcome = self._decide(signal, view)
             action, reason = outcome if isinstance(outcome, tuple) else (outcome, "custom policy")

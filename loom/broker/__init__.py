@@ -1,0 +1,91 @@
+"""The broker: the port (``base``) and its in-memory and RabbitMQ implementations.
+
+``RabbitMQBroker`` is imported on first use, so ``import loom.broker`` does not load aio-pika.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from loom.broker.base import (
+    ATTENTION_QUEUE,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    DEFAULT_DELIVERY_LIMIT,
+    EXCHANGES,
+    ORIGIN_HEADER,
+    QUEUES,
+    REASON_HEADER,
+    SIGNALS_EXCHANGE,
+    TOPOLOGY,
+    WORK_EXCHANGE,
+    WORK_QUEUE,
+    WORK_QUEUES,
+    WORK_ROUTING_KEY,
+    Binding,
+    Broker,
+    BrokerUnavailable,
+    DeadLetter,
+    Delivery,
+    Handler,
+    Message,
+    namespaced,
+)
+from loom.broker.memory import MemoryBroker
+
+if TYPE_CHECKING:
+    from loom.broker.rabbitmq import RabbitMQBroker
+
+__all__ = [
+    "ATTENTION_QUEUE",
+    "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE",
+    "DEFAULT_DELIVERY_LIMIT",
+    "EXCHANGES",
+    "ORIGIN_HEADER",
+    "QUEUES",
+    "REASON_HEADER",
+    "SIGNALS_EXCHANGE",
+    "TOPOLOGY",
+    "WORK_EXCHANGE",
+    "WORK_QUEUE",
+    "WORK_QUEUES",
+    "WORK_ROUTING_KEY",
+    "Binding",
+    "Broker",
+    "BrokerUnavailable",
+    "DeadLetter",
+    "Delivery",
+    "Handler",
+    "MemoryBroker",
+    "Message",
+    "RabbitMQBroker",
+    "broker_from_url",
+    "namespaced",
+]
+
+
+def broker_from_url(
+    url: str, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, namespace: str = ""
+) -> Broker:
+    """The broker a URL names: ``memory://`` or ``amqp://user:pass@host:5672/vhost``
+    (``amqps://`` for TLS). Not started yet: call ``start()``."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        return MemoryBroker(delivery_limit=delivery_limit, namespace=namespace)
+    if scheme in ("amqp", "amqps"):
+        from loom.broker.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(url, delivery_limit=delivery_limit, namespace=namespace)
+    # The URL itself is not repeated: it may hold a password.
+    problem = f"unsupported broker URL scheme {scheme!r}" if scheme else "broker URL has no scheme"
+    raise ValueError(f"{problem}: use memory:// or amqp://user:pass@host:5672/vhost")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RabbitMQBroker":
+        from loom.broker.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,186 @@
+"""The broker port: durable, confirmed publishing and acknowledged consumption.
+
+Topology (declared idempotently by ``start()``):
+
+- exchange ``loom.signals`` (topic) -> quorum queue ``loom.attention`` (binding ``#``): every
+  RuntimeSignal, consumed by the attention role;
+- exchange ``loom.work`` (direct) -> quorum queue ``loom.work`` (binding ``work``): "this
+  session needs a run" notices, consumed by workers;
+- both queues dead-letter to exchange ``loom.dead`` (fanout) -> queue ``loom.dead-letters``,
+  and have a delivery limit, so a message that keeps failing ends there.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from loom.errors import LoomError
+
+SIGNALS_EXCHANGE = "loom.signals"
+ATTENTION_QUEUE = "loom.attention"
+WORK_EXCHANGE = "loom.work"
+WORK_QUEUE = "loom.work"
+WORK_ROUTING_KEY = "work"
+DEAD_LETTER_EXCHANGE = "loom.dead"
+DEAD_LETTER_QUEUE = "loom.dead-letters"
+DEFAULT_DELIVERY_LIMIT = 5
+"""A message is delivered at most this many times; failing the last one dead-letters it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One edge of the topology: ``exchange`` (of ``exchange_type``) routes to ``queue``."""
+
+    exchange: str
+    exchange_type: str
+    routing_key: str
+    queue: str
+
+
+TOPOLOGY: tuple[Binding, ...] = (
+    Binding(SIGNALS_EXCHANGE, "topic", "#", ATTENTION_QUEUE),
+    Binding(WORK_EXCHANGE, "direct", WORK_ROUTING_KEY, WORK_QUEUE),
+    Binding(DEAD_LETTER_EXCHANGE, "fanout", "", DEAD_LETTER_QUEUE),
+)
+"""The topology as data, so every implementation declares (and routes) the same thing."""
+EXCHANGES: tuple[str, ...] = tuple(dict.fromkeys(b.exchange for b in TOPOLOGY))
+QUEUES: tuple[str, ...] = tuple(b.queue for b in TOPOLOGY)
+WORK_QUEUES: tuple[str, ...] = (ATTENTION_QUEUE, WORK_QUEUE)
+"""The queues that dead-letter to ``loom.dead`` and enforce the delivery limit."""
+
+
+def namespaced(name: str, namespace: str) -> str:
+    """The broker-side name of exchange or queue ``name`` under ``namespace`` ("" = none).
+
+    A namespace isolates several Loom deployments (or test runs) on one broker; callers keep
+    using the logical names above.
+    """
+    return f"{namespace}.{name}" if namespace else name
+
+
+REASON_HEADER = "x-loom-reason"
+"""Why a message was dead-lettered (set by ``Delivery.dead_letter``)."""
+ORIGIN_HEADER = "x-loom-origin"
+"""The queue a dead letter came from, so ``replay`` can send it back."""
+
+
+class BrokerUnavailable(LoomError):
+    """The broker could not be reached or did not confirm a publish."""
+
+
+@dataclass(slots=True)
+class Message:
+    """A message as published: body bytes, headers, and an id for tracing and dedupe."""
+
+    body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+
+
+class Delivery(ABC):
+    """One delivered message. The handler settles it exactly once: ack, retry or dead_letter.
+
+    A handler that raises without settling gets ``retry()``; past the queue's delivery limit
+    the broker dead-letters the message. One that returns without settling gets ``ack()``.
+    Settling twice raises ``RuntimeError``.
+    """
+
+    def __init__(self, message: Message, queue: str, delivery_count: int) -> None:
+        self.message = message
+        self.queue = queue
+        self.delivery_count = delivery_count
+        """1 on first delivery, 2 on the first redelivery, and so on."""
+        self.settled = False
+
+    @property
+    def body(self) -> bytes:
+        return self.message.body
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.message.headers
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """Done: remove the message."""
+
+    @abstractmethod
+    async def retry(self) -> None:
+        """Put it back for another delivery (counts towards the delivery limit)."""
+
+    @abstractmethod
+    async def dead_letter(self, reason: str) -> None:
+        """Move it to the dead-letter queue with ``reason`` (confirmed), then ack it."""
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message in the dead-letter queue."""
+
+    message: Message
+    reason: str
+    origin_queue: str
+    dead_lettered_at: datetime | None = None
+
+
+class Broker(ABC):
+    """Port to RabbitMQ (or the in-process memory broker)."""
+
+    url: str = ""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and declare the topology (idempotent). Raise BrokerUnavailable."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop consumers and disconnect."""
+
+    @abstractmethod
+    async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
+        """Publish persistently; return only once the broker confirmed it.
+
+        Raise ``BrokerUnavailable`` when it is not confirmed: the caller must not report
+        the message as accepted.
+        """
+
+    @abstractmethod
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 16) -> str:
+        """Start delivering ``queue`` to ``handler``; returns a tag for ``cancel``."""
+
+    @abstractmethod
+    async def cancel(self, tag: str, *, timeout: float | None = None) -> None:
+        """Stop a consumer: no new deliveries; unsettled ones go back to the queue.
+
+        In-flight handlers may finish and settle normally for up to ``timeout`` seconds
+        (``None``: as long as they take); those still running then are cancelled and their
+        messages go back to the queue.
+        """
+
+    @abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Peek at dead letters, oldest first, without removing them."""
+
+    @abstractmethod
+    async def replay_dead_letters(self, limit: int | None = None) -> int:
+        """Republish dead letters to the queue they came from; returns how many."""
+
+    @abstractmethod
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
+
+    async def ping(self) -> bool:
+        """True when the broker answers."""
+        return True
+
+    @property
+    def consuming(self) -> bool:
+        """True while at least one consumer is active."""
+        return False

@@ -1,0 +1,186 @@
+"""Daemon: an agent plus its attention policy and adapters, run as roles.
+
+Roles: ``gateway`` (HTTP in), ``scheduler`` (cron, heartbeat), ``attention`` (the signal
+consumer) and ``worker`` (session runs). ``loom run`` runs all of them in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import uvicorn
+
+from loom.agent import Agent
+from loom.broker import Broker, broker_from_url
+from loom.daemon.attention import AttentionConsumer
+from loom.daemon.http import build_app
+from loom.daemon.settings import Settings
+from loom.daemon.worker import SessionWorker
+from loom.model import Model
+from loom.policies.attention import AttentionPolicy
+from loom.state import State, state_from_url
+
+logger = logging.getLogger("loom.daemon")
+
+ROLES = ("gateway", "scheduler", "attention", "worker")
+
+
+class InsecureBinding(Exception):
+    """A process would listen beyond loopback without an API token."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class Daemon:
+    """``Daemon(agent, attention=..., adapters=[...])``; ``loom run module:daemon`` runs it."""
+
+    def __init__(
+        self,
+        agent: Agent | None = None,
+        *,
+        attention: AttentionPolicy | None = None,
+        adapters: Sequence[Any] = (),
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.agent = agent or self._agent_from_settings()
+        if attention is None and self.settings.attention_rules:
+            attention = AttentionPolicy(rules=self.settings.attention_rules)
+        self.attention = attention or self.agent.attention
+        self.adapters = list(adapters)
+        self.broker: Broker = broker_from_url(self.settings.broker_url)
+        self.state: State = state_from_url(self.settings.state_url)
+        # Runs keep their transcripts where every replica can read them.
+        self.agent.session_store = self.state.sessions
+        self.attention_consumer = AttentionConsumer(
+            self.broker,
+            self.state,
+            self.attention,
+            hooks=self.agent.hooks,
+            dedupe_ttl=self.settings.dedupe_ttl,
+            default_session=self.settings.default_session,
+        )
+        worker = self.settings.worker
+        self.worker = SessionWorker(
+            self.agent,
+            self.broker,
+            self.state,
+            concurrency=worker.concurrency,
+            lease_ttl=worker.lease_ttl,
+            sweep_interval=worker.sweep_interval,
+            prefetch=worker.prefetch,
+        )
+        self.roles: tuple[str, ...] = ()
+        self.started = False
+        self.draining = False
+        self._stop = asyncio.Event()
+        self._server: _Server | None = None
+
+    def _agent_from_settings(self) -> Agent:
+        model = Model.parse(self.settings.model) if self.settings.model else None
+        return Agent(model, self.settings.instructions)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, roles: Iterable[str] = ROLES) -> None:
+        """Connect and start the given roles (consumers, sweeper); no HTTP."""
+        self.roles = tuple(roles)
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+        await self.broker.start()
+        await self.state.start()
+        if "attention" in self.roles:
+            await self.attention_consumer.start()
+        if "worker" in self.roles:
+            await self.worker.start()
+        self.started = True
+        logger.info(
+            "loom started: roles %s, broker %s, state %s, model %s",
+            ",".join(self.roles), self.broker.url, self.state.url, self.agent.model.name,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Drain: stop consuming, finish or hand back in-flight work, disconnect."""
+        self.draining = True
+        await self.attention_consumer.stop()
+        await self.worker.stop(self.settings.shutdown_timeout)
+        await self.broker.close()
+        await self.state.close()
+        await self.agent.aclose()
+        self.started = False
+
+    async def readiness(self) -> dict[str, bool]:
+        checks: dict[str, bool] = {"started": self.started and not self.draining}
+        if "attention" in self.roles:
+            checks["attention_consuming"] = self.attention_consumer.consuming
+        if "worker" in self.roles:
+            checks["worker_consuming"] = self.worker.consuming
+        checks["broker"] = await _safely(self.broker.ping())
+        checks["state"] = await _safely(self.state.ping())
+        return checks
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self, roles: Iterable[str] = ROLES) -> None:
+        """Run the roles and the HTTP server until SIGTERM or SIGINT, then drain."""
+        http = self.settings.http
+        if not is_loopback(http.host) and self.settings.api_token is None:
+            raise InsecureBinding(
+                f"refusing to listen on {http.host}:{http.port} without an API token: set "
+                "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
+            )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start(roles)
+        app = build_app(self, gateway="gateway" in self.roles)
+        config = uvicorn.Config(
+            app, host=http.host, port=http.port, log_level="warning", lifespan="off"
+        )
+        self._server = _Server(config)
+        server_task = asyncio.create_task(self._server.serve(), name="loom-http")
+        stopper = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({server_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        logger.info("loom stopping: draining for up to %.0fs", self.settings.shutdown_timeout)
+        self.draining = True
+        try:
+            await self.stop()
+        finally:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await server_task
+            stopper.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        if server_task.done() and server_task.exception() is not None:
+            raise server_task.exception()  # type: ignore[misc]
+        logger.info("loom stopped")
+
+
+async def _safely(check: Any) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, 2.0))
+    except Exception:
+        return False

@@ -1,0 +1,134 @@
+"""The attention consumer: validate, dedupe, decide, record, and ask for a run.
+
+A message that is not a valid signal is dead-lettered with the reason at once (retrying
+cannot fix it); any other failure is retried by the broker and dead-lettered past the
+delivery limit. Either way the consumer keeps consuming.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+
+from loom.broker.base import ATTENTION_QUEUE, Broker, Delivery
+from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
+from loom.policies.attention import AttentionPolicy, SessionView
+from loom.runtime.hooks import HookManager
+from loom.signals import RuntimeSignal
+from loom.state.base import State
+
+logger = logging.getLogger("loom.attention")
+
+RISK_URGENCIES = frozenset({"high", "critical"})
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
+    )
+    return f"invalid signal: {problems}"
+
+
+class AttentionConsumer:
+    """Consumes ``loom.attention`` and applies the AttentionPolicy to every signal."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        state: State,
+        policy: AttentionPolicy,
+        *,
+        hooks: HookManager | None = None,
+        dedupe_ttl: float = 86_400.0,
+        default_session: str = "default",
+    ) -> None:
+        self.broker = broker
+        self.state = state
+        self.policy = policy
+        self.hooks = hooks or HookManager()
+        self.dedupe_ttl = dedupe_ttl
+        self.default_session = default_session
+        self._tag: str | None = None
+
+    @property
+    def consuming(self) -> bool:
+        return self._tag is not None
+
+    async def start(self, prefetch: int = 64) -> None:
+        self._tag = await self.broker.consume(ATTENTION_QUEUE, self.handle, prefetch=prefetch)
+
+    async def stop(self) -> None:
+        if self._tag is not None:
+            tag, self._tag = self._tag, None
+            await self.broker.cancel(tag)
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            signal = RuntimeSignal.model_validate_json(delivery.body)
+        except ValidationError as error:
+            reason = describe_validation_error(error)
+            logger.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
+            await delivery.dead_letter(reason)
+            return
+        dedupe = f"signal:{signal.dedupe_key}" if signal.dedupe_key else None
+        if dedupe is not None and not await self.state.remember(dedupe, self.dedupe_ttl):
+            session_id = signal.session_id or self.default_session
+            reason = f"duplicate dedupe_key {signal.dedupe_key!r}"
+            await self.state.record_decision(session_id, decision_record(signal, "drop", reason))
+            await delivery.ack()
+            return
+        try:
+            await self.decide(signal)
+        except BaseException:
+            if dedupe is not None:  # not processed: let the redelivery through
+                await self.state.forget(dedupe)
+            raise
+        await delivery.ack()
+
+    async def decide(self, signal: RuntimeSignal) -> str:
+        """Decide on one signal and apply the decision; returns the action."""
+        session_id = signal.session_id or self.default_session
+        if signal.session_id is None:
+            signal = signal.model_copy(update={"session_id": session_id})
+        if self.hooks.wants("signal_received"):
+            await self.hooks.emit("signal_received", session_id=session_id, signal=signal)
+        risks = await self.state.risks(session_id)
+        view = SessionView(
+            session_id=session_id,
+            busy=await self.state.lease_holder(session_id) is not None,
+            pending_signals=len(await self.state.pending(session_id)),
+            active_risks=tuple(risks.values()),
+        )
+        action, reason = self.policy.decide(signal, view)
+        await self._track_risk(signal, session_id)
+        if action != "drop":
+            await self.state.add_pending(session_id, PendingSignal(signal, action).to_json())
+        if action == "interrupt":
+            await self.state.request_interrupt(session_id, signal.id, reason)
+        if action in ("queue", "interrupt"):
+            await self.state.mark_ready(session_id)
+            await publish_work(self.broker, session_id)
+        await self.state.record_decision(session_id, decision_record(signal, action, reason))
+        logger.info(
+            "signal %s (%s/%s, %s) for session %s: %s (%s)",
+            signal.id, signal.source, signal.type, signal.urgency, session_id, action, reason,
+        )  # fmt: skip
+        if self.hooks.wants("signal_decided"):
+            await self.hooks.emit(
+                "signal_decided", session_id=session_id, signal=signal, action=action,
+                reason=reason,
+            )  # fmt: skip
+        return action
+
+    async def _track_risk(self, signal: RuntimeSignal, session_id: str) -> None:
+        """High and critical signals become active risks until a resolving signal clears them.
+
+        The risk's key is ``payload.risk_key``, else the dedupe key, else the signal id; a
+        signal with ``payload.status == "resolved"`` clears the risk with its key.
+        """
+        key = str(signal.payload.get("risk_key") or signal.dedupe_key or signal.id)
+        if signal.payload.get("status") == "resolved":
+            await self.state.clear_risk(session_id, key)
+        elif signal.urgency in RISK_URGENCIES:
+            await self.state.set_risk(session_id, key, signal.describe()[:1000])

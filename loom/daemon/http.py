@@ -1,0 +1,147 @@
+"""The HTTP surface every Loom process serves: health, readiness, metrics, sessions, signals."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from loom.broker.base import BrokerUnavailable
+from loom.daemon.attention import describe_validation_error
+from loom.daemon.signals_io import PendingSignal, publish_signal
+from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
+
+if TYPE_CHECKING:
+    from loom.daemon.app import Daemon
+
+logger = logging.getLogger("loom.http")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
+    """The ASGI app of one process; ``gateway`` adds the inbound routes."""
+    settings = daemon.settings
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+
+    def authorized(request: Request) -> bool:
+        if token is None:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+    def protected(endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            if not authorized(request):
+                return error(401, "missing or wrong bearer token (LOOM_API_TOKEN)")
+            return await endpoint(request)
+
+        return guarded
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await daemon.readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def get_session(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if not re.fullmatch(SESSION_ID_PATTERN, session_id):
+            return error(400, f"invalid session id {session_id!r}")
+        view = await session_view(daemon, session_id)
+        if view is None:
+            return error(404, f"no session {session_id!r}")
+        return JSONResponse(view)
+
+    async def post_signal(request: Request) -> Response:
+        body = await read_body(request, settings.http.max_body_bytes)
+        if isinstance(body, Response):
+            return body
+        try:
+            signal = RuntimeSignal.model_validate_json(body)
+        except ValidationError as problem:
+            return error(422, describe_validation_error(problem))
+        try:
+            await publish_signal(daemon.broker, signal)
+        except BrokerUnavailable as problem:
+            logger.error("signal %s not accepted: %s", signal.id, problem)
+            return error(503, f"broker unavailable, signal not accepted: {problem}")
+        return JSONResponse({"id": signal.id, "status": "accepted"}, status_code=202)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/sessions/{session_id:path}", protected(get_session), methods=["GET"]),
+    ]
+    if gateway:
+        routes.append(Route("/signals", protected(post_signal), methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+async def read_body(request: Request, limit: int) -> bytes | Response:
+    """The request body, or a 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return error(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return error(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def session_view(daemon: Daemon, session_id: str) -> dict[str, Any] | None:
+    """A session as JSON: working state, runs with the signals each handled, last reply;
+    None for a session nothing is known of."""
+    state = daemon.state
+    snapshot = await state.sessions.load(session_id)
+    runs = [record.to_dict() for record in snapshot.runs] if snapshot else []
+    last_reply = next((r["output"] for r in reversed(runs) if r["status"] == "completed"), None)
+    holder = await state.lease_holder(session_id)
+    pending = await state.pending(session_id)
+    in_flight = await state.in_flight(session_id)
+    decisions = await state.decisions(session_id, 50)
+    if snapshot is None and not (pending or in_flight or decisions or holder):
+        return None
+    return {
+        "session_id": session_id,
+        "busy": holder is not None,
+        "pending_signals": [_pending(text) for text in pending],
+        "in_flight_signals": [_pending(text) for text in in_flight],
+        "active_risks": await state.risks(session_id),
+        "decisions": [json.loads(d) for d in decisions],
+        "runs": runs,
+        "last_reply": last_reply,
+    }
+
+
+def _pending(text: str) -> dict[str, Any]:
+    pending = PendingSignal.from_json(text)
+    return {"action": pending.action, "signal": pending.signal.model_dump(mode="json")}

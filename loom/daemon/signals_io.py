@@ -1,0 +1,79 @@
+"""Signals and work notices on the broker: the one encoding every role uses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loom.broker.base import (
+    SIGNALS_EXCHANGE,
+    WORK_EXCHANGE,
+    WORK_ROUTING_KEY,
+    Broker,
+    Message,
+)
+from loom.signals import RuntimeSignal
+
+WIRE_VERSION_HEADER = "x-loom-signal-version"
+
+
+def signal_routing_key(signal: RuntimeSignal) -> str:
+    """``source.type`` with dots made safe, so topic bindings can select on both."""
+    return f"{signal.source.replace('.', '_')}.{signal.type.replace('.', '_')}"
+
+
+async def publish_signal(broker: Broker, signal: RuntimeSignal) -> None:
+    """Publish a signal; returns once the broker confirmed it (else BrokerUnavailable)."""
+    message = Message(
+        body=signal.model_dump_json().encode(),
+        headers={WIRE_VERSION_HEADER: signal.version},
+        message_id=signal.id,
+    )
+    await broker.publish(SIGNALS_EXCHANGE, signal_routing_key(signal), message)
+
+
+async def publish_work(broker: Broker, session_id: str) -> None:
+    """Tell the workers that ``session_id`` has work."""
+    body = json.dumps({"session_id": session_id}).encode()
+    await broker.publish(WORK_EXCHANGE, WORK_ROUTING_KEY, Message(body=body))
+
+
+def parse_work(body: bytes) -> str:
+    data = json.loads(body)
+    session_id = data.get("session_id") if isinstance(data, dict) else None
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("a work notice needs a session_id string")
+    return session_id
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignal:
+    """A signal waiting in a session's working state, with what attention decided for it."""
+
+    signal: RuntimeSignal
+    action: str
+
+    def to_json(self) -> str:
+        return json.dumps({"action": self.action, "signal": self.signal.model_dump(mode="json")})
+
+    @classmethod
+    def from_json(cls, text: str) -> PendingSignal:
+        data: dict[str, Any] = json.loads(text)
+        return cls(RuntimeSignal.model_validate(data["signal"]), str(data["action"]))
+
+
+def decision_record(signal: RuntimeSignal, action: str, reason: str) -> str:
+    return json.dumps(
+        {
+            "signal_id": signal.id,
+            "source": signal.source,
+            "type": signal.type,
+            "urgency": signal.urgency,
+            "summary": signal.summary[:500],
+            "action": action,
+            "reason": reason,
+            "decided_at": datetime.now(UTC).isoformat(),
+        }
+    )

@@ -1,0 +1,286 @@
+"""Session workers: at most one run per session across every worker process.
+
+A worker takes a session's lease (with a fencing token) before running it, renews the lease
+while the run goes on, and runs the session again as long as signals are waiting. Signals a
+run takes move to the session's in-flight list and leave it only when the run has ended, so
+a worker that dies loses nothing: its lease expires and another worker's sweep takes the
+session, in-flight signals included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from loom.agent import Agent
+from loom.broker.base import WORK_QUEUE, Broker, Delivery
+from loom.daemon.signals_io import PendingSignal, parse_work
+from loom.runtime.config import RunContext, SessionConfig
+from loom.runtime.run import Run, RunResult
+from loom.runtime.session import Session
+from loom.state.base import Lease, StaleFencingToken, State
+from loom.state.sessions import SessionSnapshot, SessionStore
+
+logger = logging.getLogger("loom.worker")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
+    """The run's input: the signals to handle, what was only observed, and active risks."""
+    to_handle = [p.signal for p in signals if p.action != "observe"]
+    observed = [p.signal for p in signals if p.action == "observe"]
+    parts: list[str] = []
+    if to_handle:
+        parts.append("Signals to handle:\n" + "\n".join(f"- {s.describe()}" for s in to_handle))
+    if observed:
+        parts.append(
+            "Observed since your last run (for awareness):\n"
+            + "\n".join(f"- {s.describe()}" for s in observed)
+        )
+    if risks:
+        parts.append("Active risks:\n" + "\n".join(f"- {text}" for text in risks.values()))
+    return "\n\n".join(parts)
+
+
+class FencedSessionStore(SessionStore):
+    """Writes of one leased run: refused once a newer lease of the session exists."""
+
+    def __init__(self, inner: SessionStore, state: State, lease: Lease) -> None:
+        super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
+        self.inner = inner
+        self.state = state
+        self.lease = lease
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        return await self.inner.load(session_id)
+
+    async def append(self, session_id: str, **changes: Any) -> None:
+        await self.state.check_fence(session_id, self.lease.token)
+        await self.inner.append(session_id, **changes)
+
+    async def delete(self, session_id: str) -> None:
+        await self.inner.delete(session_id)
+
+    async def list_sessions(self) -> list[str]:
+        return await self.inner.list_sessions()
+
+
+class SessionWorker:
+    """Consumes work notices and sweeps for sessions with work; runs them under leases."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        broker: Broker,
+        state: State,
+        *,
+        concurrency: int = 8,
+        lease_ttl: float = 15.0,
+        sweep_interval: float = 2.0,
+        prefetch: int = 32,
+        owner: str | None = None,
+    ) -> None:
+        self.agent = agent
+        self.broker = broker
+        self.state = state
+        self.owner = owner or worker_id()
+        self.lease_ttl = lease_ttl
+        self.sweep_interval = sweep_interval
+        self.prefetch = prefetch
+        self._slots = asyncio.Semaphore(concurrency)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._runs: dict[str, Run] = {}
+        self._tag: str | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def consuming(self) -> bool:
+        return self._tag is not None
+
+    @property
+    def active_sessions(self) -> list[str]:
+        return list(self._active)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tag = await self.broker.consume(WORK_QUEUE, self.handle, prefetch=self.prefetch)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="loom-worker-sweep")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking work; let runs finish for ``timeout`` seconds, then cancel them.
+
+        A cancelled run's signals stay in flight and its lease is released, so another
+        worker takes the session over at once.
+        """
+        self._stopping = True
+        if self._tag is not None:
+            tag, self._tag = self._tag, None
+            await self.broker.cancel(tag)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        tasks = list(self._active.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=timeout)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                logger.warning("handing back %d unfinished session(s)", len(unfinished))
+                await asyncio.wait(unfinished, timeout=5)
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            session_id = parse_work(delivery.body)
+        except (ValueError, TypeError) as error:
+            await delivery.dead_letter(f"invalid work notice: {error}")
+            return
+        await self.try_run(session_id)
+        await delivery.ack()
+
+    async def run_until_idle(self, timeout: float | None = None) -> None:
+        """Burst mode for tests: run every ready session until none has work left."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for session_id in await self.state.ready_sessions():
+                    await self.try_run(session_id)
+                if self._active:
+                    await asyncio.wait(list(self._active.values()))
+                    continue
+                if not await self.state.ready_sessions():
+                    return
+
+    async def try_run(self, session_id: str) -> bool:
+        """Run the session here if no run of it is going on anywhere; False if not taken."""
+        if self._stopping or session_id in self._active:
+            return False
+        await self._slots.acquire()
+        try:
+            lease = await self.state.acquire_lease(session_id, self.owner, self.lease_ttl)
+        except BaseException:
+            self._slots.release()
+            raise
+        if lease is None:
+            self._slots.release()
+            return False
+        task = asyncio.create_task(self._drive(lease), name=f"loom-session-{session_id}")
+        self._active[session_id] = task
+        return True
+
+    async def _drive(self, lease: Lease) -> None:
+        session_id = lease.session_id
+        renewer = asyncio.create_task(self._renew(lease), name=f"loom-lease-{session_id}")
+        released = False
+        try:
+            while not self._stopping:
+                taken = await self.state.take_pending(session_id)
+                if not taken:
+                    break
+                await self._run_once(lease, [PendingSignal.from_json(t) for t in taken])
+                await self.state.finish_in_flight(session_id)
+            await self.state.clear_ready(session_id)
+            released = await self.state.release_lease(lease)
+            # A signal recorded after the last take and before the release found the lease
+            # held and left the session to us: look once more now that it is free.
+            if not self._stopping and await self.state.pending(session_id):
+                await self.state.mark_ready(session_id)
+        except StaleFencingToken:
+            logger.warning("session %s: lease lost to a newer holder; stopping", session_id)
+        except asyncio.CancelledError:
+            logger.warning(
+                "session %s: run cancelled (shutdown); signals stay in flight", session_id
+            )
+            await self.state.mark_ready(session_id)
+        except Exception:
+            logger.exception("session %s: worker failed; signals stay in flight", session_id)
+            await self.state.mark_ready(session_id)
+        finally:
+            renewer.cancel()
+            if not released:
+                with contextlib.suppress(Exception):
+                    await self.state.release_lease(lease)
+            self._active.pop(session_id, None)
+            self._slots.release()
+
+    async def _run_once(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
+        session_id = lease.session_id
+        await self.state.check_fence(session_id, lease.token)
+        risks = await self.state.risks(session_id)
+        store = FencedSessionStore(self.agent.session_store, self.state, lease)
+        # A fresh Session each time: another worker may have run it since, so the history
+        # is loaded from the shared store, never from this process's memory.
+        session = Session(self.agent, SessionConfig(id=session_id), store=store)
+        metadata = {
+            "signals": [p.signal.id for p in signals],
+            "fencing_token": lease.token,
+            "worker": self.owner,
+        }
+        run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        self._runs[session_id] = run
+        watcher = asyncio.create_task(self._watch_interrupts(session_id, run, signals))
+        try:
+            result = await run.wait()
+        except asyncio.CancelledError:
+            # Shutdown: stop the run itself too, so it cannot write after handing back.
+            run.cancel("the worker is shutting down; the session is handed back")
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(run.wait(), 5)
+            raise
+        finally:
+            watcher.cancel()
+            self._runs.pop(session_id, None)
+        logger.info(
+            "session %s run %s %s (%d signal(s))",
+            session_id, run.id, result.status.value, len(signals),
+        )  # fmt: skip
+        return result
+
+    async def _watch_interrupts(
+        self, session_id: str, run: Run, signals: list[PendingSignal]
+    ) -> None:
+        handled = {p.signal.id for p in signals}
+        while not run.done():
+            request = await self.state.wait_interrupt(session_id, 1.0)
+            if request is None:
+                continue
+            signal_id, reason = request
+            if signal_id in handled:
+                continue  # this run already has that signal
+            run.interrupt(f"interrupted by signal {signal_id}: {reason}")
+            return
+
+    async def _renew(self, lease: Lease) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.state.renew_lease(lease, self.lease_ttl):
+                logger.warning("session %s: lease lost; interrupting its run", lease.session_id)
+                run = self._runs.get(lease.session_id)
+                if run is not None:
+                    run.cancel("the session lease was lost")
+                return
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                for session_id in await self.state.ready_sessions():
+                    if self._stopping:
+                        return
+                    if session_id not in self._active and not self._slots.locked():
+                        await self.try_run(session_id)
+            except Exception:
+                logger.exception("worker sweep failed; trying again")
+
+
+__all__ = ["FencedSessionStore", "SessionWorker", "render_run_input", "worker_id"]

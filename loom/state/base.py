@@ -1,0 +1,167 @@
+"""The daemon's shared state port: what every role of every replica agrees on.
+
+Per session it holds the working state the agent sees at its next run (pending signals and
+active risks), the signals a run is handling (in flight), the attention decisions, the
+session lease with its fencing token, and interrupt requests; globally it holds dedupe keys
+and the set of sessions that need a run. Transcripts and run records are the kernel's
+``SessionStore`` (``state.sessions``). Everything is bounded.
+
+Implementations: ``MemoryState`` (one process) and ``RedisState``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from loom.errors import LoomError
+from loom.state.sessions import SessionStore
+
+DEFAULT_MAX_PENDING = 500
+DEFAULT_MAX_DECISIONS = 200
+DEFAULT_MAX_RISKS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to run a session: held by ``owner`` with a strictly increasing ``token``."""
+
+    session_id: str
+    owner: str
+    token: int
+
+
+class StaleFencingToken(Exception):
+    """A write carried a fencing token older than one already seen for the session."""
+
+
+class StateUnavailable(LoomError):
+    """The state backend cannot be reached (the message names it, with no password)."""
+
+
+class State(ABC):
+    """Port to Redis (or the in-process memory state)."""
+
+    url: str = ""
+    sessions: SessionStore
+    """Transcripts and run records, the kernel's session store on the same backend."""
+
+    def __init__(
+        self,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_decisions: int = DEFAULT_MAX_DECISIONS,
+        max_risks: int = DEFAULT_MAX_RISKS,
+    ) -> None:
+        self.max_pending = max_pending
+        self.max_decisions = max_decisions
+        self.max_risks = max_risks
+
+    async def start(self) -> None:  # noqa: B027 - optional
+        """Connect (idempotent)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Disconnect."""
+
+    async def ping(self) -> bool:
+        return True
+
+    # -- dedupe ------------------------------------------------------------------------
+    @abstractmethod
+    async def remember(self, key: str, ttl: float) -> bool:
+        """Record ``key`` for ``ttl`` seconds; True if it was new, False if already seen."""
+
+    @abstractmethod
+    async def forget(self, key: str) -> None:
+        """Drop a dedupe key (used when the work it guarded could not be accepted)."""
+
+    # -- working state -----------------------------------------------------------------
+    @abstractmethod
+    async def add_pending(self, session_id: str, signal_json: str) -> int:
+        """Append a signal (JSON) to the session's pending list; returns the list length.
+
+        Past ``max_pending`` the oldest pending signals are dropped.
+        """
+
+    @abstractmethod
+    async def pending(self, session_id: str) -> list[str]:
+        """The pending signals, oldest first."""
+
+    @abstractmethod
+    async def take_pending(self, session_id: str) -> list[str]:
+        """Atomically move every pending signal to the session's in-flight list, and drop
+        the session's interrupt requests; return the whole in-flight list (signals left by
+        a run that died come first)."""
+
+    @abstractmethod
+    async def in_flight(self, session_id: str) -> list[str]:
+        """Signals a run has taken and not yet finished."""
+
+    @abstractmethod
+    async def finish_in_flight(self, session_id: str) -> None:
+        """The run that took the in-flight signals ended: drop them."""
+
+    @abstractmethod
+    async def set_risk(self, session_id: str, key: str, text: str) -> None:
+        """Add or replace an active risk (at most ``max_risks``; the oldest go first)."""
+
+    @abstractmethod
+    async def clear_risk(self, session_id: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def risks(self, session_id: str) -> dict[str, str]:
+        """Active risks by key, oldest first."""
+
+    @abstractmethod
+    async def record_decision(self, session_id: str, decision_json: str) -> None:
+        """Keep an attention decision (the newest ``max_decisions``)."""
+
+    @abstractmethod
+    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+        """The newest decisions, newest last."""
+
+    # -- sessions that need a run ------------------------------------------------------
+    @abstractmethod
+    async def mark_ready(self, session_id: str) -> None:
+        """The session has work; a worker should run it (idempotent)."""
+
+    @abstractmethod
+    async def clear_ready(self, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def ready_sessions(self, limit: int = 100) -> list[str]:
+        """Sessions marked ready, longest waiting first."""
+
+    # -- leases ------------------------------------------------------------------------
+    @abstractmethod
+    async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        """Take the session for ``ttl`` seconds if nobody holds it (or the holder's lease
+        expired). The token is strictly greater than any token issued before for it."""
+
+    @abstractmethod
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        """Extend a lease still held by its owner with that token; False if it was lost."""
+
+    @abstractmethod
+    async def release_lease(self, lease: Lease) -> bool:
+        """Give the session up; False if the lease had already been lost."""
+
+    @abstractmethod
+    async def lease_holder(self, session_id: str) -> Lease | None: ...
+
+    @abstractmethod
+    async def check_fence(self, session_id: str, token: int) -> None:
+        """Record ``token`` as the newest seen for the session; raise StaleFencingToken if a
+        newer one was recorded before (a worker that lost its lease must stop writing)."""
+
+    # -- interrupts --------------------------------------------------------------------
+    @abstractmethod
+    async def request_interrupt(self, session_id: str, signal_id: str, reason: str) -> None:
+        """Ask whichever process runs the session to interrupt its current run for the
+        signal ``signal_id`` (add that signal to the pending list first)."""
+
+    @abstractmethod
+    async def wait_interrupt(self, session_id: str, timeout: float) -> tuple[str, str] | None:
+        """Wait up to ``timeout`` seconds for an interrupt request; return and remove the
+        oldest as ``(signal_id, reason)``, or None. Requests made before the last
+        ``take_pending`` are gone: that run already holds their signals."""

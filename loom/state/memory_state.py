@@ -1,0 +1,252 @@
+"""The in-process state: the ``State`` port in dicts, for ``loom run`` and tests.
+
+Everything lives in this process and is lost when it exits; the semantics are the port's,
+exactly, so code tested against it behaves the same on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loom.state.base import (
+    DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RISKS,
+    Lease,
+    StaleFencingToken,
+    State,
+)
+from loom.state.memory import InMemorySessionStore
+from loom.state.sessions import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
+
+DEFAULT_MAX_DEDUPE_KEYS = 100_000
+
+
+@dataclass(slots=True)
+class _Session:
+    """One session's working state."""
+
+    pending: deque[str]
+    decisions: deque[str]
+    interrupts: deque[tuple[str, str]]
+    in_flight: list[str] = field(default_factory=list)
+    risks: dict[str, str] = field(default_factory=dict)
+    # (owner, token, expires at on the state's clock)
+    lease: tuple[str, int, float] | None = None
+    issued: int = 0  # the newest token issued for the session
+    fence: int = 0  # the newest token a write was checked with
+    condition: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+class MemoryState(State):
+    """The ``State`` port in this process's memory.
+
+    Lease tokens come from one counter for the whole state, so they are strictly increasing
+    per session as the port requires. ``clock`` (monotonic seconds) decides TTL expiry of
+    dedupe keys and leases. At most ``max_dedupe_keys`` unexpired dedupe keys are kept; past
+    that the oldest are forgotten early. Sessions are never dropped: this state is meant for
+    one process, not for a long-lived fleet (``RedisState`` expires idle sessions).
+    """
+
+    url = "memory://"
+
+    def __init__(
+        self,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_decisions: int = DEFAULT_MAX_DECISIONS,
+        max_risks: int = DEFAULT_MAX_RISKS,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_runs: int = DEFAULT_MAX_RUNS,
+        max_dedupe_keys: int = DEFAULT_MAX_DEDUPE_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min(max_pending, max_decisions, max_risks, max_dedupe_keys) < 1:
+            raise ValueError("state bounds must be at least 1")
+        super().__init__(max_pending=max_pending, max_decisions=max_decisions, max_risks=max_risks)
+        self.sessions = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
+        self.max_dedupe_keys = max_dedupe_keys
+        self._clock = clock
+        self._dedupe: dict[str, float] = {}  # key -> expiry, in insertion order
+        self._sweep_at = 1024
+        self._sessions: dict[str, _Session] = {}
+        self._ready: dict[str, None] = {}  # insertion order is first-marked order
+        self._tokens = itertools.count(1)
+
+    def _session(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = _Session(
+                pending=deque(maxlen=self.max_pending),
+                decisions=deque(maxlen=self.max_decisions),
+                interrupts=deque(maxlen=self.max_pending),
+            )
+            self._sessions[session_id] = session
+        return session
+
+    # -- dedupe ------------------------------------------------------------------------
+
+    async def remember(self, key: str, ttl: float) -> bool:
+        now = self._clock()
+        expiry = self._dedupe.get(key)
+        if expiry is not None and expiry > now:
+            return False
+        # Re-inserted, not updated in place: the dict's order stays oldest-first.
+        self._dedupe.pop(key, None)
+        self._dedupe[key] = now + ttl
+        self._bound_dedupe(now)
+        return True
+
+    async def forget(self, key: str) -> None:
+        self._dedupe.pop(key, None)
+
+    def _bound_dedupe(self, now: float) -> None:
+        if len(self._dedupe) >= self._sweep_at:
+            # Amortised: a full sweep only each time the dict doubled since the last one.
+            for key in [k for k, expiry in self._dedupe.items() if expiry <= now]:
+                del self._dedupe[key]
+            self._sweep_at = max(1024, 2 * len(self._dedupe))
+        while len(self._dedupe) > self.max_dedupe_keys:
+            del self._dedupe[next(iter(self._dedupe))]
+
+    # -- working state -----------------------------------------------------------------
+
+    async def add_pending(self, session_id: str, signal_json: str) -> int:
+        session = self._session(session_id)
+        session.pending.append(signal_json)
+        return len(session.pending)
+
+    async def pending(self, session_id: str) -> list[str]:
+        session = self._sessions.get(session_id)
+        return [] if session is None else list(session.pending)
+
+    async def take_pending(self, session_id: str) -> list[str]:
+        session = self._session(session_id)
+        session.in_flight.extend(session.pending)
+        session.pending.clear()
+        session.interrupts.clear()
+        # Runs that die again and again must not grow the list without bound.
+        del session.in_flight[: -self.max_pending]
+        return list(session.in_flight)
+
+    async def in_flight(self, session_id: str) -> list[str]:
+        session = self._sessions.get(session_id)
+        return [] if session is None else list(session.in_flight)
+
+    async def finish_in_flight(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.in_flight.clear()
+
+    async def set_risk(self, session_id: str, key: str, text: str) -> None:
+        risks = self._session(session_id).risks
+        # A risk reported again counts as new: it moves to the end, last to be dropped.
+        risks.pop(key, None)
+        risks[key] = text
+        while len(risks) > self.max_risks:
+            del risks[next(iter(risks))]
+
+    async def clear_risk(self, session_id: str, key: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.risks.pop(key, None)
+
+    async def risks(self, session_id: str) -> dict[str, str]:
+        session = self._sessions.get(session_id)
+        return {} if session is None else dict(session.risks)
+
+    async def record_decision(self, session_id: str, decision_json: str) -> None:
+        self._session(session_id).decisions.append(decision_json)
+
+    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+        session = self._sessions.get(session_id)
+        if session is None or limit <= 0:
+            return []
+        return list(session.decisions)[-limit:]
+
+    # -- sessions that need a run ------------------------------------------------------
+
+    async def mark_ready(self, session_id: str) -> None:
+        self._ready.setdefault(session_id, None)
+
+    async def clear_ready(self, session_id: str) -> None:
+        self._ready.pop(session_id, None)
+
+    async def ready_sessions(self, limit: int = 100) -> list[str]:
+        return list(itertools.islice(self._ready, max(limit, 0)))
+
+    # -- leases ------------------------------------------------------------------------
+
+    def _live_lease(self, session: _Session) -> tuple[str, int, float] | None:
+        if session.lease is not None and session.lease[2] <= self._clock():
+            session.lease = None
+        return session.lease
+
+    async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        session = self._session(session_id)
+        if self._live_lease(session) is not None:
+            return None
+        token = next(self._tokens)
+        session.lease = (owner, token, self._clock() + ttl)
+        session.issued = token
+        return Lease(session_id, owner, token)
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        session = self._sessions.get(lease.session_id)
+        if session is None or not self._holds(session, lease):
+            return False
+        session.lease = (lease.owner, lease.token, self._clock() + ttl)
+        return True
+
+    async def release_lease(self, lease: Lease) -> bool:
+        session = self._sessions.get(lease.session_id)
+        if session is None or not self._holds(session, lease):
+            return False
+        session.lease = None
+        return True
+
+    def _holds(self, session: _Session, lease: Lease) -> bool:
+        live = self._live_lease(session)
+        return live is not None and live[:2] == (lease.owner, lease.token)
+
+    async def lease_holder(self, session_id: str) -> Lease | None:
+        session = self._sessions.get(session_id)
+        live = None if session is None else self._live_lease(session)
+        return None if live is None else Lease(session_id, live[0], live[1])
+
+    async def check_fence(self, session_id: str, token: int) -> None:
+        session = self._session(session_id)
+        # A token older than the newest issued is stale too: its lease was lost, even if
+        # the new holder has not written yet.
+        newest = max(session.fence, session.issued)
+        if token < newest:
+            raise StaleFencingToken(
+                f"session {session_id}: fencing token {token} is older than {newest}"
+            )
+        session.fence = token
+
+    # -- interrupts --------------------------------------------------------------------
+
+    async def request_interrupt(self, session_id: str, signal_id: str, reason: str) -> None:
+        session = self._session(session_id)
+        async with session.condition:
+            session.interrupts.append((signal_id, reason))
+            # All waiters re-check: one takes the request, the others keep waiting.
+            session.condition.notify_all()
+
+    async def wait_interrupt(self, session_id: str, timeout: float) -> tuple[str, str] | None:
+        session = self._session(session_id)
+        if timeout <= 0:
+            return session.interrupts.popleft() if session.interrupts else None
+        try:
+            async with asyncio.timeout(timeout), session.condition:
+                await session.condition.wait_for(lambda: bool(session.interrupts))
+                # Popped only here, with no await left: a timeout cannot lose it.
+                return session.interrupts.popleft()
+        except TimeoutError:
+            return None

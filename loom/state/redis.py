@@ -1,0 +1,394 @@
+"""The ``State`` port on Redis: what every role of every replica agrees on.
+
+Keys (``{prefix}`` is the state's prefix, ``<sid>`` a session id in braces, the Redis
+Cluster hash tag that keeps one session's keys in one slot)::
+
+    {prefix}:dedupe:<key>              STRING  "1", expires after the dedupe TTL
+    {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:s:{<sid>}:pending         LIST    signal JSON, oldest first, bounded
+    {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
+    {prefix}:s:{<sid>}:risks           HASH    risk key -> text
+    {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
+    {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
+    {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
+    {prefix}:s:{<sid>}:lease           STRING  "<token>:<owner>", expires with the lease
+    {prefix}:s:{<sid>}:token           STRING  the newest lease token issued
+    {prefix}:s:{<sid>}:fence           STRING  the newest token a write was checked with
+
+plus the session store's keys (``loom.state.redis_sessions``). Each per-session key expires
+``session_ttl`` after its last write, so abandoned sessions do not accumulate.
+
+Lease tokens stay strictly increasing even though the token key can expire: a token is
+``max(last token + 1, server time in microseconds)``, so a session whose keys expired
+starts again above every token it was ever issued (as long as the Redis server's clock
+does not go back by more than ``session_ttl``). The token key's expiry is never shorter
+than a lease's, so it cannot vanish while a lease exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AbstractContextManager
+
+from loom.state.base import (
+    DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RISKS,
+    Lease,
+    StaleFencingToken,
+    State,
+    StateUnavailable,
+)
+from loom.state.redis_sessions import (
+    DEFAULT_SOCKET_TIMEOUT,
+    RedisSessionStore,
+    connect,
+    mask_url,
+    session_key,
+    text,
+    texts,
+    unavailable,
+    url_password,
+)
+from loom.state.sessions import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
+
+DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
+MIN_REDIS_VERSION = (6, 2)  # LMOVE, and BLPOP with a fractional timeout
+
+# Moves every pending signal behind the in-flight ones (a dead run's leftovers stay
+# first), drops the interrupt requests those signals answer, returns the in-flight list.
+_TAKE_PENDING = """
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do end
+redis.call('DEL', KEYS[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
+
+# Adds or replaces a risk as the newest; the oldest go past the bound.
+_SET_RISK = """
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[3]) do
+  redis.call('HDEL', KEYS[1], redis.call('LPOP', KEYS[2]))
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+"""
+
+# Marks a session ready at the server's time (one clock for all replicas); NX keeps the
+# first mark, so a session that keeps getting signals does not lose its place.
+_MARK_READY = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
+"""
+
+# Takes a free lease: issues max(last token + 1, server time in microseconds).
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local t = redis.call('TIME')
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
+local text = string.format('%d', token)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[2], text, 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[2], text)
+end
+redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
+return text
+"""
+
+# Extends a lease only while it is still the caller's (same owner and token).
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+# Drops a lease only while it is still the caller's.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# Records a write's token; answers the newer token if one was checked or issued since.
+_CHECK_FENCE = """
+local token = tonumber(ARGV[1])
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
+local newest = math.max(fence, issued)
+if token < newest then return string.format('%d', newest) end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return false
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisState(State):
+    """The ``State`` port on Redis at ``url`` (``redis://`` or ``rediss://``).
+
+    ``url`` holds the URL with its password masked; keys live under ``prefix``. Per-session
+    keys expire ``session_ttl`` seconds after their last write (None: never); transcripts
+    (``sessions``, a ``RedisSessionStore`` on the same client) after ``transcript_ttl``.
+    ``wait_interrupt`` blocks one pooled connection while it waits (raise the pool with
+    ``?max_connections=`` in the URL for many concurrent runs); its waits are cut into
+    pieces shorter than ``socket_timeout``. Connection failures raise ``StateUnavailable``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "loom",
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_decisions: int = DEFAULT_MAX_DECISIONS,
+        max_risks: int = DEFAULT_MAX_RISKS,
+        session_ttl: float | None = DEFAULT_SESSION_TTL,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_runs: int = DEFAULT_MAX_RUNS,
+        transcript_ttl: float | None = None,
+        socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+    ) -> None:
+        if min(max_pending, max_decisions, max_risks) < 1:
+            raise ValueError("state bounds must be at least 1")
+        super().__init__(max_pending=max_pending, max_decisions=max_decisions, max_risks=max_risks)
+        self.url = mask_url(url)
+        self.prefix = prefix
+        self.session_ttl = session_ttl
+        self._password = url_password(url)
+        self._client = connect(url, socket_timeout=socket_timeout)
+        # The URL may set its own socket_timeout; a blocking wait must stay under it, with
+        # room for Redis, which may answer a timed-out BLPOP up to 1/hz (100 ms) late.
+        effective = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._block_slice = (
+            None if effective is None else max(0.05, min(0.8 * effective, effective - 0.25))
+        )
+        self._keep_ms = 0 if session_ttl is None else _ms(session_ttl)
+        self.sessions = RedisSessionStore(
+            self._client,
+            prefix=prefix,
+            max_messages=max_messages,
+            max_runs=max_runs,
+            ttl=transcript_ttl,
+        )
+        register = self._client.register_script
+        self._take_pending = register(_TAKE_PENDING)
+        self._set_risk = register(_SET_RISK)
+        self._mark_ready = register(_MARK_READY)
+        self._acquire = register(_ACQUIRE)
+        self._renew = register(_RENEW)
+        self._release = register(_RELEASE)
+        self._check_fence = register(_CHECK_FENCE)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _guard(self) -> AbstractContextManager[None]:
+        return unavailable(self.url, self._password)
+
+    def _key(self, session_id: str, part: str) -> str:
+        return session_key(self.prefix, session_id, part)
+
+    async def start(self) -> None:
+        """Check that Redis answers and is recent enough; raise StateUnavailable if not."""
+        with self._guard():
+            await self._client.ping()
+            server = await self._client.info("server")
+        version = str(server.get("redis_version", "0"))
+        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parts < MIN_REDIS_VERSION:
+            wanted = ".".join(map(str, MIN_REDIS_VERSION))
+            raise StateUnavailable(f"Redis at {self.url} is {version}; Loom needs {wanted}+")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            with self._guard():
+                return bool(await self._client.ping())
+        except StateUnavailable:
+            return False
+
+    # -- dedupe ------------------------------------------------------------------------
+
+    async def remember(self, key: str, ttl: float) -> bool:
+        if ttl <= 0:
+            return True  # remembered for no time at all
+        with self._guard():
+            created = await self._client.set(
+                f"{self.prefix}:dedupe:{key}", "1", nx=True, px=_ms(ttl)
+            )
+        return bool(created)
+
+    async def forget(self, key: str) -> None:
+        with self._guard():
+            await self._client.delete(f"{self.prefix}:dedupe:{key}")
+
+    # -- working state -----------------------------------------------------------------
+
+    async def _push(self, key: str, value: str, bound: int) -> int:
+        """Append to a bounded list and refresh its expiry, in one transaction."""
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, value)
+                pipe.ltrim(key, -bound, -1)
+                if self._keep_ms:
+                    pipe.pexpire(key, self._keep_ms)
+                length = (await pipe.execute())[0]
+        return min(int(length), bound)
+
+    async def _range(self, key: str, start: int = 0) -> list[str]:
+        with self._guard():
+            return texts(await self._client.lrange(key, start, -1))
+
+    async def add_pending(self, session_id: str, signal_json: str) -> int:
+        return await self._push(self._key(session_id, "pending"), signal_json, self.max_pending)
+
+    async def pending(self, session_id: str) -> list[str]:
+        return await self._range(self._key(session_id, "pending"))
+
+    async def take_pending(self, session_id: str) -> list[str]:
+        keys = [self._key(session_id, part) for part in ("pending", "inflight", "interrupts")]
+        with self._guard():
+            taken: list[str] = await self._take_pending(
+                keys=keys, args=[self.max_pending, self._keep_ms]
+            )
+        return taken
+
+    async def in_flight(self, session_id: str) -> list[str]:
+        return await self._range(self._key(session_id, "inflight"))
+
+    async def finish_in_flight(self, session_id: str) -> None:
+        with self._guard():
+            await self._client.delete(self._key(session_id, "inflight"))
+
+    async def set_risk(self, session_id: str, key: str, text: str) -> None:
+        keys = [self._key(session_id, "risks"), self._key(session_id, "risk_order")]
+        with self._guard():
+            await self._set_risk(keys=keys, args=[key, text, self.max_risks, self._keep_ms])
+
+    async def clear_risk(self, session_id: str, key: str) -> None:
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key(session_id, "risks"), key)
+                pipe.lrem(self._key(session_id, "risk_order"), 0, key)
+                await pipe.execute()
+
+    async def risks(self, session_id: str) -> dict[str, str]:
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
+                pipe.hgetall(self._key(session_id, "risks"))
+                order, texts = await pipe.execute()
+        return {key: texts[key] for key in order if key in texts}
+
+    async def record_decision(self, session_id: str, decision_json: str) -> None:
+        await self._push(self._key(session_id, "decisions"), decision_json, self.max_decisions)
+
+    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+        if limit <= 0:
+            return []
+        return await self._range(self._key(session_id, "decisions"), -limit)
+
+    # -- sessions that need a run ------------------------------------------------------
+
+    async def mark_ready(self, session_id: str) -> None:
+        with self._guard():
+            await self._mark_ready(keys=[f"{self.prefix}:ready"], args=[session_id])
+
+    async def clear_ready(self, session_id: str) -> None:
+        with self._guard():
+            await self._client.zrem(f"{self.prefix}:ready", session_id)
+
+    async def ready_sessions(self, limit: int = 100) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._guard():
+            return texts(await self._client.zrange(f"{self.prefix}:ready", 0, limit - 1))
+
+    # -- leases ------------------------------------------------------------------------
+
+    def _lease_keys(self, session_id: str) -> list[str]:
+        return [self._key(session_id, "lease"), self._key(session_id, "token")]
+
+    def _token_keep_ms(self, ttl: float) -> int:
+        # The token key must outlive any lease issued with it.
+        return 0 if self._keep_ms == 0 else max(self._keep_ms, _ms(ttl))
+
+    async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        args: list[str | int] = [owner, _ms(ttl), self._token_keep_ms(ttl)]
+        with self._guard():
+            token = await self._acquire(keys=self._lease_keys(session_id), args=args)
+        return None if token is None else Lease(session_id, owner, int(token))
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        args: list[str | int] = [f"{lease.token}:{lease.owner}", _ms(ttl), self._token_keep_ms(ttl)]
+        with self._guard():
+            renewed = await self._renew(keys=self._lease_keys(lease.session_id), args=args)
+        return bool(renewed)
+
+    async def release_lease(self, lease: Lease) -> bool:
+        args = [f"{lease.token}:{lease.owner}"]
+        with self._guard():
+            released = await self._release(keys=self._lease_keys(lease.session_id), args=args)
+        return bool(released)
+
+    async def lease_holder(self, session_id: str) -> Lease | None:
+        with self._guard():
+            value = await self._client.get(self._key(session_id, "lease"))
+        if value is None:
+            return None
+        token, _, owner = text(value).partition(":")
+        return Lease(session_id, owner, int(token))
+
+    async def check_fence(self, session_id: str, token: int) -> None:
+        keys = [self._key(session_id, "fence"), self._key(session_id, "token")]
+        with self._guard():
+            newer = await self._check_fence(keys=keys, args=[token, self._keep_ms])
+        if newer is not None:
+            raise StaleFencingToken(
+                f"session {session_id}: fencing token {token} is older than {newer}"
+            )
+
+    # -- interrupts --------------------------------------------------------------------
+
+    async def request_interrupt(self, session_id: str, signal_id: str, reason: str) -> None:
+        request = json.dumps([signal_id, reason])
+        await self._push(self._key(session_id, "interrupts"), request, self.max_pending)
+
+    async def wait_interrupt(self, session_id: str, timeout: float) -> tuple[str, str] | None:
+        key = self._key(session_id, "interrupts")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self._guard():
+            while True:
+                remaining = deadline - loop.time()
+                if remaining < 0.01:
+                    # BLPOP would read a timeout that rounds to 0 ms as "block forever".
+                    value = await self._client.lpop(key)
+                    break
+                piece = (
+                    remaining if self._block_slice is None else min(remaining, self._block_slice)
+                )
+                popped = await self._client.blpop([key], timeout=piece)
+                if popped is not None:
+                    value = popped[1]
+                    break
+        if not isinstance(value, (str, bytes)):
+            return None
+        signal_id, reason = json.loads(value)
+        return str(signal_id), str(reason)

@@ -1,0 +1,269 @@
+"""The kernel's session store on Redis, and what the Redis backends share.
+
+Keys of one session (``{prefix}`` is the store's prefix; the braces around the session id
+are a Redis Cluster hash tag, so one session's keys share a slot; the append script also
+updates the index, so this store itself targets a single Redis, primary and replicas)::
+
+    {prefix}:sessions                  ZSET  session id -> creation time (the index)
+    {prefix}:s:{<sid>}:info            HASH  created_at, updated_at, appended, run_seq
+    {prefix}:s:{<sid>}:messages        LIST  message JSON, the newest max_messages
+    {prefix}:s:{<sid>}:runs            HASH  run id -> run JSON
+    {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
+    {prefix}:s:{<sid>}:meta            HASH  metadata key -> value JSON
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from loom.runtime.messages import Message
+from loom.state.base import StateUnavailable
+from loom.state.sessions import (
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_RUNS,
+    RunRecord,
+    SessionSnapshot,
+    SessionStore,
+    format_time,
+    history_start,
+    parse_time,
+    utcnow,
+)
+
+DEFAULT_SOCKET_TIMEOUT = 5.0
+_STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the user info or a ``password=`` query) shown as ***."""
+    head, sep, query = url.partition("?")
+    parts = urlsplit(head)
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        masked = f"{userinfo.partition(':')[0]}:***@{hostport}"
+        head = head.replace(f"//{parts.netloc}", f"//{masked}", 1)
+    query = "&".join(
+        f"{item.partition('=')[0]}=***" if item.partition("=")[0].lower() == "password" else item
+        for item in query.split("&")
+    )
+    return head + sep + query
+
+
+def url_password(url: str) -> str | None:
+    """The password a Redis URL carries, if any, so messages can be scrubbed of it."""
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        if name.lower() == "password" and value:
+            return unquote(value)
+    return None
+
+
+def describe(client: aioredis.Redis) -> str:
+    """Where a client connects, for messages: no credentials."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+def text(value: bytes | str) -> str:
+    """A reply as text (clients here decode replies; this keeps the types honest)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def texts(values: Any) -> list[str]:
+    """A list reply as text."""
+    return [text(value) for value in values]
+
+
+@contextlib.contextmanager
+def unavailable(where: str, password: str | None = None) -> Iterator[None]:
+    """Turn connection failures into ``StateUnavailable`` naming ``where``."""
+    try:
+        yield
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        # A replica that is being promoted refuses writes for a moment: still "unavailable".
+        redis.exceptions.ReadOnlyError,
+        OSError,
+    ) as exc:
+        detail = str(exc) or type(exc).__name__
+        if password:
+            detail = detail.replace(password, "***")
+        raise StateUnavailable(f"Redis at {where} is unavailable: {detail}") from exc
+
+
+def connect(url: str, *, socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT) -> aioredis.Redis:
+    """A client for ``url`` that answers text; no connection is made yet."""
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout)
+
+
+def session_key(prefix: str, session_id: str, part: str) -> str:
+    """The key of one part of a session; the id is the cluster hash tag."""
+    return f"{prefix}:s:{{{session_id}}}:{part}"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# The whole append in one script: a crash can never leave a run record without its
+# messages, and the bounds, the run order and the index are kept in the same step.
+_APPEND = """
+local info, messages, runs, order, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local index = KEYS[6]
+local n, ttl = tonumber(ARGV[6]), tonumber(ARGV[5])
+if redis.call('HSETNX', info, 'created_at', ARGV[2]) == 1 then
+  local t = redis.call('TIME')
+  redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
+end
+redis.call('HSET', info, 'updated_at', ARGV[2])
+if n > 0 then
+  -- One by one: unpack() of a long append would overflow Lua's stack.
+  for i = 9, 8 + n do redis.call('RPUSH', messages, ARGV[i]) end
+  redis.call('HINCRBY', info, 'appended', n)
+  redis.call('LTRIM', messages, -tonumber(ARGV[3]), -1)
+end
+if ARGV[7] ~= '' and redis.call('HSET', runs, ARGV[7], ARGV[8]) == 1 then
+  redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), ARGV[7])
+  local excess = redis.call('ZCARD', order) - tonumber(ARGV[4])
+  if excess > 0 then
+    local dropped = redis.call('ZPOPMIN', order, excess)
+    for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+  end
+end
+for i = 9 + n, #ARGV, 2 do redis.call('HSET', meta, ARGV[i], ARGV[i + 1]) end
+if ttl > 0 then
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+
+class RedisSessionStore(SessionStore):
+    """Transcripts, runs and metadata of sessions in Redis, shared by every replica.
+
+    ``client`` is a ``redis.asyncio.Redis`` made with ``decode_responses=True`` (closed by
+    its owner) or a URL (the store makes and closes its own client). The list keeps the
+    newest ``max_messages`` raw messages and ``load`` applies the window rule of
+    ``trim_history`` to them, so a window never starts mid-turn. ``ttl`` (seconds) makes a
+    session's keys expire that long after its last append; None keeps them.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | str,
+        *,
+        prefix: str = "loom",
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_runs: int = DEFAULT_MAX_RUNS,
+        ttl: float | None = None,
+    ) -> None:
+        super().__init__(max_messages=max_messages, max_runs=max_runs)
+        if isinstance(client, str):
+            self._client, self._owned = connect(client), True
+            self._where, self._password = mask_url(client), url_password(client)
+        else:
+            if not client.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ValueError("RedisSessionStore needs a client with decode_responses=True")
+            self._client, self._owned = client, False
+            self._where, self._password = describe(client), None
+        self.prefix = prefix
+        self.ttl = ttl
+        self._index = f"{prefix}:sessions"
+        self._append = self._client.register_script(_APPEND)
+
+    def _keys(self, session_id: str) -> list[str]:
+        return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        info_key, messages_key, runs_key, order_key, meta_key = self._keys(session_id)
+        with unavailable(self._where, self._password):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(info_key)
+                pipe.lrange(messages_key, 0, -1)
+                pipe.hgetall(runs_key)
+                pipe.zrange(order_key, 0, -1)
+                pipe.hgetall(meta_key)
+                info, raw_messages, raw_runs, order, raw_meta = await pipe.execute()
+        if not info:
+            return None
+        messages = [Message.from_dict(json.loads(item)) for item in raw_messages]
+        # Fewer kept than ever appended: the list lost its head, so the window must start
+        # at a user message (the same rule the in-memory store applies as it trims).
+        cut = int(info.get("appended", 0)) > len(messages)
+        del messages[: history_start(messages, self.max_messages, cut=cut)]
+        runs = [RunRecord.from_dict(json.loads(raw_runs[i])) for i in order if i in raw_runs]
+        return SessionSnapshot(
+            session_id=session_id,
+            metadata={key: json.loads(value) for key, value in raw_meta.items()},
+            messages=messages,
+            runs=runs[-self.max_runs :],
+            created_at=parse_time(info["created_at"]),
+            updated_at=parse_time(info["updated_at"]),
+        )
+
+    async def append(
+        self,
+        session_id: str,
+        *,
+        messages: Sequence[Message] = (),
+        run: RunRecord | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Everything is encoded before anything is sent: a value JSON cannot hold fails here.
+        encoded = [dumps(message.to_dict()) for message in messages]
+        pairs = [part for key, value in (metadata or {}).items() for part in (key, dumps(value))]
+        ttl_ms = 0 if self.ttl is None else max(1, int(self.ttl * 1000))
+        args: list[str | int] = [
+            session_id,
+            format_time(utcnow()),
+            self.max_messages,
+            self.max_runs,
+            ttl_ms,
+            len(encoded),
+            "" if run is None else run.run_id,
+            "" if run is None else dumps(run.to_dict()),
+            *encoded,
+            *pairs,
+        ]
+        with unavailable(self._where, self._password):
+            await self._append(keys=[*self._keys(session_id), self._index], args=args)
+
+    async def delete(self, session_id: str) -> None:
+        with unavailable(self._where, self._password):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(*self._keys(session_id))
+                pipe.zrem(self._index, session_id)
+                await pipe.execute()
+
+    async def list_sessions(self) -> list[str]:
+        with unavailable(self._where, self._password):
+            ids = texts(await self._client.zrange(self._index, 0, -1))
+            if self.ttl is None or not ids:
+                return ids
+            # Sessions can expire: drop their index entries as they are found.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for session_id in ids:
+                    pipe.exists(session_key(self.prefix, session_id, "info"))
+                alive = await pipe.execute()
+            gone = {session_id for session_id, live in zip(ids, alive, strict=True) if not live}
+            if gone:
+                await self._client.zrem(self._index, *gone)
+        return [session_id for session_id in ids if session_id not in gone]
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._client.aclose()
