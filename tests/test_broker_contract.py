@@ -17,6 +17,7 @@ import pytest
 
 from loom.broker import (
     ATTENTION_QUEUE,
+    DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     SIGNALS_EXCHANGE,
     WORK_EXCHANGE,
@@ -313,6 +314,16 @@ async def test_replay_sends_dead_letters_back_to_their_queue(broker: Broker) -> 
     assert first.delivery_count == 1
 
 
+async def test_replay_leaves_letters_without_a_known_origin(broker: Broker) -> None:
+    await broker.publish(DEAD_LETTER_EXCHANGE, "", Message(b"orphan", {"k": "v"}, "id-o"))
+    await eventually(lambda: _depth_is(broker, DEAD_LETTER_QUEUE, 1), "the orphan letter")
+    [letter] = await broker.dead_letters()
+    assert (letter.reason, letter.origin_queue) == ("unknown", "")
+    assert letter.message.headers == {"k": "v"}
+    assert await broker.replay_dead_letters() == 0
+    await eventually(lambda: _depth_is(broker, DEAD_LETTER_QUEUE, 1), "the orphan to stay")
+
+
 # -- depth, prefetch, cancel -------------------------------------------------------------------
 
 
@@ -369,11 +380,12 @@ async def test_cancel_lets_in_flight_handlers_settle(broker: Broker) -> None:
     await inbox.next()
 
     cancelling = asyncio.create_task(broker.cancel(tag))
-    await asyncio.sleep(0)
-    assert not cancelling.done()  # waits for the handler
+    # Let the cancel get past basic.cancel to its wait; it must still be waiting then.
+    await asyncio.sleep(0.1)
+    assert not cancelling.done()
     gate.set()
     await asyncio.wait_for(cancelling, WAIT)
-    assert not broker.consuming
+    assert not _consuming(broker)
 
     await send(broker, b"after")
     await eventually(lambda: _depth_is(broker, WORK_QUEUE, 1), "the new message to wait")
@@ -557,3 +569,7 @@ async def _depth_is(broker: Broker, queue: str, depth: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _consuming(broker: Broker) -> bool:
+    return broker.consuming  # a call, so the type checker does not narrow it across awaits

@@ -34,7 +34,12 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+)
 from pamqp.commands import Basic
 
 from loom.broker.base import (
@@ -70,6 +75,9 @@ _UNLIMITED = 2**31 - 1
 """The dead-letter queue's delivery limit: peeking requeues, which must never drop a letter
 (RabbitMQ 4 gives quorum queues a default limit of 20)."""
 _ERRORS = (TimeoutError, *CONNECTION_EXCEPTIONS)
+_LOST = (ChannelInvalidStateError, ChannelClosed, AMQPConnectionError)
+"""A publish that failed because the channel or connection went away (worth a retry)."""
+_RETRY_PAUSE = 0.1
 
 
 def mask_url(url: str) -> str:
@@ -223,10 +231,24 @@ class RabbitMQBroker(Broker):
     async def _publish(
         self, exchange: AbstractExchange, routing_key: str, message: aio_pika.Message
     ) -> None:
+        """Publish and wait for the broker's ack. While the robust connection recovers from a
+        drop, wait for it (within ``publish_timeout``) and publish again: a copy may then
+        arrive twice, which the dedupe keys absorb; a silent loss would be worse."""
         where = f"exchange {exchange.name!r} with routing key {routing_key!r}"
+        publisher = self._channels()[1]
         try:
             async with asyncio.timeout(self.publish_timeout):
-                confirmation = await exchange.publish(message, routing_key, mandatory=True)
+                while True:
+                    if publisher.is_closed:
+                        await publisher.ready()
+                    try:
+                        confirmation = await exchange.publish(message, routing_key, mandatory=True)
+                        break
+                    except _LOST as exc:
+                        if self._publisher is not publisher:  # closed by us meanwhile
+                            raise self._unavailable("the broker was closed", exc) from exc
+                        log.warning("publish to %s interrupted (%s); retrying", where, exc)
+                        await asyncio.sleep(_RETRY_PAUSE)
         except PublishError as exc:
             raise self._unavailable(
                 f"unroutable: no queue took the message to {where}", exc
@@ -324,14 +346,14 @@ class RabbitMQBroker(Broker):
                     if incoming.headers.get(REPLAY_HEADER) == marker:
                         skipped.append(incoming)  # came back already: the rest is newer
                         break
+                    # Held (and requeued at the end) unless it is safely republished.
+                    skipped.append(incoming)
                     letter = self._to_dead_letter(incoming)
                     if letter.origin_queue not in WORK_QUEUES:
-                        skipped.append(incoming)
                         continue
-                    skipped.append(incoming)  # until it is safely republished
-                    target = self._publisher_channel().default_exchange
                     outgoing = self._outgoing(letter.message)
                     outgoing.headers[REPLAY_HEADER] = marker
+                    target = self._channels()[1].default_exchange
                     await self._publish(target, self._name(letter.origin_queue), outgoing)
                     skipped.pop()
                     await self._settle(incoming.ack(), "ack a replayed dead letter")
@@ -395,9 +417,6 @@ class RabbitMQBroker(Broker):
         if connection is None or publisher is None or admin is None or connection.is_closed:
             raise BrokerUnavailable(f"RabbitMQ broker {self.url} is not started (or closed)")
         return connection, publisher, admin
-
-    def _publisher_channel(self) -> AbstractRobustChannel:
-        return self._channels()[1]
 
     async def _dead_letter_queue(self) -> aio_pika.abc.AbstractQueue:
         return await self._channels()[2].get_queue(self._name(DEAD_LETTER_QUEUE), ensure=False)

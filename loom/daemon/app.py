@@ -69,8 +69,12 @@ class Daemon:
             attention = AttentionPolicy(rules=self.settings.attention_rules)
         self.attention = attention or self.agent.attention
         self.adapters = list(adapters)
-        self.broker: Broker = broker_from_url(self.settings.broker_url)
-        self.state: State = state_from_url(self.settings.state_url)
+        self.broker: Broker = broker_from_url(
+            self.settings.broker_url, namespace=self.settings.namespace
+        )
+        self.state: State = state_from_url(
+            self.settings.state_url, **state_options(self.settings.state_url, self.settings)
+        )
         # Runs keep their transcripts where every replica can read them.
         self.agent.session_store = self.state.sessions
         self.attention_consumer = AttentionConsumer(
@@ -123,7 +127,7 @@ class Daemon:
     async def stop(self) -> None:
         """Drain: stop consuming, finish or hand back in-flight work, disconnect."""
         self.draining = True
-        await self.attention_consumer.stop()
+        await self.attention_consumer.stop(self.settings.shutdown_timeout)
         await self.worker.stop(self.settings.shutdown_timeout)
         await self.broker.close()
         await self.state.close()
@@ -177,6 +181,12 @@ class Daemon:
         if server_task.done() and server_task.exception() is not None:
             raise server_task.exception()  # type: ignore[misc]
         logger.info("loom stopped")
+
+
+def state_options(url: str, settings: Settings) -> dict[str, Any]:
+    if url.startswith("memory:") or not settings.namespace:
+        return {}
+    return {"prefix": f"{settings.namespace}:loom"}
 
 
 async def _safely(check: Any) -> bool:

@@ -58,10 +58,11 @@ class AttentionConsumer:
     async def start(self, prefetch: int = 64) -> None:
         self._tag = await self.broker.consume(ATTENTION_QUEUE, self.handle, prefetch=prefetch)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming; decisions under way get ``timeout`` seconds to finish."""
         if self._tag is not None:
             tag, self._tag = self._tag, None
-            await self.broker.cancel(tag)
+            await self.broker.cancel(tag, timeout=timeout)
 
     async def handle(self, delivery: Delivery) -> None:
         try:

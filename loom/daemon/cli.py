@@ -145,7 +145,7 @@ async def _send(args: argparse.Namespace) -> int:
     from loom.broker.base import BrokerUnavailable
     from loom.daemon.signals_io import publish_signal
 
-    broker = broker_from_url(settings.broker_url)
+    broker = broker_from_url(settings.broker_url, namespace=settings.namespace)
     try:
         await broker.start()
         await publish_signal(broker, signal)
@@ -187,7 +187,7 @@ async def _dlq(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.broker_url.startswith("memory:"):
         raise CommandError("dead letters live in the broker: set LOOM_BROKER_URL to RabbitMQ")
-    broker = broker_from_url(settings.broker_url)
+    broker = broker_from_url(settings.broker_url, namespace=settings.namespace)
     await broker.start()
     try:
         if args.dlq_command == "list":

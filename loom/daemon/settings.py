@@ -64,6 +64,9 @@ class Settings(BaseSettings):
 
     broker_url: str = "memory://"
     state_url: str = "memory://"
+    namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    """Prefix of every queue, exchange and Redis key, so several Loom deployments (or test
+    runs) can share one RabbitMQ and one Redis. Empty: the plain ``loom.*`` names."""
     model: str | None = None
     """``provider:model`` or ``test``; unset: from ANTHROPIC_API_KEY / OPENAI_API_KEY."""
     instructions: str = DEFAULT_INSTRUCTIONS

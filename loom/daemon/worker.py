@@ -125,7 +125,7 @@ class SessionWorker:
         self._stopping = True
         if self._tag is not None:
             tag, self._tag = self._tag, None
-            await self.broker.cancel(tag)
+            await self.broker.cancel(tag, timeout=timeout)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
