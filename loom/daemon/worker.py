@@ -99,6 +99,7 @@ class SessionWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, Run] = {}
+        self._retries: set[asyncio.Task[bool]] = set()
         self._tag: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -181,6 +182,7 @@ class SessionWorker:
         session_id = lease.session_id
         renewer = asyncio.create_task(self._renew(lease), name=f"loom-lease-{session_id}")
         released = False
+        again = False
         try:
             while not self._stopping:
                 taken = await self.state.take_pending(session_id)
@@ -194,6 +196,7 @@ class SessionWorker:
             # held and left the session to us: look once more now that it is free.
             if not self._stopping and await self.state.pending(session_id):
                 await self.state.mark_ready(session_id)
+                again = True
         except StaleFencingToken:
             logger.warning("session %s: lease lost to a newer holder; stopping", session_id)
         except asyncio.CancelledError:
@@ -211,6 +214,10 @@ class SessionWorker:
                     await self.state.release_lease(lease)
             self._active.pop(session_id, None)
             self._slots.release()
+        if again:  # take it straight back rather than wait for the next sweep
+            retry = asyncio.create_task(self.try_run(session_id))
+            self._retries.add(retry)
+            retry.add_done_callback(self._retries.discard)
 
     async def _run_once(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
         session_id = lease.session_id

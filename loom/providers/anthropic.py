@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
-from loom.errors import AuthenticationError, ProviderError
-from loom.providers._sdk_errors import classify_sdk_error
+from loom.providers._sdk_model import SDKModel
 from loom.providers.base import (
     DeltaHandler,
-    ModelProvider,
     ModelRequest,
     ModelResponse,
     StopReason,
     StreamDelta,
 )
-from loom.providers.retry import RetryPolicy, call_with_retries
+from loom.providers.retry import RetryPolicy
 from loom.runtime.messages import Message, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -33,18 +32,10 @@ _STOP_REASONS: dict[str, StopReason] = {
 }
 
 
-def _sdk() -> Any:
-    try:
-        import anthropic
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ImportError(
-            "Model.anthropic needs the anthropic package: pip install anthropic"
-        ) from exc
-    return anthropic
-
-
-class AnthropicModel(ModelProvider):
+class AnthropicModel(SDKModel):
     """A Claude model; the key and base URL default to the SDK's ``ANTHROPIC_*`` variables."""
+
+    provider = "anthropic"
 
     def __init__(
         self,
@@ -58,57 +49,35 @@ class AnthropicModel(ModelProvider):
         prompt_caching: bool = False,
         client: AsyncAnthropic | None = None,
     ) -> None:
-        self.model = model
-        self.name = f"anthropic:{model}"
-        self.retry = retry or RetryPolicy()
+        super().__init__(
+            model, retry=retry, client=client, api_key=api_key, base_url=base_url, timeout=timeout
+        )
         self.thinking = thinking
         self.prompt_caching = prompt_caching
-        self._client_options: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": base_url,
-            "timeout": timeout,
-            "max_retries": 0,  # retried by loom.providers.retry, the same for every provider
-        }
-        self._client = client
 
-    @property
-    def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours
-        if self._client is None:
-            options = {k: v for k, v in self._client_options.items() if v is not None}
-            try:
-                self._client = _sdk().AsyncAnthropic(**options)
-            except Exception as exc:  # e.g. no key anywhere: a failed run, not a crash
-                raise AuthenticationError(str(exc), provider="anthropic") from exc
-        return self._client
+    def sdk(self) -> ModuleType:
+        try:
+            import anthropic
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ImportError("Model.anthropic needs the anthropic package") from exc
+        return anthropic
+
+    def new_client(self, **options: Any) -> Any:
+        return self.sdk().AsyncAnthropic(**options)
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         params = self.request_params(request)
-        sdk = _sdk()
-        streamed = [False]
 
-        def classify(exc: Exception) -> ProviderError:
-            return classify_sdk_error(exc, sdk, "anthropic")
+        async def attempt(deltas: DeltaHandler | None) -> Any:
+            if deltas is None:
+                return await self.client.messages.create(**params)
+            return await self._stream(params, deltas)
 
-        async def attempt() -> Any:
-            try:
-                if on_delta is None:
-                    return await self.client.messages.create(**params)
-                return await self._stream(params, on_delta, streamed)
-            except ProviderError:
-                raise
-            except Exception as exc:
-                error = classify(exc)
-                if streamed[0]:  # deltas already went out: a retry would repeat them
-                    error.retryable = False
-                raise error from exc
+        return self.parse_message(await self.call(attempt, on_delta))
 
-        return self.parse_message(await call_with_retries(attempt, self.retry, classify))
-
-    async def _stream(
-        self, params: dict[str, Any], on_delta: DeltaHandler, streamed: list[bool]
-    ) -> Any:
+    async def _stream(self, params: dict[str, Any], on_delta: DeltaHandler) -> Any:
         tool_block: tuple[str | None, str | None] = (None, None)
         async with self.client.messages.stream(**params) as stream:
             async for event in stream:
@@ -118,15 +87,12 @@ class AnthropicModel(ModelProvider):
                     if block.type == "tool_use":
                         tool_block = (block.id, block.name)
                 elif kind == "text":
-                    streamed[0] = True
                     await on_delta(StreamDelta("text", event.text))
                 elif kind == "thinking":
-                    streamed[0] = True
                     await on_delta(StreamDelta("thinking", event.thinking))
                 elif kind == "input_json" and event.partial_json:
                     # Blocks stream one after another, so the last tool_use block started
                     # is the one this input belongs to.
-                    streamed[0] = True
                     await on_delta(StreamDelta("tool_input", event.partial_json, *tool_block))
             return await stream.get_final_message()
 
@@ -200,10 +166,6 @@ class AnthropicModel(ModelProvider):
             model=message.model or self.model,
             provider_data={"anthropic_thinking": thinking} if thinking else None,
         )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
 
 
 def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:

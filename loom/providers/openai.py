@@ -10,13 +10,13 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any, Literal
 
-from loom.errors import AuthenticationError, ProviderError
-from loom.providers._sdk_errors import classify_sdk_error
+from loom.errors import ProviderError
+from loom.providers._sdk_model import SDKModel
 from loom.providers.base import (
     DeltaHandler,
-    ModelProvider,
     ModelRequest,
     ModelResponse,
     StopReason,
@@ -24,7 +24,7 @@ from loom.providers.base import (
     tool_call_from_json,
 )
 from loom.providers.openai_responses import parse_response, responses_params, stream_response
-from loom.providers.retry import RetryPolicy, call_with_retries
+from loom.providers.retry import RetryPolicy
 from loom.runtime.messages import Message, Usage
 
 logger = logging.getLogger("loom.providers")
@@ -39,16 +39,10 @@ _FINISH_REASONS: dict[str, StopReason] = {
 }
 
 
-def _sdk() -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ImportError("Model.openai needs the openai package: pip install openai") from exc
-    return openai
-
-
-class OpenAIModel(ModelProvider):
+class OpenAIModel(SDKModel):
     """An OpenAI (or OpenAI-compatible) model; key and URL default to ``OPENAI_*`` variables."""
+
+    provider = "openai"
 
     def __init__(
         self,
@@ -63,64 +57,43 @@ class OpenAIModel(ModelProvider):
         reasoning: bool | None = None,
         client: Any = None,
     ) -> None:
-        self.model = model
-        self.name = f"openai:{model}"
+        super().__init__(
+            model,
+            retry=retry,
+            client=client,
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            timeout=timeout,
+        )
         self.api = api
         self.reasoning = bool(REASONING_MODEL.match(model)) if reasoning is None else reasoning
-        self.retry = retry or RetryPolicy()
-        self._client_options: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": base_url,
-            "organization": organization,
-            "timeout": timeout,
-            "max_retries": 0,  # retried by loom.providers.retry, the same for every provider
-        }
-        self._client = client
 
-    @property
-    def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours
-        if self._client is None:
-            options = {k: v for k, v in self._client_options.items() if v is not None}
-            try:
-                self._client = _sdk().AsyncOpenAI(**options)
-            except Exception as exc:  # e.g. no key anywhere: a failed run, not a crash
-                raise AuthenticationError(str(exc), provider="openai") from exc
-        return self._client
+    def sdk(self) -> ModuleType:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ImportError("Model.openai needs the openai package") from exc
+        return openai
+
+    def new_client(self, **options: Any) -> Any:
+        return self.sdk().AsyncOpenAI(**options)
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
-        sdk = _sdk()
-        streamed = [False]
+        async def attempt(deltas: DeltaHandler | None) -> ModelResponse:
+            if self.api == "responses":
+                params = responses_params(self.model, request, reasoning=self.reasoning)
+                if deltas is None:
+                    return parse_response(await self.client.responses.create(**params))
+                return await stream_response(self.client, params, deltas)
+            params = self.chat_params(request)
+            if deltas is None:
+                return self.parse_chat(await self.client.chat.completions.create(**params))
+            return await self._stream_chat(params, deltas)
 
-        def classify(exc: Exception) -> ProviderError:
-            return classify_sdk_error(exc, sdk, "openai")
-
-        async def counting(delta: StreamDelta) -> None:
-            streamed[0] = True
-            assert on_delta is not None
-            await on_delta(delta)
-
-        async def attempt() -> ModelResponse:
-            try:
-                if self.api == "responses":
-                    params = responses_params(self.model, request, reasoning=self.reasoning)
-                    if on_delta is None:
-                        return parse_response(await self.client.responses.create(**params))
-                    return await stream_response(self.client, params, counting)
-                params = self.chat_params(request)
-                if on_delta is None:
-                    return self.parse_chat(await self.client.chat.completions.create(**params))
-                return await self._stream_chat(params, counting)
-            except ProviderError:
-                raise
-            except Exception as exc:
-                error = classify(exc)
-                if streamed[0]:  # deltas already went out: a retry would repeat them
-                    error.retryable = False
-                raise error from exc
-
-        return await call_with_retries(attempt, self.retry, classify)
+        return await self.call(attempt, on_delta)
 
     # -- chat completions --------------------------------------------------------------
     def chat_params(self, request: ModelRequest) -> dict[str, Any]:
@@ -228,10 +201,6 @@ class OpenAIModel(ModelProvider):
             stop_reason=stop,
             model=model,
         )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
 
 
 def chat_usage(usage: Any) -> Usage:

@@ -1,0 +1,86 @@
+"""What the providers built on an official SDK share: the lazily built client, and calls
+retried the same way for every provider, never after streamed output went out."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from loom.errors import AuthenticationError, ProviderError
+from loom.providers._sdk_errors import classify_sdk_error
+from loom.providers.base import DeltaHandler, ModelProvider, StreamDelta
+from loom.providers.retry import RetryPolicy, call_with_retries
+
+T = TypeVar("T")
+
+
+class SDKModel(ModelProvider):
+    """Base of AnthropicModel and OpenAIModel."""
+
+    provider = "sdk"
+
+    def __init__(
+        self, model: str, *, retry: RetryPolicy | None, client: Any, **client_options: Any
+    ) -> None:
+        self.model = model
+        self.name = f"{self.provider}:{model}"
+        self.retry = retry or RetryPolicy()
+        # The SDKs retry by themselves unless told not to; ours honours the same headers and
+        # is bounded the same way for every provider.
+        self._client_options = {**client_options, "max_retries": 0}
+        self._client = client
+
+    @abstractmethod
+    def sdk(self) -> ModuleType:
+        """The SDK module (imported on first use, so ``import loom`` stays light)."""
+
+    @abstractmethod
+    def new_client(self, **options: Any) -> Any:
+        """A new async SDK client."""
+
+    @property
+    def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours
+        if self._client is None:
+            options = {k: v for k, v in self._client_options.items() if v is not None}
+            try:
+                self._client = self.new_client(**options)
+            except Exception as exc:  # e.g. no key anywhere: a failed run, not a crash
+                raise AuthenticationError(str(exc), provider=self.provider) from exc
+        return self._client
+
+    async def call(
+        self,
+        attempt: Callable[[DeltaHandler | None], Awaitable[T]],
+        on_delta: DeltaHandler | None,
+    ) -> T:
+        """Run ``attempt`` with retries; SDK errors become ``ProviderError``s."""
+        sdk = self.sdk()
+        streamed = False
+
+        def classify(exc: Exception) -> ProviderError:
+            return classify_sdk_error(exc, sdk, self.provider)
+
+        async def counting(delta: StreamDelta) -> None:
+            nonlocal streamed
+            streamed = True
+            assert on_delta is not None
+            await on_delta(delta)
+
+        async def once() -> T:
+            try:
+                return await attempt(counting if on_delta is not None else None)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                error = classify(exc)
+                if streamed:  # deltas already went out: a retry would repeat them
+                    error.retryable = False
+                raise error from exc
+
+        return await call_with_retries(once, self.retry, classify)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()

@@ -1,0 +1,1 @@
+"""Multi-process tests of the daemon on the real RabbitMQ and Redis."""
