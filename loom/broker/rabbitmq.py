@@ -31,7 +31,6 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractRobustQueue,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from aiormq.exceptions import (
@@ -55,21 +54,21 @@ from loom.broker.base import (
     Broker,
     BrokerUnavailable,
     DeadLetter,
-    Delivery,
     Handler,
     Message,
     namespaced,
 )
+from loom.broker.rabbitmq_consumer import (
+    DELIVERY_COUNT_HEADER,
+    REPLAY_HEADER,
+    RabbitConsumer,
+)
 
 log = logging.getLogger(__name__)
 
-DELIVERY_COUNT_HEADER = "x-delivery-count"
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER, "x-death", "x-first-death-exchange",
                    "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange",
                    "x-last-death-queue", "x-last-death-reason")  # fmt: skip
-REPLAY_HEADER = "x-loom-replay"
-"""Marks the messages one ``replay_dead_letters`` call sent, so if one comes back to the
-dead-letter queue during that call, the call stops there instead of replaying it again."""
 _DEATH_REASONS = {"rejected": "rejected", "expired": "expired", "maxlen": "queue length limit"}
 _UNLIMITED = 2**31 - 1
 """The dead-letter queue's delivery limit: peeking requeues, which must never drop a letter
@@ -130,7 +129,7 @@ class RabbitMQBroker(Broker):
         self._publisher: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
-        self._consumers: dict[str, _Consumer] = {}
+        self._consumers: dict[str, RabbitConsumer] = {}
         self._start_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
 
@@ -301,7 +300,7 @@ class RabbitMQBroker(Broker):
                 amqp_queue = await channel.declare_queue(
                     self._name(queue), durable=True, arguments=self._queue_arguments(queue)
                 )
-                consumer = _Consumer(self, queue, handler, channel, amqp_queue, tag)
+                consumer = RabbitConsumer(self, queue, handler, channel, amqp_queue, tag)
                 await amqp_queue.consume(consumer.on_message, consumer_tag=tag)
         except _ERRORS as exc:
             if channel is not None:
@@ -478,119 +477,3 @@ class RabbitMQBroker(Broker):
             for secret in self._secrets:
                 detail = detail.replace(secret, "***")
         return BrokerUnavailable(f"RabbitMQ at {self.url}: {what}{detail}")
-
-
-class _RabbitDelivery(Delivery):
-    def __init__(
-        self, broker: RabbitMQBroker, incoming: AbstractIncomingMessage, queue: str
-    ) -> None:
-        headers = dict(incoming.headers)
-        raw = headers.pop(DELIVERY_COUNT_HEADER, None)
-        self._replay_marker = headers.pop(REPLAY_HEADER, None)
-        count = raw + 1 if isinstance(raw, int) and not isinstance(raw, bool) else 1
-        if incoming.redelivered and count < 2:
-            # RabbitMQ 4.3+ does not count hand-backs (channel closed, nack) in the header.
-            count = 2
-        super().__init__(Message(incoming.body, headers, incoming.message_id), queue, count)
-        self._broker = broker
-        self._incoming = incoming
-
-    async def ack(self) -> None:
-        self._begin_settle()
-        await self._broker._settle(self._incoming.ack(), "ack")
-
-    async def retry(self) -> None:
-        self._begin_settle()
-        await self._broker._settle(self._incoming.reject(requeue=True), "requeue")
-
-    async def dead_letter(self, reason: str) -> None:
-        if self.settled:
-            raise RuntimeError(f"delivery from {self.queue!r} is already settled")
-        # Confirmed copy first; only then ack. If the copy fails the message stays unsettled.
-        await self._broker._publish_dead_letter(
-            self.message, self.queue, reason, self._replay_marker
-        )
-        self._begin_settle()
-        await self._broker._settle(self._incoming.ack(), "ack a dead-lettered message")
-
-    async def hand_back(self) -> None:
-        if not self.settled:
-            self.settled = True
-            with suppress(Exception):
-                await self._incoming.nack(requeue=True)
-
-    def _begin_settle(self) -> None:
-        if self.settled:
-            raise RuntimeError(f"delivery from {self.queue!r} is already settled")
-        self.settled = True
-
-
-class _Consumer:
-    """One ``basic.consume`` on its own channel; every delivery is handled in its own task."""
-
-    def __init__(
-        self,
-        broker: RabbitMQBroker,
-        queue: str,
-        handler: Handler,
-        channel: AbstractRobustChannel,
-        amqp_queue: AbstractRobustQueue,
-        tag: str,
-    ) -> None:
-        self._broker = broker
-        self._queue = queue
-        self._handler = handler
-        self._channel = channel
-        self._amqp_queue = amqp_queue
-        self._tag = tag
-        self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def on_message(self, incoming: AbstractIncomingMessage) -> None:
-        if self._stopping:  # arrived between basic.cancel and cancel-ok
-            with suppress(Exception):
-                await incoming.nack(requeue=True)
-            return
-        task = asyncio.create_task(self._handle(incoming), name=f"loom-delivery:{self._queue}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, incoming: AbstractIncomingMessage) -> None:
-        delivery = _RabbitDelivery(self._broker, incoming, self._queue)
-        try:
-            await self._handler(delivery)
-        except asyncio.CancelledError:
-            await delivery.hand_back()
-            raise
-        except Exception:
-            log.exception(
-                "handler for %s failed (delivery %d)", self._queue, delivery.delivery_count
-            )
-            if not delivery.settled:
-                try:
-                    await delivery.retry()
-                except BrokerUnavailable as exc:
-                    log.warning("%s", exc)
-        else:
-            if not delivery.settled:
-                try:
-                    await delivery.ack()
-                except BrokerUnavailable as exc:
-                    log.warning("%s", exc)
-
-    async def stop(self, timeout: float | None) -> None:
-        self._stopping = True
-        with suppress(Exception):
-            async with asyncio.timeout(self._broker.publish_timeout):
-                await self._amqp_queue.cancel(self._tag)
-        try:
-            if self._tasks and (timeout is None or timeout > 0):
-                await asyncio.wait(set(self._tasks), timeout=timeout)
-        finally:
-            pending = [task for task in self._tasks if not task.done()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            # Whatever is still unacked on this channel goes back to the queue.
-            with suppress(Exception):
-                await self._channel.close()
