@@ -104,31 +104,33 @@ async def test_poison_message_is_dead_lettered_and_consumer_keeps_going(daemon: 
     assert all(letter.reason.startswith("invalid signal") for letter in letters)
     assert "urgency" in letters[1].reason
     snapshot = await daemon.state.sessions.load("ops")
-    assert snapshot is not None and [r.status for r in snapshot.runs] == ["completed"]
+    assert snapshot is not None
+    assert [r.status for r in snapshot.runs] == ["completed"]
 
 
 async def test_signals_arriving_while_busy_go_to_the_next_run_together(daemon: Daemon) -> None:
     gate = asyncio.Event()
+    first_started = asyncio.Event()
     inputs: list[str] = []
 
     async def model(request: ModelRequest) -> ModelResponse:
         inputs.append(request.last_user_text())
         if len(inputs) == 1:
+            first_started.set()
             await gate.wait()
         return ModelResponse(text="done")
 
     daemon.agent.loop.provider = Model.function(model)
     await publish_signal(daemon.broker, RuntimeSignal.create("first", session_id="ops"))
-    async with asyncio.timeout(5):
-        while not inputs:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(first_started.wait(), 5)
     for text in ("second", "third"):
         await publish_signal(daemon.broker, RuntimeSignal.create(text, session_id="ops"))
     await daemon.broker.join()  # type: ignore[attr-defined]
     gate.set()
     await drain(daemon)
     assert len(inputs) == 2
-    assert "second" in inputs[1] and "third" in inputs[1]
+    assert "second" in inputs[1]
+    assert "third" in inputs[1]
 
 
 async def test_critical_signal_interrupts_the_running_run(daemon: Daemon) -> None:
