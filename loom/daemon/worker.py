@@ -193,8 +193,9 @@ class SessionWorker:
             await self.state.clear_ready(session_id)
             released = await self.state.release_lease(lease)
             # A signal recorded after the last take and before the release found the lease
-            # held and left the session to us: look once more now that it is free.
-            if not self._stopping and await self.state.pending(session_id):
+            # held and left the session to us: look once more now that it is free. Also when
+            # stopping: then the loop above left such signals for another worker to find.
+            if await self.state.pending(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
