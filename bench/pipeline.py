@@ -7,13 +7,17 @@ fresh namespace whose queues, exchanges and Redis keys are deleted at the end.
 1. bare ceiling: aio-pika alone with the daemon's guarantees (persistent, mandatory,
    publisher confirms, quorum queue, manual acks, prefetch 64), published in gathers of 50;
 2. observe path: low-urgency signals through ``publish_signal`` to the recorded decision
-   (attention role only); target at least 60% of the bare rate;
+   (attention role only); target at least 60% of the bare rate. Repeated with every signal
+   in one session (``--no-observe-one-session`` skips it): the decision reads the whole
+   pending list, so that rate falls as the list grows towards ``max_pending``;
 3. queue path: normal signals over 50 sessions to completed runs (attention + worker,
    ``Model.test()``);
 4. latency: publish to run start at a steady 100 signals/s, one session per signal;
    target p99 at most 25 ms.
 
 ``--profile observe|queue|latency`` runs that phase under cProfile and prints the top costs.
+cProfile slows the process several times over, so the profiled phase's own figure is not
+comparable (under ``--profile latency`` the daemon falls behind 100/s and latency balloons).
 Services: ``LOOM_BENCH_RABBITMQ_URL`` (default amqp://guest:guest@127.0.0.1:5672/) and
 ``LOOM_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/0).
 """
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import contextlib
+import cProfile
+import gc
 import io
 import os
 import pstats
@@ -61,7 +66,9 @@ PHASE_TIMEOUT = 60.0
 def reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
             return True
     except OSError:
         return False
@@ -245,8 +252,7 @@ async def queue_path(ns: str, n: int, sessions: int, profile: bool) -> tuple[flo
         await _publish_batched(lambda i: publish_signal(daemon.broker, warm[i]), len(warm))
         await asyncio.wait_for(done.wait(), PHASE_TIMEOUT)
         signals = [
-            _signal(i, urgency="normal", session=f"q-{i % sessions}", tag="queue")
-            for i in range(n)
+            _signal(i, urgency="normal", session=f"q-{i % sessions}", tag="queue") for i in range(n)
         ]
         completed = 0
         done.clear()
@@ -342,6 +348,20 @@ async def main(args: argparse.Namespace) -> int:
         return 1
     ns = f"bench-{uuid.uuid4().hex[:10]}"
     n = args.n
+    # Tasks that died with an unretrieved exception (e.g. interrupt watchers whose Redis
+    # connection is closed at shutdown) are counted and summarised instead of dumped.
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("future")
+        if isinstance(task, asyncio.Task) and context.get("exception") is not None:
+            where = getattr(task.get_coro(), "__qualname__", task.get_name())
+            unretrieved.append(f"{where}: {context['exception']!r}")
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_loop_error)
     print(f"loom pipeline benchmark: namespace {ns}, N={n}, publish gathers of {BATCH}")
     try:
         bare = await bare_ceiling(ns, n)
@@ -375,6 +395,12 @@ async def main(args: argparse.Namespace) -> int:
             _line("   runs measured", f"{len(samples)}", f"of {args.latency_count}")
     finally:
         await teardown(ns)
+        gc.collect()
+        if unretrieved:
+            first = unretrieved[0]
+            print(
+                f"note: {len(unretrieved)} task(s) died with unretrieved exceptions, e.g. {first}"
+            )
     return 0
 
 
@@ -384,7 +410,8 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=50, help="sessions of the observe path")
     parser.add_argument(
         "--observe-one-session",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also run the observe path with every signal in one session",
     )
     parser.add_argument("--rate", type=float, default=100.0, help="latency phase signals/s")
