@@ -120,6 +120,18 @@ async def test_run_is_upserted_by_run_id(make_store: StoreFactory) -> None:
     assert snapshot.runs[1].error == "provider error"
 
 
+async def test_load_history_has_the_transcript_and_metadata(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.append("s", messages=turn(1), run=run(1), metadata={"team": "ops"})
+    full = await store.load("s")
+    history = await store.load_history("s")
+    assert full is not None
+    assert history is not None
+    assert history.messages == full.messages == turn(1)
+    assert history.metadata == {"team": "ops"}
+    assert await store.load_history("unknown") is None
+
+
 async def test_metadata_is_merged(make_store: StoreFactory) -> None:
     store = make_store()
     await store.append("s", metadata={"channel": "C1", "thread": "t1"})

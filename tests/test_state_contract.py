@@ -98,6 +98,8 @@ async def test_pending_is_bounded_and_drops_the_oldest(backend: Backend) -> None
     lengths = [await state.add_pending("s", f"sig-{i}") for i in range(5)]
     assert lengths == [1, 2, 3, 3, 3]
     assert await state.pending("s") == ["sig-2", "sig-3", "sig-4"]
+    assert await state.pending_count("s") == 3
+    assert await state.pending_count("other") == 0
 
 
 async def test_take_pending_moves_signals_in_flight(state: State) -> None:
@@ -106,6 +108,7 @@ async def test_take_pending_moves_signals_in_flight(state: State) -> None:
     await state.add_pending("s", "b")
     assert await state.take_pending("s") == ["a", "b"]
     assert await state.pending("s") == []
+    assert await state.pending_count("s") == 0
     assert await state.in_flight("s") == ["a", "b"]
     await state.finish_in_flight("s")
     assert await state.in_flight("s") == []

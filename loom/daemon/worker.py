@@ -63,6 +63,9 @@ class FencedSessionStore(SessionStore):
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self.inner.load(session_id)
 
+    async def load_history(self, session_id: str) -> SessionSnapshot | None:
+        return await self.inner.load_history(session_id)
+
     async def append(self, session_id: str, **changes: Any) -> None:
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
@@ -87,6 +90,7 @@ class SessionWorker:
         lease_ttl: float = 15.0,
         sweep_interval: float = 2.0,
         prefetch: int = 32,
+        interrupt_poll: float = 0.1,
         owner: str | None = None,
     ) -> None:
         self.agent = agent
@@ -100,6 +104,9 @@ class SessionWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, Run] = {}
         self._retries: set[asyncio.Task[bool]] = set()
+        self._handled: dict[str, set[str]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.interrupt_poll = interrupt_poll
         self._tag: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -116,6 +123,7 @@ class SessionWorker:
         self._stopping = False
         self._tag = await self.broker.consume(WORK_QUEUE, self.handle, prefetch=self.prefetch)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="loom-worker-sweep")
+        self._poller = asyncio.create_task(self._poll_interrupts(), name="loom-interrupts")
 
     async def stop(self, timeout: float) -> None:
         """Stop taking work; let runs finish for ``timeout`` seconds, then cancel them.
@@ -127,10 +135,11 @@ class SessionWorker:
         if self._tag is not None:
             tag, self._tag = self._tag, None
             await self.broker.cancel(tag, timeout=timeout)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for background in (self._sweeper, self._poller):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         tasks = list(self._active.values())
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=timeout)
@@ -195,7 +204,7 @@ class SessionWorker:
             # A signal recorded after the last take and before the release found the lease
             # held and left the session to us: look once more now that it is free. Also when
             # stopping: then the loop above left such signals for another worker to find.
-            if await self.state.pending(session_id):
+            if await self.state.pending_count(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -235,7 +244,7 @@ class SessionWorker:
         }
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
         self._runs[session_id] = run
-        watcher = asyncio.create_task(self._watch_interrupts(session_id, run, signals))
+        self._handled[session_id] = {p.signal.id for p in signals}
         try:
             result = await run.wait()
         except asyncio.CancelledError:
@@ -245,27 +254,29 @@ class SessionWorker:
                 await asyncio.wait_for(run.wait(), 5)
             raise
         finally:
-            watcher.cancel()
             self._runs.pop(session_id, None)
+            self._handled.pop(session_id, None)
         logger.info(
             "session %s run %s %s (%d signal(s))",
             session_id, run.id, result.status.value, len(signals),
         )  # fmt: skip
         return result
 
-    async def _watch_interrupts(
-        self, session_id: str, run: Run, signals: list[PendingSignal]
-    ) -> None:
-        handled = {p.signal.id for p in signals}
-        while not run.done():
-            request = await self.state.wait_interrupt(session_id, 1.0)
-            if request is None:
-                continue
-            signal_id, reason = request
-            if signal_id in handled:
-                continue  # this run already has that signal
-            run.interrupt(f"interrupted by signal {signal_id}: {reason}")
-            return
+    async def _poll_interrupts(self) -> None:
+        """One poller for every run of this worker: a request for a signal the run does not
+        hold interrupts it (at its next step boundary)."""
+        while True:
+            await asyncio.sleep(self.interrupt_poll)
+            for session_id, run in list(self._runs.items()):
+                try:
+                    while request := await self.state.wait_interrupt(session_id, 0):
+                        signal_id, reason = request
+                        if signal_id in self._handled.get(session_id, ()):
+                            continue  # this run already has that signal
+                        run.interrupt(f"interrupted by signal {signal_id}: {reason}")
+                        break
+                except Exception:
+                    logger.exception("polling interrupts of session %s failed", session_id)
 
     async def _renew(self, lease: Lease) -> None:
         interval = self.lease_ttl / 3

@@ -151,7 +151,7 @@ class Session:
 
     async def _working_history(self) -> WorkingHistory:
         if self._history is None:
-            snapshot = await self.store.load(self.id) if self.store is not None else None
+            snapshot = await self.store.load_history(self.id) if self.store is not None else None
             self._history = WorkingHistory(snapshot.messages if snapshot else ())
             if snapshot is not None:
                 self.metadata = {**snapshot.metadata, **self.metadata}

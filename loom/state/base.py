@@ -88,6 +88,10 @@ class State(ABC):
         """The pending signals, oldest first."""
 
     @abstractmethod
+    async def pending_count(self, session_id: str) -> int:
+        """How many signals are pending (without reading them)."""
+
+    @abstractmethod
     async def take_pending(self, session_id: str) -> list[str]:
         """Atomically move every pending signal to the session's in-flight list, and drop
         the session's interrupt requests; return the whole in-flight list (signals left by

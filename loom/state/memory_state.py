@@ -125,6 +125,10 @@ class MemoryState(State):
         session = self._sessions.get(session_id)
         return [] if session is None else list(session.pending)
 
+    async def pending_count(self, session_id: str) -> int:
+        session = self._sessions.get(session_id)
+        return 0 if session is None else len(session.pending)
+
     async def take_pending(self, session_id: str) -> list[str]:
         session = self._session(session_id)
         session.in_flight.extend(session.pending)

@@ -261,6 +261,11 @@ class RedisState(State):
     async def pending(self, session_id: str) -> list[str]:
         return await self._range(self._key(session_id, "pending"))
 
+    async def pending_count(self, session_id: str) -> int:
+        with self._guard():
+            count: int = await self._client.llen(self._key(session_id, "pending"))
+        return count
+
     async def take_pending(self, session_id: str) -> list[str]:
         keys = [self._key(session_id, part) for part in ("pending", "inflight", "interrupts")]
         with self._guard():

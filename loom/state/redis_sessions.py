@@ -189,15 +189,23 @@ class RedisSessionStore(SessionStore):
         return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
+        return await self._load(session_id, with_runs=True)
+
+    async def load_history(self, session_id: str) -> SessionSnapshot | None:
+        # A run needs the transcript, not the run records: skip reading and parsing them.
+        return await self._load(session_id, with_runs=False)
+
+    async def _load(self, session_id: str, *, with_runs: bool) -> SessionSnapshot | None:
         info_key, messages_key, runs_key, order_key, meta_key = self._keys(session_id)
         with unavailable(self._where, self._password):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(info_key)
                 pipe.lrange(messages_key, 0, -1)
-                pipe.hgetall(runs_key)
-                pipe.zrange(order_key, 0, -1)
                 pipe.hgetall(meta_key)
-                info, raw_messages, raw_runs, order, raw_meta = await pipe.execute()
+                if with_runs:
+                    pipe.hgetall(runs_key)
+                    pipe.zrange(order_key, 0, -1)
+                info, raw_messages, raw_meta, *run_parts = await pipe.execute()
         if not info:
             return None
         messages = [Message.from_dict(json.loads(item)) for item in raw_messages]
@@ -205,7 +213,10 @@ class RedisSessionStore(SessionStore):
         # at a user message (the same rule the in-memory store applies as it trims).
         cut = int(info.get("appended", 0)) > len(messages)
         del messages[: history_start(messages, self.max_messages, cut=cut)]
-        runs = [RunRecord.from_dict(json.loads(raw_runs[i])) for i in order if i in raw_runs]
+        runs: list[RunRecord] = []
+        if run_parts:
+            raw_runs, order = run_parts
+            runs = [RunRecord.from_dict(json.loads(raw_runs[i])) for i in order if i in raw_runs]
         return SessionSnapshot(
             session_id=session_id,
             metadata={key: json.loads(value) for key, value in raw_meta.items()},

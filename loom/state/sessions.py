@@ -170,6 +170,13 @@ class SessionStore(ABC):
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The session's snapshot (an independent copy), or None if it does not exist."""
 
+    async def load_history(self, session_id: str) -> SessionSnapshot | None:
+        """Like ``load`` but ``runs`` may be left empty: what starting a run needs.
+
+        Stores where the run records cost something to read override this.
+        """
+        return await self.load(session_id)
+
     @abstractmethod
     async def append(
         self,
