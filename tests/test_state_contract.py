@@ -516,3 +516,34 @@ def test_bounds_must_be_positive() -> None:
 def test_import_loom_does_not_import_redis() -> None:
     code = "import sys, loom, loom.state; assert 'redis' not in sys.modules, 'redis imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_decision_context_reads_risks_lease_and_pending(state: State) -> None:
+    context = await state.decision_context("s")
+    assert (context.risks, context.busy, context.pending) == ({}, False, 0)
+    await state.set_risk("s", "db", "database is down")
+    await state.add_pending("s", "sig-1")
+    lease = await state.acquire_lease("s", "worker-a", 5.0)
+    assert lease is not None
+    context = await state.decision_context("s")
+    assert context.risks == {"db": "database is down"}
+    assert context.busy is True
+    assert context.pending == 1
+
+
+async def test_record_signal_applies_every_effect(state: State) -> None:
+    await state.record_signal(
+        "s",
+        decision_json='{"action": "interrupt"}',
+        pending_json="sig-9",
+        interrupt=("sig-9", "critical"),
+        ready=True,
+    )
+    assert await state.pending("s") == ["sig-9"]
+    assert await state.decisions("s") == ['{"action": "interrupt"}']
+    assert await state.ready_sessions() == ["s"]
+    assert await state.wait_interrupt("s", 0.5) == ("sig-9", "critical")
+    await state.record_signal("t", decision_json='{"action": "drop"}')
+    assert await state.pending("t") == []
+    assert await state.decisions("t") == ['{"action": "drop"}']
+    assert await state.ready_sessions() == ["s"]

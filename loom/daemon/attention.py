@@ -7,7 +7,6 @@ delivery limit. Either way the consumer keeps consuming.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from pydantic import ValidationError
@@ -95,30 +94,26 @@ class AttentionConsumer:
             signal = signal.model_copy(update={"session_id": session_id})
         if self.hooks.wants("signal_received"):
             await self.hooks.emit("signal_received", session_id=session_id, signal=signal)
-        # Independent reads: one round trip's wait instead of three.
-        risks, holder, pending = await asyncio.gather(
-            self.state.risks(session_id),
-            self.state.lease_holder(session_id),
-            self.state.pending_count(session_id),
-        )
+        context = await self.state.decision_context(session_id)
         view = SessionView(
             session_id=session_id,
-            busy=holder is not None,
-            pending_signals=pending,
-            active_risks=tuple(risks.values()),
+            busy=context.busy,
+            pending_signals=context.pending,
+            active_risks=tuple(context.risks.values()),
         )
         action, reason = self.policy.decide(signal, view)
         await self._track_risk(signal, session_id)
-        if action != "drop":
-            await self.state.add_pending(session_id, PendingSignal(signal, action).to_json())
-        if action == "interrupt":
-            await self.state.request_interrupt(session_id, signal.id, reason)
-        record = self.state.record_decision(session_id, decision_record(signal, action, reason))
+        # The signal is pending before the interrupt is requested: a run that takes the
+        # pending list then already holds the signal and ignores the request.
+        await self.state.record_signal(
+            session_id,
+            decision_json=decision_record(signal, action, reason),
+            pending_json=None if action == "drop" else PendingSignal(signal, action).to_json(),
+            interrupt=(signal.id, reason) if action == "interrupt" else None,
+            ready=action in ("queue", "interrupt"),
+        )
         if action in ("queue", "interrupt"):
-            await self.state.mark_ready(session_id)
-            await asyncio.gather(publish_work(self.broker, session_id), record)
-        else:
-            await record
+            await publish_work(self.broker, session_id)
         logger.info(
             "signal %s (%s/%s, %s) for session %s: %s (%s)",
             signal.id, signal.source, signal.type, signal.urgency, session_id, action, reason,

@@ -11,6 +11,7 @@ Implementations: ``MemoryState`` (one process) and ``RedisState``.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -29,6 +30,15 @@ class Lease:
     session_id: str
     owner: str
     token: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    """What the attention role reads of a session before deciding on a signal."""
+
+    risks: dict[str, str]
+    busy: bool
+    pending: int
 
 
 class StaleFencingToken(Exception):
@@ -123,6 +133,34 @@ class State(ABC):
     @abstractmethod
     async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
         """The newest decisions, newest last."""
+
+    # -- the attention role's hot path ------------------------------------------------
+    async def decision_context(self, session_id: str) -> DecisionContext:
+        """Active risks, whether a lease is held, and the pending count, read together."""
+        risks, holder, pending = await asyncio.gather(
+            self.risks(session_id), self.lease_holder(session_id), self.pending_count(session_id)
+        )
+        return DecisionContext(risks, holder is not None, pending)
+
+    async def record_signal(
+        self,
+        session_id: str,
+        *,
+        decision_json: str,
+        pending_json: str | None = None,
+        interrupt: tuple[str, str] | None = None,
+        ready: bool = False,
+    ) -> None:
+        """Apply an attention decision: keep the signal pending, request the interrupt
+        ``(signal_id, reason)``, mark the session ready, record the decision. Backends that
+        can do it in one transaction override this."""
+        if pending_json is not None:
+            await self.add_pending(session_id, pending_json)
+        if interrupt is not None:
+            await self.request_interrupt(session_id, *interrupt)
+        if ready:
+            await self.mark_ready(session_id)
+        await self.record_decision(session_id, decision_json)
 
     # -- sessions that need a run ------------------------------------------------------
     @abstractmethod

@@ -30,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import AbstractContextManager
+from typing import Any
 
 from loom.state.base import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    DecisionContext,
     Lease,
     StaleFencingToken,
     State,
@@ -250,6 +252,49 @@ class RedisState(State):
                     pipe.pexpire(key, self._keep_ms)
                 length = (await pipe.execute())[0]
         return min(int(length), bound)
+
+    def _queue_push(self, pipe: Any, key: str, value: str, bound: int) -> None:
+        pipe.rpush(key, value)
+        pipe.ltrim(key, -bound, -1)
+        if self._keep_ms:
+            pipe.pexpire(key, self._keep_ms)
+
+    async def decision_context(self, session_id: str) -> DecisionContext:
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
+                pipe.hgetall(self._key(session_id, "risks"))
+                pipe.exists(self._key(session_id, "lease"))
+                pipe.llen(self._key(session_id, "pending"))
+                order, risk_texts, held, pending = await pipe.execute()
+        risks = {key: risk_texts[key] for key in order if key in risk_texts}
+        return DecisionContext(risks, bool(held), int(pending))
+
+    async def record_signal(
+        self,
+        session_id: str,
+        *,
+        decision_json: str,
+        pending_json: str | None = None,
+        interrupt: tuple[str, str] | None = None,
+        ready: bool = False,
+    ) -> None:
+        # One transaction: a decision is never recorded without its effects, or the reverse.
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                if pending_json is not None:
+                    key = self._key(session_id, "pending")
+                    self._queue_push(pipe, key, pending_json, self.max_pending)
+                if interrupt is not None:
+                    key = self._key(session_id, "interrupts")
+                    self._queue_push(pipe, key, json.dumps(list(interrupt)), self.max_pending)
+                if ready:
+                    await self._mark_ready(
+                        keys=[f"{self.prefix}:ready"], args=[session_id], client=pipe
+                    )
+                key = self._key(session_id, "decisions")
+                self._queue_push(pipe, key, decision_json, self.max_decisions)
+                await pipe.execute()
 
     async def _range(self, key: str, start: int = 0) -> list[str]:
         with self._guard():
