@@ -166,3 +166,16 @@ class ToolCallFactory:
         from loom import ToolCall
 
         return ToolCall("c1", "missing_tool", {})
+
+
+async def test_signal_redelivered_after_a_crash_is_not_taken_for_a_duplicate(
+    daemon: Daemon,
+) -> None:
+    signal = RuntimeSignal.create("page", session_id="ops", dedupe_key="alert-7")
+    # A consumer claimed the key for this very signal, then died before acking it.
+    assert await daemon.state.claim("signal:alert-7", signal.id, 60) is None
+    await publish_signal(daemon.broker, signal)
+    await drain(daemon)
+    snapshot = await daemon.state.sessions.load("ops")
+    assert snapshot is not None
+    assert [r.metadata["signals"] for r in snapshot.runs] == [[signal.id]]

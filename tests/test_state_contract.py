@@ -547,3 +547,14 @@ async def test_record_signal_applies_every_effect(state: State) -> None:
     assert await state.pending("t") == []
     assert await state.decisions("t") == ['{"action": "drop"}']
     assert await state.ready_sessions() == ["s"]
+
+
+async def test_claim_tells_the_owner_from_a_duplicate(state: State) -> None:
+    assert await state.claim("k", "sig-1", 5.0) is None
+    assert await state.claim("k", "sig-1", 5.0) == "sig-1"  # the same message again
+    assert await state.claim("k", "sig-2", 5.0) == "sig-1"  # a duplicate
+    await state.forget("k")
+    assert await state.claim("k", "sig-2", 5.0) is None
+    assert await state.claim("short", "a", 0.05) is None
+    await asyncio.sleep(0.15)
+    assert await state.claim("short", "b", 5.0) is None

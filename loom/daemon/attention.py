@@ -73,7 +73,9 @@ class AttentionConsumer:
             await delivery.dead_letter(reason)
             return
         dedupe = f"signal:{signal.dedupe_key}" if signal.dedupe_key else None
-        if dedupe is not None and not await self.state.remember(dedupe, self.dedupe_ttl):
+        holder = await self.state.claim(dedupe, signal.id, self.dedupe_ttl) if dedupe else None
+        # The key held by this very signal means a redelivery after a crash: decide again.
+        if holder is not None and holder != signal.id:
             session_id = signal.session_id or self.default_session
             reason = f"duplicate dedupe_key {signal.dedupe_key!r}"
             await self.state.record_decision(session_id, decision_record(signal, "drop", reason))

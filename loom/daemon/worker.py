@@ -105,6 +105,7 @@ class SessionWorker:
         self._runs: dict[str, Run] = {}
         self._retries: set[asyncio.Task[bool]] = set()
         self._handled: dict[str, set[str]] = {}
+        self._lost: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self.interrupt_poll = interrupt_poll
         self._tag: str | None = None
@@ -194,10 +195,16 @@ class SessionWorker:
         again = False
         try:
             while not self._stopping:
+                await self._hold(lease)
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
-                await self._run_once(lease, [PendingSignal.from_json(t) for t in taken])
+                result = await self._run_once(lease, [PendingSignal.from_json(t) for t in taken])
+                await self._hold(lease)
+                if result.started_at is None:
+                    # The run never started (e.g. the store was unreachable): its signals
+                    # stay in flight for the next attempt instead of being dropped.
+                    raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
                 await self.state.finish_in_flight(session_id)
             await self.state.clear_ready(session_id)
             released = await self.state.release_lease(lease)
@@ -208,6 +215,7 @@ class SessionWorker:
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
+            # The new holder owns the in-flight signals now: touch nothing.
             logger.warning("session %s: lease lost to a newer holder; stopping", session_id)
         except asyncio.CancelledError:
             logger.warning(
@@ -219,6 +227,7 @@ class SessionWorker:
             await self.state.mark_ready(session_id)
         finally:
             renewer.cancel()
+            self._lost.discard(session_id)
             if not released:
                 with contextlib.suppress(Exception):
                     await self.state.release_lease(lease)
@@ -278,12 +287,34 @@ class SessionWorker:
                 except Exception:
                     logger.exception("polling interrupts of session %s failed", session_id)
 
+    async def _hold(self, lease: Lease) -> None:
+        """Raise StaleFencingToken unless this worker still holds the session."""
+        if lease.session_id in self._lost:
+            raise StaleFencingToken(f"lease of session {lease.session_id} was lost")
+        await self.state.check_fence(lease.session_id, lease.token)
+
     async def _renew(self, lease: Lease) -> None:
+        """Renew every third of the TTL. A renewal that fails (Redis unreachable) is tried
+        again; only when the lease may have expired is it given up and the run stopped."""
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            if not await self.state.renew_lease(lease, self.lease_ttl):
-                logger.warning("session %s: lease lost; interrupting its run", lease.session_id)
+            try:
+                held = await self.state.renew_lease(lease, self.lease_ttl)
+            except Exception as problem:
+                logger.warning(
+                    "session %s: renewing the lease failed: %s", lease.session_id, problem
+                )
+                held = loop.time() - renewed_at < self.lease_ttl * 0.9
+                interval = min(self.lease_ttl / 10, 1.0)
+            else:
+                renewed_at = loop.time()
+                interval = self.lease_ttl / 3
+            if not held:
+                logger.warning("session %s: lease lost; stopping its run", lease.session_id)
+                self._lost.add(lease.session_id)
                 run = self._runs.get(lease.session_id)
                 if run is not None:
                     run.cancel("the session lease was lost")

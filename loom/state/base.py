@@ -82,6 +82,12 @@ class State(ABC):
         """Record ``key`` for ``ttl`` seconds; True if it was new, False if already seen."""
 
     @abstractmethod
+    async def claim(self, key: str, owner: str, ttl: float) -> str | None:
+        """Take ``key`` for ``owner`` for ``ttl`` seconds: None if it was free (now taken),
+        else the owner that holds it. Lets a redelivered message tell itself (same owner)
+        from a duplicate (another owner) after a crash."""
+
+    @abstractmethod
     async def forget(self, key: str) -> None:
         """Drop a dedupe key (used when the work it guarded could not be accepted)."""
 

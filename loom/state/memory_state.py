@@ -73,6 +73,7 @@ class MemoryState(State):
         self.max_dedupe_keys = max_dedupe_keys
         self._clock = clock
         self._dedupe: dict[str, float] = {}  # key -> expiry, in insertion order
+        self._owners: dict[str, str] = {}  # key -> owner, for keys taken with claim()
         self._sweep_at = 1024
         self._sessions: dict[str, _Session] = {}
         self._ready: dict[str, None] = {}  # insertion order is first-marked order
@@ -102,17 +103,32 @@ class MemoryState(State):
         self._bound_dedupe(now)
         return True
 
+    async def claim(self, key: str, owner: str, ttl: float) -> str | None:
+        now = self._clock()
+        expiry = self._dedupe.get(key)
+        if expiry is not None and expiry > now:
+            return self._owners.get(key, "")
+        self._dedupe.pop(key, None)
+        self._dedupe[key] = now + ttl
+        self._owners[key] = owner
+        self._bound_dedupe(now)
+        return None
+
     async def forget(self, key: str) -> None:
         self._dedupe.pop(key, None)
+        self._owners.pop(key, None)
 
     def _bound_dedupe(self, now: float) -> None:
         if len(self._dedupe) >= self._sweep_at:
             # Amortised: a full sweep only each time the dict doubled since the last one.
             for key in [k for k, expiry in self._dedupe.items() if expiry <= now]:
                 del self._dedupe[key]
+                self._owners.pop(key, None)
             self._sweep_at = max(1024, 2 * len(self._dedupe))
         while len(self._dedupe) > self.max_dedupe_keys:
-            del self._dedupe[next(iter(self._dedupe))]
+            oldest = next(iter(self._dedupe))
+            del self._dedupe[oldest]
+            self._owners.pop(oldest, None)
 
     # -- working state -----------------------------------------------------------------
 

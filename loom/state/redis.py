@@ -84,6 +84,13 @@ end
 
 # Marks a session ready at the server's time (one clock for all replicas); NX keeps the
 # first mark, so a session that keeps getting signals does not lose its place.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
 _MARK_READY = """
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
@@ -189,6 +196,7 @@ class RedisState(State):
         )
         register = self._client.register_script
         self._take_pending = register(_TAKE_PENDING)
+        self._claim = register(_CLAIM)
         self._set_risk = register(_SET_RISK)
         self._mark_ready = register(_MARK_READY)
         self._acquire = register(_ACQUIRE)
@@ -235,6 +243,11 @@ class RedisState(State):
                 f"{self.prefix}:dedupe:{key}", "1", nx=True, px=_ms(ttl)
             )
         return bool(created)
+
+    async def claim(self, key: str, owner: str, ttl: float) -> str | None:
+        with self._guard():
+            held = await self._claim(keys=[f"{self.prefix}:dedupe:{key}"], args=[owner, _ms(ttl)])
+        return None if held is None else str(held)
 
     async def forget(self, key: str) -> None:
         with self._guard():
