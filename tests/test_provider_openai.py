@@ -752,3 +752,23 @@ async def test_responses_reasoning_items_are_replayed(fake_llm: FakeLLMServer) -
         "function_call_output",
     ]
     assert second["input"][1] == reasoning
+
+
+async def test_chat_stream_cut_off_before_its_finish_reason_fails_the_run(
+    fake_llm: FakeLLMServer,
+) -> None:
+    def finishes(data: object) -> bool:
+        return isinstance(data, dict) and any(
+            choice.get("finish_reason") for choice in data.get("choices", ())
+        )
+
+    events = openai_chat_stream("Rolling back deploy 4", model=GPT4O)
+    cut = [(name, data) for name, data in events if not finishes(data)]
+    assert len(cut) < len(events)
+    fake_llm.script(OPENAI_CHAT, cut)
+    agent = agent_for(fake_llm, generation=Generation(stream=True))
+
+    result = await agent.run("Roll back?")
+
+    assert result.status is RunStatus.FAILED
+    assert "cut off" in (result.error or "")

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,6 +34,26 @@ ROLES = ("gateway", "scheduler", "attention", "worker")
 
 class InsecureBinding(Exception):
     """A process would listen beyond loopback without an API token."""
+
+
+class AddressInUse(Exception):
+    """The HTTP address could not be bound."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now so a busy port is reported before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as problem:
+        listener.close()
+        raise AddressInUse(
+            f"cannot listen on {host}:{port}: {problem.strerror}; set LOOM_HTTP__PORT"
+        ) from problem
+    listener.set_inheritable(True)
+    return listener
 
 
 def is_loopback(host: str) -> bool:
@@ -127,8 +148,11 @@ class Daemon:
     async def stop(self) -> None:
         """Drain: stop consuming, finish or hand back in-flight work, disconnect."""
         self.draining = True
-        await self.attention_consumer.stop(self.settings.shutdown_timeout)
-        await self.worker.stop(self.settings.shutdown_timeout)
+        # One deadline for the whole drain, so it fits the pod's grace period.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
+        await self.worker.stop(max(deadline - loop.time(), 0.0))
         await self.broker.close()
         await self.state.close()
         await self.agent.aclose()
@@ -155,16 +179,22 @@ class Daemon:
                 f"refusing to listen on {http.host}:{http.port} without an API token: set "
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
             )
+        listener = bind(http.host, http.port)  # before anything starts: fail fast and clearly
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start(roles)
+        try:
+            await self.start(roles)
+        except BaseException:
+            listener.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            raise
         app = build_app(self, gateway="gateway" in self.roles)
-        config = uvicorn.Config(
-            app, host=http.host, port=http.port, log_level="warning", lifespan="off"
-        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = _Server(config)
-        server_task = asyncio.create_task(self._server.serve(), name="loom-http")
+        server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
+        logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.wait({server_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         logger.info("loom stopping: draining for up to %.0fs", self.settings.shutdown_timeout)
@@ -184,9 +214,15 @@ class Daemon:
 
 
 def state_options(url: str, settings: Settings) -> dict[str, Any]:
-    if url.startswith("memory:") or not settings.namespace:
+    if url.startswith("memory:"):
         return {}
-    return {"prefix": f"{settings.namespace}:loom"}
+    options: dict[str, Any] = {
+        "session_ttl": settings.session_ttl,
+        "transcript_ttl": settings.session_ttl,
+    }
+    if settings.namespace:
+        options["prefix"] = f"{settings.namespace}:loom"
+    return options
 
 
 async def _safely(check: Any) -> bool:

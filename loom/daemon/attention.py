@@ -7,16 +7,17 @@ delivery limit. Either way the consumer keeps consuming.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydantic import ValidationError
 
-from loom.broker.base import ATTENTION_QUEUE, Broker, Delivery
+from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
 from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
 from loom.policies.attention import AttentionPolicy, SessionView
 from loom.runtime.hooks import HookManager
 from loom.signals import RuntimeSignal
-from loom.state.base import State
+from loom.state.base import State, StateUnavailable
 
 logger = logging.getLogger("loom.attention")
 
@@ -83,9 +84,12 @@ class AttentionConsumer:
             return
         try:
             await self.decide(signal)
-        except BaseException:
-            if dedupe is not None:  # not processed: let the redelivery through
-                await self.state.forget(dedupe)
+        except (StateUnavailable, BrokerUnavailable) as problem:
+            # Redis or RabbitMQ is briefly away (a failover): wait before the redelivery, so
+            # the delivery limit is not spent in milliseconds and the signal dead-lettered.
+            pause = min(0.5 * 2 ** (delivery.delivery_count - 1), 10.0)
+            logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
+            await asyncio.sleep(pause)
             raise
         await delivery.ack()
 

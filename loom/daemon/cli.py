@@ -107,12 +107,14 @@ def load_app(spec: str | None) -> Any:
 
 
 async def _serve(spec: str | None, roles: Sequence[str]) -> int:
-    from loom.daemon.app import InsecureBinding
+    from loom.broker.base import BrokerUnavailable
+    from loom.daemon.app import AddressInUse, InsecureBinding
+    from loom.state.base import StateUnavailable
 
     daemon = load_app(spec)
     try:
         await daemon.serve(roles)
-    except InsecureBinding as problem:
+    except (InsecureBinding, AddressInUse, BrokerUnavailable, StateUnavailable) as problem:
         raise CommandError(str(problem)) from problem
     return 0
 

@@ -77,6 +77,8 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         return JSONResponse(view)
 
     async def post_signal(request: Request) -> Response:
+        if daemon.draining:
+            return error(503, "shutting down: signal not accepted; send it to another replica")
         body = await read_body(request, settings.http.max_body_bytes)
         if isinstance(body, Response):
             return body

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(default=25.0, gt=0)
     """Seconds SIGTERM waits for in-flight work before handing it back and exiting."""
     dedupe_ttl: float = Field(default=86_400.0, gt=0)
+    session_ttl: float = Field(default=30 * 86_400.0, gt=0)
+    """Seconds a session's state and transcript are kept after its last activity (Redis)."""
     default_session: str = Field(default="default", pattern=r"^[A-Za-z0-9_.:@/-]{1,256}$")
     """The session of signals that name none."""
     attention_rules: list[AttentionRule] = Field(default_factory=list)
@@ -129,10 +131,19 @@ class Settings(BaseSettings):
         return data
 
 
+_SECRET_PARAMS = frozenset({"password", "pass", "passwd", "token", "secret"})
+
+
 def mask_url(url: str) -> str:
-    """``amqp://user:secret@host`` -> ``amqp://user:***@host``."""
+    """``amqp://user:secret@host`` -> ``amqp://user:***@host``; secret query values too."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(
+        f"{name}=***" if name.lower() in _SECRET_PARAMS else f"{name}={value}" if sep else name
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret; urlunsplit would also turn memory:// into memory:
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -135,7 +135,9 @@ class SessionWorker:
         self._stopping = True
         if self._tag is not None:
             tag, self._tag = self._tag, None
-            await self.broker.cancel(tag, timeout=timeout)
+            # Notices still waiting for a slot go back to the queue at once; the sessions
+            # they name stay marked ready for whichever worker comes next.
+            await self.broker.cancel(tag, timeout=0)
         for background in (self._sweeper, self._poller):
             if background is not None:
                 background.cancel()
@@ -148,7 +150,7 @@ class SessionWorker:
                 task.cancel()
             if unfinished:
                 logger.warning("handing back %d unfinished session(s)", len(unfinished))
-                await asyncio.wait(unfinished, timeout=5)
+                await asyncio.wait(unfinished, timeout=2)
 
     async def handle(self, delivery: Delivery) -> None:
         try:

@@ -14,6 +14,7 @@ from loom.providers.base import (
     ModelResponse,
     StopReason,
     StreamDelta,
+    require_stop,
 )
 from loom.providers.retry import RetryPolicy
 from loom.runtime.messages import Message, ToolCall, Usage
@@ -162,7 +163,7 @@ class AnthropicModel(SDKModel):
                 cache_write_tokens=cache_write,
                 requests=1,
             ),
-            stop_reason=_STOP_REASONS.get(message.stop_reason or "", "other"),
+            stop_reason=_STOP_REASONS.get(require_stop(message.stop_reason, "anthropic"), "other"),
             model=message.model or self.model,
             provider_data={"anthropic_thinking": thinking} if thinking else None,
         )

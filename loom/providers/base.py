@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loom.errors import ProviderError
 from loom.generation import Generation
 from loom.runtime.messages import Message, ToolCall, Usage
 from loom.tools.tool import ToolDefinition
@@ -99,6 +100,15 @@ class ModelProvider(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def require_stop(reason: str | None, provider: str) -> str:
+    """A response's stop reason; a response without one was cut off and is no answer."""
+    if not reason:
+        raise ProviderError(
+            "the response ended without a stop reason (the stream was cut off)", provider=provider
+        )
+    return reason
 
 
 def tool_call_from_json(call_id: str, name: str, text: str) -> ToolCall:

@@ -21,6 +21,7 @@ from loom.providers.base import (
     ModelResponse,
     StopReason,
     StreamDelta,
+    require_stop,
     tool_call_from_json,
 )
 from loom.providers.openai_responses import parse_response, responses_params, stream_response
@@ -142,7 +143,7 @@ class OpenAIModel(SDKModel):
             for c in message.tool_calls or ()
             if getattr(c, "function", None) is not None
         )
-        stop = _FINISH_REASONS.get(choice.finish_reason or "", "other")
+        stop = _FINISH_REASONS.get(require_stop(choice.finish_reason, "openai"), "other")
         if getattr(message, "refusal", None):
             stop = "refusal"
         return ModelResponse(
@@ -188,7 +189,7 @@ class OpenAIModel(SDKModel):
                         )
                 if choice.finish_reason:
                     finish = choice.finish_reason
-        stop = _FINISH_REASONS.get(finish or "", "other")
+        stop = _FINISH_REASONS.get(require_stop(finish, "openai"), "other")
         if refusal:
             stop = "refusal"
         return ModelResponse(
