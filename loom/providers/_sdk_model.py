@@ -3,7 +3,7 @@ retried the same way for every provider, never after streamed output went out.""
 
 from __future__ import annotations
 
-from abc import abstractmethod
+import importlib
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -32,13 +32,19 @@ class SDKModel(ModelProvider):
         self._client_options = {**client_options, "max_retries": 0}
         self._client = client
 
-    @abstractmethod
-    def sdk(self) -> ModuleType:
-        """The SDK module (imported on first use, so ``import loom`` stays light)."""
+    client_class = ""
+    """The SDK's async client class, e.g. ``AsyncAnthropic``."""
 
-    @abstractmethod
+    def sdk(self) -> ModuleType:
+        """The SDK module, named like the provider (imported on first use, so ``import loom``
+        stays light)."""
+        try:
+            return importlib.import_module(self.provider)
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ImportError(f"Model.{self.provider} needs: pip install {self.provider}") from exc
+
     def new_client(self, **options: Any) -> Any:
-        """A new async SDK client."""
+        return getattr(self.sdk(), self.client_class)(**options)
 
     @property
     def client(self) -> Any:  # the SDK's overloads are checked by its own tests, not ours

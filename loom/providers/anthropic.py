@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from loom.providers._sdk_model import SDKModel
@@ -37,6 +36,7 @@ class AnthropicModel(SDKModel):
     """A Claude model; the key and base URL default to the SDK's ``ANTHROPIC_*`` variables."""
 
     provider = "anthropic"
+    client_class = "AsyncAnthropic"
 
     def __init__(
         self,
@@ -55,16 +55,6 @@ class AnthropicModel(SDKModel):
         )
         self.thinking = thinking
         self.prompt_caching = prompt_caching
-
-    def sdk(self) -> ModuleType:
-        try:
-            import anthropic
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise ImportError("Model.anthropic needs the anthropic package") from exc
-        return anthropic
-
-    def new_client(self, **options: Any) -> Any:
-        return self.sdk().AsyncAnthropic(**options)
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any, Literal
 
 from loom.errors import ProviderError
@@ -44,6 +43,7 @@ class OpenAIModel(SDKModel):
     """An OpenAI (or OpenAI-compatible) model; key and URL default to ``OPENAI_*`` variables."""
 
     provider = "openai"
+    client_class = "AsyncOpenAI"
 
     def __init__(
         self,
@@ -69,16 +69,6 @@ class OpenAIModel(SDKModel):
         )
         self.api = api
         self.reasoning = bool(REASONING_MODEL.match(model)) if reasoning is None else reasoning
-
-    def sdk(self) -> ModuleType:
-        try:
-            import openai
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise ImportError("Model.openai needs the openai package") from exc
-        return openai
-
-    def new_client(self, **options: Any) -> Any:
-        return self.sdk().AsyncOpenAI(**options)
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
