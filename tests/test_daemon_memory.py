@@ -179,3 +179,10 @@ async def test_signal_redelivered_after_a_crash_is_not_taken_for_a_duplicate(
     snapshot = await daemon.state.sessions.load("ops")
     assert snapshot is not None
     assert [r.metadata["signals"] for r in snapshot.runs] == [[signal.id]]
+
+
+async def test_duplicates_delivered_together_are_decided_once(daemon: Daemon) -> None:
+    signals = [RuntimeSignal.create("page", session_id="ops", dedupe_key="k") for _ in range(5)]
+    actions = await daemon.attention_consumer.decide_many(signals)
+    assert actions.count("queue") == 1
+    assert actions.count("drop") == 4

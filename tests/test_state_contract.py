@@ -558,3 +558,25 @@ async def test_claim_tells_the_owner_from_a_duplicate(state: State) -> None:
     assert await state.claim("short", "a", 0.05) is None
     await asyncio.sleep(0.15)
     assert await state.claim("short", "b", 5.0) is None
+
+
+async def test_batched_reads_and_writes_match_the_single_ones(state: State) -> None:
+    from loom.state.base import SignalRecord
+
+    await state.add_pending("a", "sig-0")
+    contexts = await state.decision_contexts(["a", "b", "a"])
+    assert sorted(contexts) == ["a", "b"]
+    assert (contexts["a"].pending, contexts["b"].pending) == (1, 0)
+    await state.record_signals(
+        [
+            SignalRecord("a", '{"n": 1}', pending_json="sig-1", ready=True),
+            SignalRecord("b", '{"n": 2}', pending_json="sig-2", interrupt=("sig-2", "now")),
+            SignalRecord("a", '{"n": 3}'),
+        ]
+    )
+    assert await state.pending("a") == ["sig-0", "sig-1"]
+    assert await state.decisions("a") == ['{"n": 1}', '{"n": 3}']
+    assert await state.ready_sessions() == ["a"]
+    assert await state.wait_interrupt("b", 0.5) == ("sig-2", "now")
+    holders = await state.claim_many([("k", "x", 5.0), ("k", "y", 5.0), ("j", "z", 5.0)])
+    assert holders == [None, "x", None]

@@ -17,11 +17,15 @@ from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
 from loom.policies.attention import AttentionPolicy, SessionView
 from loom.runtime.hooks import HookManager
 from loom.signals import RuntimeSignal
-from loom.state.base import State, StateUnavailable
+from loom.state.base import SignalRecord, State, StateUnavailable
 
 logger = logging.getLogger("loom.attention")
 
 RISK_URGENCIES = frozenset({"high", "critical"})
+
+
+def pending_json(signal: RuntimeSignal, action: str) -> str:
+    return PendingSignal(signal, action).to_json()
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -51,6 +55,9 @@ class AttentionConsumer:
         self.dedupe_ttl = dedupe_ttl
         self.default_session = default_session
         self._tag: str | None = None
+        self._batch: list[tuple[RuntimeSignal, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.max_batch = 256
 
     @property
     def consuming(self) -> bool:
@@ -73,17 +80,8 @@ class AttentionConsumer:
             logger.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
             await delivery.dead_letter(reason)
             return
-        dedupe = f"signal:{signal.dedupe_key}" if signal.dedupe_key else None
-        holder = await self.state.claim(dedupe, signal.id, self.dedupe_ttl) if dedupe else None
-        # The key held by this very signal means a redelivery after a crash: decide again.
-        if holder is not None and holder != signal.id:
-            session_id = signal.session_id or self.default_session
-            reason = f"duplicate dedupe_key {signal.dedupe_key!r}"
-            await self.state.record_decision(session_id, decision_record(signal, "drop", reason))
-            await delivery.ack()
-            return
         try:
-            await self.decide(signal)
+            await self._in_batch(signal)
         except (StateUnavailable, BrokerUnavailable) as problem:
             # Redis or RabbitMQ is briefly away (a failover): wait before the redelivery, so
             # the delivery limit is not spent in milliseconds and the signal dead-lettered.
@@ -93,43 +91,101 @@ class AttentionConsumer:
             raise
         await delivery.ack()
 
+    async def _in_batch(self, signal: RuntimeSignal) -> None:
+        """Decide together with the other signals delivered in the same loop turn.
+
+        Deliveries arrive concurrently (up to the prefetch); deciding them as one batch
+        reads every session in one round trip and writes every decision in one transaction.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._batch.append((signal, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="loom-attention-batch")
+        await done
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the deliveries already under way join this batch
+        while self._batch:
+            batch, self._batch = self._batch[: self.max_batch], self._batch[self.max_batch :]
+            try:
+                await self.decide_many([signal for signal, _ in batch])
+            except BaseException as problem:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(problem)
+                if isinstance(problem, asyncio.CancelledError):
+                    raise
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
     async def decide(self, signal: RuntimeSignal) -> str:
         """Decide on one signal and apply the decision; returns the action."""
-        session_id = signal.session_id or self.default_session
-        if signal.session_id is None:
-            signal = signal.model_copy(update={"session_id": session_id})
-        if self.hooks.wants("signal_received"):
-            await self.hooks.emit("signal_received", session_id=session_id, signal=signal)
-        context = await self.state.decision_context(session_id)
-        view = SessionView(
-            session_id=session_id,
-            busy=context.busy,
-            pending_signals=context.pending,
-            active_risks=tuple(context.risks.values()),
+        return (await self.decide_many([signal]))[0]
+
+    async def decide_many(self, signals: list[RuntimeSignal]) -> list[str]:
+        """Dedupe, decide and apply a batch of signals; returns each signal's action."""
+        signals = [
+            s if s.session_id else s.model_copy(update={"session_id": self.default_session})
+            for s in signals
+        ]
+        holders = await self.state.claim_many(
+            [(f"signal:{s.dedupe_key}", s.id, self.dedupe_ttl) for s in signals if s.dedupe_key]
         )
-        action, reason = self.policy.decide(signal, view)
-        await self._track_risk(signal, session_id)
-        # The signal is pending before the interrupt is requested: a run that takes the
-        # pending list then already holds the signal and ignores the request.
-        await self.state.record_signal(
-            session_id,
-            decision_json=decision_record(signal, action, reason),
-            pending_json=None if action == "drop" else PendingSignal(signal, action).to_json(),
-            interrupt=(signal.id, reason) if action == "interrupt" else None,
-            ready=action in ("queue", "interrupt"),
-        )
-        if action in ("queue", "interrupt"):
-            await publish_work(self.broker, session_id)
-        logger.info(
-            "signal %s (%s/%s, %s) for session %s: %s (%s)",
-            signal.id, signal.source, signal.type, signal.urgency, session_id, action, reason,
-        )  # fmt: skip
-        if self.hooks.wants("signal_decided"):
-            await self.hooks.emit(
-                "signal_decided", session_id=session_id, signal=signal, action=action,
-                reason=reason,
+        holder_of = iter(holders)
+        duplicate: list[bool] = []
+        for s in signals:
+            held = next(holder_of) if s.dedupe_key else None
+            # A key held by this very signal means a redelivery after a crash: decide again.
+            duplicate.append(held is not None and held != s.id)
+        fresh = [s for s, dup in zip(signals, duplicate, strict=True) if not dup]
+        contexts = await self.state.decision_contexts([str(s.session_id) for s in fresh])
+        records: list[SignalRecord] = []
+        decided: list[tuple[RuntimeSignal, str, str]] = []
+        for signal, dup in zip(signals, duplicate, strict=True):
+            session_id = str(signal.session_id)
+            if dup:
+                action, reason = "drop", f"duplicate dedupe_key {signal.dedupe_key!r}"
+            else:
+                if self.hooks.wants("signal_received"):
+                    await self.hooks.emit("signal_received", session_id=session_id, signal=signal)
+                context = contexts[session_id]
+                view = SessionView(
+                    session_id=session_id,
+                    busy=context.busy,
+                    pending_signals=context.pending,
+                    active_risks=tuple(context.risks.values()),
+                )
+                action, reason = self.policy.decide(signal, view)
+                await self._track_risk(signal, session_id)
+            # The signal is pending before the interrupt is requested: a run that takes the
+            # pending list then already holds the signal and ignores the request.
+            records.append(
+                SignalRecord(
+                    session_id,
+                    decision_record(signal, action, reason),
+                    pending_json=None if action == "drop" else pending_json(signal, action),
+                    interrupt=(signal.id, reason) if action == "interrupt" else None,
+                    ready=action in ("queue", "interrupt"),
+                )
+            )
+            decided.append((signal, action, reason))
+        await self.state.record_signals(records)
+        wake = dict.fromkeys(r.session_id for r in records if r.ready)
+        await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in wake))
+        for signal, action, reason in decided:
+            logger.info(
+                "signal %s (%s/%s, %s) for session %s: %s (%s)",
+                signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
+                action, reason,
             )  # fmt: skip
-        return action
+            if self.hooks.wants("signal_decided"):
+                await self.hooks.emit(
+                    "signal_decided", session_id=signal.session_id, signal=signal,
+                    action=action, reason=reason,
+                )  # fmt: skip
+        return [action for _, action, _ in decided]
 
     async def _track_risk(self, signal: RuntimeSignal, session_id: str) -> None:
         """High and critical signals become active risks until a resolving signal clears them.

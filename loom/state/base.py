@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loom.errors import LoomError
@@ -39,6 +40,17 @@ class DecisionContext:
     risks: dict[str, str]
     busy: bool
     pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One attention decision to apply (see ``State.record_signal``)."""
+
+    session_id: str
+    decision_json: str
+    pending_json: str | None = None
+    interrupt: tuple[str, str] | None = None
+    ready: bool = False
 
 
 class StaleFencingToken(Exception):
@@ -167,6 +179,28 @@ class State(ABC):
         if ready:
             await self.mark_ready(session_id)
         await self.record_decision(session_id, decision_json)
+
+    async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
+        """``decision_context`` of several sessions; backends read them in one round trip."""
+        unique = list(dict.fromkeys(session_ids))
+        contexts = await asyncio.gather(*(self.decision_context(s) for s in unique))
+        return dict(zip(unique, contexts, strict=True))
+
+    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+        """``record_signal`` for each record, in order; backends write them in one
+        transaction."""
+        for record in records:
+            await self.record_signal(
+                record.session_id,
+                decision_json=record.decision_json,
+                pending_json=record.pending_json,
+                interrupt=record.interrupt,
+                ready=record.ready,
+            )
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[str | None]:
+        """``claim(key, owner, ttl)`` for each claim, in order."""
+        return [await self.claim(key, owner, ttl) for key, owner, ttl in claims]
 
     # -- sessions that need a run ------------------------------------------------------
     @abstractmethod

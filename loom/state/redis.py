@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -38,6 +39,7 @@ from loom.state.base import (
     DEFAULT_MAX_RISKS,
     DecisionContext,
     Lease,
+    SignalRecord,
     StaleFencingToken,
     State,
     StateUnavailable,
@@ -273,15 +275,24 @@ class RedisState(State):
             pipe.pexpire(key, self._keep_ms)
 
     async def decision_context(self, session_id: str) -> DecisionContext:
+        return (await self.decision_contexts([session_id]))[session_id]
+
+    async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
+        unique = list(dict.fromkeys(session_ids))
         with self._guard():
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
-                pipe.hgetall(self._key(session_id, "risks"))
-                pipe.exists(self._key(session_id, "lease"))
-                pipe.llen(self._key(session_id, "pending"))
-                order, risk_texts, held, pending = await pipe.execute()
-        risks = {key: risk_texts[key] for key in order if key in risk_texts}
-        return DecisionContext(risks, bool(held), int(pending))
+                for session_id in unique:
+                    pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
+                    pipe.hgetall(self._key(session_id, "risks"))
+                    pipe.exists(self._key(session_id, "lease"))
+                    pipe.llen(self._key(session_id, "pending"))
+                replies = await pipe.execute()
+        contexts: dict[str, DecisionContext] = {}
+        for index, session_id in enumerate(unique):
+            order, risk_texts, held, pending = replies[4 * index : 4 * index + 4]
+            risks = {key: risk_texts[key] for key in order if key in risk_texts}
+            contexts[session_id] = DecisionContext(risks, bool(held), int(pending))
+        return contexts
 
     async def record_signal(
         self,
@@ -292,22 +303,41 @@ class RedisState(State):
         interrupt: tuple[str, str] | None = None,
         ready: bool = False,
     ) -> None:
+        record = SignalRecord(session_id, decision_json, pending_json, interrupt, ready)
+        await self.record_signals([record])
+
+    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
         # One transaction: a decision is never recorded without its effects, or the reverse.
         with self._guard():
             async with self._client.pipeline(transaction=True) as pipe:
-                if pending_json is not None:
-                    key = self._key(session_id, "pending")
-                    self._queue_push(pipe, key, pending_json, self.max_pending)
-                if interrupt is not None:
-                    key = self._key(session_id, "interrupts")
-                    self._queue_push(pipe, key, json.dumps(list(interrupt)), self.max_pending)
-                if ready:
-                    await self._mark_ready(
-                        keys=[f"{self.prefix}:ready"], args=[session_id], client=pipe
-                    )
-                key = self._key(session_id, "decisions")
-                self._queue_push(pipe, key, decision_json, self.max_decisions)
+                for record in records:
+                    await self._queue_record(pipe, record)
                 await pipe.execute()
+
+    async def _queue_record(self, pipe: Any, record: SignalRecord) -> None:
+        session_id = record.session_id
+        if record.pending_json is not None:
+            key = self._key(session_id, "pending")
+            self._queue_push(pipe, key, record.pending_json, self.max_pending)
+        if record.interrupt is not None:
+            key = self._key(session_id, "interrupts")
+            self._queue_push(pipe, key, json.dumps(list(record.interrupt)), self.max_pending)
+        if record.ready:
+            await self._mark_ready(keys=[f"{self.prefix}:ready"], args=[session_id], client=pipe)
+        key = self._key(session_id, "decisions")
+        self._queue_push(pipe, key, record.decision_json, self.max_decisions)
+
+    async def claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[str | None]:
+        if not claims:
+            return []
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, owner, ttl in claims:
+                    await self._claim(
+                        keys=[f"{self.prefix}:dedupe:{key}"], args=[owner, _ms(ttl)], client=pipe
+                    )
+                held = await pipe.execute()
+        return [None if value is None else str(value) for value in held]
 
     async def _range(self, key: str, start: int = 0) -> list[str]:
         with self._guard():
