@@ -16,6 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from loom.adapters.cloudevents import (
+    CloudEventError,
+    is_cloudevent,
+    parse_http,
+    signal_from_cloudevent,
+)
 from loom.broker.base import BrokerUnavailable
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.signals_io import PendingSignal, publish_signal
@@ -83,15 +89,15 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         if isinstance(body, Response):
             return body
         try:
-            signal = RuntimeSignal.model_validate_json(body)
+            if is_cloudevent(request.headers):
+                signal = signal_from_cloudevent(parse_http(request.headers, body))
+            else:
+                signal = RuntimeSignal.model_validate_json(body)
         except ValidationError as problem:
             return error(422, describe_validation_error(problem))
-        try:
-            await publish_signal(daemon.broker, signal)
-        except BrokerUnavailable as problem:
-            logger.error("signal %s not accepted: %s", signal.id, problem)
-            return error(503, f"broker unavailable, signal not accepted: {problem}")
-        return JSONResponse({"id": signal.id, "status": "accepted"}, status_code=202)
+        except CloudEventError as problem:
+            return error(422, str(problem))
+        return await accept(daemon, signal)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -102,6 +108,25 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     if gateway:
         routes.append(Route("/signals", protected(post_signal), methods=["POST"]))
     return Starlette(routes=routes)
+
+
+async def accept(daemon: Daemon, signal: RuntimeSignal) -> Response:
+    """Publish a signal: 202 once the broker confirmed it, 200 for a dedupe key already
+    accepted, 503 (and the key released for the sender's retry) when the broker is down."""
+    key = f"accept:{signal.dedupe_key}" if signal.dedupe_key else None
+    ttl = daemon.settings.dedupe_ttl
+    if key is not None:
+        holder = await daemon.state.claim(key, signal.id, ttl)
+        if holder is not None:  # another signal with the key, or this one sent again
+            return JSONResponse({"id": holder, "status": "duplicate"}, status_code=200)
+    try:
+        await publish_signal(daemon.broker, signal)
+    except BrokerUnavailable as problem:
+        if key is not None:
+            await daemon.state.forget(key)
+        logger.error("signal %s not accepted: %s", signal.id, problem)
+        return error(503, f"broker unavailable, signal not accepted: {problem}")
+    return JSONResponse({"id": signal.id, "status": "accepted"}, status_code=202)
 
 
 async def read_body(request: Request, limit: int) -> bytes | Response:

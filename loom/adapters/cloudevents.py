@@ -1,0 +1,96 @@
+"""CloudEvents 1.0 (HTTP binding, structured and binary mode) to RuntimeSignal.
+
+Mapping: ``source`` and ``type`` carry over; the summary is ``data.summary`` (or
+``data.text``/``data.message``), else ``subject``, else ``type``; ``data`` becomes the payload
+(non-object data as ``{"data": ...}``); ``time`` is ``observed_at``; the event's ``source`` and
+``id`` make the dedupe key, since CloudEvents promises that pair unique. The extension
+attributes ``loomsession`` and ``loomurgency`` choose the session and the urgency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from loom.errors import LoomError
+from loom.signals import RuntimeSignal
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+REQUIRED = ("specversion", "id", "source", "type")
+
+
+class CloudEventError(LoomError):
+    """The request is not a valid CloudEvent; the message says what is wrong."""
+
+
+def is_cloudevent(headers: Mapping[str, str]) -> bool:
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type == STRUCTURED_CONTENT_TYPE or "ce-specversion" in headers
+
+
+def parse_http(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The event's attributes and ``data`` from an HTTP request in either mode."""
+    if "ce-specversion" in headers:  # binary mode: attributes in headers, data is the body
+        event: dict[str, Any] = {
+            name[3:]: value for name, value in headers.items() if name.startswith("ce-")
+        }
+        content_type = headers.get("content-type", "application/json")
+        if body:
+            if "json" in content_type:
+                try:
+                    event["data"] = json.loads(body)
+                except json.JSONDecodeError as problem:
+                    raise CloudEventError(f"data is not JSON: {problem}") from problem
+            else:
+                event["data"] = body.decode("utf-8", "replace")
+        return event
+    try:
+        event = json.loads(body)
+    except json.JSONDecodeError as problem:
+        raise CloudEventError(f"body is not JSON: {problem}") from problem
+    if not isinstance(event, dict):
+        raise CloudEventError("a structured CloudEvent must be a JSON object")
+    return event
+
+
+def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
+    missing = [name for name in REQUIRED if not event.get(name)]
+    if missing:
+        raise CloudEventError(f"CloudEvent misses required attribute(s): {', '.join(missing)}")
+    if event["specversion"] != "1.0":
+        raise CloudEventError(f"unsupported specversion {event['specversion']!r} (want 1.0)")
+    data = event.get("data")
+    payload = dict(data) if isinstance(data, Mapping) else ({} if data is None else {"data": data})
+    summary = next(
+        (str(payload[k]) for k in ("summary", "text", "message") if payload.get(k)),
+        str(event.get("subject") or event["type"]),
+    )
+    fields: dict[str, Any] = {
+        "source": str(event["source"])[:128],
+        "type": str(event["type"])[:128],
+        "summary": summary[:10_000],
+        "payload": payload,
+        "dedupe_key": f"ce:{event['source']}:{event['id']}"[:512],
+    }
+    if event.get("loomsession"):
+        fields["session_id"] = event["loomsession"]
+    if event.get("loomurgency"):
+        fields["urgency"] = event["loomurgency"]
+    if event.get("time"):
+        try:
+            fields["observed_at"] = datetime.fromisoformat(
+                str(event["time"]).replace("Z", "+00:00")
+            )
+        except ValueError as problem:
+            raise CloudEventError(f"time is not RFC 3339: {event['time']!r}") from problem
+    try:
+        return RuntimeSignal(**fields)
+    except ValidationError as problem:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problem.errors()[:5]
+        )
+        raise CloudEventError(f"CloudEvent does not map to a signal: {details}") from problem
