@@ -94,9 +94,7 @@ class Agent:
             yield event
 
     def _anonymous_session(self) -> Session:
-        # Built without validation: the id is ours and valid by construction.
-        config = SessionConfig.model_construct(id=f"anon_{secrets.token_hex(16)}", metadata={})
-        return Session(self, config, store=None)
+        return Session(self, SessionConfig(id=f"anon_{secrets.token_hex(16)}"), store=None)
 
     # -- sessions ----------------------------------------------------------------------
     def session(self, config: SessionConfig | str) -> Session:
