@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from loom import metrics
 from loom.agent import Agent
 from loom.broker import Broker, broker_from_url
 from loom.daemon.attention import AttentionConsumer
@@ -98,6 +99,7 @@ class Daemon:
         )
         # Runs keep their transcripts where every replica can read them.
         self.agent.session_store = self.state.sessions
+        metrics.instrument(self.agent)
         self.attention_consumer = AttentionConsumer(
             self.broker,
             self.state,

@@ -12,6 +12,7 @@ import logging
 
 from pydantic import ValidationError
 
+from loom import metrics
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
 from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
 from loom.policies.attention import AttentionPolicy, SessionView
@@ -79,6 +80,7 @@ class AttentionConsumer:
             reason = describe_validation_error(error)
             logger.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
             await delivery.dead_letter(reason)
+            metrics.DEAD_LETTERS.labels(delivery.queue).inc()
             return
         try:
             await self._in_batch(signal)
@@ -174,7 +176,11 @@ class AttentionConsumer:
         await self.state.record_signals(records)
         wake = dict.fromkeys(r.session_id for r in records if r.ready)
         await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in wake))
-        for signal, action, reason in decided:
+        for (signal, action, reason), dup in zip(decided, duplicate, strict=True):
+            metrics.SIGNALS_RECEIVED.labels(signal.source, signal.type).inc()
+            metrics.DECISIONS.labels(action).inc()
+            if dup:
+                metrics.DEDUPE_HITS.inc()
             logger.info(
                 "signal %s (%s/%s, %s) for session %s: %s (%s)",
                 signal.id, signal.source, signal.type, signal.urgency, signal.session_id,

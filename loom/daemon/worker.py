@@ -16,8 +16,10 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from loom import metrics
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
 from loom.daemon.signals_io import PendingSignal, parse_work
@@ -196,6 +198,8 @@ class SessionWorker:
         released = False
         again = False
         try:
+            if await self.state.in_flight(session_id):
+                metrics.LEASE_TAKEOVERS.inc()  # a run that died left its signals
             while not self._stopping:
                 await self._hold(lease)
                 taken = await self.state.take_pending(session_id)
@@ -254,6 +258,9 @@ class SessionWorker:
             "worker": self.owner,
         }
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        now = datetime.now(UTC)
+        for pending in signals:
+            metrics.SIGNAL_WAIT.observe(max((now - pending.signal.observed_at).total_seconds(), 0))
         self._runs[session_id] = run
         self._handled[session_id] = {p.signal.id for p in signals}
         try:
@@ -284,7 +291,8 @@ class SessionWorker:
                         signal_id, reason = request
                         if signal_id in self._handled.get(session_id, ()):
                             continue  # this run already has that signal
-                        run.interrupt(f"interrupted by signal {signal_id}: {reason}")
+                        if run.interrupt(f"interrupted by signal {signal_id}: {reason}"):
+                            metrics.INTERRUPTS.inc()
                         break
                 except Exception:
                     logger.exception("polling interrupts of session %s failed", session_id)

@@ -1,0 +1,98 @@
+"""Prometheus metrics: the one module where Loom's figures are defined and recorded.
+
+Names follow Prometheus conventions (``loom_`` prefix, base units, ``_total`` counters); no
+session, user or run ids as labels. The daemon records the signal and worker figures; the
+kernel's run, model, token, cost and tool figures come from the agent's hooks through
+``instrument(agent)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from loom.agent import Agent
+
+SIGNALS_RECEIVED = Counter(
+    "loom_signals_received_total", "Signals the attention role received.", ["source", "type"]
+)
+DECISIONS = Counter(
+    "loom_attention_decisions_total", "Attention decisions, by decision.", ["decision"]
+)
+DEDUPE_HITS = Counter(
+    "loom_dedupe_hits_total", "Signals dropped because their dedupe key was already seen."
+)
+DEAD_LETTERS = Counter(
+    "loom_dead_letters_total", "Messages Loom moved to the dead-letter queue.", ["queue"]
+)
+SIGNAL_WAIT = Histogram(
+    "loom_signal_wait_seconds",
+    "Time from a signal's observation to the start of the run that handles it.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+RUNS = Counter("loom_runs_total", "Finished runs, by status.", ["status"])
+RUN_DURATION = Histogram(
+    "loom_run_duration_seconds",
+    "Run duration.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800),
+)
+ACTIVE_RUNS = Gauge("loom_active_runs", "Runs in progress in this process.")
+MODEL_CALLS = Counter("loom_model_calls_total", "Model calls, by model.", ["model"])
+TOKENS = Counter(
+    "loom_tokens_total", "Tokens, by model and direction (input, output).", ["model", "direction"]
+)
+COST = Counter("loom_cost_usd_total", "Model cost in US dollars, by model.", ["model"])
+TOOL_CALLS = Counter(
+    "loom_tool_calls_total", "Tool calls, by tool and outcome (ok, error).", ["tool", "outcome"]
+)
+INTERRUPTS = Counter("loom_interrupts_total", "Runs interrupted by a signal.")
+LEASE_TAKEOVERS = Counter(
+    "loom_lease_takeovers_total", "Sessions taken over with signals a dead run left in flight."
+)
+
+_INSTRUMENTED = "_loom_metrics"
+
+
+def instrument(agent: Agent) -> None:
+    """Record the agent's runs, model calls, tokens, cost and tool calls (idempotent)."""
+    if getattr(agent, _INSTRUMENTED, False):
+        return
+    setattr(agent, _INSTRUMENTED, True)
+    agent.on("before_run", _run_started)
+    agent.on("after_run", _run_finished)
+    agent.on("after_llm", _model_called)
+    agent.on("after_tool", _tool_called)
+
+
+_started: set[str] = set()  # runs counted as active (a run cancelled while queued never is)
+
+
+def _run_started(*, run_id: str, **_: Any) -> None:
+    _started.add(run_id)
+    ACTIVE_RUNS.inc()
+
+
+def _run_finished(*, run_id: str, result: dict[str, Any], **_: Any) -> None:
+    if run_id in _started:
+        _started.discard(run_id)
+        ACTIVE_RUNS.dec()
+    RUNS.labels(result["status"]).inc()
+    RUN_DURATION.observe(float(result.get("duration") or 0.0))
+
+
+def _model_called(*, response: Any, request: Any = None, **_: Any) -> None:
+    if response is None:  # a failed call: counted with the failed run
+        return
+    model = response.model or "unknown"
+    usage = response.usage
+    MODEL_CALLS.labels(model).inc()
+    TOKENS.labels(model, "input").inc(usage.input_tokens)
+    TOKENS.labels(model, "output").inc(usage.output_tokens)
+    if usage.cost_usd:
+        COST.labels(model).inc(usage.cost_usd)
+
+
+def _tool_called(*, tool_name: str, success: bool, **_: Any) -> None:
+    TOOL_CALLS.labels(tool_name, "ok" if success else "error").inc()
