@@ -6,14 +6,12 @@ Chat Completions (the default) and the Responses API (``api="responses"``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from loom import Agent, Generation, Model, RunResult, RunStatus, Usage, tool
+from loom import Agent, Generation, Model, RunResult, RunStatus, Usage
 from loom.providers.pricing import price_of
-from loom.providers.retry import RetryPolicy
 from tests.fakes.llm_server import (
     OPENAI_CHAT,
     OPENAI_RESPONSES,
@@ -25,39 +23,18 @@ from tests.fakes.llm_server import (
     openai_response,
     openai_response_stream,
 )
+from tests.providers_support import (  # noqa: F401 - _close_agents is a fixture
+    INSTRUCTIONS,
+    OPEN_AGENTS,
+    _close_agents,
+    clock,
+    fast_retry,
+    weather,
+)
 
 GPT4O = "gpt-4o"
 GPT5 = "gpt-5.1"
-INSTRUCTIONS = "You are a terse weather bot."
 SAMPLING = Generation(temperature=0.5, top_p=0.9, max_output_tokens=100)
-
-
-OPEN_AGENTS: list[Agent] = []
-
-
-@pytest.fixture(autouse=True)
-async def _close_agents() -> AsyncIterator[None]:
-    # Close the SDK clients on the test's own loop: one left to the garbage collector tries
-    # to close its connections on a later test's loop and logs "Event loop is closed".
-    yield
-    while OPEN_AGENTS:
-        await OPEN_AGENTS.pop().aclose()
-
-
-def fast_retry(max_retries: int = 2, **options: Any) -> RetryPolicy:
-    return RetryPolicy(max_retries=max_retries, initial_delay=0.01, max_delay=0.02, **options)
-
-
-@tool
-def weather(city: str) -> str:
-    """Current weather for a city."""
-    return f"sunny in {city}"
-
-
-@tool
-def clock(tz: str) -> str:
-    """The time in a time zone."""
-    return f"noon in {tz}"
 
 
 def gpt(fake: FakeLLMServer, name: str = GPT4O, **options: Any) -> Any:
