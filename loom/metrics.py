@@ -51,6 +51,11 @@ INTERRUPTS = Counter("loom_interrupts_total", "Runs interrupted by a signal.")
 LEASE_TAKEOVERS = Counter(
     "loom_lease_takeovers_total", "Sessions taken over with signals a dead run left in flight."
 )
+REPLIES = Counter(
+    "loom_replies_total",
+    "Replies to signals' reply_to addresses, by adapter and outcome (sent, error, undeliverable).",
+    ["adapter", "outcome"],
+)
 
 _INSTRUMENTED = "_loom_metrics"
 

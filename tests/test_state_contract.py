@@ -553,7 +553,10 @@ async def test_claim_tells_the_owner_from_a_duplicate(state: State) -> None:
     assert await state.claim("k", "sig-1", 5.0) is None
     assert await state.claim("k", "sig-1", 5.0) == "sig-1"  # the same message again
     assert await state.claim("k", "sig-2", 5.0) == "sig-1"  # a duplicate
+    assert await state.claimed("k") == "sig-1"
+    assert await state.claimed("never") is None
     await state.forget("k")
+    assert await state.claimed("k") is None
     assert await state.claim("k", "sig-2", 5.0) is None
     assert await state.claim("short", "a", 0.05) is None
     await asyncio.sleep(0.15)

@@ -6,7 +6,10 @@ Topology (declared idempotently by ``start()``):
   RuntimeSignal, consumed by the attention role;
 - exchange ``loom.work`` (direct) -> quorum queue ``loom.work`` (binding ``work``): "this
   session needs a run" notices, consumed by workers;
-- both queues dead-letter to exchange ``loom.dead`` (fanout) -> queue ``loom.dead-letters``,
+- exchange ``loom.replies`` (direct) -> quorum queue ``loom.replies`` (binding ``reply``):
+  the answers of finished runs on their way back (Slack thread, webhook callback), sent by
+  the worker role;
+- these queues dead-letter to exchange ``loom.dead`` (fanout) -> queue ``loom.dead-letters``,
   and have a delivery limit, so a message that keeps failing ends there.
 """
 
@@ -25,6 +28,9 @@ ATTENTION_QUEUE = "loom.attention"
 WORK_EXCHANGE = "loom.work"
 WORK_QUEUE = "loom.work"
 WORK_ROUTING_KEY = "work"
+REPLIES_EXCHANGE = "loom.replies"
+REPLIES_QUEUE = "loom.replies"
+REPLY_ROUTING_KEY = "reply"
 DEAD_LETTER_EXCHANGE = "loom.dead"
 DEAD_LETTER_QUEUE = "loom.dead-letters"
 DEFAULT_DELIVERY_LIMIT = 5
@@ -44,12 +50,13 @@ class Binding:
 TOPOLOGY: tuple[Binding, ...] = (
     Binding(SIGNALS_EXCHANGE, "topic", "#", ATTENTION_QUEUE),
     Binding(WORK_EXCHANGE, "direct", WORK_ROUTING_KEY, WORK_QUEUE),
+    Binding(REPLIES_EXCHANGE, "direct", REPLY_ROUTING_KEY, REPLIES_QUEUE),
     Binding(DEAD_LETTER_EXCHANGE, "fanout", "", DEAD_LETTER_QUEUE),
 )
 """The topology as data, so every implementation declares (and routes) the same thing."""
 EXCHANGES: tuple[str, ...] = tuple(dict.fromkeys(b.exchange for b in TOPOLOGY))
 QUEUES: tuple[str, ...] = tuple(b.queue for b in TOPOLOGY)
-WORK_QUEUES: tuple[str, ...] = (ATTENTION_QUEUE, WORK_QUEUE)
+WORK_QUEUES: tuple[str, ...] = (ATTENTION_QUEUE, WORK_QUEUE, REPLIES_QUEUE)
 """The queues that dead-letter to ``loom.dead`` and enforce the delivery limit."""
 
 

@@ -18,10 +18,13 @@ from typing import Any
 import uvicorn
 
 from loom import metrics
+from loom.adapters.base import Adapter
+from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker, broker_from_url
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app
+from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
 from loom.model import Model
@@ -82,7 +85,7 @@ class Daemon:
         agent: Agent | None = None,
         *,
         attention: AttentionPolicy | None = None,
-        adapters: Sequence[Any] = (),
+        adapters: Sequence[Adapter] = (),
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or Settings()
@@ -90,7 +93,7 @@ class Daemon:
         if attention is None and self.settings.attention_rules:
             attention = AttentionPolicy(rules=self.settings.attention_rules)
         self.attention = attention or self.agent.attention
-        self.adapters = list(adapters)
+        self.adapters = merge_adapters(adapters_from_settings(self.settings), adapters)
         self.broker: Broker = broker_from_url(
             self.settings.broker_url, namespace=self.settings.namespace
         )
@@ -118,6 +121,7 @@ class Daemon:
             sweep_interval=worker.sweep_interval,
             prefetch=worker.prefetch,
         )
+        self.replies = ReplyDispatcher(self.broker, self.state, self.adapters)
         self.roles: tuple[str, ...] = ()
         self.started = False
         self.draining = False
@@ -141,6 +145,10 @@ class Daemon:
             await self.attention_consumer.start()
         if "worker" in self.roles:
             await self.worker.start()
+            await self.replies.start()
+        if "scheduler" in self.roles:
+            for adapter in self.scheduled_adapters:
+                await adapter.start(self)
         self.started = True
         logger.info(
             "loom started: roles %s, broker %s, state %s, model %s",
@@ -153,11 +161,16 @@ class Daemon:
         # One deadline for the whole drain, so it fits the pod's grace period.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_timeout
+        for adapter in self.scheduled_adapters:
+            await adapter.stop()
         await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
         await self.worker.stop(max(deadline - loop.time(), 0.0))
+        await self.replies.stop(max(min(5.0, deadline - loop.time()), 0.0))
         await self.broker.close()
         await self.state.close()
         await self.agent.aclose()
+        for adapter in self.adapters:
+            await adapter.aclose()
         self.started = False
 
     async def readiness(self) -> dict[str, bool]:
@@ -166,9 +179,17 @@ class Daemon:
             checks["attention_consuming"] = self.attention_consumer.consuming
         if "worker" in self.roles:
             checks["worker_consuming"] = self.worker.consuming
+            checks["replies_consuming"] = self.replies.consuming
+        if "scheduler" in self.roles:
+            for adapter in self.scheduled_adapters:
+                checks.update(await adapter.check())
         checks["broker"] = await _safely(self.broker.ping())
         checks["state"] = await _safely(self.state.ping())
         return checks
+
+    @property
+    def scheduled_adapters(self) -> list[Adapter]:
+        return [adapter for adapter in self.adapters if adapter.scheduled]
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from loom.adapters.cloudevents import (
     CloudEventError,
@@ -99,7 +99,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
             return error(422, str(problem))
         return await accept(daemon, signal)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -107,6 +107,8 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     ]
     if gateway:
         routes.append(Route("/signals", protected(post_signal), methods=["POST"]))
+        for adapter in daemon.adapters:
+            routes.extend(adapter.routes(daemon))
     return Starlette(routes=routes)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from loom import metrics
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
+from loom.daemon.replies import publish_reply, replies_for
 from loom.daemon.signals_io import PendingSignal, parse_work
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
@@ -205,12 +206,17 @@ class SessionWorker:
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
-                result = await self._run_once(lease, [PendingSignal.from_json(t) for t in taken])
+                signals = [PendingSignal.from_json(t) for t in taken]
+                result = await self._run_once(lease, signals)
                 await self._hold(lease)
                 if result.started_at is None:
                     # The run never started (e.g. the store was unreachable): its signals
                     # stay in flight for the next attempt instead of being dropped.
                     raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
+                # Replies are confirmed on the broker before the signals are let go of: a
+                # crash in between runs the session again rather than losing the answer.
+                for reply in replies_for(result, signals):
+                    await publish_reply(self.broker, reply)
                 await self.state.finish_in_flight(session_id)
             await self.state.clear_ready(session_id)
             released = await self.state.release_lease(lease)

@@ -100,6 +100,10 @@ class State(ABC):
         from a duplicate (another owner) after a crash."""
 
     @abstractmethod
+    async def claimed(self, key: str) -> str | None:
+        """The owner holding ``key`` (``claim``), or None when it is free or expired."""
+
+    @abstractmethod
     async def forget(self, key: str) -> None:
         """Drop a dedupe key (used when the work it guarded could not be accepted)."""
 

@@ -114,6 +114,12 @@ class MemoryState(State):
         self._bound_dedupe(now)
         return None
 
+    async def claimed(self, key: str) -> str | None:
+        expiry = self._dedupe.get(key)
+        if expiry is None or expiry <= self._clock():
+            return None
+        return self._owners.get(key, "")
+
     async def forget(self, key: str) -> None:
         self._dedupe.pop(key, None)
         self._owners.pop(key, None)

@@ -251,6 +251,11 @@ class RedisState(State):
             held = await self._claim(keys=[f"{self.prefix}:dedupe:{key}"], args=[owner, _ms(ttl)])
         return None if held is None else str(held)
 
+    async def claimed(self, key: str) -> str | None:
+        with self._guard():
+            held = await self._client.get(f"{self.prefix}:dedupe:{key}")
+        return None if held is None else str(held)
+
     async def forget(self, key: str) -> None:
         with self._guard():
             await self._client.delete(f"{self.prefix}:dedupe:{key}")

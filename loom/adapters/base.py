@@ -1,0 +1,97 @@
+"""The adapter contract: how an outside system sends signals in and receives replies.
+
+An adapter may do any of three things, each in the role that owns it:
+
+- ``routes(daemon)``: HTTP routes the gateway serves (Slack events, a webhook);
+- ``start(daemon)`` / ``stop()``: background work of the scheduler role (cron, heartbeat);
+- ``replies_to(address)`` / ``send_reply(reply)``: deliver a finished run's answer to a
+  signal's ``reply_to`` address (a Slack thread, a callback URL), in the worker role.
+
+Adapters publish through ``loom.daemon.http.accept`` (HTTP, with dedupe and 503 on broker
+failure) or ``loom.daemon.signals_io.publish_signal`` (confirmed publish), never around them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from loom.daemon.app import Daemon
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A finished run's answer, on its way to the address a signal asked to be answered at."""
+
+    reply_to: str
+    session_id: str
+    run_id: str
+    status: str
+    """The run's status: ``completed``, ``failed``, ``cancelled`` or ``interrupted``."""
+    output: str
+    error: str | None = None
+    signal_ids: tuple[str, ...] = ()
+    signal_source: str = ""
+    """The source of the (first) signal that asked for the reply, e.g. ``slack``."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Reply:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("a reply is a JSON object")
+        missing = {"reply_to", "session_id", "run_id", "status", "output"} - data.keys()
+        if missing:
+            raise ValueError(f"a reply needs {', '.join(sorted(missing))}")
+        data["signal_ids"] = tuple(data.get("signal_ids") or ())
+        return cls(**data)
+
+
+class Adapter:
+    """Base class of adapters; override what the adapter does, the rest does nothing."""
+
+    name: str = "adapter"
+
+    def routes(self, daemon: Daemon) -> list[BaseRoute]:
+        """Routes the gateway adds for this adapter."""
+        return []
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the adapter runs background work in the scheduler role."""
+        return False
+
+    async def start(self, daemon: Daemon) -> None:
+        """Start background work (scheduler role only)."""
+
+    async def stop(self) -> None:
+        """Stop background work; must be safe when never started."""
+
+    async def check(self) -> dict[str, bool]:
+        """Readiness checks of a started adapter (name -> ok)."""
+        return {}
+
+    def replies_to(self, address: str) -> bool:
+        """True when this adapter delivers replies to ``address`` (a signal's reply_to)."""
+        return False
+
+    async def send_reply(self, reply: Reply) -> None:
+        """Deliver ``reply``; raise to have it retried (and dead-lettered past the limit)."""
+        raise NotImplementedError(f"{type(self).__name__} sends no replies")
+
+    async def aclose(self) -> None:
+        """Release clients (HTTP sessions) when the process stops."""
+
+
+__all__ = ["Adapter", "Reply"]
