@@ -10,8 +10,8 @@ import pytest
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters.base import Adapter, Reply
 from loom.broker.base import REPLIES_QUEUE
-from loom.daemon.app import Daemon
 from loom.broker.memory import MemoryBroker
+from loom.daemon.app import Daemon
 from loom.daemon.replies import ReplyDispatcher, publish_reply
 from loom.daemon.signals_io import publish_signal
 from loom.state.memory_state import MemoryState
