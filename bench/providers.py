@@ -1,13 +1,15 @@
 """Time per model call through Loom against a bare SDK call, for the same reply.
 
-Both SDK clients get an ``httpx2.MockTransport`` that answers at once with the fake server's
-wire reply (the builders in ``tests/fakes``), and bare and Loom calls are interleaved so drift
-hits both equally. The figures are therefore pure client-side cost (SDK, plus Loom's run);
-any real network time would add to both sides alike and push the ratio towards 1.
+Two settings, bare and Loom calls interleaved in each so drift hits both equally:
 
-Why not over loopback TCP to the fake server: there, two connections used alternately show a
-~44 ms delayed-ACK stall on one of them (whichever; it swaps between runs), which drowns the
-sub-millisecond difference being measured.
+1. over loopback TCP to the tests' fake wire server (``tests/fakes/llm_server.py``, uvicorn
+   in a thread of this process): the issue's measurement, a real HTTP round trip per call;
+2. in process: both SDK clients get an ``httpx2.MockTransport`` that answers at once with
+   the same wire reply, so the figures are pure client-side cost (SDK, plus Loom's run) and
+   the ratio is the harshest view of Loom's overhead.
+
+(An earlier version of the fake server bound its socket without ``IPPROTO_TCP``, so asyncio
+never set TCP_NODELAY and every other response stalled ~40 ms on a delayed ACK; fixed.)
 
 Prints figures; asserts nothing. Target (issue 3): Loom at most 1.2x the bare SDK call.
 Run: ``uv run python bench/providers.py [--calls 300]``.
@@ -28,7 +30,7 @@ import httpx2
 import openai
 
 from loom import Agent, Model
-from tests.fakes.llm_server import anthropic_message, openai_chat
+from tests.fakes.llm_server import FakeLLMServer, anthropic_message, openai_chat
 
 Call = Callable[[], Awaitable[object]]
 ANTHROPIC_REPLY = anthropic_message(text="pong", model="claude-sonnet-4-6")
@@ -114,6 +116,18 @@ async def _openai(calls: int, base_url: str, http: Callable[[], Any]) -> Any:
 
 async def main(calls: int) -> None:
     print(f"loom provider benchmark: {calls} calls each, bare and loom interleaved")
+    replies = 2 * (calls + 20)
+    with FakeLLMServer() as server:
+        server.script("messages", *[ANTHROPIC_REPLY] * replies)
+        server.script("chat", *[OPENAI_REPLY] * replies)
+        _report(
+            "anthropic messages, loopback TCP",
+            await _anthropic(calls, server.anthropic_base_url, httpx2.AsyncClient),
+        )
+        _report(
+            "openai chat, loopback TCP",
+            await _openai(calls, server.openai_base_url, httpx2.AsyncClient),
+        )
     _report(
         "anthropic messages, in process",
         await _anthropic(calls, "http://fake", lambda: _mock_client(ANTHROPIC_REPLY)),

@@ -312,7 +312,8 @@ class FakeLLMServer:
         """Bind a free loopback port and serve from a daemon thread; returns once listening."""
         if self._thread is not None:
             raise RuntimeError("FakeLLMServer already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted sockets (no 40 ms ACK stalls).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(

@@ -1,0 +1,216 @@
+"""Gateway throughput and latency: ``POST /signals`` on RabbitMQ beside the bare publish rate.
+
+Prints figures; asserts nothing. Run: ``uv run python bench/gateway.py [--n 5000] [--c 32]``.
+
+1. bare publish: aio-pika alone, persistent and publisher-confirmed into a quorum queue,
+   ``--c`` publishes in flight at a time (what the gateway must do for each request);
+2. ``loom gateway`` in a subprocess (uvicorn, RabbitMQ broker, Redis state) under ``--c``
+   concurrent HTTP clients (aiohttp, keep-alive) posting RuntimeSignals: accepted signals/s
+   and the latency of each request (p50, p99), first without, then with a dedupe key (one
+   Redis claim per request). The queue depth afterwards must equal the 202s: every signal
+   the gateway accepted is on the broker.
+
+The load generator shares the machine (and on small machines the cores) with the gateway
+and RabbitMQ, so the HTTP figures are a floor. Services: ``LOOM_BENCH_RABBITMQ_URL`` and
+``LOOM_BENCH_REDIS_URL`` as in bench/pipeline.py; everything lives in a fresh namespace that
+is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+from pipeline import (
+    RABBITMQ_START,
+    RABBITMQ_URL,
+    REDIS_START,
+    REDIS_URL,
+    _line,
+    _pct,
+    reachable,
+    teardown,
+)
+
+from loom.broker.base import ATTENTION_QUEUE
+from loom.broker.rabbitmq import RabbitMQBroker
+from loom.signals import RuntimeSignal
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _body(i: int, tag: str, dedupe: bool) -> bytes:
+    signal = RuntimeSignal.create(
+        f"bench {tag} event {i}: disk usage at {40 + i % 50}% on host-{i % 7}",
+        source="bench",
+        type=tag,
+        urgency="low",
+        session_id=f"bench-{i % 50}",
+        payload={"host": f"host-{i % 7}", "seq": i},
+        dedupe_key=f"{tag}-{i}" if dedupe else None,
+    )
+    return signal.model_dump_json().encode()
+
+
+async def bare_publish(ns: str, n: int, concurrency: int) -> float:
+    """Confirmed publishes/second of aio-pika alone, ``concurrency`` in flight."""
+    body = _body(0, "bare", False)
+    connection = await aio_pika.connect_robust(RABBITMQ_URL)
+    try:
+        channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.declare_exchange(f"{ns}.bare", "topic", durable=True)
+        queue = await channel.declare_queue(
+            f"{ns}.bare", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, "#")
+        counter = iter(range(n))
+
+        async def publisher() -> None:
+            for _ in counter:
+                message = aio_pika.Message(
+                    body,
+                    message_id=uuid.uuid4().hex,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                )
+                await exchange.publish(message, "bench.bare", mandatory=True)
+
+        await asyncio.gather(*(publisher() for _ in range(concurrency)))  # warm-up drains it
+        counter = iter(range(n))
+        start = time.perf_counter()
+        await asyncio.gather(*(publisher() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        await channel.queue_delete(f"{ns}.bare")
+        await channel.exchange_delete(f"{ns}.bare")
+    finally:
+        await connection.close()
+    return n / elapsed
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def start_gateway(ns: str, port: int) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "LOOM_BROKER_URL": RABBITMQ_URL,
+        "LOOM_STATE_URL": REDIS_URL,
+        "LOOM_NAMESPACE": ns,
+        "LOOM_MODEL": "test",
+        "LOOM_HTTP__PORT": str(port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loom", "gateway", cwd=ROOT, env=env, stderr=subprocess.PIPE
+    )
+    async with aiohttp.ClientSession() as client:
+        for _ in range(200):
+            if process.returncode is not None:
+                error = (await process.stderr.read()).decode() if process.stderr else ""
+                raise RuntimeError(f"loom gateway exited: {error}")
+            try:
+                async with client.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return process
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("loom gateway did not become ready in 10 s")
+
+
+async def post_signals(
+    port: int, n: int, concurrency: int, tag: str, dedupe: bool
+) -> tuple[float, list[float], Counter[int]]:
+    """Accepted signals/s, per-request latencies and the count of each status code."""
+    url = f"http://127.0.0.1:{port}/signals"
+    bodies = [_body(i, tag, dedupe) for i in range(n)]
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        work = iter(bodies)
+
+        async def sender() -> None:
+            for body in work:
+                began = time.perf_counter()
+                async with client.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - began)
+                statuses[response.status] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return statuses[202] / elapsed, latencies, statuses
+
+
+async def queued(ns: str) -> int:
+    broker = RabbitMQBroker(RABBITMQ_URL, namespace=ns)
+    await broker.start()
+    try:
+        return await broker.queue_depth(ATTENTION_QUEUE)
+    finally:
+        await broker.close()
+
+
+async def main(args: argparse.Namespace) -> int:
+    if not reachable(RABBITMQ_URL, 5672) or not reachable(REDIS_URL, 6379):
+        print("RabbitMQ and Redis must both be reachable for this benchmark.", file=sys.stderr)
+        print(f"  RabbitMQ: {RABBITMQ_START}\n  Redis: {REDIS_START}", file=sys.stderr)
+        return 1
+    ns = f"bench-{uuid.uuid4().hex[:10]}"
+    n, c = args.n, args.c
+    print(f"loom gateway benchmark: namespace {ns}, N={n}, {c} requests in flight")
+    gateway: asyncio.subprocess.Process | None = None
+    try:
+        bare = await bare_publish(ns, n, c)
+        _line("1. bare aio-pika confirmed publish", f"{bare:,.0f} msg/s", "(ceiling)")
+        port = _free_port()
+        gateway = await start_gateway(ns, port)
+        await post_signals(port, min(n, 500), c, "warmup", False)
+        accepted_total = 0
+        for label, dedupe in (("without dedupe key", False), ("with dedupe key", True)):
+            rate, latencies, statuses = await post_signals(port, n, c, f"run-{dedupe}", dedupe)
+            accepted_total += statuses[202]
+            _line(f"2. POST /signals {label}", f"{rate:,.0f} sig/s", f"{rate / bare:.0%} of bare")
+            p50, p99 = _pct(latencies, 0.50) * 1e3, _pct(latencies, 0.99) * 1e3
+            _line(
+                "   latency p50 / p99",
+                f"{p50:.1f} / {p99:.1f} ms",
+                f"max {max(latencies) * 1e3:.1f} ms",
+            )
+            _line("   responses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+        depth = await queued(ns)
+        warmup = min(n, 500)
+        verdict = "all on the broker" if depth == accepted_total + warmup else "MISMATCH"
+        _line(
+            "3. queue depth after the run",
+            f"{depth:,}",
+            f"{verdict} ({accepted_total + warmup} accepted)",
+        )
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            await asyncio.wait_for(gateway.wait(), 30)
+        await teardown(ns)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="requests per phase")
+    parser.add_argument("--c", type=int, default=32, help="requests (and publishes) in flight")
+    sys.exit(asyncio.run(main(parser.parse_args())))
