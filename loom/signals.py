@@ -18,6 +18,10 @@ Urgency = Literal["low", "normal", "high", "critical"]
 URGENCIES: tuple[Urgency, ...] = ("low", "normal", "high", "critical")
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:@/-]{1,256}$"
+VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
+"""At least one character that is not whitespace. JSON Schema patterns match anywhere, and
+what counts as whitespace differs between ECMA-262 (JSON Schema), Python and Rust
+(pydantic); naming the characters they disagree on makes the class the same in all three."""
 
 
 def _signal_id() -> str:
@@ -31,21 +35,31 @@ def _now() -> datetime:
 class RuntimeSignal(BaseModel):
     """Something that happened and may deserve the agent's attention."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: what the JSON schema says is exactly what is accepted.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: Literal[1] = 1
-    id: str = Field(default_factory=_signal_id, min_length=1, max_length=128)
-    source: str = Field(default="custom", min_length=1, max_length=128)
-    type: str = Field(default="event", min_length=1, max_length=128)
+    id: str = Field(default_factory=_signal_id, min_length=1, max_length=128, pattern=VISIBLE)
+    source: str = Field(default="custom", min_length=1, max_length=128, pattern=VISIBLE)
+    type: str = Field(default="event", min_length=1, max_length=128, pattern=VISIBLE)
     summary: str = Field(default="", max_length=10_000)
     urgency: Urgency = "normal"
     payload: dict[str, Any] = Field(default_factory=dict)
     session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     run_id: str | None = Field(default=None, max_length=128)
-    dedupe_key: str | None = Field(default=None, min_length=1, max_length=512)
+    dedupe_key: str | None = Field(default=None, min_length=1, max_length=512, pattern=VISIBLE)
     reply_to: str | None = Field(default=None, max_length=2048)
     observed_at: AwareDatetime = Field(default_factory=_now)
     expires_at: AwareDatetime | None = None
+
+    @field_validator("observed_at", "expires_at", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        # The wire format says RFC 3339 text; a bare number is refused rather than guessed
+        # to be Unix seconds (or milliseconds).
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("must be an RFC 3339 timestamp string with a timezone")
+        return value
 
     @field_validator("observed_at", "expires_at")
     @classmethod

@@ -67,6 +67,10 @@ class Adapter:
         """Routes the gateway adds for this adapter."""
         return []
 
+    def openapi(self) -> dict[str, Any]:
+        """OpenAPI path items of ``routes()``, merged into ``GET /openapi.json``."""
+        return {}
+
     @property
     def scheduled(self) -> bool:
         """True when the adapter runs background work in the scheduler role."""

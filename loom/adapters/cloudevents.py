@@ -10,6 +10,7 @@ attributes ``loomsession`` and ``loomurgency`` choose the session and the urgenc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,8 @@ from loom.signals import RuntimeSignal
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
+STRING_ATTRIBUTES = (*REQUIRED, "datacontenttype", "dataschema", "subject", "time")
+EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}$")
 
 
 class CloudEventError(LoomError):
@@ -43,24 +46,51 @@ def parse_http(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
             if "json" in content_type:
                 try:
                     event["data"] = json.loads(body)
-                except json.JSONDecodeError as problem:
+                except ValueError as problem:  # JSONDecodeError or UnicodeDecodeError
                     raise CloudEventError(f"data is not JSON: {problem}") from problem
             else:
                 event["data"] = body.decode("utf-8", "replace")
         return event
     try:
         event = json.loads(body)
-    except json.JSONDecodeError as problem:
+    except ValueError as problem:  # JSONDecodeError or UnicodeDecodeError
         raise CloudEventError(f"body is not JSON: {problem}") from problem
     if not isinstance(event, dict):
         raise CloudEventError("a structured CloudEvent must be a JSON object")
     return event
 
 
-def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
+def check_attributes(event: Mapping[str, Any]) -> None:
+    """Raise CloudEventError unless the attributes follow the CloudEvents type system: the
+    spec's own attributes are strings, extensions are strings, integers or booleans."""
     missing = [name for name in REQUIRED if not event.get(name)]
     if missing:
         raise CloudEventError(f"CloudEvent misses required attribute(s): {', '.join(missing)}")
+    for name, value in event.items():
+        if name in ("data", "data_base64"):
+            continue
+        if name in STRING_ATTRIBUTES:
+            if not isinstance(value, str):
+                raise CloudEventError(f"attribute {name!r} must be a string, not {_kind(value)}")
+        elif not EXTENSION_NAME.match(name):
+            raise CloudEventError(
+                f"extension attribute name {name[:80]!r} must be lowercase letters and digits"
+            )
+        elif not isinstance(value, str | int | bool) or isinstance(value, float):
+            raise CloudEventError(
+                f"extension attribute {name!r} must be a string, integer or boolean, "
+                f"not {_kind(value)}"
+            )
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "an array", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
+    check_attributes(event)
     if event["specversion"] != "1.0":
         raise CloudEventError(f"unsupported specversion {event['specversion']!r} (want 1.0)")
     data = event.get("data")
@@ -76,11 +106,11 @@ def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
         "payload": payload,
         "dedupe_key": f"ce:{event['source']}:{event['id']}"[:512],
     }
-    if event.get("loomsession"):
+    if "loomsession" in event:
         fields["session_id"] = event["loomsession"]
-    if event.get("loomurgency"):
+    if "loomurgency" in event:
         fields["urgency"] = event["loomurgency"]
-    if event.get("time"):
+    if "time" in event:
         try:
             fields["observed_at"] = datetime.fromisoformat(
                 str(event["time"]).replace("Z", "+00:00")

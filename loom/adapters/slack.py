@@ -1,0 +1,348 @@
+"""Slack: Events API and button interactions in, answers back into the thread.
+
+``POST /slack/events`` and ``POST /slack/interactions`` check Slack's request signature
+(signing secret, 5-minute replay window), answer ``url_verification``, and publish one
+signal per event through ``accept`` before acknowledging: ``202``/``200`` (a retry Slack sent
+again, deduplicated on team + event id), ``503`` when the broker is down so that Slack
+retries. Replies go to ``slack:{channel}[:{thread_ts}]`` addresses with ``chat.postMessage``;
+a Slack API error raises, so the reply dispatcher retries it. See docs/slack.md.
+
+slack_sdk and aiohttp are imported on first use, so ``import loom.adapters`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pydantic import SecretStr
+
+from loom.adapters.base import Adapter, Reply
+from loom.adapters.slack_events import (
+    Ignored,
+    SessionPer,
+    SlackPayloadError,
+    event_signal,
+    interaction_signals,
+    parse_address,
+)
+from loom.errors import LoomError
+
+if TYPE_CHECKING:
+    import aiohttp
+    from slack_sdk.signature import SignatureVerifier
+    from slack_sdk.web.async_client import AsyncWebClient
+    from starlette.datastructures import Headers
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute
+
+    from loom.daemon.app import Daemon
+    from loom.daemon.settings import SlackSettings
+
+logger = logging.getLogger("loom.slack")
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+REPLAY_WINDOW = 300
+"""Seconds a signed request stays valid (Slack's own verifier uses the same window)."""
+
+MAX_TEXT = 39_000
+"""chat.postMessage truncates text past 40,000 characters; cut earlier and say so."""
+
+_UNIX_TIME = re.compile(r"^[0-9]{1,12}$")
+
+
+class SlackError(LoomError):
+    """Posting to Slack failed (API error, rate limit, missing token); retry may help."""
+
+
+class Slack(Adapter):
+    """The Slack app: ``Slack()`` reads ``LOOM_SLACK__*``; keyword arguments override them.
+
+    ``session_per="thread"`` (default) gives every thread its own session; ``"channel"``
+    one session per channel.
+    """
+
+    name = "slack"
+
+    def __init__(
+        self,
+        *,
+        signing_secret: str | SecretStr | None = None,
+        bot_token: str | SecretStr | None = None,
+        api_url: str | None = None,
+        session_per: SessionPer = "thread",
+        timeout: float = 10.0,
+        settings: SlackSettings | None = None,
+    ) -> None:
+        if settings is None and None in (signing_secret, bot_token, api_url):
+            from loom.daemon.settings import Settings
+
+            settings = Settings().slack
+        if session_per not in ("thread", "channel"):
+            raise ValueError(f"session_per must be 'thread' or 'channel', not {session_per!r}")
+        self.signing_secret = _secret(signing_secret)
+        self.bot_token = _secret(bot_token)
+        self.api_url = api_url or DEFAULT_API_URL
+        if settings is not None:
+            self.signing_secret = self.signing_secret or _secret(settings.signing_secret)
+            self.bot_token = self.bot_token or _secret(settings.bot_token)
+            self.api_url = api_url or settings.api_url
+        self.session_per: SessionPer = session_per
+        self.timeout = timeout
+        self._verifier: SignatureVerifier | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncWebClient | None = None
+
+    # -- inbound -----------------------------------------------------------------------
+    def routes(self, daemon: Daemon) -> list[BaseRoute]:
+        """``POST /slack/events`` and ``POST /slack/interactions``."""
+        from slack_sdk.signature import SignatureVerifier
+        from starlette.routing import Route
+
+        if not self.signing_secret:
+            raise ValueError(
+                "the Slack adapter needs a signing secret to check Slack's requests: "
+                "set LOOM_SLACK__SIGNING_SECRET or pass Slack(signing_secret=...)"
+            )
+        self._verifier = SignatureVerifier(self.signing_secret.get_secret_value())
+
+        async def events(request: Request) -> Response:
+            return await self._events(daemon, request)
+
+        async def interactions(request: Request) -> Response:
+            return await self._interactions(daemon, request)
+
+        return [
+            Route("/slack/events", events, methods=["POST"]),
+            Route("/slack/interactions", interactions, methods=["POST"]),
+        ]
+
+    def openapi(self) -> dict[str, Any]:
+        """Path items of the two Slack routes (signed with the app's signing secret)."""
+        from loom.daemon.openapi import answer, errors
+
+        signature = [
+            {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+            for name in ("X-Slack-Request-Timestamp", "X-Slack-Signature")
+        ]
+        status = {"type": "object", "properties": {"status": {"type": "string"}}}
+        events = {
+            "summary": "Slack Events API (app_mention, message, reaction_added)",
+            "security": [],
+            "parameters": signature,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "202": answer("Accepted: the broker confirmed the signal.", status),
+                "200": answer(
+                    "url_verification's challenge, a retry already accepted, or an "
+                    "event that makes no signal.",
+                    {"type": "object"},
+                ),
+                **errors(400, 401, 413, 422, 503),
+            },
+        }
+        form = {"type": "object", "required": ["payload"], "properties": {"payload": {}}}
+        interactions = {
+            "summary": "Slack interactivity (block_actions: button presses)",
+            "security": [],
+            "parameters": signature,
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": form}},
+            },
+            "responses": {
+                "200": answer("Acknowledged (empty body, as Slack wants)."),
+                **errors(400, 401, 413, 422, 503),
+            },
+        }
+        return {"/slack/events": {"post": events}, "/slack/interactions": {"post": interactions}}
+
+    async def _events(self, daemon: Daemon, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        from loom.daemon.http import accept, error
+
+        body = await self._signed_body(daemon, request)
+        if not isinstance(body, bytes):
+            return body
+        try:
+            envelope = json.loads(body)
+        except (ValueError, RecursionError) as problem:
+            return error(400, f"the body is not JSON: {problem}")
+        if not isinstance(envelope, dict):
+            return error(422, "the body must be a JSON object (a Slack Events API envelope)")
+        if envelope.get("type") == "url_verification":
+            challenge = envelope.get("challenge")
+            if not isinstance(challenge, str) or not challenge:
+                return error(422, "url_verification needs a 'challenge' string")
+            return JSONResponse({"challenge": challenge})
+        try:
+            outcome = event_signal(envelope, session_per=self.session_per)
+        except SlackPayloadError as problem:
+            return error(422, str(problem))
+        if isinstance(outcome, Ignored):
+            return JSONResponse({"status": "ignored", "reason": outcome.reason})
+        retry = request.headers.get("x-slack-retry-num")
+        if retry is not None:
+            reason = request.headers.get("x-slack-retry-reason", "?")
+            logger.info("slack retry %s (%s) of %s", retry[:8], reason[:40], outcome.dedupe_key)
+        return await accept(daemon, outcome)
+
+    async def _interactions(self, daemon: Daemon, request: Request) -> Response:
+        from starlette.responses import Response
+
+        from loom.daemon.http import accept, error
+
+        body = await self._signed_body(daemon, request)
+        if not isinstance(body, bytes):
+            return body
+        if request.headers.get("content-type", "").partition(";")[0].strip() != (
+            "application/x-www-form-urlencoded"
+        ):
+            return error(400, "interactions come form-encoded: payload=<JSON>")
+        fields = parse_qs(body.decode(), keep_blank_values=True).get("payload", [])
+        if len(fields) != 1:
+            return error(400, "expected exactly one form field payload=<JSON>")
+        try:
+            payload = json.loads(fields[0])
+        except (ValueError, RecursionError) as problem:
+            return error(400, f"the payload field is not JSON: {problem}")
+        if not isinstance(payload, dict):
+            return error(422, "the interaction payload must be a JSON object")
+        try:
+            outcome = interaction_signals(payload, session_per=self.session_per)
+        except SlackPayloadError as problem:
+            return error(422, str(problem))
+        if isinstance(outcome, Ignored):
+            return Response(status_code=200)
+        for signal in outcome:
+            response = await accept(daemon, signal)
+            if response.status_code >= 500:
+                return response  # Slack shows the user an error; nothing was acknowledged
+        # Slack wants an empty 200: a body could be taken as a message to show.
+        return Response(status_code=200)
+
+    async def _signed_body(self, daemon: Daemon, request: Request) -> bytes | Response:
+        """The body of a request Slack signed, or the response that refuses it."""
+        from loom.daemon.http import error, read_body
+
+        if daemon.draining:
+            return error(503, "shutting down: Slack will retry, another replica takes it")
+        body = await read_body(request, daemon.settings.http.max_body_bytes)
+        if not isinstance(body, bytes):
+            return body
+        refused = self._check_signature(request.headers, body)
+        return body if refused is None else error(401, refused)
+
+    def _check_signature(self, headers: Headers, body: bytes) -> str | None:
+        """Why the request is not Slack's (None when it is)."""
+        verifier = self._verifier
+        assert verifier is not None, "routes() creates the verifier"
+        timestamp = headers.get("x-slack-request-timestamp")
+        signature = headers.get("x-slack-signature")
+        if not timestamp or not signature:
+            return (
+                "missing X-Slack-Signature or X-Slack-Request-Timestamp: not a signed Slack request"
+            )
+        if not _UNIX_TIME.match(timestamp):
+            return "X-Slack-Request-Timestamp is not a Unix time"
+        if abs(verifier.clock.now() - int(timestamp)) > REPLAY_WINDOW:
+            return (
+                "X-Slack-Request-Timestamp is more than 5 minutes off: a stale or replayed request"
+            )
+        try:
+            valid = verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+        except UnicodeDecodeError:
+            valid = False  # Slack sends UTF-8; anything else was not signed by it
+        if not valid:
+            return "X-Slack-Signature does not match the body and the signing secret"
+        return None
+
+    # -- replies -----------------------------------------------------------------------
+    def replies_to(self, address: str) -> bool:
+        """True for ``slack:`` addresses."""
+        return address.startswith("slack:")
+
+    async def send_reply(self, reply: Reply) -> None:
+        """Post the run's answer (or why it failed) in the signal's thread."""
+        from slack_sdk.errors import SlackApiError
+
+        channel, thread_ts = parse_address(reply.reply_to)
+        client = self._web_client()
+        try:
+            await client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=reply_text(reply)
+            )
+        except SlackApiError as problem:
+            raise SlackError(_describe_api_error(channel, problem.response)) from problem
+
+    def _web_client(self) -> AsyncWebClient:
+        if self._client is None:
+            if not self.bot_token:
+                raise SlackError(
+                    "cannot post to Slack without a bot token: set LOOM_SLACK__BOT_TOKEN "
+                    "or pass Slack(bot_token=...)"
+                )
+            import aiohttp
+            from slack_sdk.web.async_client import AsyncWebClient
+
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            # No client-side retries: the reply dispatcher retries with backoff and a limit.
+            self._client = AsyncWebClient(
+                token=self.bot_token.get_secret_value(),
+                base_url=self.api_url,
+                session=self._session,
+                retry_handlers=[],
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP session of the Web API client."""
+        session, self._session, self._client = self._session, None, None
+        if session is not None:
+            await session.close()
+
+
+def reply_text(reply: Reply) -> str:
+    """What goes to Slack: the answer of a completed run, else plainly that it failed."""
+    if reply.ok:
+        text = reply.output.strip() or "(I finished without a written answer.)"
+    elif reply.status == "cancelled":
+        text = f":no_entry_sign: The run was cancelled: {reply.error or 'no reason given'}"
+    else:
+        text = f":warning: I could not finish ({reply.status}): {reply.error or 'no reason given'}"
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + "\n… (cut: the answer is longer than a Slack message)"
+    return text
+
+
+def _describe_api_error(channel: str, response: Any) -> str:
+    status = getattr(response, "status_code", None)
+    data = getattr(response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    message = (
+        f"chat.postMessage to {channel} failed: {code or 'unexpected response'} (HTTP {status})"
+    )
+    headers = getattr(response, "headers", None) or {}
+    retry_after = headers.get("Retry-After") or headers.get("retry-after")
+    if status == 429 and retry_after:
+        message += f"; rate limited, Slack asks to wait {retry_after}s"
+    return message
+
+
+def _secret(value: str | SecretStr | None) -> SecretStr | None:
+    """The value as a SecretStr; None for a missing or empty one."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return SecretStr(value) if value else None
+
+
+__all__ = ["Slack", "SlackError", "reply_text"]

@@ -1,0 +1,362 @@
+"""Slack Events API and interaction payloads to RuntimeSignals: pure functions, no I/O.
+
+Sessions: one per thread, ``slack:{team}:{channel}:{thread_ts}`` (a message that starts a
+thread uses its own ``ts``), or one per channel, ``slack:{team}:{channel}``. A direct message
+outside a thread belongs to the DM's channel session, so a conversation with the bot keeps
+its context.
+
+Reply addresses: ``slack:{channel}:{thread_ts}`` posts in that thread, ``slack:{channel}``
+posts at the top level (direct messages outside a thread). No team: a bot token belongs to
+one workspace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from loom.errors import LoomError
+from loom.signals import RuntimeSignal
+
+SessionPer = Literal["thread", "channel"]
+
+MAX_SUMMARY = 10_000
+"""RuntimeSignal's summary limit; longer messages are cut there."""
+
+# Message subtypes a person sends; every other subtype (bot_message, message_changed,
+# message_deleted, channel_join, ...) is an edit, a bot or housekeeping, not a request.
+PERSON_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TS = re.compile(r"^[0-9]{1,12}\.[0-9]{1,9}$")
+_TRIGGER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+class SlackPayloadError(LoomError):
+    """A Slack payload is not what Slack sends; the message says which field is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A valid payload the adapter deliberately does not turn into a signal."""
+
+    reason: str
+
+
+def session_for(team: str, channel: str, thread_ts: str, session_per: SessionPer) -> str:
+    """The session of a message in ``channel``, in the thread rooted at ``thread_ts``."""
+    if session_per == "channel":
+        return f"slack:{team}:{channel}"
+    return f"slack:{team}:{channel}:{thread_ts}"
+
+
+def reply_address(channel: str, thread_ts: str | None) -> str:
+    """``slack:{channel}:{thread_ts}``, or ``slack:{channel}`` for the top level."""
+    return f"slack:{channel}:{thread_ts}" if thread_ts else f"slack:{channel}"
+
+
+def parse_address(address: str) -> tuple[str, str | None]:
+    """``(channel, thread_ts or None)`` of a ``slack:`` reply address."""
+    scheme, _, rest = address.partition(":")
+    channel, _, thread_ts = rest.partition(":")
+    if scheme != "slack" or not _ID.match(channel) or (thread_ts and not _TS.match(thread_ts)):
+        raise SlackPayloadError(
+            f"{address!r} is not a Slack reply address (slack:CHANNEL or slack:CHANNEL:THREAD_TS)"
+        )
+    return channel, thread_ts or None
+
+
+def event_signal(
+    envelope: Mapping[str, Any], *, session_per: SessionPer = "thread"
+) -> RuntimeSignal | Ignored:
+    """The signal for an ``event_callback`` envelope, or why there is none.
+
+    Raises SlackPayloadError when the envelope is malformed.
+    """
+    kind = _text(envelope, "type", "envelope")
+    if kind != "event_callback":
+        return Ignored(f"envelope type {kind!r} is not handled")
+    team = _id(envelope, "team_id", "envelope")
+    event_id = _id(envelope, "event_id", "envelope")
+    event = _object(envelope, "event", "envelope")
+    event_type = _text(event, "type", "event")
+    bot_user = _bot_user(envelope)
+    context = _Context(team, event_id, session_per, bot_user, _event_time(envelope))
+    if event_type in ("app_mention", "message"):
+        return _message(event_type, event, context)
+    if event_type == "reaction_added":
+        return _reaction(event, context)
+    return Ignored(f"event type {event_type!r} is not handled")
+
+
+def interaction_signals(
+    payload: Mapping[str, Any], *, session_per: SessionPer = "thread"
+) -> list[RuntimeSignal] | Ignored:
+    """One high-urgency signal per action of a ``block_actions`` payload (a button press),
+    in the session of the thread of the message that holds the buttons."""
+    kind = _text(payload, "type", "payload")
+    if kind != "block_actions":
+        return Ignored(f"interaction type {kind!r} is not handled")
+    user_info = _object(payload, "user", "payload")
+    user = _id(user_info, "id", "user")
+    team_info = payload.get("team")
+    # Org-wide installs may send "team": null; the user's team_id is then the workspace.
+    team = (
+        _id(team_info, "id", "team")
+        if isinstance(team_info, Mapping)
+        else _id(user_info, "team_id", "user")
+    )
+    container = _object(payload, "container", "payload")
+    message = payload.get("message")
+    message = message if isinstance(message, Mapping) else {}
+    channel_info = payload.get("channel")
+    channel = container.get("channel_id") or (
+        channel_info.get("id") if isinstance(channel_info, Mapping) else None
+    )
+    message_ts = container.get("message_ts") or message.get("ts")
+    if channel is None or message_ts is None:
+        return Ignored("the action is not on a message in a channel (a modal or home tab)")
+    channel = _valid_id(channel, "container.channel_id")
+    message_ts = _valid_ts(message_ts, "container.message_ts")
+    thread_ts = _optional_ts(message, "thread_ts", "message") or message_ts
+    trigger = payload.get("trigger_id")
+    if trigger is not None and not (isinstance(trigger, str) and _TRIGGER.match(trigger)):
+        raise SlackPayloadError(
+            f"payload.trigger_id must be a Slack trigger id, got {_show(trigger)}"
+        )
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions:
+        raise SlackPayloadError(f"payload.actions must be a non-empty list, got {_show(actions)}")
+    signals = []
+    for index, action in enumerate(actions):
+        if not isinstance(action, Mapping):
+            raise SlackPayloadError(f"payload.actions[{index}] must be an object")
+        where = f"payload.actions[{index}]"
+        action_id = _text(action, "action_id", where, limit=255)
+        action_ts = _ts(action, "action_ts", where)
+        value = _action_value(action, where)
+        shown = f" = {value}" if value and value != action_id else ""
+        signals.append(
+            RuntimeSignal.create(
+                f"{user} clicked {action_id}{shown}",
+                source="slack",
+                type="interaction",
+                urgency="high",
+                payload={
+                    "action_id": action_id,
+                    "value": value,
+                    "block_id": action.get("block_id"),
+                    "user": user,
+                    "team": team,
+                    "channel": channel,
+                    "message_ts": message_ts,
+                    "thread_ts": thread_ts,
+                },
+                session_id=session_for(team, channel, thread_ts, session_per),
+                reply_to=reply_address(channel, thread_ts),
+                # A trigger id names one click; several actions in it differ by action_id.
+                dedupe_key=f"slack:{team}:action:{trigger or action_ts}:{action_id}",
+            )
+        )
+    return signals
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    team: str
+    event_id: str
+    session_per: SessionPer
+    bot_user: str | None
+    observed_at: datetime | None
+
+    def signal(self, summary: str, **fields: Any) -> RuntimeSignal:
+        if self.observed_at is not None:
+            fields["observed_at"] = self.observed_at
+        return RuntimeSignal.create(
+            summary, source="slack", dedupe_key=f"slack:{self.team}:{self.event_id}", **fields
+        )
+
+
+def _message(
+    event_type: str, event: Mapping[str, Any], context: _Context
+) -> RuntimeSignal | Ignored:
+    subtype = event.get("subtype") or ""
+    if event.get("bot_id") or subtype == "bot_message":
+        return Ignored("message from a bot")
+    if subtype not in PERSON_SUBTYPES:
+        return Ignored(f"message subtype {subtype!r} is not a new message from a person")
+    user = _id(event, "user", "event")
+    if user == context.bot_user:
+        return Ignored("the bot's own message")
+    text = event.get("text", "")
+    if not isinstance(text, str):
+        raise SlackPayloadError(f"event.text must be a string, got {_show(text)}")
+    channel = _id(event, "channel", "event")
+    ts = _ts(event, "ts", "event")
+    thread_ts = _optional_ts(event, "thread_ts", "event")
+    channel_type = event.get("channel_type")
+    if channel_type is not None and not isinstance(channel_type, str):
+        raise SlackPayloadError(f"event.channel_type must be a string, got {_show(channel_type)}")
+    mentioned = context.bot_user is not None and context.bot_user in _MENTION.findall(text)
+    if event_type == "message" and channel_type != "im" and mentioned:
+        # Slack sends a mention both as app_mention and as message: act on one of them.
+        return Ignored("a mention of the bot, handled as its app_mention event")
+    summary = _strip_mentions(text, context.bot_user, leading=event_type == "app_mention")
+    if channel_type == "im" and thread_ts is None:
+        session_id = f"slack:{context.team}:{channel}"
+        reply_to = reply_address(channel, None)
+    else:
+        session_id = session_for(context.team, channel, thread_ts or ts, context.session_per)
+        reply_to = reply_address(channel, thread_ts or ts)
+    payload = {
+        "team": context.team,
+        "channel": channel,
+        "channel_type": channel_type,
+        "user": user,
+        "ts": ts,
+        "thread_ts": thread_ts,
+        "event_id": context.event_id,
+    }
+    return context.signal(
+        summary[:MAX_SUMMARY],
+        type=event_type,
+        urgency="normal",
+        payload={k: v for k, v in payload.items() if v is not None},
+        session_id=session_id,
+        reply_to=reply_to,
+    )
+
+
+def _reaction(event: Mapping[str, Any], context: _Context) -> RuntimeSignal | Ignored:
+    item = _object(event, "item", "event")
+    if item.get("type") != "message":
+        return Ignored(f"reaction to a {item.get('type')!r}, not a message")
+    user = _id(event, "user", "event")
+    if user == context.bot_user:
+        return Ignored("the bot's own reaction")
+    reaction = _text(event, "reaction", "event", limit=100)
+    channel = _id(item, "channel", "event.item")
+    ts = _ts(item, "ts", "event.item")
+    item_user = event.get("item_user")
+    payload = {
+        "reaction": reaction,
+        "user": user,
+        "item_user": item_user if isinstance(item_user, str) else None,
+        "channel": channel,
+        "ts": ts,
+        "team": context.team,
+        "event_id": context.event_id,
+    }
+    return context.signal(
+        f"{user} reacted :{reaction}: to message {ts} in {channel}",
+        type="reaction_added",
+        urgency="low",
+        payload={k: v for k, v in payload.items() if v is not None},
+        session_id=session_for(context.team, channel, ts, context.session_per),
+    )
+
+
+def _strip_mentions(text: str, bot_user: str | None, *, leading: bool) -> str:
+    if bot_user is not None:
+        text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user else m.group(0), text)
+    elif leading:
+        # Without the installation's bot id, an app_mention's first mention is the bot's.
+        text = text.lstrip()
+        first = _MENTION.match(text)
+        text = text[first.end() :] if first else text
+    return _SPACES.sub(" ", text).strip()
+
+
+def _bot_user(envelope: Mapping[str, Any]) -> str | None:
+    """The installation's bot user id, from the envelope's ``authorizations``."""
+    authorizations = envelope.get("authorizations")
+    if isinstance(authorizations, list):
+        for entry in authorizations:
+            if isinstance(entry, Mapping) and entry.get("is_bot"):
+                user = entry.get("user_id")
+                if isinstance(user, str) and _ID.match(user):
+                    return user
+    return None
+
+
+def _event_time(envelope: Mapping[str, Any]) -> datetime | None:
+    value = envelope.get("event_time")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**33:
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _action_value(action: Mapping[str, Any], where: str) -> str | None:
+    value = action.get("value")
+    selected = action.get("selected_option")
+    if value is None and isinstance(selected, Mapping):
+        value = selected.get("value")  # select menus carry the value in the chosen option
+    if value is not None and not isinstance(value, str):
+        raise SlackPayloadError(f"{where}.value must be a string")
+    return value
+
+
+def _object(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise SlackPayloadError(f"{where}.{key} must be an object, got {_show(value)}")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, where: str, *, limit: int = 128) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise SlackPayloadError(
+            f"{where}.{key} must be a string of 1 to {limit} characters, got {_show(value)}"
+        )
+    return value
+
+
+def _id(data: Mapping[str, Any], key: str, where: str) -> str:
+    return _valid_id(data.get(key), f"{where}.{key}")
+
+
+def _ts(data: Mapping[str, Any], key: str, where: str) -> str:
+    return _valid_ts(data.get(key), f"{where}.{key}")
+
+
+def _valid_id(value: object, name: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise SlackPayloadError(
+            f"{name} must be a Slack id (letters, digits, _, -), got {_show(value)}"
+        )
+    return value
+
+
+def _valid_ts(value: object, name: str) -> str:
+    if not isinstance(value, str) or not _TS.match(value):
+        raise SlackPayloadError(
+            f"{name} must be a Slack timestamp like '1712345678.000100', got {_show(value)}"
+        )
+    return value
+
+
+def _show(value: object) -> str:
+    text = "nothing" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _optional_ts(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    return None if data.get(key) is None else _ts(data, key, where)
+
+
+__all__ = [
+    "Ignored",
+    "SessionPer",
+    "SlackPayloadError",
+    "event_signal",
+    "interaction_signals",
+    "parse_address",
+    "reply_address",
+    "session_for",
+]

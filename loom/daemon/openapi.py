@@ -1,0 +1,186 @@
+"""The OpenAPI document of a Loom process (``GET /openapi.json``).
+
+Written out rather than generated from docstrings: every route's request and answers are
+part of the public contract, and the fuzz tests (tests/test_gateway_fuzz.py) drive the
+gateway from this document, so it has to say exactly what the code accepts. Adapters add
+their routes' paths through ``Adapter.openapi()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from loom._version import __version__
+from loom.signals import SESSION_ID_PATTERN, VISIBLE, RuntimeSignal
+
+if TYPE_CHECKING:
+    from loom.daemon.app import Daemon
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One response object; JSON with ``schema`` when given."""
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = {"application/json": {"schema": schema}}
+    return response
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    """Error answers, each a JSON ``{"error": message}``."""
+    reasons = {
+        400: "Malformed request.",
+        401: "Missing or wrong credentials.",
+        404: "Not found.",
+        413: "Body larger than the limit (LOOM_HTTP__MAX_BODY_BYTES).",
+        415: "Unsupported content type.",
+        422: "The body is not valid; the message says what is wrong.",
+        503: "Not accepted now (broker unreachable or shutting down); retry.",
+    }
+    return {str(status): answer(reasons[status], ERROR) for status in statuses}
+
+
+def _signal_paths() -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"enum": ["accepted", "duplicate"]}},
+    }
+    return {
+        "/signals": {
+            "post": {
+                "summary": "Publish a RuntimeSignal (JSON) or a CloudEvent (structured/binary)",
+                "security": [{"bearer": []}, {"signature": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/RuntimeSignal"}
+                        },
+                        "application/cloudevents+json": {
+                            "schema": {"$ref": "#/components/schemas/CloudEvent"}
+                        },
+                    },
+                },
+                "responses": {
+                    "202": answer("Accepted: the broker confirmed it.", accepted),
+                    "200": answer("A signal with this dedupe_key was already accepted.", accepted),
+                    **errors(401, 413, 422, 503),
+                },
+            }
+        }
+    }
+
+
+def _process_paths() -> dict[str, Any]:
+    session_id = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+    }
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process runs",
+                "security": [],
+                "responses": {"200": answer("Alive.", {"type": "object"})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: consuming, broker and state reachable",
+                "security": [],
+                "responses": {
+                    "200": answer("Ready.", {"type": "object"}),
+                    "503": answer("Not ready; the checks say why.", {"type": "object"}),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Metrics.", "content": {"text/plain": {}}}
+                },
+            }
+        },
+        "/sessions/{session_id}": {
+            "get": {
+                "summary": "A session: pending signals, risks, decisions, runs, last reply",
+                "security": [{"bearer": []}],
+                "parameters": [session_id],
+                "responses": {
+                    "200": answer("The session.", {"type": "object"}),
+                    **errors(400, 401, 404),
+                },
+            }
+        },
+    }
+
+
+CLOUDEVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"const": "1.0"},
+        # Not whitespace alone: they become the signal's id, source and type.
+        "id": {"type": "string", "minLength": 1, "pattern": VISIBLE},
+        "source": {"type": "string", "minLength": 1, "pattern": VISIBLE},
+        "type": {"type": "string", "minLength": 1, "pattern": VISIBLE},
+        "subject": {"type": "string"},
+        "time": {"type": "string", "format": "date-time"},
+        "datacontenttype": {"type": "string"},
+        "dataschema": {"type": "string"},
+        "data": {},
+        "data_base64": {"type": "string"},
+        "loomsession": {"type": "string", "pattern": SESSION_ID_PATTERN},
+        "loomurgency": {"enum": ["low", "normal", "high", "critical"]},
+    },
+    "patternProperties": {"^[a-z0-9]{1,64}$": {"type": ["string", "integer", "boolean"]}},
+    "additionalProperties": False,
+}
+
+
+def build_openapi(daemon: Daemon, *, gateway: bool) -> dict[str, Any]:
+    """The document for one process: its common routes, plus the inbound ones on a gateway."""
+    paths = _process_paths()
+    if gateway:
+        paths.update(_signal_paths())
+        for adapter in daemon.adapters:
+            paths.update(adapter.openapi())
+    signal_schema = RuntimeSignal.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Loom",
+            "version": __version__,
+            "description": "Signals in, agent work out: the HTTP surface of a Loom process.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "RuntimeSignal": signal_schema,
+                "CloudEvent": CLOUDEVENT_SCHEMA,
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+            },
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "LOOM_API_TOKEN"},
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Loom-Signature",
+                    "description": "HMAC-SHA256 with LOOM_WEBHOOK_SECRET (docs/webhooks.md)",
+                },
+            },
+        },
+    }
+
+
+__all__ = ["answer", "build_openapi", "errors"]

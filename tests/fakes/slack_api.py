@@ -1,0 +1,182 @@
+"""A fake Slack Web API on loopback: records ``chat.postMessage`` calls, answers failures.
+
+A Starlette app served by uvicorn on ``127.0.0.1`` (free port) in a background thread, so
+slack_sdk's ``AsyncWebClient`` talks real HTTP to it::
+
+    with FakeSlackAPI(token="xoxb-test") as slack:
+        slack.fail(rate_limited(retry_after=1), api_error("internal_error"))
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+        ...
+        [message] = slack.messages
+
+Like Slack, it answers a wrong or missing bot token with ``{"ok": false, "error":
+"invalid_auth"}``, a call without ``channel`` with ``channel_not_found``, and scripted
+failures (``fail``) before the next successes, in order.
+
+PYTEST_DONT_REWRITE
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fakes.llm_server import _QuickServer
+
+__all__ = ["FakeSlackAPI", "PostedMessage", "SlackFailure", "api_error", "rate_limited"]
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    """One ``chat.postMessage`` call the fake accepted."""
+
+    channel: str
+    text: str
+    thread_ts: str | None
+    ts: str
+    """The timestamp the fake gave the new message."""
+    token: str | None
+
+
+@dataclass(frozen=True)
+class SlackFailure:
+    """A scripted failure: the HTTP status, Slack's JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def api_error(code: str) -> SlackFailure:
+    """Slack's way to fail a call: HTTP 200 with ``{"ok": false, "error": code}``."""
+    return SlackFailure(200, {"ok": False, "error": code})
+
+
+def rate_limited(retry_after: int = 1) -> SlackFailure:
+    """HTTP 429 with ``Retry-After``, as Slack answers past a method's rate limit."""
+    return SlackFailure(
+        429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+    )
+
+
+class FakeSlackAPI:
+    """The fake Web API; ``api_url`` is the base URL for ``AsyncWebClient(base_url=...)``."""
+
+    def __init__(self, token: str = "xoxb-test", host: str = "127.0.0.1") -> None:
+        self.token = token
+        self.host = host
+        self.port = 0
+        self.messages: list[PostedMessage] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        """Every call (method, arguments), failed ones included."""
+        self._failures: collections.deque[SlackFailure] = collections.deque()
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self._server: _QuickServer | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["POST"])])
+
+    @property
+    def api_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("FakeSlackAPI is not started")
+        return f"http://{self.host}:{self.port}/api/"
+
+    def fail(self, *failures: SlackFailure) -> Self:
+        """Answer the next calls with these failures, in order."""
+        with self._lock:
+            self._failures.extend(failures)
+        return self
+
+    def posted(self) -> list[PostedMessage]:
+        with self._lock:
+            return list(self.messages)
+
+    async def _handle(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        raw = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            arguments: dict[str, Any] = json.loads(raw) if raw else {}
+        else:
+            arguments = dict(parse_qsl(raw.decode()))
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token if scheme.lower() == "bearer" else arguments.get("token", "")
+        with self._lock:
+            self.calls.append((method, arguments))
+            failure = self._failures.popleft() if self._failures else None
+        if failure is not None:
+            return JSONResponse(failure.body, failure.status, headers=failure.headers)
+        if token != self.token:
+            return JSONResponse({"ok": False, "error": "invalid_auth"})
+        if method != "chat.postMessage":
+            return JSONResponse({"ok": False, "error": "unknown_method"})
+        channel = arguments.get("channel")
+        if not channel:
+            return JSONResponse({"ok": False, "error": "channel_not_found"})
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        message = PostedMessage(
+            channel, arguments.get("text") or "", arguments.get("thread_ts"), ts, token
+        )
+        with self._lock:
+            self.messages.append(message)
+        return JSONResponse(
+            {
+                "ok": True,
+                "channel": channel,
+                "ts": ts,
+                "message": {"type": "message", "text": message.text, "ts": ts},
+            }
+        )
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Bind a free loopback port and serve from a daemon thread; returns once listening."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = _QuickServer(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-slack"
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("FakeSlackAPI did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.request_exit()
+        thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
