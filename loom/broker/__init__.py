@@ -73,17 +73,27 @@ __all__ = [
 
 
 def broker_from_url(
-    url: str, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, namespace: str = ""
+    url: str,
+    *,
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    namespace: str = "",
+    publish_timeout: float = 10.0,
 ) -> Broker:
     """The broker a URL names: ``memory://`` or ``amqp://user:pass@host:5672/vhost``
-    (``amqps://`` for TLS). Not started yet: call ``start()``."""
+    (``amqps://`` for TLS). Not started yet: call ``start()``. ``publish_timeout`` bounds
+    how long a publish waits for RabbitMQ's confirmation (across a reconnect)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryBroker(delivery_limit=delivery_limit, namespace=namespace)
     if scheme in ("amqp", "amqps"):
         from loom.broker.rabbitmq import RabbitMQBroker
 
-        return RabbitMQBroker(url, delivery_limit=delivery_limit, namespace=namespace)
+        return RabbitMQBroker(
+            url,
+            delivery_limit=delivery_limit,
+            namespace=namespace,
+            publish_timeout=publish_timeout,
+        )
     # The URL itself is not repeated: it may hold a password.
     problem = f"unsupported broker URL scheme {scheme!r}" if scheme else "broker URL has no scheme"
     raise ValueError(f"{problem}: use memory:// or amqp://user:pass@host:5672/vhost")
