@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
-from loom.adapters.base import Adapter, Reply
+from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.broker.base import REPLIES_QUEUE
 from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
@@ -126,3 +126,20 @@ async def test_a_reply_delivered_before_a_crash_is_not_sent_again(inbox: Inbox) 
     assert [r.output for r in inbox.replies] == ["hello"]
     await dispatcher.stop(1)
     await broker.close()
+
+
+class Refusing(Inbox):
+    async def send_reply(self, reply: Reply) -> None:
+        self.attempts += 1
+        raise UndeliverableReply("that address can never be reached")
+
+
+async def test_an_undeliverable_reply_is_dead_lettered_without_retries() -> None:
+    refusing = Refusing()
+    async for daemon in running(refusing):
+        await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to="inbox:1"))
+        await drain(daemon)
+        await daemon.broker.join()  # type: ignore[attr-defined]
+        [letter] = await daemon.broker.dead_letters()
+        assert "undeliverable: that address can never be reached" in letter.reason
+        assert refusing.attempts == 1

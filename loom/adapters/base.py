@@ -17,10 +17,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loom.errors import LoomError
+
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from loom.daemon.app import Daemon
+
+
+class UndeliverableReply(LoomError):
+    """A reply that no retry can deliver (a refused address, no such URL): ``send_reply``
+    raises it to have the reply dead-lettered at once instead of retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +98,12 @@ class Adapter:
         return False
 
     async def send_reply(self, reply: Reply) -> None:
-        """Deliver ``reply``; raise to have it retried (and dead-lettered past the limit)."""
+        """Deliver ``reply``; raise to have it retried (and dead-lettered past the limit), or
+        ``UndeliverableReply`` to dead-letter it now."""
         raise NotImplementedError(f"{type(self).__name__} sends no replies")
 
     async def aclose(self) -> None:
         """Release clients (HTTP sessions) when the process stops."""
 
 
-__all__ = ["Adapter", "Reply"]
+__all__ = ["Adapter", "Reply", "UndeliverableReply"]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from loom import metrics
-from loom.adapters.base import Adapter, Reply
+from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.broker.base import (
     DEFAULT_DELIVERY_LIMIT,
     REPLIES_EXCHANGE,
@@ -126,6 +126,11 @@ class ReplyDispatcher:
             return
         try:
             await adapter.send_reply(reply)
+        except UndeliverableReply as problem:
+            metrics.REPLIES.labels(adapter=adapter.name, outcome="undeliverable").inc()
+            logger.warning("reply of run %s cannot be delivered: %s", reply.run_id, problem)
+            await delivery.dead_letter(f"{adapter.name} reply undeliverable: {problem}")
+            return
         except Exception as problem:
             metrics.REPLIES.labels(adapter=adapter.name, outcome="error").inc()
             last = delivery.delivery_count >= DEFAULT_DELIVERY_LIMIT

@@ -1,0 +1,177 @@
+"""Callbacks: replies to ``http://`` and ``https://`` addresses, POSTed as signed JSON.
+
+A signal whose ``reply_to`` is a URL gets the finished run's answer there::
+
+    POST <reply_to>
+    content-type: application/json
+    idempotency-key: <run id>            the same on every retry of this reply
+    x-loom-timestamp, x-loom-signature   see loom.adapters.signing (LOOM_WEBHOOK_SECRET)
+
+    {"run_id": ..., "session_id": ..., "status": "completed", "output": ..., "error": null,
+     "signal_ids": [...]}
+
+A non-2xx answer (redirects are not followed), a timeout or a connection error raises, so
+the reply dispatcher retries it and dead-letters it past the delivery limit. Without a
+webhook secret the callback is sent unsigned and a warning is logged once.
+
+SSRF guard: the host is resolved first, and unless ``allow_private`` every address must be
+public (not private, loopback, link-local, shared, reserved or multicast). The connection
+then goes to the address that was checked (TLS still verifies the host's name), so a DNS
+answer that changes between check and connect cannot redirect the callback inward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from loom._version import __version__
+from loom.adapters.base import Adapter, Reply, UndeliverableReply
+from loom.adapters.signing import sign
+from loom.errors import LoomError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from loom.daemon.settings import Settings
+
+logger = logging.getLogger("loom.callbacks")
+
+ALLOW_PRIVATE_SETTING = "LOOM_WEBHOOKS__CALLBACK_ALLOW_PRIVATE=true"
+
+
+class CallbackError(LoomError):
+    """A callback failed; the dispatcher retries, then dead-letters it."""
+
+
+class CallbackRefused(CallbackError, UndeliverableReply):
+    """The address can never be called back (not a URL, no host, a private destination):
+    dead-lettered at once."""
+
+
+class Callbacks(Adapter):
+    """Delivers replies to ``http(s)://`` addresses (always configured)."""
+
+    name = "callbacks"
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        allow_private: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self.secret = secret
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._warned_unsigned = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Callbacks:
+        secret = settings.webhook_secret
+        return cls(
+            secret=secret.get_secret_value() if secret is not None else None,
+            allow_private=settings.webhooks.callback_allow_private,
+            timeout=settings.webhooks.callback_timeout,
+        )
+
+    def replies_to(self, address: str) -> bool:
+        return address.startswith(("http://", "https://"))
+
+    async def send_reply(self, reply: Reply) -> None:
+        import httpx
+
+        try:
+            url = httpx.URL(reply.reply_to)
+        except httpx.InvalidURL as problem:
+            raise CallbackRefused(f"reply_to is not a URL: {problem}") from problem
+        where = f"{url.scheme}://{url.netloc.decode()}{url.path}"  # no query: it may hold tokens
+        if not url.host:
+            raise CallbackRefused(f"callback to {where}: the URL names no host")
+        body = json.dumps(
+            {
+                "run_id": reply.run_id,
+                "session_id": reply.session_id,
+                "status": reply.status,
+                "output": reply.output,
+                "error": reply.error,
+                "signal_ids": list(reply.signal_ids),
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": f"loom/{__version__}",
+            "idempotency-key": reply.run_id,
+        }
+        if self.secret:
+            headers.update(sign(self.secret, body))
+        elif not self._warned_unsigned:
+            self._warned_unsigned = True
+            logger.warning("callbacks are sent unsigned: set LOOM_WEBHOOK_SECRET to sign them")
+        extensions: dict[str, str] = {}
+        if not self.allow_private:
+            address = await self._public_address(url, where)
+            # Connect to the address just checked; Host and TLS (SNI, certificate) keep the name.
+            headers["host"] = url.netloc.decode()
+            extensions["sni_hostname"] = url.host
+            url = url.copy_with(host=address)
+        try:
+            response = await self._http().post(
+                url, content=body, headers=headers, extensions=extensions
+            )
+        except httpx.HTTPError as problem:
+            raise CallbackError(f"callback to {where} failed: {problem!r}") from problem
+        if not response.is_success:
+            raise CallbackError(f"callback to {where} answered HTTP {response.status_code}")
+
+    async def _public_address(self, url: httpx.URL, where: str) -> str:
+        """The first address ``url``'s host resolves to, if all of them are public."""
+        loop = asyncio.get_running_loop()
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            infos = await loop.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as problem:
+            raise CallbackError(f"callback to {where}: cannot resolve {url.host!r}") from problem
+        addresses = [str(info[4][0]) for info in infos]
+        for address in addresses:
+            if not public(address):
+                raise CallbackRefused(
+                    f"callback to {where} refused: {url.host} is {address}, a private, "
+                    f"loopback or link-local address; set {ALLOW_PRIVATE_SETTING} to allow it"
+                )
+        return addresses[0]
+
+    def _http(self) -> httpx.AsyncClient:
+        import httpx
+
+        if self._client is None:
+            # No keep-alive: a pooled connection opened for one name must not carry another
+            # name's request to the same address.
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+
+def public(address: str) -> bool:
+    """True for a globally routable unicast address."""
+    ip = ipaddress.ip_address(address.split("%")[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+__all__ = ["CallbackError", "Callbacks", "public"]

@@ -1,0 +1,203 @@
+"""Webhooks: ``POST /webhooks/{name}`` turns a JSON body into a RuntimeSignal.
+
+``Webhook(name, mapping)`` maps the body with a ``SignalAdapter`` (or any callable from the
+body to a signal); ``Webhook.from_settings`` builds one from a ``WebhookMapping`` of the
+settings (dotted paths into the body). Every request is authenticated (a bearer token, or an
+``X-Loom-Signature``; see ``loom.adapters.signing``), limited in size, and published through
+``loom.daemon.http.accept``: ``202`` once the broker confirmed, ``200`` for a repeated
+``dedupe_key``, ``503`` when the broker is down, ``422`` with a message saying what is wrong.
+``GitHub`` and ``Alertmanager`` are webhooks with their own checks and mappings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from loom.adapters.base import Adapter
+from loom.adapters.signing import authenticate
+from loom.errors import LoomError
+from loom.signals import RuntimeSignal, SignalAdapter
+
+if TYPE_CHECKING:
+    from loom.daemon.app import Daemon
+    from loom.daemon.settings import WebhookMapping
+
+EventMapping = SignalAdapter | Callable[[dict[str, Any]], RuntimeSignal]
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
+
+
+class WebhookError(LoomError):
+    """The request cannot become a signal; answered with ``status`` and the message."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Webhook(Adapter):
+    """``POST /webhooks/{name}``: a JSON object mapped to a signal by ``mapping``.
+
+    Credentials: ``token`` (default LOOM_API_TOKEN) as a bearer token, or an
+    ``X-Loom-Signature`` made with ``secret`` (default LOOM_WEBHOOK_SECRET). Without an own
+    credential and without LOOM_API_TOKEN the route is open, like ``POST /signals``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        mapping: EventMapping | None = None,
+        *,
+        secret: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(f"webhook name {name!r}: use a-z, 0-9, '_' and '-' (64 at most)")
+        self.webhook = name
+        # One adapter per route: a Webhook("github") given in code replaces the built-in one.
+        self.name = f"webhook:{name}"
+        self.path = f"/webhooks/{name}"
+        self.mapping: EventMapping = mapping or SignalAdapter(source=name, type="webhook")
+        self.secret = secret
+        self.token = token
+
+    @classmethod
+    def from_settings(cls, name: str, mapping: WebhookMapping) -> Webhook:
+        """The webhook a ``[webhooks.mappings.NAME]`` settings section describes."""
+        from loom.adapters.webhook_mapping import signal_adapter
+
+        return cls(
+            name,
+            signal_adapter(name, mapping),
+            secret=_secret(mapping.secret),
+            token=_secret(mapping.token),
+        )
+
+    # -- what subclasses change ---------------------------------------------------------
+    def refusal(self, daemon: Daemon, headers: Mapping[str, str], body: bytes) -> str | None:
+        """Why the request is refused (401), or None."""
+        settings = daemon.settings
+        token = self.token or _secret(settings.api_token)
+        if token is None and self.secret is None:
+            return None
+        return authenticate(
+            headers,
+            body,
+            token=token,
+            secret=self.secret or _secret(settings.webhook_secret),
+            token_name="this webhook's token" if self.token else "LOOM_API_TOKEN",
+        )
+
+    def to_signal(self, body: bytes, headers: Mapping[str, str]) -> RuntimeSignal | Response:
+        """The signal of an authenticated request, or a response of its own (a ping);
+        raises ``WebhookError`` (or pydantic's ``ValidationError``) when the body does not
+        map."""
+        event = json_object(body)
+        try:
+            if isinstance(self.mapping, SignalAdapter):
+                return self.mapping.adapt(event)
+            return self.mapping(event)
+        except (WebhookError, ValidationError):
+            raise
+        except (KeyError, IndexError, TypeError, ValueError) as problem:
+            raise WebhookError(f"the body does not map to a signal: {problem!r}") from problem
+
+    # -- the route ----------------------------------------------------------------------
+    def routes(self, daemon: Daemon) -> list[BaseRoute]:
+        # Imported here: loom.daemon.http imports loom.adapters, and runs after it.
+        from loom.daemon.http import accept, error, read_body
+
+        limit = daemon.settings.http.max_body_bytes
+
+        async def receive(request: Request) -> Response:
+            if daemon.draining:
+                return error(503, "shutting down: not accepted; send it to another replica")
+            body = await read_body(request, limit)
+            if isinstance(body, Response):
+                return body
+            refused = self.refusal(daemon, request.headers, body)
+            if refused is not None:
+                return error(401, refused)
+            try:
+                outcome = self.to_signal(body, request.headers)
+            except WebhookError as problem:
+                return error(problem.status, str(problem))
+            except ValidationError as problem:
+                return error(422, _describe(problem))
+            if isinstance(outcome, Response):
+                return outcome
+            return await accept(daemon, outcome)
+
+        return [Route(self.path, receive, methods=["POST"])]
+
+    def openapi(self) -> dict[str, Any]:
+        return webhook_openapi(
+            self.path,
+            f"Webhook {self.webhook!r}: a JSON object mapped to a signal",
+            [{"bearer": []}, {"signature": []}],
+        )
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a ``WebhookError`` saying what it is instead."""
+    try:
+        event = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise WebhookError(f"the body is not JSON: {problem}") from problem
+    if not isinstance(event, dict):
+        raise WebhookError(f"the body must be a JSON object, not {type(event).__name__}")
+    return event
+
+
+def webhook_openapi(
+    path: str,
+    summary: str,
+    security: list[dict[str, list[str]]],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI path item of a webhook route."""
+    from loom.daemon.openapi import answer, errors
+
+    accepted = {"type": "object", "required": ["status"]}
+    responses = {
+        "202": answer("Accepted: the broker confirmed the signal.", accepted),
+        "200": answer("Already accepted (same dedupe key), or answered without a signal."),
+        **errors(400, 401, 413, 422, 503),
+    }
+    return {
+        path: {
+            "post": {
+                "summary": summary,
+                "security": security,
+                **({"parameters": parameters} if parameters else {}),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": responses,
+            }
+        }
+    }
+
+
+def _describe(problem: ValidationError) -> str:
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'signal'}: {e['msg']}"
+        for e in problem.errors()[:5]
+    )
+    return f"the body maps to an invalid signal: {details}"
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+__all__ = ["EventMapping", "Webhook", "WebhookError", "json_object", "webhook_openapi"]
