@@ -17,6 +17,7 @@ from loom.errors import (
 from loom.generation import Generation
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy, SignalDecision
+from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
 from loom.runtime.events import RunEvent
@@ -33,6 +34,8 @@ __all__ = [
     "AttentionPolicy",
     "AuthenticationError",
     "Capability",
+    "FeedbackEvent",
+    "FeedbackPolicy",
     "FileSessionStore",
     "Generation",
     "InMemorySessionStore",

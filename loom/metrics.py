@@ -4,6 +4,10 @@ Names follow Prometheus conventions (``loom_`` prefix, base units, ``_total`` co
 session, user or run ids as labels. The daemon records the signal and worker figures; the
 kernel's run, model, token, cost and tool figures come from the agent's hooks through
 ``instrument(agent)``.
+
+Every process serves its own registry on ``/metrics`` (prometheus_client's default, not its
+multiprocess mode): run one worker process per pod, as the chart does, and let Prometheus
+sum over pods. Gauges are this process's figures.
 """
 
 from __future__ import annotations
@@ -55,6 +59,43 @@ REPLIES = Counter(
     "loom_replies_total",
     "Replies to signals' reply_to addresses, by adapter and outcome (sent, error, undeliverable).",
     ["adapter", "outcome"],
+)
+ACTIVE_SESSIONS = Gauge(
+    "loom_active_sessions", "Sessions a worker in this process holds, running or about to run."
+)
+CONSUMERS = Gauge(
+    "loom_consumers",
+    "Consumers of a queue started and not stopped in this process (loom.attention, loom.work).",
+    ["queue"],
+)
+FEEDBACK_EVENTS = Counter(
+    "loom_feedback_events_total",
+    "Feedback events recorded, by kind (run_outcome, tool_failure, quality_verdict, explicit).",
+    ["kind"],
+)
+QUALITY_VERDICTS = Counter(
+    "loom_quality_verdicts_total", "Quality verdicts on runs, by verdict (pass, fail).", ["verdict"]
+)
+GOVERNANCE_DENIALS = Counter(
+    "loom_governance_denials_total", "Tool calls the governance policy denied, by tool.", ["tool"]
+)
+"""Loom has no governance step yet: the GovernancePolicy's check before each tool call will
+record its denials here. Defined now so alerts and dashboards can rely on the name."""
+HTTP_REQUESTS = Counter(
+    "loom_http_requests_total",
+    "HTTP requests served, by route template (never the raw path) and status code.",
+    ["route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "loom_http_request_duration_seconds",
+    "HTTP request latency until the response is sent, by route template.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PROBE_UP = Gauge(
+    "loom_probe_up",
+    "1 when the heartbeat's probe last found its service up, else 0 (by probe name).",
+    ["probe"],
 )
 
 _INSTRUMENTED = "_loom_metrics"

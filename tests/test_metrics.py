@@ -108,3 +108,61 @@ async def test_poison_messages_count_as_dead_letters(daemon: Daemon) -> None:
     await drain(daemon)
     after = await scrape(daemon)
     assert delta(before, after, "loom_dead_letters_total", queue="loom.attention") == 1
+
+
+async def test_http_requests_are_counted_by_route_template_never_the_path(daemon: Daemon) -> None:
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    before = await scrape(daemon)
+    async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/sessions/alice")).status_code == 404
+        assert (await client.get("/sessions/bob/x")).status_code == 404
+        assert (await client.get("/no/such/page")).status_code == 404
+        assert (await client.delete("/signals")).status_code == 405
+        accepted = await client.post("/signals", json={"summary": "x", "session_id": "ops"})
+        assert accepted.status_code == 202
+    after = await scrape(daemon)
+
+    def requests(route: str, status: str) -> float:
+        return delta(before, after, "loom_http_requests_total", route=route, status=status)
+
+    assert requests("/healthz", "200") == 1
+    assert requests("/sessions/{session_id:path}", "404") == 2
+    assert requests("unmatched", "404") == 1
+    assert requests("/signals", "405") == 1
+    assert requests("/signals", "202") == 1
+    assert delta(before, after, "loom_http_request_duration_seconds_count", route="/healthz") == 1
+    assert not [key for key in after if "alice" in str(key) or "bob" in str(key)]
+
+
+async def test_consumers_and_active_sessions_are_this_process_figures() -> None:
+    import asyncio
+
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(request: ModelRequest) -> ModelResponse:
+        started.set()
+        await release.wait()
+        return ModelResponse(text="done")
+
+    settings = Settings(worker={"sweep_interval": 0.05})  # type: ignore[arg-type]
+    other = Daemon(Agent(Model.function(slow)), settings=settings)
+    before = await scrape(other)
+    await other.start()
+    running = await scrape(other)
+    assert delta(before, running, "loom_consumers", queue="loom.attention") == 1
+    assert delta(before, running, "loom_consumers", queue="loom.work") == 1
+    await publish_signal(other.broker, RuntimeSignal.create("go", session_id="busy"))
+    await asyncio.wait_for(started.wait(), 5)
+    during = await scrape(other)
+    assert delta(before, during, "loom_active_sessions") == 1
+    assert delta(before, during, "loom_active_runs") == 1
+    release.set()
+    await drain(other)
+    await other.stop()
+    after = await scrape(other)
+    assert delta(before, after, "loom_active_sessions") == 0
+    assert delta(before, after, "loom_active_runs") == 0
+    assert delta(before, after, "loom_consumers", queue="loom.attention") == 0
+    assert delta(before, after, "loom_consumers", queue="loom.work") == 0

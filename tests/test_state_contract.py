@@ -472,6 +472,57 @@ async def test_redis_start_and_ping(redis_prefix: tuple[str, str]) -> None:
     await state.close()
 
 
+# -- feedback ---------------------------------------------------------------------------------
+
+
+async def test_feedback_is_read_newest_last_per_session_and_for_all(state: State) -> None:
+    assert await state.read_feedback() == []
+    assert await state.read_feedback("s") == []
+    for i in range(3):
+        await state.add_feedback("s", json.dumps({"n": i}))
+    await state.add_feedback("t", json.dumps({"n": 9}))
+
+    def numbers(events: list[str]) -> list[int]:
+        return [json.loads(event)["n"] for event in events]
+
+    assert numbers(await state.read_feedback("s")) == [0, 1, 2]
+    assert numbers(await state.read_feedback("s", limit=2)) == [1, 2]
+    assert numbers(await state.read_feedback("t")) == [9]
+    assert numbers(await state.read_feedback()) == [0, 1, 2, 9]
+    assert numbers(await state.read_feedback(limit=1)) == [9]
+    assert await state.read_feedback("s", limit=0) == []
+    assert await state.read_feedback("nobody") == []
+
+
+async def test_feedback_streams_are_bounded_dropping_the_oldest(backend: Backend) -> None:
+    state = backend.new(max_feedback=10)
+    for i in range(300):
+        await state.add_feedback("s", json.dumps({"n": i}))
+    for session_id in ("s", None):
+        kept = [json.loads(e)["n"] for e in await state.read_feedback(session_id, limit=1000)]
+        # Redis trims whole stream nodes (XADD MAXLEN ~): up to a node (100 entries) more.
+        assert 10 <= len(kept) <= 110
+        assert kept == list(range(300 - len(kept), 300))
+
+
+async def test_redis_feedback_streams_expire_with_the_session(
+    redis_prefix: tuple[str, str],
+) -> None:
+    from loom.state.redis import RedisState
+
+    url, prefix = redis_prefix
+    state = RedisState(url, prefix=prefix, session_ttl=60)
+    raw = state._client
+    try:
+        await state.add_feedback("s", '{"n": 1}')
+        assert await raw.type(f"{prefix}:s:{{s}}:feedback") == "stream"
+        assert 0 < await raw.pttl(f"{prefix}:s:{{s}}:feedback") <= 60_000
+        assert await raw.type(f"{prefix}:feedback") == "stream"
+        assert await raw.xlen(f"{prefix}:feedback") == 1
+    finally:
+        await state.close()
+
+
 # -- construction -----------------------------------------------------------------------------
 
 
@@ -583,3 +634,54 @@ async def test_batched_reads_and_writes_match_the_single_ones(state: State) -> N
     assert await state.wait_interrupt("b", 0.5) == ("sig-2", "now")
     holders = await state.claim_many([("k", "x", 5.0), ("k", "y", 5.0), ("j", "z", 5.0)])
     assert holders == [None, "x", None]
+
+
+# -- markers and held leases (scheduler, heartbeat) -------------------------------------------
+
+
+async def test_markers_are_replaced_shared_and_expire(backend: Backend) -> None:
+    state = backend.new()
+    other = backend.peer(state)
+    assert await state.marker("cron-last:job") is None
+    await state.set_marker("cron-last:job", "2026-01-01T00:00:00+00:00")
+    await other.set_marker("cron-last:job", "2026-01-01T00:05:00+00:00")
+    assert await state.marker("cron-last:job") == "2026-01-01T00:05:00+00:00"
+    await state.set_marker("probe:api", "down", ttl=TTL)
+    assert await other.marker("probe:api") == "down"
+    await asyncio.sleep(TTL + 0.1)
+    assert await other.marker("probe:api") is None
+    assert await state.marker("cron-last:job") == "2026-01-01T00:05:00+00:00"  # no TTL
+    # Markers and dedupe keys are separate namespaces.
+    assert await state.claimed("cron-last:job") is None
+
+
+async def test_held_leases_lists_live_leases_longest_held_first(backend: Backend) -> None:
+    state = backend.new()
+    other = backend.peer(state)
+    assert await state.held_leases() == []
+    first = await state.acquire_lease("first", "w1", 60)
+    await asyncio.sleep(0.05)
+    second = await other.acquire_lease("second", "w2", 60)
+    short = await other.acquire_lease("short", "w3", TTL)
+    assert first is not None
+    assert second is not None
+    assert short is not None
+    held = await other.held_leases()
+    assert [h.lease for h in held] == [first, second, short]
+    assert held[0].held_for >= held[1].held_for >= 0
+    assert held[0].held_for - held[1].held_for >= 0.04
+    assert [h.lease for h in await state.held_leases(limit=1)] == [first]
+    assert await state.held_leases(limit=0) == []
+    # Renewing keeps the time it was taken; releasing and expiring drop it.
+    await asyncio.sleep(0.05)
+    assert await state.renew_lease(first, 60) is True
+    assert (await state.held_leases(limit=1))[0].held_for >= 0.09
+    assert await state.release_lease(first) is True
+    await asyncio.sleep(TTL + 0.1)
+    assert [h.lease for h in await state.held_leases()] == [second]
+    # A session taken again counts from the new lease.
+    again = await state.acquire_lease("short", "w4", 60)
+    assert again is not None
+    held = await state.held_leases()
+    assert [h.lease for h in held] == [second, again]
+    assert held[1].held_for < held[0].held_for

@@ -44,6 +44,19 @@ MAX_ANNOTATION = 2_000
 _NOT_IN_SESSION_ID = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
 
+NOTIFICATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["version", "status", "groupKey", "alerts"],
+    "properties": {
+        "version": {"const": "4"},
+        "status": {"enum": ["firing", "resolved"]},
+        "groupKey": {"type": "string", "minLength": 1},
+        "alerts": {"type": "array", "items": {"type": "object"}},
+    },
+}
+"""What ``to_signal`` requires of a notification (the rest is read when present)."""
+
+
 class Alertmanager(Webhook):
     """Alertmanager notifications; ``token`` defaults to LOOM_API_TOKEN."""
 
@@ -52,7 +65,7 @@ class Alertmanager(Webhook):
 
     def to_signal(self, body: bytes, headers: Mapping[str, str]) -> RuntimeSignal | Response:
         note = json_object(body)
-        if str(note.get("version")) != "4":
+        if note.get("version") != "4":  # Alertmanager sends the version as a string
             raise WebhookError(
                 f"version: want Alertmanager's webhook payload version '4', "
                 f"not {note.get('version')!r}"
@@ -96,7 +109,10 @@ class Alertmanager(Webhook):
 
     def openapi(self) -> dict[str, Any]:
         return webhook_openapi(
-            self.path, "Alertmanager webhook notifications (payload version 4)", [{"bearer": []}]
+            self.path,
+            "Alertmanager webhook notifications (payload version 4)",
+            [{"bearer": []}],
+            body_schema=NOTIFICATION_SCHEMA,
         )
 
 

@@ -13,7 +13,30 @@ if TYPE_CHECKING:
 
 def adapters_from_settings(settings: Settings) -> list[Adapter]:
     """Every adapter the settings configure (each module decides from its own section)."""
-    configured: list[Adapter] = []
+    from loom.adapters.alertmanager import Alertmanager
+    from loom.adapters.callback import Callbacks
+    from loom.adapters.github import GitHub
+    from loom.adapters.webhook import Webhook
+
+    # Callbacks and Alertmanager need nothing of their own: replies to http(s) addresses
+    # and alerts (checked with LOOM_API_TOKEN) work out of the box.
+    configured: list[Adapter] = [Callbacks.from_settings(settings), Alertmanager()]
+    webhooks = settings.webhooks
+    if webhooks.github_secret is not None:
+        configured.append(GitHub(webhooks.github_secret.get_secret_value()))
+    configured.extend(Webhook.from_settings(n, m) for n, m in webhooks.mappings.items())
+    if settings.slack.signing_secret is not None:
+        from loom.adapters.slack import Slack
+
+        configured.append(Slack(settings=settings.slack))
+    if settings.cron:
+        from loom.adapters.cron import Cron
+
+        configured.extend(Cron.from_settings(job) for job in settings.cron)
+    if settings.heartbeat.interval is not None:
+        from loom.adapters.heartbeat import Heartbeat
+
+        configured.append(Heartbeat.from_settings(settings.heartbeat))
     return configured
 
 

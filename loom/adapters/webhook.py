@@ -67,18 +67,22 @@ class Webhook(Adapter):
         self.mapping: EventMapping = mapping or SignalAdapter(source=name, type="webhook")
         self.secret = secret
         self.token = token
+        self.body_schema: dict[str, Any] = {"type": "object"}
+        """The JSON schema of the body in ``/openapi.json``."""
 
     @classmethod
     def from_settings(cls, name: str, mapping: WebhookMapping) -> Webhook:
         """The webhook a ``[webhooks.mappings.NAME]`` settings section describes."""
-        from loom.adapters.webhook_mapping import signal_adapter
+        from loom.adapters.webhook_mapping import body_schema, signal_adapter
 
-        return cls(
+        webhook = cls(
             name,
             signal_adapter(name, mapping),
             secret=_secret(mapping.secret),
             token=_secret(mapping.token),
         )
+        webhook.body_schema = body_schema(mapping)
+        return webhook
 
     # -- what subclasses change ---------------------------------------------------------
     def refusal(self, daemon: Daemon, headers: Mapping[str, str], body: bytes) -> str | None:
@@ -142,6 +146,7 @@ class Webhook(Adapter):
             self.path,
             f"Webhook {self.webhook!r}: a JSON object mapped to a signal",
             [{"bearer": []}, {"signature": []}],
+            body_schema=self.body_schema,
         )
 
 
@@ -162,6 +167,7 @@ def webhook_openapi(
     security: list[dict[str, list[str]]],
     *,
     parameters: list[dict[str, Any]] | None = None,
+    body_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI path item of a webhook route."""
     from loom.daemon.openapi import answer, errors
@@ -180,7 +186,7 @@ def webhook_openapi(
                 **({"parameters": parameters} if parameters else {}),
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "content": {"application/json": {"schema": body_schema or {"type": "object"}}},
                 },
                 "responses": responses,
             }

@@ -125,4 +125,35 @@ def signal_adapter(name: str, mapping: WebhookMapping) -> SignalAdapter:
     return SignalAdapter(**fields)
 
 
-__all__ = ["lookup", "signal_adapter", "text"]
+def body_schema(mapping: WebhookMapping) -> dict[str, Any]:
+    """The JSON schema of bodies ``mapping`` can map: an object with a non-null value at
+    every path the signal needs (the summary, the placeholders of source and type). The
+    values themselves are checked when a body arrives."""
+    paths = [mapping.summary] if mapping.summary else []
+    for spec in (mapping.source or "", mapping.type):
+        paths.extend(match.group(1) for match in _PLACEHOLDER.finditer(spec))
+    schema: dict[str, Any] = {"type": "object"}
+    for path in paths:
+        _require(schema, path.split("."))
+    return schema
+
+
+def _require(schema: dict[str, Any], parts: list[str]) -> None:
+    head, rest = parts[0], parts[1:]
+    if head.isdigit():
+        return  # a list index or an object key: lookup takes both, so no shape is declared
+    schema.setdefault("required", [])
+    if head not in schema["required"]:
+        schema["required"].append(head)
+    properties = schema.setdefault("properties", {})
+    if not rest:
+        properties.setdefault(head, {"not": {"type": "null"}})
+        return
+    child = properties.setdefault(head, {"type": "object"})
+    if child.get("type") != "object":  # already required as a leaf: now it needs keys too
+        child.clear()
+        child["type"] = "object"
+    _require(child, rest)
+
+
+__all__ = ["body_schema", "lookup", "signal_adapter", "text"]

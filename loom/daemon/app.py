@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from loom import metrics
+from loom import metrics, tracing
 from loom.adapters.base import Adapter
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
@@ -29,6 +29,7 @@ from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
+from loom.policies.feedback import FeedbackPolicy
 from loom.state import State, state_from_url
 
 logger = logging.getLogger("loom.daemon")
@@ -80,7 +81,10 @@ class _Server(uvicorn.Server):
 
 
 class Daemon:
-    """``Daemon(agent, attention=..., adapters=[...])``; ``loom run module:daemon`` runs it."""
+    """``Daemon(agent, attention=..., adapters=[...], feedback=...)``; ``loom run
+    module:daemon`` runs it. ``feedback`` defaults to a collector bounded by
+    ``LOOM_FEEDBACK__MAX_EVENTS`` (``FeedbackPolicy.none()`` when
+    ``LOOM_FEEDBACK__ENABLED=false``)."""
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class Daemon:
         attention: AttentionPolicy | None = None,
         adapters: Sequence[Adapter] = (),
         settings: Settings | None = None,
+        feedback: FeedbackPolicy | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.agent = agent or self._agent_from_settings()
@@ -97,14 +102,22 @@ class Daemon:
         self.attention = attention or self.agent.attention
         self.adapters = merge_adapters(adapters_from_settings(self.settings), adapters)
         self.broker: Broker = broker_from_url(
-            self.settings.broker_url, namespace=self.settings.namespace
+            self.settings.broker_url,
+            namespace=self.settings.namespace,
+            publish_timeout=self.settings.publish_timeout,
         )
+        self.feedback = feedback or _default_feedback(self.settings)
         self.state: State = state_from_url(
-            self.settings.state_url, **state_options(self.settings.state_url, self.settings)
+            self.settings.state_url,
+            **state_options(self.settings.state_url, self.settings),
+            max_feedback=self.feedback.max_events,
         )
-        # Runs keep their transcripts where every replica can read them.
+        # Runs keep their transcripts where every replica can read them, and so does feedback.
         self.agent.session_store = self.state.sessions
+        self.feedback.bind(self.state)
+        self.feedback.attach(self.agent)
         metrics.instrument(self.agent)
+        tracing.instrument(self.agent)
         self.attention_consumer = AttentionConsumer(
             self.broker,
             self.state,
@@ -112,6 +125,7 @@ class Daemon:
             hooks=self.agent.hooks,
             dedupe_ttl=self.settings.dedupe_ttl,
             default_session=self.settings.default_session,
+            feedback=self.feedback,
         )
         worker = self.settings.worker
         self.worker = SessionWorker(
@@ -216,7 +230,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             raise
         app = build_app(self, gateway="gateway" in self.roles)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
         self._server = _Server(config)
         server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
         logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])
@@ -236,6 +251,12 @@ class Daemon:
         if server_task.done() and server_task.exception() is not None:
             raise server_task.exception()  # type: ignore[misc]
         logger.info("loom stopped")
+
+
+def _default_feedback(settings: Settings) -> FeedbackPolicy:
+    if not settings.feedback.enabled:
+        return FeedbackPolicy.none()
+    return FeedbackPolicy.collector(max_events=settings.feedback.max_events)
 
 
 def state_options(url: str, settings: Settings) -> dict[str, Any]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from loom import metrics
+from loom import metrics, tracing
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
 from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
+from loom.logs import log_context
 from loom.policies.attention import AttentionPolicy, SessionView
+from loom.policies.feedback import FeedbackPolicy
 from loom.runtime.hooks import HookManager
 from loom.signals import RuntimeSignal
 from loom.state.base import SignalRecord, State, StateUnavailable
@@ -25,8 +28,8 @@ logger = logging.getLogger("loom.attention")
 RISK_URGENCIES = frozenset({"high", "critical"})
 
 
-def pending_json(signal: RuntimeSignal, action: str) -> str:
-    return PendingSignal(signal, action).to_json()
+def pending_json(signal: RuntimeSignal, action: str, trace: dict[str, str] | None = None) -> str:
+    return PendingSignal(signal, action, trace).to_json()
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -48,6 +51,7 @@ class AttentionConsumer:
         hooks: HookManager | None = None,
         dedupe_ttl: float = 86_400.0,
         default_session: str = "default",
+        feedback: FeedbackPolicy | None = None,
     ) -> None:
         self.broker = broker
         self.state = state
@@ -55,8 +59,10 @@ class AttentionConsumer:
         self.hooks = hooks or HookManager()
         self.dedupe_ttl = dedupe_ttl
         self.default_session = default_session
+        self.feedback = feedback
+        """Records the explicit feedback some signals carry (Slack thumbs on a reply)."""
         self._tag: str | None = None
-        self._batch: list[tuple[RuntimeSignal, asyncio.Future[None]]] = []
+        self._batch: list[tuple[RuntimeSignal, dict[str, str], asyncio.Future[str]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 256
 
@@ -66,11 +72,13 @@ class AttentionConsumer:
 
     async def start(self, prefetch: int = 64) -> None:
         self._tag = await self.broker.consume(ATTENTION_QUEUE, self.handle, prefetch=prefetch)
+        metrics.CONSUMERS.labels(ATTENTION_QUEUE).inc()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop consuming; decisions under way get ``timeout`` seconds to finish."""
         if self._tag is not None:
             tag, self._tag = self._tag, None
+            metrics.CONSUMERS.labels(ATTENTION_QUEUE).dec()
             await self.broker.cancel(tag, timeout=timeout)
 
     async def handle(self, delivery: Delivery) -> None:
@@ -82,52 +90,74 @@ class AttentionConsumer:
             await delivery.dead_letter(reason)
             metrics.DEAD_LETTERS.labels(delivery.queue).inc()
             return
-        try:
-            await self._in_batch(signal)
-        except (StateUnavailable, BrokerUnavailable) as problem:
-            # Redis or RabbitMQ is briefly away (a failover): wait before the redelivery, so
-            # the delivery limit is not spent in milliseconds and the signal dead-lettered.
-            pause = min(0.5 * 2 ** (delivery.delivery_count - 1), 10.0)
-            logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
-            await asyncio.sleep(pause)
-            raise
+        session_id = signal.session_id or self.default_session
+        attributes = {"loom.signal_id": signal.id, "loom.session_id": session_id,
+                      "loom.source": signal.source, "loom.type": signal.type,
+                      "loom.urgency": signal.urgency}  # fmt: skip
+        with (
+            log_context(signal_id=signal.id, session_id=session_id, run_id=None),
+            tracing.span(
+                "loom.attention.decide",
+                kind="consumer",
+                parent=tracing.text_carrier(delivery.headers),
+                attributes=attributes,
+            ) as span,
+        ):
+            try:
+                action = await self._in_batch(signal, tracing.carrier())
+            except (StateUnavailable, BrokerUnavailable) as problem:
+                # Redis or RabbitMQ is briefly away (a failover): wait before the redelivery,
+                # so the delivery limit is not spent in milliseconds and the signal
+                # dead-lettered.
+                pause = min(0.5 * 2 ** (delivery.delivery_count - 1), 10.0)
+                logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
+                await asyncio.sleep(pause)
+                raise
+            span.set_attribute("loom.decision", action)
         await delivery.ack()
 
-    async def _in_batch(self, signal: RuntimeSignal) -> None:
+    async def _in_batch(self, signal: RuntimeSignal, trace: dict[str, str]) -> str:
         """Decide together with the other signals delivered in the same loop turn.
 
         Deliveries arrive concurrently (up to the prefetch); deciding them as one batch
         reads every session in one round trip and writes every decision in one transaction.
         """
-        done = asyncio.get_running_loop().create_future()
-        self._batch.append((signal, done))
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._batch.append((signal, trace, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="loom-attention-batch")
-        await done
+        return await done
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the deliveries already under way join this batch
         while self._batch:
             batch, self._batch = self._batch[: self.max_batch], self._batch[self.max_batch :]
             try:
-                await self.decide_many([signal for signal, _ in batch])
+                actions = await self.decide_many(
+                    [signal for signal, _, _ in batch], traces=[trace for _, trace, _ in batch]
+                )
             except BaseException as problem:
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(problem)
                 if isinstance(problem, asyncio.CancelledError):
                     raise
             else:
-                for _, done in batch:
+                for (_, _, done), action in zip(batch, actions, strict=True):
                     if not done.done():
-                        done.set_result(None)
+                        done.set_result(action)
 
     async def decide(self, signal: RuntimeSignal) -> str:
         """Decide on one signal and apply the decision; returns the action."""
         return (await self.decide_many([signal]))[0]
 
-    async def decide_many(self, signals: list[RuntimeSignal]) -> list[str]:
-        """Dedupe, decide and apply a batch of signals; returns each signal's action."""
+    async def decide_many(
+        self, signals: list[RuntimeSignal], *, traces: Sequence[dict[str, str]] | None = None
+    ) -> list[str]:
+        """Dedupe, decide and apply a batch of signals; returns each signal's action.
+
+        ``traces`` are the signals' trace contexts, kept with the pending signals."""
+        trace_of = dict(zip((s.id for s in signals), traces or (), strict=False))
         signals = [
             s if s.session_id else s.model_copy(update={"session_id": self.default_session})
             for s in signals
@@ -167,7 +197,9 @@ class AttentionConsumer:
                 SignalRecord(
                     session_id,
                     decision_record(signal, action, reason),
-                    pending_json=None if action == "drop" else pending_json(signal, action),
+                    pending_json=None
+                    if action == "drop"
+                    else pending_json(signal, action, trace_of.get(signal.id) or None),
                     interrupt=(signal.id, reason) if action == "interrupt" else None,
                     ready=action in ("queue", "interrupt"),
                 )
@@ -181,17 +213,33 @@ class AttentionConsumer:
             metrics.DECISIONS.labels(action).inc()
             if dup:
                 metrics.DEDUPE_HITS.inc()
-            logger.info(
-                "signal %s (%s/%s, %s) for session %s: %s (%s)",
-                signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
-                action, reason,
-            )  # fmt: skip
+            # This may run in the batch's task: name each signal's ids on its own records.
+            with log_context(signal_id=signal.id, session_id=signal.session_id, run_id=None):
+                logger.info(
+                    "signal %s (%s/%s, %s) for session %s: %s (%s)",
+                    signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
+                    action, reason,
+                )  # fmt: skip
+                if not dup:
+                    await self._record_feedback(signal)
             if self.hooks.wants("signal_decided"):
                 await self.hooks.emit(
                     "signal_decided", session_id=signal.session_id, signal=signal,
                     action=action, reason=reason,
                 )  # fmt: skip
         return [action for _, action, _ in decided]
+
+    async def _record_feedback(self, signal: RuntimeSignal) -> None:
+        """A signal that carries feedback (a thumb on a reply) also becomes a feedback event;
+        the signal itself was decided like any other."""
+        event = self.feedback.from_signal(signal) if self.feedback is not None else None
+        if event is None or self.feedback is None:
+            return
+        try:
+            await self.feedback.record(event)
+        except StateUnavailable as problem:
+            # The decision is recorded already; a redelivery would decide the signal twice.
+            logger.warning("feedback of signal %s not recorded: %s", signal.id, problem)
 
     async def _track_risk(self, signal: RuntimeSignal, session_id: str) -> None:
         """High and critical signals become active risks until a resolving signal clears them.

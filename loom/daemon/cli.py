@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("config", help="print the effective settings, secrets masked")
 
+    feedback = commands.add_parser(
+        "feedback",
+        help="show recent feedback events",
+        description="Show the newest feedback events (run outcomes, tool failures, quality "
+        "verdicts, explicit feedback) from the state, oldest first.",
+    )
+    feedback.add_argument("--session", default=None, help="only this session's events")
+    feedback.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    feedback.add_argument("--json", action="store_true", help="one JSON object per line")
+
     dlq = commands.add_parser("dlq", help="inspect or replay dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their reasons")
@@ -212,6 +222,46 @@ async def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _feedback(args: argparse.Namespace) -> int:
+    from loom.daemon.settings import Settings
+    from loom.policies.feedback import FeedbackEvent
+    from loom.state import state_from_url
+    from loom.state.base import StateUnavailable
+
+    settings = Settings()
+    if settings.state_url.startswith("memory:"):
+        raise CommandError(
+            "feedback lives in the state of the running process: set LOOM_STATE_URL to Redis"
+        )
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+    from loom.daemon.app import state_options
+
+    state = state_from_url(settings.state_url, **state_options(settings.state_url, settings))
+    try:
+        await state.start()
+        events = [
+            FeedbackEvent.from_json(text)
+            for text in await state.read_feedback(args.session, args.limit)
+        ]
+    except StateUnavailable as problem:
+        raise CommandError(str(problem)) from problem
+    finally:
+        await state.close()
+    for event in events:
+        if args.json:
+            print(event.to_json())
+        else:
+            score = "" if event.score is None else f"{event.score:+g}"
+            run = event.run_id or "-"
+            comment = event.comment.replace("\n", " ")[:120]
+            print(
+                f"{event.at.isoformat(timespec='seconds')}  {event.session_id}  {run}  "
+                f"{event.kind}  {event.value or '-'}  {score}  {event.source}  {comment}".rstrip()
+            )
+    return 0
+
+
 async def _ask(args: argparse.Namespace) -> int:
     from loom import Agent
     from loom.daemon.settings import Settings
@@ -234,13 +284,23 @@ async def _ask(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _configure_logging(*, verbose: bool) -> None:
+    """Structured logs for every command and role (LOOM_LOG__FORMAT, LOOM_LOG__LEVEL), with
+    every secret of the settings masked; ``-v`` means DEBUG."""
+    from loom import logs
+    from loom.daemon.settings import Settings
+
+    try:
+        settings: Settings | None = Settings()
+    except Exception:  # the command reports bad settings itself, as a one-line error
+        settings = None
+    logs.configure(settings, level=logging.DEBUG if verbose else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    _configure_logging(verbose=args.verbose)
     try:
         if args.command in ROLE_HELP:
             from loom.daemon.app import ROLES
@@ -256,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "dlq":
             return asyncio.run(_dlq(args))
+        if args.command == "feedback":
+            return asyncio.run(_feedback(args))
         if args.command == "ask":
             return asyncio.run(_ask(args))
     except CommandError as problem:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -12,18 +11,24 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from loom import tracing
 from loom.adapters.cloudevents import (
     CloudEventError,
     is_cloudevent,
     parse_http,
     signal_from_cloudevent,
 )
+from loom.adapters.signing import authenticate
 from loom.broker.base import BrokerUnavailable
 from loom.daemon.attention import describe_validation_error
+from loom.daemon.http_metrics import HTTPMetrics
+from loom.daemon.openapi import build_openapi
 from loom.daemon.signals_io import PendingSignal, publish_signal
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
 
@@ -43,13 +48,18 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     """The ASGI app of one process; ``gateway`` adds the inbound routes."""
     settings = daemon.settings
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+
+    def refusal(request: Request, body: bytes | None = None) -> str | None:
+        """Why the request is refused, or None. With LOOM_API_TOKEN set it needs that bearer
+        token, or, for endpoints that pass the body, an X-Loom-Signature made with
+        LOOM_WEBHOOK_SECRET (see loom.adapters.signing)."""
+        if token is None:
+            return None
+        return authenticate(request.headers, body, token=token, secret=secret)
 
     def authorized(request: Request) -> bool:
-        if token is None:
-            return True
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+        return refusal(request) is None
 
     def protected(endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
@@ -70,6 +80,9 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
             status_code=200 if ready else 503,
         )
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(build_openapi(daemon, gateway=gateway))
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -85,9 +98,13 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     async def post_signal(request: Request) -> Response:
         if daemon.draining:
             return error(503, "shutting down: signal not accepted; send it to another replica")
+        # Read (within the limit) before the check: a signature covers the body.
         body = await read_body(request, settings.http.max_body_bytes)
         if isinstance(body, Response):
             return body
+        refused = refusal(request, body)
+        if refused is not None:
+            return error(401, refused)
         try:
             if is_cloudevent(request.headers):
                 signal = signal_from_cloudevent(parse_http(request.headers, body))
@@ -97,24 +114,52 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
-        return await accept(daemon, signal)
+        with tracing.continued(request.headers):  # the sender's trace, if it sent one
+            return await accept(daemon, signal)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/sessions/{session_id:path}", protected(get_session), methods=["GET"]),
     ]
     if gateway:
-        routes.append(Route("/signals", protected(post_signal), methods=["POST"]))
+        routes.append(Route("/signals", post_signal, methods=["POST"]))  # checks itself
+        from loom.daemon.feedback_http import feedback_routes  # it imports this module
+
+        routes.extend(feedback_routes(daemon, protected))
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(daemon))
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(HTTPMetrics, routes=routes)],
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+async def http_error(request: Request, problem: Exception) -> Response:
+    """Starlette's own answers (no such route, wrong method) in the same JSON shape as ours."""
+    assert isinstance(problem, HTTPException)
+    if problem.status_code == 404:
+        return error(404, f"no route {request.method} {request.url.path[:200]!r}")
+    return JSONResponse(
+        {"error": problem.detail}, status_code=problem.status_code, headers=problem.headers
+    )
 
 
 async def accept(daemon: Daemon, signal: RuntimeSignal) -> Response:
     """Publish a signal: 202 once the broker confirmed it, 200 for a dedupe key already
     accepted, 503 (and the key released for the sender's retry) when the broker is down."""
+    attributes = {"loom.signal_id": signal.id, "loom.source": signal.source,
+                  "loom.type": signal.type, "loom.session_id": signal.session_id}  # fmt: skip
+    with tracing.span("loom.gateway.accept", kind="server", attributes=attributes) as span:
+        response = await _accept(daemon, signal)
+        span.set_attribute("http.response.status_code", response.status_code)
+    return response
+
+
+async def _accept(daemon: Daemon, signal: RuntimeSignal) -> Response:
     key = f"accept:{signal.dedupe_key}" if signal.dedupe_key else None
     ttl = daemon.settings.dedupe_ttl
     if key is not None:

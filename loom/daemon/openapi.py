@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from loom.daemon.app import Daemon
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+SESSION_PARAMETER = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+}
 
 
 def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -73,13 +79,56 @@ def _signal_paths() -> dict[str, Any]:
     }
 
 
-def _process_paths() -> dict[str, Any]:
-    session_id = {
-        "name": "session_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+def _feedback_paths() -> dict[str, Any]:
+    score = {"type": "number", "minimum": -1, "maximum": 1}
+    feedback = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "score": score,
+            "value": {"enum": ["up", "down"]},
+            "comment": {"type": "string", "maxLength": 2000},
+            "run_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        },
+        # A score, a thumb, or both when they agree.
+        "anyOf": [{"required": ["score"]}, {"required": ["value"]}],
+        "allOf": [
+            {
+                "if": {"required": ["value"], "properties": {"value": {"const": "up"}}},
+                "then": {"properties": {"score": {"minimum": 0}}},
+            },
+            {
+                "if": {"required": ["value"], "properties": {"value": {"const": "down"}}},
+                "then": {"properties": {"score": {"maximum": 0}}},
+            },
+        ],
     }
+    recorded = {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"const": "accepted"}},
+    }
+    return {
+        "/sessions/{session_id}/feedback": {
+            "post": {
+                "summary": "Explicit feedback on a session or one of its runs",
+                "security": [{"bearer": []}],
+                "parameters": [SESSION_PARAMETER],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": feedback}},
+                },
+                "responses": {
+                    "202": answer("Recorded in the feedback stream.", recorded),
+                    "409": answer("Feedback is turned off.", ERROR),
+                    **errors(400, 401, 404, 413, 422, 503),
+                },
+            }
+        }
+    }
+
+
+def _process_paths() -> dict[str, Any]:
     return {
         "/healthz": {
             "get": {
@@ -102,16 +151,14 @@ def _process_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Prometheus metrics (text exposition format)",
                 "security": [],
-                "responses": {
-                    "200": {"description": "Metrics.", "content": {"text/plain": {}}}
-                },
+                "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {}}}},
             }
         },
         "/sessions/{session_id}": {
             "get": {
                 "summary": "A session: pending signals, risks, decisions, runs, last reply",
                 "security": [{"bearer": []}],
-                "parameters": [session_id],
+                "parameters": [SESSION_PARAMETER],
                 "responses": {
                     "200": answer("The session.", {"type": "object"}),
                     **errors(400, 401, 404),
@@ -149,6 +196,7 @@ def build_openapi(daemon: Daemon, *, gateway: bool) -> dict[str, Any]:
     paths = _process_paths()
     if gateway:
         paths.update(_signal_paths())
+        paths.update(_feedback_paths())
         for adapter in daemon.adapters:
             paths.update(adapter.openapi())
     signal_schema = RuntimeSignal.model_json_schema(ref_template="#/components/schemas/{model}")

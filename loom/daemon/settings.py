@@ -7,11 +7,12 @@ Environment variables win over the file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +21,7 @@ from pydantic_settings import (
 )
 
 from loom.policies.attention import AttentionRule
+from loom.signals import Urgency
 
 DEFAULT_INSTRUCTIONS = (
     "You are Loom, an operations agent. Signals reach you from chat, webhooks, alerts and "
@@ -55,6 +57,173 @@ class WorkerSettings(BaseModel):
     prefetch: int = Field(default=32, ge=1)
 
 
+class LogSettings(BaseModel):
+    """Structured logs (loom.logs): every record carries the signal, session and run ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "logfmt", "auto"] = "auto"
+    """``json`` lines, ``logfmt``, or ``auto``: logfmt on a terminal, JSON otherwise."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class FeedbackSettings(BaseModel):
+    """The default FeedbackPolicy of a Daemon (``Daemon(feedback=...)`` replaces it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """Collect run outcomes, tool failures and explicit feedback (off: FeedbackPolicy.none())."""
+    max_events: int = Field(default=10_000, ge=1)
+    """Feedback events kept, per session and for all sessions (about; oldest go first)."""
+
+
+class WebhookMapping(BaseModel):
+    """A generic webhook (``POST /webhooks/{name}``): where each signal field is in the JSON body.
+
+    Paths are dotted keys, a number indexes a list: ``alert.title``, ``alerts.0.labels.env``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str | None = None
+    """Path of the summary; unset: the body's ``summary``/``text``/``message``/... field."""
+    session_id: str | None = None
+    """Path of the session id (characters a session id cannot hold become ``-``)."""
+    dedupe_key: str | None = None
+    """Path of a delivery id; the key becomes ``{name}:{value}``."""
+    reply_to: str | None = None
+    """Path of the reply address (e.g. a callback URL the sender names)."""
+    urgency: str = "normal"
+    """An urgency (``low``, ``normal``, ``high``, ``critical``), or the path of a value that is
+    one, or that ``urgency_map`` maps to one."""
+    urgency_map: dict[str, Urgency] = Field(default_factory=dict)
+    source: str | None = None
+    """Constant, with ``{path}`` placeholders filled from the body; unset: the name."""
+    type: str = "webhook"
+    """Constant, with ``{path}`` placeholders: ``deploy.{status}``."""
+    token: SecretStr | None = None
+    """This webhook's own bearer token (instead of LOOM_API_TOKEN)."""
+    secret: SecretStr | None = None
+    """This webhook's own X-Loom-Signature secret (instead of LOOM_WEBHOOK_SECRET)."""
+
+    @field_validator("summary", "session_id", "dedupe_key", "reply_to", "urgency")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(not part for part in value.split("."))):
+            raise ValueError(f"{value!r} is not a dotted path like 'alert.title'")
+        return value
+
+
+class WebhookSettings(BaseModel):
+    """Inbound webhooks and outbound callbacks (docs/webhooks.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    github_secret: SecretStr | None = None
+    """The GitHub webhook's secret; set, ``POST /webhooks/github`` is served."""
+    mappings: dict[str, WebhookMapping] = Field(default_factory=dict)
+    """Generic webhooks by name, each served at ``POST /webhooks/{name}``."""
+    callback_allow_private: bool = False
+    """Let replies go to private, loopback and link-local addresses (off: SSRF guard)."""
+    callback_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a callback POST may take before it counts as failed (and is retried)."""
+
+    @field_validator("mappings")
+    @classmethod
+    def _names(cls, value: dict[str, WebhookMapping]) -> dict[str, WebhookMapping]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+                raise ValueError(f"webhook name {name!r}: use a-z, 0-9, '_' and '-'")
+            if name in ("github", "alertmanager"):
+                raise ValueError(f"webhook name {name!r} is taken by the built-in adapter")
+        return value
+
+
+class CronJobSettings(BaseModel):
+    """One ``[[cron]]`` job: a signal at each fire time, once across the scheduler replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str
+    """5 fields (minute hour day month weekday), 6 with seconds first, or ``@hourly`` etc."""
+    summary: str = Field(min_length=1)
+    job_id: str = Field(pattern=r"^[A-Za-z0-9_.@/-]{1,128}$")
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@/-]{1,256}$")
+    timezone: str = "UTC"
+    """An IANA zone (``Europe/Berlin``): the expression's times are local to it."""
+    payload: dict[str, Any] = Field(default_factory=dict)
+    urgency: Urgency = "normal"
+    misfire_grace_time: float = Field(default=300.0, gt=0)
+    """Seconds late a fire may still happen (after downtime, or while the broker is down)."""
+    coalesce: bool = True
+    """Several missed fires fire once (off: each, at most 100)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from loom.adapters.cron_schedule import check_timezone
+
+        check_timezone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> CronJobSettings:
+        from loom.adapters.cron_schedule import CronSchedule
+
+        CronSchedule(self.expression, self.timezone)  # raises with what is wrong
+        return self
+
+
+class ProbeSettings(BaseModel):
+    """A heartbeat probe: ``url`` (HTTP GET) or ``host`` and ``port`` (TCP connect)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    expect_status: int = Field(default=200, ge=100, le=599)
+    host: str | None = Field(default=None, min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeSettings:
+        tcp = self.host is not None or self.port is not None
+        if (self.url is None) == (not tcp):
+            raise ValueError(f"probe {self.name!r} needs either url, or host and port")
+        if tcp and (self.host is None or self.port is None):
+            raise ValueError(f"probe {self.name!r} needs both host and port")
+        return self
+
+
+class HeartbeatSettings(BaseModel):
+    """The scheduler's heartbeat signal and its probes (off while ``interval`` is unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: float | None = Field(default=None, gt=0)
+    """Seconds between heartbeats; unset: no heartbeat."""
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@/-]{1,256}$")
+    """The session of heartbeat and probe signals (unset: the default session)."""
+    probes: list[ProbeSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _probes(self) -> HeartbeatSettings:
+        names = [probe.name for probe in self.probes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"probe names must be unique: {', '.join(duplicates)}")
+        if self.probes and self.interval is None:
+            raise ValueError("probes run with the heartbeat: set heartbeat.interval")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a Loom process reads from its environment."""
 
@@ -75,6 +244,12 @@ class Settings(BaseSettings):
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    publish_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a publish waits for RabbitMQ's confirmation (riding out a reconnect) before
+    the gateway answers 503."""
     shutdown_timeout: float = Field(default=25.0, gt=0)
     """Seconds SIGTERM waits for in-flight work before handing it back and exiting."""
     dedupe_ttl: float = Field(default=86_400.0, gt=0)
@@ -84,6 +259,9 @@ class Settings(BaseSettings):
     """The session of signals that name none."""
     attention_rules: list[AttentionRule] = Field(default_factory=list)
     """Rules tried in order before the urgency default (see docs/daemon.md)."""
+    cron: list[CronJobSettings] = Field(default_factory=list)
+    """Cron jobs (``[[cron]]`` tables, or ``LOOM_CRON`` as a JSON list; docs/scheduler.md)."""
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
 
     @field_validator("broker_url")
     @classmethod
@@ -99,6 +277,15 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("memory", "redis", "rediss"):
             raise ValueError(f"LOOM_STATE_URL must be memory:// or redis(s)://..., not {value!r}")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _unique_jobs(cls, value: list[CronJobSettings]) -> list[CronJobSettings]:
+        ids = [job.job_id for job in value]
+        duplicates = sorted({job_id for job_id in ids if ids.count(job_id) > 1})
+        if duplicates:
+            raise ValueError(f"cron job_id must be unique: {', '.join(duplicates)} repeated")
         return value
 
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from loom import tracing
 from loom.broker.base import (
     SIGNALS_EXCHANGE,
     WORK_EXCHANGE,
@@ -25,13 +26,18 @@ def signal_routing_key(signal: RuntimeSignal) -> str:
 
 
 async def publish_signal(broker: Broker, signal: RuntimeSignal) -> None:
-    """Publish a signal; returns once the broker confirmed it (else BrokerUnavailable)."""
-    message = Message(
-        body=signal.model_dump_json().encode(),
-        headers={WIRE_VERSION_HEADER: signal.version},
-        message_id=signal.id,
-    )
-    await broker.publish(SIGNALS_EXCHANGE, signal_routing_key(signal), message)
+    """Publish a signal; returns once the broker confirmed it (else BrokerUnavailable).
+
+    The headers carry the trace context (``traceparent``) when tracing is on."""
+    attributes = {"loom.signal_id": signal.id, "loom.source": signal.source,
+                  "loom.type": signal.type, "loom.session_id": signal.session_id}  # fmt: skip
+    with tracing.span("loom.signal.publish", kind="producer", attributes=attributes):
+        message = Message(
+            body=signal.model_dump_json().encode(),
+            headers=tracing.inject({WIRE_VERSION_HEADER: signal.version}),
+            message_id=signal.id,
+        )
+        await broker.publish(SIGNALS_EXCHANGE, signal_routing_key(signal), message)
 
 
 async def publish_work(broker: Broker, session_id: str) -> None:
@@ -50,18 +56,31 @@ def parse_work(body: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PendingSignal:
-    """A signal waiting in a session's working state, with what attention decided for it."""
+    """A signal waiting in a session's working state, with what attention decided for it,
+    and the trace context of that decision (so the run that handles it joins the trace)."""
 
     signal: RuntimeSignal
     action: str
+    trace: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"action": self.action, "signal": self.signal.model_dump(mode="json")})
+        data: dict[str, Any] = {
+            "action": self.action,
+            "signal": self.signal.model_dump(mode="json"),
+        }
+        if self.trace:
+            data["trace"] = self.trace
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> PendingSignal:
         data: dict[str, Any] = json.loads(text)
-        return cls(RuntimeSignal.model_validate(data["signal"]), str(data["action"]))
+        trace = data.get("trace")
+        return cls(
+            RuntimeSignal.model_validate(data["signal"]),
+            str(data["action"]),
+            tracing.text_carrier(trace) if isinstance(trace, dict) else None,
+        )
 
 
 def decision_record(signal: RuntimeSignal, action: str, reason: str) -> str:

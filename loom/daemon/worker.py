@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from loom import metrics
+from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
 from loom.daemon.replies import publish_reply, replies_for
@@ -126,6 +126,7 @@ class SessionWorker:
     async def start(self) -> None:
         self._stopping = False
         self._tag = await self.broker.consume(WORK_QUEUE, self.handle, prefetch=self.prefetch)
+        metrics.CONSUMERS.labels(WORK_QUEUE).inc()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="loom-worker-sweep")
         self._poller = asyncio.create_task(self._poll_interrupts(), name="loom-interrupts")
 
@@ -138,6 +139,7 @@ class SessionWorker:
         self._stopping = True
         if self._tag is not None:
             tag, self._tag = self._tag, None
+            metrics.CONSUMERS.labels(WORK_QUEUE).dec()
             # Notices still waiting for a slot go back to the queue at once; the sessions
             # they name stay marked ready for whichever worker comes next.
             await self.broker.cancel(tag, timeout=0)
@@ -191,10 +193,12 @@ class SessionWorker:
             return False
         task = asyncio.create_task(self._drive(lease), name=f"loom-session-{session_id}")
         self._active[session_id] = task
+        metrics.ACTIVE_SESSIONS.inc()
         return True
 
     async def _drive(self, lease: Lease) -> None:
         session_id = lease.session_id
+        logs.bind(session_id=session_id, signal_id=None, run_id=None)  # this task's records
         renewer = asyncio.create_task(self._renew(lease), name=f"loom-lease-{session_id}")
         released = False
         again = False
@@ -244,6 +248,7 @@ class SessionWorker:
                 with contextlib.suppress(Exception):
                     await self.state.release_lease(lease)
             self._active.pop(session_id, None)
+            metrics.ACTIVE_SESSIONS.dec()
             self._slots.release()
         if again:  # take it straight back rather than wait for the next sweep
             retry = asyncio.create_task(self.try_run(session_id))
@@ -251,6 +256,28 @@ class SessionWorker:
             retry.add_done_callback(self._retries.discard)
 
     async def _run_once(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
+        # The run joins the trace of the first signal it was asked to handle, and links the
+        # others: one run answers several signals.
+        asking = [p for p in signals if p.action != "observe"] or signals
+        traces = [p.trace for p in asking if p.trace]
+        ids = ",".join(p.signal.id for p in asking)
+        attributes = {"loom.session_id": lease.session_id, "loom.signals": len(signals)}
+        with (
+            logs.log_context(signal_id=ids, run_id=None),
+            tracing.span(
+                "loom.worker.run",
+                kind="consumer",
+                parent=traces[0] if traces else None,
+                links=traces[1:],
+                attributes=attributes,
+            ) as span,
+        ):
+            result = await self._run_signals(lease, signals)
+            span.set_attribute("loom.run_id", result.run_id)
+            span.set_attribute("loom.status", result.status.value)
+            return result
+
+    async def _run_signals(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
         session_id = lease.session_id
         await self.state.check_fence(session_id, lease.token)
         risks = await self.state.risks(session_id)
@@ -264,6 +291,7 @@ class SessionWorker:
             "worker": self.owner,
         }
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        logs.bind(run_id=run.id)  # until _run_once's log context ends
         now = datetime.now(UTC)
         for pending in signals:
             metrics.SIGNAL_WAIT.observe(max((now - pending.signal.observed_at).total_seconds(), 0))

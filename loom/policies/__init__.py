@@ -1,4 +1,4 @@
-"""Policies that steer the runtime: attention (and, later, governance and feedback)."""
+"""Policies that steer the runtime: attention and feedback (governance comes later)."""
 
 from loom.policies.attention import (
     ACTIONS,
@@ -8,5 +8,16 @@ from loom.policies.attention import (
     SessionView,
     SignalDecision,
 )
+from loom.policies.feedback import ExplicitFeedback, FeedbackEvent, FeedbackPolicy
 
-__all__ = ["ACTIONS", "Action", "AttentionPolicy", "AttentionRule", "SessionView", "SignalDecision"]
+__all__ = [
+    "ACTIONS",
+    "Action",
+    "AttentionPolicy",
+    "AttentionRule",
+    "ExplicitFeedback",
+    "FeedbackEvent",
+    "FeedbackPolicy",
+    "SessionView",
+    "SignalDecision",
+]

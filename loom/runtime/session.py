@@ -7,6 +7,7 @@ so one user's history can never reach another's requests.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import secrets
@@ -14,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from loom import logs
 from loom.policies.attention import SessionView, SignalDecision
 from loom.runtime.config import RunContext, RuntimeTask, SessionConfig
 from loom.runtime.events import RunEvent
@@ -95,7 +97,12 @@ class Session:
             metadata = {**task.metadata, **metadata}
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         self._queued += 1
-        run.attach(asyncio.get_running_loop().create_task(self._execute(run, text, metadata)))
+        # The run's task logs with its own run and session ids, whoever started it.
+        ids = contextvars.copy_context()
+        ids.run(logs.bind, run_id=run.id, session_id=self.id)
+        run.attach(
+            asyncio.get_running_loop().create_task(self._execute(run, text, metadata), context=ids)
+        )
         return run
 
     async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:

@@ -3,8 +3,9 @@
 Per session it holds the working state the agent sees at its next run (pending signals and
 active risks), the signals a run is handling (in flight), the attention decisions, the
 session lease with its fencing token, and interrupt requests; globally it holds dedupe keys
-and the set of sessions that need a run. Transcripts and run records are the kernel's
-``SessionStore`` (``state.sessions``). Everything is bounded.
+and the set of sessions that need a run. Feedback events are kept per session and for all.
+Transcripts and run records are the kernel's ``SessionStore`` (``state.sessions``).
+Everything is bounded.
 
 Implementations: ``MemoryState`` (one process) and ``RedisState``.
 """
@@ -22,6 +23,7 @@ from loom.state.sessions import SessionStore
 DEFAULT_MAX_PENDING = 500
 DEFAULT_MAX_DECISIONS = 200
 DEFAULT_MAX_RISKS = 50
+DEFAULT_MAX_FEEDBACK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,15 @@ class Lease:
     session_id: str
     owner: str
     token: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease held now, and for how long (seconds since it was acquired, on the backend's
+    clock; renewals do not reset it)."""
+
+    lease: Lease
+    held_for: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +85,12 @@ class State(ABC):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_decisions: int = DEFAULT_MAX_DECISIONS,
         max_risks: int = DEFAULT_MAX_RISKS,
+        max_feedback: int = DEFAULT_MAX_FEEDBACK,
     ) -> None:
         self.max_pending = max_pending
         self.max_decisions = max_decisions
         self.max_risks = max_risks
+        self.max_feedback = max_feedback
 
     async def start(self) -> None:  # noqa: B027 - optional
         """Connect (idempotent)."""
@@ -106,6 +119,16 @@ class State(ABC):
     @abstractmethod
     async def forget(self, key: str) -> None:
         """Drop a dedupe key (used when the work it guarded could not be accepted)."""
+
+    # -- markers -----------------------------------------------------------------------
+    @abstractmethod
+    async def set_marker(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Store a small named value (e.g. a cron job's last fire time), replacing any
+        earlier one; it expires after ``ttl`` seconds (None: never)."""
+
+    @abstractmethod
+    async def marker(self, key: str) -> str | None:
+        """The value ``set_marker`` stored under ``key``, or None (never set or expired)."""
 
     # -- working state -----------------------------------------------------------------
     @abstractmethod
@@ -206,6 +229,17 @@ class State(ABC):
         """``claim(key, owner, ttl)`` for each claim, in order."""
         return [await self.claim(key, owner, ttl) for key, owner, ttl in claims]
 
+    # -- feedback ----------------------------------------------------------------------
+    @abstractmethod
+    async def add_feedback(self, session_id: str, event_json: str) -> None:
+        """Append a feedback event (JSON) to the session's stream and to the stream of all
+        sessions. Each keeps about the newest ``max_feedback`` (Redis trims whole stream
+        nodes, so a stream may run up to about a hundred entries over)."""
+
+    @abstractmethod
+    async def read_feedback(self, session_id: str | None = None, limit: int = 50) -> list[str]:
+        """The newest ``limit`` feedback events of one session (or of all), newest last."""
+
     # -- sessions that need a run ------------------------------------------------------
     @abstractmethod
     async def mark_ready(self, session_id: str) -> None:
@@ -234,6 +268,11 @@ class State(ABC):
 
     @abstractmethod
     async def lease_holder(self, session_id: str) -> Lease | None: ...
+
+    @abstractmethod
+    async def held_leases(self, limit: int = 100) -> list[HeldLease]:
+        """Leases held now, longest held first (at most ``limit``): what a health check
+        reads to find runs stuck past their timeout."""
 
     @abstractmethod
     async def check_fence(self, session_id: str, token: int) -> None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from loom.state.base import (
     DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_FEEDBACK,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    HeldLease,
     Lease,
     StaleFencingToken,
     State,
@@ -35,9 +37,11 @@ class _Session:
     decisions: deque[str]
     interrupts: deque[tuple[str, str]]
     in_flight: list[str] = field(default_factory=list)
+    feedback: deque[str] = field(default_factory=deque)  # bounded when the state makes it
     risks: dict[str, str] = field(default_factory=dict)
     # (owner, token, expires at on the state's clock)
     lease: tuple[str, int, float] | None = None
+    leased_at: float = 0.0  # when the current lease was acquired, on the state's clock
     issued: int = 0  # the newest token issued for the session
     fence: int = 0  # the newest token a write was checked with
     condition: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -64,16 +68,24 @@ class MemoryState(State):
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         max_dedupe_keys: int = DEFAULT_MAX_DEDUPE_KEYS,
+        max_feedback: int = DEFAULT_MAX_FEEDBACK,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min(max_pending, max_decisions, max_risks, max_dedupe_keys) < 1:
+        if min(max_pending, max_decisions, max_risks, max_dedupe_keys, max_feedback) < 1:
             raise ValueError("state bounds must be at least 1")
-        super().__init__(max_pending=max_pending, max_decisions=max_decisions, max_risks=max_risks)
+        super().__init__(
+            max_pending=max_pending,
+            max_decisions=max_decisions,
+            max_risks=max_risks,
+            max_feedback=max_feedback,
+        )
+        self._feedback: deque[str] = deque(maxlen=max_feedback)  # of every session
         self.sessions = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
         self.max_dedupe_keys = max_dedupe_keys
         self._clock = clock
         self._dedupe: dict[str, float] = {}  # key -> expiry, in insertion order
         self._owners: dict[str, str] = {}  # key -> owner, for keys taken with claim()
+        self._markers: dict[str, tuple[str, float]] = {}  # key -> (value, expiry), oldest first
         self._sweep_at = 1024
         self._sessions: dict[str, _Session] = {}
         self._ready: dict[str, None] = {}  # insertion order is first-marked order
@@ -86,6 +98,7 @@ class MemoryState(State):
                 pending=deque(maxlen=self.max_pending),
                 decisions=deque(maxlen=self.max_decisions),
                 interrupts=deque(maxlen=self.max_pending),
+                feedback=deque(maxlen=self.max_feedback),
             )
             self._sessions[session_id] = session
         return session
@@ -135,6 +148,25 @@ class MemoryState(State):
             oldest = next(iter(self._dedupe))
             del self._dedupe[oldest]
             self._owners.pop(oldest, None)
+
+    # -- markers -----------------------------------------------------------------------
+
+    async def set_marker(self, key: str, value: str, ttl: float | None = None) -> None:
+        now = self._clock()
+        self._markers.pop(key, None)
+        self._markers[key] = (value, float("inf") if ttl is None else now + ttl)
+        # Markers are few (one per cron job or probe); the bound only guards against misuse.
+        while len(self._markers) > self.max_dedupe_keys:
+            del self._markers[next(iter(self._markers))]
+
+    async def marker(self, key: str) -> str | None:
+        stored = self._markers.get(key)
+        if stored is None:
+            return None
+        if stored[1] <= self._clock():
+            del self._markers[key]
+            return None
+        return stored[0]
 
     # -- working state -----------------------------------------------------------------
 
@@ -195,6 +227,20 @@ class MemoryState(State):
             return []
         return list(session.decisions)[-limit:]
 
+    # -- feedback ----------------------------------------------------------------------
+
+    async def add_feedback(self, session_id: str, event_json: str) -> None:
+        self._session(session_id).feedback.append(event_json)
+        self._feedback.append(event_json)
+
+    async def read_feedback(self, session_id: str | None = None, limit: int = 50) -> list[str]:
+        if limit <= 0:
+            return []
+        if session_id is None:
+            return list(self._feedback)[-limit:]
+        session = self._sessions.get(session_id)
+        return [] if session is None else list(session.feedback)[-limit:]
+
     # -- sessions that need a run ------------------------------------------------------
 
     async def mark_ready(self, session_id: str) -> None:
@@ -218,7 +264,8 @@ class MemoryState(State):
         if self._live_lease(session) is not None:
             return None
         token = next(self._tokens)
-        session.lease = (owner, token, self._clock() + ttl)
+        session.leased_at = self._clock()
+        session.lease = (owner, token, session.leased_at + ttl)
         session.issued = token
         return Lease(session_id, owner, token)
 
@@ -244,6 +291,16 @@ class MemoryState(State):
         session = self._sessions.get(session_id)
         live = None if session is None else self._live_lease(session)
         return None if live is None else Lease(session_id, live[0], live[1])
+
+    async def held_leases(self, limit: int = 100) -> list[HeldLease]:
+        now = self._clock()
+        held = [
+            (session.leased_at, HeldLease(Lease(sid, live[0], live[1]), now - session.leased_at))
+            for sid, session in self._sessions.items()
+            if (live := self._live_lease(session)) is not None
+        ]
+        held.sort(key=lambda item: item[0])
+        return [lease for _, lease in held[: max(limit, 0)]]
 
     async def check_fence(self, session_id: str, token: int) -> None:
         session = self._session(session_id)

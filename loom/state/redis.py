@@ -5,11 +5,15 @@ Cluster hash tag that keeps one session's keys in one slot)::
 
     {prefix}:dedupe:<key>              STRING  "1", expires after the dedupe TTL
     {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:leases                    ZSET    session id -> server time its lease was taken
+    {prefix}:marker:<key>              STRING  a named value (``set_marker``), maybe expiring
     {prefix}:s:{<sid>}:pending         LIST    signal JSON, oldest first, bounded
     {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
     {prefix}:s:{<sid>}:risks           HASH    risk key -> text
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
     {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
+    {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, about max_feedback
+    {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
     {prefix}:s:{<sid>}:lease           STRING  "<token>:<owner>", expires with the lease
     {prefix}:s:{<sid>}:token           STRING  the newest lease token issued
@@ -35,9 +39,11 @@ from typing import Any
 
 from loom.state.base import (
     DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_FEEDBACK,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
     DecisionContext,
+    HeldLease,
     Lease,
     SignalRecord,
     StaleFencingToken,
@@ -98,10 +104,12 @@ local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
 """
 
-# Takes a free lease: issues max(last token + 1, server time in microseconds).
+# Takes a free lease: issues max(last token + 1, server time in microseconds), and notes
+# when it was taken in the leases index (for held_leases).
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[4])
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
 local text = string.format('%d', token)
@@ -126,7 +134,29 @@ return 1
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
+"""
+
+# Of the candidates (KEYS[2..] their lease keys, ARGV their session ids) answers those still
+# leased as (session id, "token:owner", seconds held) triples, and drops the others (leases
+# that expired with a dead worker) from the index KEYS[1].
+_HELD_LEASES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {}
+for i, sid in ipairs(ARGV) do
+  local value = redis.call('GET', KEYS[i + 1])
+  local since = redis.call('ZSCORE', KEYS[1], sid)
+  if value and since then
+    table.insert(out, sid)
+    table.insert(out, value)
+    table.insert(out, string.format('%.6f', now - tonumber(since)))
+  elseif not value then
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+return out
 """
 
 # Records a write's token; answers the newer token if one was checked or issued since.
@@ -168,15 +198,21 @@ class RedisState(State):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_decisions: int = DEFAULT_MAX_DECISIONS,
         max_risks: int = DEFAULT_MAX_RISKS,
+        max_feedback: int = DEFAULT_MAX_FEEDBACK,
         session_ttl: float | None = DEFAULT_SESSION_TTL,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         transcript_ttl: float | None = None,
         socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
     ) -> None:
-        if min(max_pending, max_decisions, max_risks) < 1:
+        if min(max_pending, max_decisions, max_risks, max_feedback) < 1:
             raise ValueError("state bounds must be at least 1")
-        super().__init__(max_pending=max_pending, max_decisions=max_decisions, max_risks=max_risks)
+        super().__init__(
+            max_pending=max_pending,
+            max_decisions=max_decisions,
+            max_risks=max_risks,
+            max_feedback=max_feedback,
+        )
         self.url = mask_url(url)
         self.prefix = prefix
         self.session_ttl = session_ttl
@@ -205,6 +241,7 @@ class RedisState(State):
         self._renew = register(_RENEW)
         self._release = register(_RELEASE)
         self._check_fence = register(_CHECK_FENCE)
+        self._held_leases = register(_HELD_LEASES)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -259,6 +296,19 @@ class RedisState(State):
     async def forget(self, key: str) -> None:
         with self._guard():
             await self._client.delete(f"{self.prefix}:dedupe:{key}")
+
+    # -- markers -----------------------------------------------------------------------
+
+    async def set_marker(self, key: str, value: str, ttl: float | None = None) -> None:
+        with self._guard():
+            await self._client.set(
+                f"{self.prefix}:marker:{key}", value, px=None if ttl is None else _ms(ttl)
+            )
+
+    async def marker(self, key: str) -> str | None:
+        with self._guard():
+            value = await self._client.get(f"{self.prefix}:marker:{key}")
+        return None if value is None else text(value)
 
     # -- working state -----------------------------------------------------------------
 
@@ -402,6 +452,32 @@ class RedisState(State):
             return []
         return await self._range(self._key(session_id, "decisions"), -limit)
 
+    # -- feedback ----------------------------------------------------------------------
+
+    async def add_feedback(self, session_id: str, event_json: str) -> None:
+        stream = self._key(session_id, "feedback")
+        # MAXLEN ~ trims whole stream nodes: cheap, and the bound holds within a node.
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    f"{self.prefix}:feedback",
+                    {"session": session_id, "event": event_json},
+                    maxlen=self.max_feedback,
+                    approximate=True,
+                )
+                pipe.xadd(stream, {"event": event_json}, maxlen=self.max_feedback, approximate=True)
+                if self._keep_ms:
+                    pipe.pexpire(stream, self._keep_ms)
+                await pipe.execute()
+
+    async def read_feedback(self, session_id: str | None = None, limit: int = 50) -> list[str]:
+        if limit <= 0:
+            return []
+        key = f"{self.prefix}:feedback" if session_id is None else self._key(session_id, "feedback")
+        with self._guard():
+            entries = await self._client.xrevrange(key, count=limit)
+        return [text(fields["event"]) for _, fields in reversed(entries or []) if fields]
+
     # -- sessions that need a run ------------------------------------------------------
 
     async def mark_ready(self, session_id: str) -> None:
@@ -428,9 +504,10 @@ class RedisState(State):
         return 0 if self._keep_ms == 0 else max(self._keep_ms, _ms(ttl))
 
     async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        args: list[str | int] = [owner, _ms(ttl), self._token_keep_ms(ttl)]
+        args: list[str | int] = [owner, _ms(ttl), self._token_keep_ms(ttl), session_id]
+        keys = [*self._lease_keys(session_id), f"{self.prefix}:leases"]
         with self._guard():
-            token = await self._acquire(keys=self._lease_keys(session_id), args=args)
+            token = await self._acquire(keys=keys, args=args)
         return None if token is None else Lease(session_id, owner, int(token))
 
     async def renew_lease(self, lease: Lease, ttl: float) -> bool:
@@ -440,10 +517,28 @@ class RedisState(State):
         return bool(renewed)
 
     async def release_lease(self, lease: Lease) -> bool:
-        args = [f"{lease.token}:{lease.owner}"]
+        args = [f"{lease.token}:{lease.owner}", lease.session_id]
+        keys = [*self._lease_keys(lease.session_id), f"{self.prefix}:leases"]
         with self._guard():
-            released = await self._release(keys=self._lease_keys(lease.session_id), args=args)
+            released = await self._release(keys=keys, args=args)
         return bool(released)
+
+    async def held_leases(self, limit: int = 100) -> list[HeldLease]:
+        if limit <= 0:
+            return []
+        index = f"{self.prefix}:leases"
+        with self._guard():
+            candidates = texts(await self._client.zrange(index, 0, limit - 1))
+            if not candidates:
+                return []
+            keys = [index, *(self._key(sid, "lease") for sid in candidates)]
+            found = texts(await self._held_leases(keys=keys, args=candidates))
+        held: list[HeldLease] = []
+        for at in range(0, len(found), 3):
+            session_id, value, seconds = found[at : at + 3]
+            token, _, owner = value.partition(":")
+            held.append(HeldLease(Lease(session_id, owner, int(token)), float(seconds)))
+        return held
 
     async def lease_holder(self, session_id: str) -> Lease | None:
         with self._guard():

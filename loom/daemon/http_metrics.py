@@ -1,0 +1,58 @@
+"""HTTP metrics: every request counted and timed, labelled by its route template.
+
+The label is the template (``/sessions/{session_id:path}``), never the raw path, so session
+ids and scanners' random paths cannot blow up the number of series; a path no route serves
+is ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loom import metrics
+
+UNMATCHED = "unmatched"
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The template of the route that serves ``scope`` (or would, but for the method)."""
+    partial: str | None = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED))
+        if match is Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", UNMATCHED))
+    return partial or UNMATCHED
+
+
+class HTTPMetrics:
+    """ASGI middleware recording ``loom_http_requests_total`` and the latency histogram."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = route_template(self.routes, scope)
+        status = 500  # what the server answers when the app raises before responding
+        started = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+            metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,246 @@
+"""Structured logs: JSON lines or logfmt, with the signal, session and run in every record,
+and no secret value ever written.
+
+``configure(settings)`` installs one handler on the root logger (``loom`` CLI does it for
+every role). The ids come from context variables that the attention consumer, the worker
+and each run set with ``log_context(...)``; asyncio copies them into the tasks those start,
+so a record carries the ids of the work it was logged for. Named ``logs`` so it never
+shadows the standard library's ``logging`` inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from loom.daemon.settings import Settings
+
+Format = Literal["json", "logfmt", "auto"]
+
+CONTEXT_FIELDS = ("signal_id", "session_id", "run_id")
+_vars: dict[str, ContextVar[str | None]] = {
+    name: ContextVar(f"loom_{name}", default=None) for name in CONTEXT_FIELDS
+}
+
+MASK = "***"
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not masked: replacing every "ab" in every line would hide the logs,
+not protect anything worth the name of a secret."""
+SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+"""Environment variables read as secrets too (the providers' keys are not Loom settings)."""
+
+# scheme://user:password@host: the password, whatever URL it is in.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
+
+
+# -- context ------------------------------------------------------------------------------
+def current_context() -> dict[str, str]:
+    """The ids set for the code running now."""
+    return {name: value for name, var in _vars.items() if (value := var.get()) is not None}
+
+
+def bind(**ids: str | None) -> None:
+    """Set ids for the rest of the current task (a task started now gets its own copy)."""
+    for name, value in ids.items():
+        _vars[name].set(value)
+
+
+@contextmanager
+def log_context(**ids: str | None) -> Iterator[None]:
+    """Set ids (``signal_id``, ``session_id``, ``run_id``) for the block, then restore."""
+    tokens = [(_vars[name], _vars[name].set(value)) for name, value in ids.items()]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+# -- redaction ----------------------------------------------------------------------------
+class Redactor:
+    """Masks known secret values (and their URL-encoded forms) and URL passwords."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= MIN_SECRET_LENGTH:
+                values.update({secret, quote(secret, safe=""), quote(secret)})
+        # Longest first, so a secret that contains another is masked whole.
+        ordered = sorted(values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+
+def settings_secrets(settings: Settings | None) -> list[str]:
+    """Every secret a process knows: the settings' SecretStr values, the passwords in their
+    URLs, and secret-looking environment variables (provider API keys and the like)."""
+    found: list[str] = []
+    if settings is not None:
+        _collect(settings, found)
+    for name, value in os.environ.items():
+        if name.upper().endswith(SECRET_ENV_SUFFIXES) and value:
+            found.append(value)
+    return found
+
+
+def _collect(value: Any, found: list[str]) -> None:
+    from pydantic import BaseModel, SecretStr
+
+    if isinstance(value, SecretStr):
+        found.append(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect(getattr(value, name), found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _collect(item, found)
+    elif isinstance(value, str) and "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            return
+        if password:
+            found.extend({password, unquote(password)})
+
+
+# -- formatting ---------------------------------------------------------------------------
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record as ordered fields, every string already redacted."""
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                data[name] = value
+        for name, value in record.__dict__.items():  # extra={...} of the call
+            if name not in _STANDARD and name not in data and name not in CONTEXT_FIELDS:
+                data[name] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return {key: self._clean(value) for key, value in data.items()}
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.redact(str(value))
+
+
+class JsonFormatter(_Formatter):
+    """One JSON object per line: ts, level, logger, msg, the context ids, extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), ensure_ascii=False)
+
+
+class LogfmtFormatter(_Formatter):
+    """``ts=... level=info logger=loom.worker msg="..." session_id=ops`` for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{key}={_logfmt(value)}" for key, value in self.fields(record).items())
+
+
+def _logfmt(value: Any) -> str:
+    text = "" if value is None else str(value)
+    if text and not any(c in text for c in ' ="\\\n\t'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the current signal, session and run ids on each record (unless given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in _vars.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, var.get())
+        return True
+
+
+# -- setup --------------------------------------------------------------------------------
+_HANDLER_MARK = "_loom_handler"
+
+
+def configure(
+    settings: Settings | None = None,
+    *,
+    level: str | int | None = None,
+    fmt: Format | None = None,
+    stream: IO[str] | None = None,
+) -> logging.Handler:
+    """Install Loom's handler on the root logger, replacing any earlier one of Loom's.
+
+    ``level`` and ``fmt`` default to the settings' ``log`` section (``LOOM_LOG__LEVEL``,
+    ``LOOM_LOG__FORMAT``); ``auto`` writes logfmt to a terminal and JSON lines otherwise.
+    """
+    section = settings.log if settings is not None else None
+    level = level if level is not None else (section.level if section else "INFO")
+    fmt = fmt or (section.format if section else "auto")
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "logfmt" if _isatty(stream) else "json"
+    redact = Redactor(settings_secrets(settings))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else LogfmtFormatter(redact))
+    handler.addFilter(ContextFilter())
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = [
+    "ContextFilter",
+    "JsonFormatter",
+    "LogfmtFormatter",
+    "Redactor",
+    "bind",
+    "configure",
+    "current_context",
+    "log_context",
+    "settings_secrets",
+]
