@@ -153,3 +153,50 @@ async def test_broker_down_is_503_and_the_key_is_released(
     down = await client.post("/signals", json={"summary": "x", "dedupe_key": "k2"})
     assert down.status_code == 503
     assert await daemon.state.claim("accept:k2", "probe", 60) is None  # released for a retry
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"time": []}, "attribute 'time' must be a string, not an array"),
+        ({"subject": 5}, "attribute 'subject' must be a string, not int"),
+        ({"Bad-Name": "x"}, "must be lowercase letters and digits"),
+        ({"traceid": 1.5}, "must be a string, integer or boolean, not float"),
+        ({"data": {}, "data_base64": "eA=="}, "data or data_base64, not both"),
+        ({"data_base64": False}, "data_base64 must be a string, not bool"),
+        ({"loomsession": ""}, "session_id"),
+    ],
+)
+async def test_cloudevent_attributes_follow_the_type_system(
+    gateway: tuple[Daemon, httpx.AsyncClient], attributes: dict[str, object], message: str
+) -> None:
+    _, client = gateway
+    event = {"specversion": "1.0", "id": "1", "source": "ci", "type": "build", **attributes}
+    response = await client.post(
+        "/signals",
+        content=json.dumps(event),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert response.status_code == 422
+    assert message in response.json()["error"]
+
+
+async def test_binary_data_stays_base64_in_the_payload(
+    gateway: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    daemon, client = gateway
+    event = {
+        "specversion": "1.0",
+        "id": "b64",
+        "source": "ci",
+        "type": "blob",
+        "data_base64": "eA==",
+    }
+    response = await client.post(
+        "/signals",
+        content=json.dumps(event),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert response.status_code == 202
+    [signal] = await published(daemon)
+    assert signal["payload"] == {"data_base64": "eA=="}

@@ -66,6 +66,10 @@ def check_attributes(event: Mapping[str, Any]) -> None:
     missing = [name for name in REQUIRED if not event.get(name)]
     if missing:
         raise CloudEventError(f"CloudEvent misses required attribute(s): {', '.join(missing)}")
+    if "data" in event and "data_base64" in event:
+        raise CloudEventError("a CloudEvent carries data or data_base64, not both")
+    if "data_base64" in event and not isinstance(event["data_base64"], str):
+        raise CloudEventError(f"data_base64 must be a string, not {_kind(event['data_base64'])}")
     for name, value in event.items():
         if name in ("data", "data_base64"):
             continue
@@ -95,6 +99,8 @@ def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
         raise CloudEventError(f"unsupported specversion {event['specversion']!r} (want 1.0)")
     data = event.get("data")
     payload = dict(data) if isinstance(data, Mapping) else ({} if data is None else {"data": data})
+    if "data_base64" in event:  # binary data stays encoded: the payload is JSON
+        payload = {"data_base64": event["data_base64"]}
     summary = next(
         (str(payload[k]) for k in ("summary", "text", "message") if payload.get(k)),
         str(event.get("subject") or event["type"]),

@@ -188,6 +188,7 @@ CLOUDEVENT_SCHEMA: dict[str, Any] = {
     },
     "patternProperties": {"^[a-z0-9]{1,64}$": {"type": ["string", "integer", "boolean"]}},
     "additionalProperties": False,
+    "not": {"required": ["data", "data_base64"]},
 }
 
 
