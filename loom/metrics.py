@@ -5,6 +5,11 @@ session, user or run ids as labels. The daemon records the signal and worker fig
 kernel's run, model, token, cost and tool figures come from the agent's hooks through
 ``instrument(agent)``.
 
+Labels whose values come from outside stay bounded: a tool label is the name of one of the
+agent's tools or ``unknown`` (a model may call a tool that does not exist), and a signal's
+source and type keep the first ``MAX_LABEL_VALUES`` distinct values each, later ones being
+counted as ``other`` (senders choose them).
+
 Every process serves its own registry on ``/metrics`` (prometheus_client's default, not its
 multiprocess mode): run one worker process per pod, as the chart does, and let Prometheus
 sum over pods. Gauges are this process's figures.
@@ -19,9 +24,38 @@ from prometheus_client import Counter, Gauge, Histogram
 if TYPE_CHECKING:
     from loom.agent import Agent
 
+MAX_LABEL_VALUES = 100
+"""Distinct values a sender-chosen label (a signal's source, its type) keeps as they are."""
+OTHER = "other"
+UNKNOWN_TOOL = "unknown"
+
+
+class BoundedLabel:
+    """The first ``limit`` distinct values of a label pass as they are; later ones become
+    ``other``, so a sender cannot create series without end. Per process: the values a
+    process saw first are the ones it keeps."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
 SIGNALS_RECEIVED = Counter(
-    "loom_signals_received_total", "Signals the attention role received.", ["source", "type"]
+    "loom_signals_received_total",
+    f"Signals the attention role received, by source and type (the first {MAX_LABEL_VALUES} "
+    "distinct values of each; later ones are 'other').",
+    ["source", "type"],
 )
+_SOURCES = BoundedLabel()
+_TYPES = BoundedLabel()
 DECISIONS = Counter(
     "loom_attention_decisions_total", "Attention decisions, by decision.", ["decision"]
 )
@@ -29,7 +63,10 @@ DEDUPE_HITS = Counter(
     "loom_dedupe_hits_total", "Signals dropped because their dedupe key was already seen."
 )
 DEAD_LETTERS = Counter(
-    "loom_dead_letters_total", "Messages Loom moved to the dead-letter queue.", ["queue"]
+    "loom_dead_letters_total",
+    "Messages dead-lettered, by the queue they came from: by a handler, or past the delivery "
+    "limit.",
+    ["queue"],
 )
 SIGNAL_WAIT = Histogram(
     "loom_signal_wait_seconds",
@@ -49,7 +86,9 @@ TOKENS = Counter(
 )
 COST = Counter("loom_cost_usd_total", "Model cost in US dollars, by model.", ["model"])
 TOOL_CALLS = Counter(
-    "loom_tool_calls_total", "Tool calls, by tool and outcome (ok, error).", ["tool", "outcome"]
+    "loom_tool_calls_total",
+    "Tool calls, by tool ('unknown' for a name the agent has no tool of) and outcome (ok, error).",
+    ["tool", "outcome"],
 )
 INTERRUPTS = Counter("loom_interrupts_total", "Runs interrupted by a signal.")
 LEASE_TAKEOVERS = Counter(
@@ -101,6 +140,11 @@ PROBE_UP = Gauge(
 _INSTRUMENTED = "_loom_metrics"
 
 
+def signal_received(source: str, type_: str) -> None:
+    """Count a signal the attention role received, its source and type bounded."""
+    SIGNALS_RECEIVED.labels(_SOURCES(source), _TYPES(type_)).inc()
+
+
 def instrument(agent: Agent) -> None:
     """Record the agent's runs, model calls, tokens, cost and tool calls (idempotent)."""
     if getattr(agent, _INSTRUMENTED, False):
@@ -109,7 +153,13 @@ def instrument(agent: Agent) -> None:
     agent.on("before_run", _run_started)
     agent.on("after_run", _run_finished)
     agent.on("after_llm", _model_called)
-    agent.on("after_tool", _tool_called)
+
+    def tool_called(*, tool_name: str, success: bool, **_: Any) -> None:
+        # The name comes from the model: only the agent's own tools become label values.
+        tool = tool_name if tool_name in agent.tools else UNKNOWN_TOOL
+        TOOL_CALLS.labels(tool, "ok" if success else "error").inc()
+
+    agent.on("after_tool", tool_called)
 
 
 _started: set[str] = set()  # runs counted as active (a run cancelled while queued never is)
@@ -138,7 +188,3 @@ def _model_called(*, response: Any, request: Any = None, **_: Any) -> None:
     TOKENS.labels(model, "output").inc(usage.output_tokens)
     if usage.cost_usd:
         COST.labels(model).inc(usage.cost_usd)
-
-
-def _tool_called(*, tool_name: str, success: bool, **_: Any) -> None:
-    TOOL_CALLS.labels(tool_name, "ok" if success else "error").inc()

@@ -8,8 +8,9 @@ children for each run (``instrument(agent)``). The W3C ``traceparent`` travels w
 signal in the broker message's headers, and from the attention role to the worker in the
 session's pending-signal record, because a run handles several signals and may start from a
 sweep rather than from a message. Without ``opentelemetry`` every function here does nothing.
-Until an SDK tracer provider is installed, the API's spans are non-recording and no header
-is written.
+Until an SDK tracer provider is installed, the API's spans are non-recording: Loom makes up
+no trace context, but a ``traceparent`` the sender gave is passed on unchanged (the API's
+non-recording span carries its caller's context), so the trace goes on past Loom.
 """
 
 from __future__ import annotations

@@ -133,12 +133,32 @@ tests:
               summary: Loom is dead-lettering messages from loom.attention
               description: >-
                 Messages from loom.attention went to loom.dead-letters in the last 15 minutes:
-                invalid signals, or work that kept failing past the delivery limit.
+                invalid messages, or work that kept failing past the delivery limit.
                 `loom dlq list` shows them with their reasons; `loom dlq replay` sends them
                 back.
       - eval_time: 35m
         alertname: LoomDeadLettersRising
         exp_alerts: []
+
+  # Per namespace: one release's dead letters are its own alert.
+  - interval: 1m
+    input_series:
+      - series: 'loom_dead_letters_total{{queue="loom.work", namespace="a", pod="w-a"}}'
+        values: '0x10 2x30'
+      - series: 'loom_dead_letters_total{{queue="loom.work", namespace="b", pod="w-b"}}'
+        values: '0x40'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: LoomDeadLettersRising
+        exp_alerts:
+          - exp_labels: {{severity: warning, queue: loom.work, namespace: a}}
+            exp_annotations:
+              summary: Loom is dead-lettering messages from loom.work
+              description: >-
+                Messages from loom.work went to loom.dead-letters in the last 15 minutes:
+                invalid messages, or work that kept failing past the delivery limit.
+                `loom dlq list` shows them with their reasons; `loom dlq replay` sends them
+                back.
 
   - interval: 1m
     input_series:
@@ -161,11 +181,31 @@ tests:
                 in RabbitMQ and no run starts. Check the attention and worker pods, their
                 readiness (/readyz) and their connection to RabbitMQ.
 
+  # Workers scaled to zero (KEDA, minReplicaCount 0): no worker process, no alert.
+  - interval: 1m
+    input_series:
+      - series: 'loom_consumers{{queue="loom.attention", pod="attention-1"}}'
+        values: '1x30'
+      - series: 'loom_active_runs{{pod="attention-1"}}'
+        values: '0x30'
+      - series: 'loom_active_runs{{pod="gateway-1"}}'
+        values: '0x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: LoomNoConsumer
+        exp_alerts: []
+
+  # Worker pods up but not consuming: that is an alert.
   - interval: 1m
     input_series:
       - series: 'loom_consumers{{queue="loom.attention", pod="attention-1"}}'
         values: '1x20'
+      - series: 'loom_consumers{{queue="loom.work", pod="worker-1"}}'
+        values: '0x20'
     alert_rule_test:
+      - eval_time: 4m
+        alertname: LoomNoConsumer
+        exp_alerts: []
       - eval_time: 6m
         alertname: LoomNoConsumer
         exp_alerts:
@@ -174,6 +214,32 @@ tests:
               summary: Nothing consumes loom.work
               description: >-
                 No Loom process has consumed loom.work for 5 minutes: signals pile up
+                in RabbitMQ and no run starts. Check the attention and worker pods, their
+                readiness (/readyz) and their connection to RabbitMQ.
+
+  # No attention process at all in namespace b while other Loom pods run there; namespace
+  # a is fine and must not hide it.
+  - interval: 1m
+    input_series:
+      - series: 'loom_consumers{{queue="loom.attention", namespace="a", pod="attention-1"}}'
+        values: '1x20'
+      - series: 'loom_active_runs{{namespace="a", pod="gateway-1"}}'
+        values: '0x20'
+      - series: 'loom_active_runs{{namespace="b", pod="gateway-1"}}'
+        values: '0x20'
+      - series: 'loom_consumers{{queue="loom.work", namespace="b", pod="worker-1"}}'
+        values: '1x20'
+      - series: 'loom_active_runs{{namespace="b", pod="worker-1"}}'
+        values: '1x20'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: LoomNoConsumer
+        exp_alerts:
+          - exp_labels: {{severity: critical, queue: loom.attention, namespace: b}}
+            exp_annotations:
+              summary: Nothing consumes loom.attention
+              description: >-
+                No Loom process has consumed loom.attention for 5 minutes: signals pile up
                 in RabbitMQ and no run starts. Check the attention and worker pods, their
                 readiness (/readyz) and their connection to RabbitMQ.
 
@@ -223,25 +289,76 @@ tests:
                 or tool call may hang. Look at the oldest leases (GET /sessions/{{id}}) and the
                 worker logs.
 
+  # A failed attempt that is retried (outcome="error") is no alert; a lost reply is.
   - interval: 1m
     input_series:
       - series: 'loom_replies_total{{adapter="slack", outcome="sent", pod="worker-1"}}'
-        values: '0+1x30'
+        values: '0+1x40'
       - series: 'loom_replies_total{{adapter="slack", outcome="error", pod="worker-1"}}'
-        values: '0x10 1x20'
+        values: '0x10 1x30'
+      - series: 'loom_replies_total{{adapter="slack", outcome="undeliverable", pod="worker-1"}}'
+        values: '0x20 1x20'
+      - series: 'loom_dead_letters_total{{queue="loom.replies", pod="worker-1"}}'
+        values: '0x20 1x20'
     alert_rule_test:
-      - eval_time: 5m
+      - eval_time: 19m
         alertname: LoomReplyFailures
         exp_alerts: []
-      - eval_time: 12m
+      - eval_time: 23m
+        alertname: LoomReplyFailures
+        exp_alerts: []
+      - eval_time: 27m
         alertname: LoomReplyFailures
         exp_alerts:
           - exp_labels: {{severity: warning, adapter: slack}}
             exp_annotations:
-              summary: Loom replies through slack fail
+              summary: Loom replies through slack are lost
               description: >-
                 Answers to signals could not be delivered through slack in the
-                last 15 minutes; failing replies are retried and dead-lettered past the limit.
+                last 15 minutes and went to loom.dead-letters (undeliverable, or retried past
+                the retry budget or the delivery limit). `loom dlq list` shows them.
+
+  # Replies dead-lettered without an adapter's verdict (invalid, delivery limit).
+  - interval: 1m
+    input_series:
+      - series: 'loom_dead_letters_total{{queue="loom.replies", namespace="a", pod="worker-1"}}'
+        values: '0x10 3x20'
+      - series: 'loom_dead_letters_total{{queue="loom.attention", namespace="b", pod="a-1"}}'
+        values: '0x10 3x20'
+    alert_rule_test:
+      - eval_time: 17m
+        alertname: LoomReplyFailures
+        exp_alerts:
+          - exp_labels: {{severity: warning, adapter: unknown, namespace: a}}
+            exp_annotations:
+              summary: Loom replies through unknown are lost
+              description: >-
+                Answers to signals could not be delivered through unknown in the
+                last 15 minutes and went to loom.dead-letters (undeliverable, or retried past
+                the retry budget or the delivery limit). `loom dlq list` shows them.
+
+  # Runs stuck in one namespace are not hidden by another that keeps finishing runs.
+  - interval: 1m
+    input_series:
+      - series: 'loom_active_runs{{namespace="a", pod="worker-1"}}'
+        values: '2x90'
+      - series: 'loom_runs_total{{status="completed", namespace="a", pod="worker-1"}}'
+        values: '0+1x90'
+      - series: 'loom_active_runs{{namespace="b", pod="worker-1"}}'
+        values: '1x90'
+      - series: 'loom_runs_total{{status="completed", namespace="b", pod="worker-1"}}'
+        values: '0+1x10 10x80'
+    alert_rule_test:
+      - eval_time: 60m
+        alertname: LoomRunsStuck
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: b}}
+            exp_annotations:
+              summary: Loom runs are in progress but none has finished for 45 minutes
+              description: >-
+                1 run(s) are active and no run finished in the last 45 minutes: a model
+                or tool call may hang. Look at the oldest leases (GET /sessions/{{id}}) and the
+                worker logs.
 """
 
 

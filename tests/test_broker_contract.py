@@ -256,6 +256,44 @@ async def test_a_poison_message_ends_in_dead_letters_and_consumption_goes_on(
     assert counts == [1, 2, 3]
 
 
+def _dead_letters_counted(queue: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("loom_dead_letters_total", {"queue": queue}) or 0.0
+
+
+async def test_every_dead_letter_is_counted_once_by_the_broker(broker: Broker) -> None:
+    """loom_dead_letters_total{queue}: a handler's dead_letter and the broker's own
+    dead-lettering past the delivery limit (which RabbitMQ does where Loom cannot see it)."""
+    work_before = _dead_letters_counted(WORK_QUEUE)
+    attention_before = _dead_letters_counted(ATTENTION_QUEUE)
+
+    async def handle_work(delivery: Delivery) -> None:
+        if delivery.body == b"poison":
+            raise ValueError("cannot handle this")
+        await delivery.ack()
+
+    async def reject(delivery: Delivery) -> None:
+        await delivery.dead_letter("not a signal")
+
+    await broker.consume(WORK_QUEUE, handle_work, prefetch=1)
+    await broker.consume(ATTENTION_QUEUE, Inbox(reject))
+    await send(broker, b"poison", b"good")
+    await broker.publish(SIGNALS_EXCHANGE, "signal", Message(b"junk", message_id="id-junk"))
+
+    async def both() -> bool:
+        return len(await broker.dead_letters()) == 2
+
+    await eventually(both, "two dead letters")
+    await eventually(
+        lambda: _true(_dead_letters_counted(WORK_QUEUE) - work_before == 1), "the count"
+    )
+    assert _dead_letters_counted(ATTENTION_QUEUE) - attention_before == 1
+    await asyncio.sleep(0.1)  # nothing else is counted later
+    assert _dead_letters_counted(WORK_QUEUE) - work_before == 1
+    assert _dead_letters_counted(ATTENTION_QUEUE) - attention_before == 1
+
+
 async def test_explicit_dead_letter_keeps_reason_origin_and_message(broker: Broker) -> None:
     async def reject(delivery: Delivery) -> None:
         await delivery.dead_letter(f"bad payload {delivery.body.decode()}")

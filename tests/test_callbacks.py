@@ -16,7 +16,7 @@ from loom.adapters import Callbacks, Reply
 from loom.adapters import callback as callback_module
 from loom.adapters.base import UndeliverableReply
 from loom.adapters.callback import CallbackError, public
-from loom.adapters.signing import verify
+from loom.adapters.signing import SignatureError, sign, verify
 from loom.broker.base import DEFAULT_DELIVERY_LIMIT, REPLIES_QUEUE
 from loom.daemon.app import Daemon
 from loom.daemon.signals_io import publish_signal
@@ -52,7 +52,11 @@ async def test_the_run_result_is_posted_signed_to_the_reply_url(
     await drain(daemon)
     await daemon.broker.join()  # type: ignore[attr-defined]
     [request] = server.wait_for(1)
-    verify("cb-secret", request.body, request.headers)  # raises unless signed and fresh
+    from loom.adapters.signing import verify_callback
+
+    verify_callback("cb-secret", request.body, request.headers)  # raises unless valid
+    with pytest.raises(SignatureError, match="does not match"):
+        verify("cb-secret", request.body, request.headers)  # not an inbound signature
     assert request.path == "/cb"
     assert request.headers["content-type"] == "application/json"
     body = json.loads(request.body)
@@ -77,9 +81,13 @@ async def test_a_failing_receiver_is_retried_with_the_same_idempotency_key(
     assert await daemon.broker.dead_letters() == []
 
 
-async def test_a_receiver_failing_past_the_limit_is_dead_lettered(
+async def test_a_receiver_failing_past_the_retry_budget_is_dead_lettered(
     daemon: Daemon, server: CallbackServer
 ) -> None:
+    from tests.test_replies import FakeTime
+
+    FakeTime().use(daemon.replies)  # the pauses pass at once, on a fake clock
+    daemon.replies.retry_delay, daemon.replies.retry_budget = 1.0, 60.0
     server.fail(*[500] * 20)
     await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to=server.url("/down")))
     await drain(daemon)
@@ -87,7 +95,9 @@ async def test_a_receiver_failing_past_the_limit_is_dead_lettered(
     [letter] = await daemon.broker.dead_letters()
     assert letter.origin_queue == REPLIES_QUEUE
     assert f"callback to {server.url('/down')} answered HTTP 500" in letter.reason
-    assert len(server.requests) == DEFAULT_DELIVERY_LIMIT
+    assert "failed 7 times over 1m00s" in letter.reason  # pauses 1, 2, 4, 8, 16, 29 s
+    # The retry budget decides when to give up, not the broker's delivery limit.
+    assert len(server.requests) == 7 > DEFAULT_DELIVERY_LIMIT
 
 
 async def test_private_destinations_are_refused_unless_allowed(server: CallbackServer) -> None:
@@ -129,6 +139,29 @@ async def test_private_destinations_are_refused_unless_allowed(server: CallbackS
         ("fe80::1%eth0", False),
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:8.8.8.8", True),
+        # NAT64 (RFC 6052 well-known prefix, RFC 8215 local-use prefix): the low 32 bits
+        ("64:ff9b::10.0.0.1", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a9fe:a9fe", False),  # 169.254.169.254, the cloud metadata service
+        ("64:ff9b::8.8.8.8", True),
+        # the local-use NAT64 prefix: where the IPv4 address sits depends on the operator
+        ("64:ff9b:1::10.0.0.1", False),
+        ("64:ff9b:1:ffff::c0a8:101", False),
+        ("64:ff9b:1::8.8.8.8", False),
+        # 6to4: the IPv4 address after 2002::/16
+        ("2002:0a00:0001::1", False),
+        ("2002:7f00:1::", False),
+        ("2002:a9fe:a9fe::1", False),
+        ("2002:0808:0808::1", True),
+        # Teredo hides its client address too
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", False),  # client 10.0.0.1
+        # SIIT's IPv4-translated and the deprecated IPv4-compatible addresses
+        ("::ffff:0:10.0.0.1", False),
+        ("::ffff:0:8.8.8.8", False),
+        ("::10.0.0.1", False),
+        ("::8.8.8.8", False),
     ],
 )
 def test_public_addresses(address: str, expected: bool) -> None:
@@ -193,6 +226,67 @@ async def test_a_connection_error_raises_for_a_retry() -> None:
             )
     finally:
         await callbacks.aclose()
+
+
+async def test_the_documented_callback_check_accepts_a_real_callback(
+    server: CallbackServer,
+) -> None:
+    """The verification snippet in docs/webhooks.md, run against a callback Loom sent."""
+    import re
+    from pathlib import Path
+
+    import httpx
+
+    docs = (Path(__file__).parents[1] / "docs" / "webhooks.md").read_text()
+    section = docs[docs.index("Verifying a callback") :]
+    [snippet] = re.findall(r"```python\n(.*?)```", section, re.S)[:1]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    callbacks = Callbacks(secret="cb-secret", allow_private=True)
+    try:
+        await callbacks.send_reply(Reply(server.url(), "ops", "run_1", "completed", "ok"))
+    finally:
+        await callbacks.aclose()
+    [callback] = server.wait_for(1)
+    headers = httpx.Headers(callback.headers)
+    assert namespace["valid"](b"cb-secret", callback.body, headers) is True
+    assert namespace["valid"](b"other", callback.body, headers) is False
+    inbound = httpx.Headers({**callback.headers, **sign("cb-secret", callback.body)})
+    assert namespace["valid"](b"cb-secret", callback.body, inbound) is False
+
+
+async def test_a_replayed_callback_is_refused_inbound(server: CallbackServer) -> None:
+    """A callback receiver holds a body and headers signed with LOOM_WEBHOOK_SECRET; sent
+    back to the gateway within the replay window they must not authenticate."""
+    from tests.test_webhooks import client_for, make_settings
+
+    callbacks = Callbacks(secret="whsec", allow_private=True)
+    try:
+        await callbacks.send_reply(Reply(server.url(), "ops", "run_1", "completed", "ok"))
+    finally:
+        await callbacks.aclose()
+    [callback] = server.wait_for(1)
+    replayed = {
+        "content-type": "application/json",
+        "x-loom-timestamp": callback.headers["x-loom-timestamp"],
+        "x-loom-signature": callback.headers["x-loom-signature"],
+    }
+    daemon = Daemon(Agent(Model.test()), settings=make_settings())  # LOOM_WEBHOOK_SECRET=whsec
+    await daemon.start(["gateway"])
+    try:
+        async with client_for(daemon) as client:
+            for path in ("/signals", "/webhooks/deploys"):
+                response = await client.post(path, content=callback.body, headers=replayed)
+                assert response.status_code == 401, (path, response.text)
+                assert "does not match" in response.json()["error"]
+            # The same bytes signed the inbound way do authenticate: only the domain differs.
+            inbound = {**replayed, **sign("whsec", callback.body)}
+            response = await client.post(
+                "/webhooks/deploys", content=callback.body, headers=inbound
+            )
+            assert response.status_code != 401
+    finally:
+        await daemon.stop()
 
 
 def test_callbacks_are_always_configured() -> None:

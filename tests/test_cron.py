@@ -5,6 +5,7 @@ end-to-end one, which polls with a generous deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,12 +17,14 @@ from pydantic import ValidationError
 
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters import Cron
-from loom.adapters.cron import fire_key
+from loom.adapters.base import Adapter
+from loom.adapters.cron import fire_key, fired_key
 from loom.adapters.cron_schedule import CronSchedule, cron_weekdays, due_fires
 from loom.adapters.registry import adapters_from_settings
 from loom.broker.base import ATTENTION_QUEUE, Delivery
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
+from loom.state import MemoryState
 
 
 def utc(*args: int) -> datetime:
@@ -352,12 +355,17 @@ async def test_only_the_replica_that_wins_the_claim_publishes(
     for replica in replicas:
         await replica.start(daemon)
     try:
+        for replica in replicas:
+            replica.watch_interval = 0.01
+        # The losers watch until the winner records the fire as done.
         outcomes = await asyncio.gather(*(replica.fire(now) for replica in replicas))
         assert sorted(outcomes) == [False, False, True]
-        # A fire another process claimed is not published here either.
+        # A fire another process claimed and then recorded as done is not published here.
         later = now + timedelta(minutes=1)
         assert await daemon.state.claim(fire_key("job", later), "elsewhere", 60) is None
-        assert await replicas[0].fire(later) is False
+        watching = asyncio.create_task(replicas[0].fire(later))
+        await daemon.state.set_marker(fired_key("job", later), "elsewhere", 3600)
+        assert await watching is False
     finally:
         for replica in replicas:
             await replica.stop()
@@ -416,6 +424,204 @@ async def test_a_fire_still_unpublished_at_the_end_of_its_grace_is_lost_loudly(
         await daemon.broker.start()
     assert "fire at 2030-01-01T10:00:00+00:00 LOST" in caplog.text
     assert await daemon.state.claimed(fire_key("lost", fire)) is None
+
+
+class Clock:
+    """The memory state's clock (monotonic seconds), moved by hand: claims lapse on cue."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clocked() -> AsyncIterator[tuple[Daemon, Published, Clock]]:
+    clock = Clock(1_000.0)
+    daemon = Daemon(Agent(Model.test()), settings=Settings())
+    daemon.state = MemoryState(clock=clock)
+    await daemon.start(["scheduler"])
+    published = Published()
+    await daemon.broker.consume(ATTENTION_QUEUE, published)
+    yield daemon, published, clock
+    await daemon.stop()
+
+
+def hang_first_publish(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first publish never gets the broker's confirm (its replica is about to die or
+    stop); later ones go through."""
+    publish = daemon.broker.publish
+    calls = 0
+
+    async def first_hangs(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()
+        await publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.broker, "publish", first_hangs)
+
+
+async def test_a_fire_whose_replica_died_before_the_confirm_is_fired_by_another(
+    clocked: tuple[Daemon, Published, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    daemon, published, clock = clocked
+    fire = utc(2030, 1, 1, 10, 0)
+    a, b = (Cron("0 10 1 1 *", "tick", job_id="job", clock=clock_at(fire)) for _ in range(2))
+    for replica in (a, b):
+        await replica.start(daemon)
+        replica.watch_interval = 0.01
+    # A short claim: one publish, not the grace time.
+    assert a.claim_ttl == daemon.settings.publish_timeout + 5 < a.misfire_grace_time
+    hang_first_publish(daemon, monkeypatch)
+    key = fire_key("job", fire)
+    try:
+        with caplog.at_level(logging.DEBUG, "loom.cron"):
+            a_fire = asyncio.create_task(a.fire(fire))
+
+            async def a_claimed() -> bool:
+                return await daemon.state.claimed(key) == a.owner
+
+            await eventually(a_claimed)
+            b_fire = asyncio.create_task(b.fire(fire))
+
+            async def b_lost() -> bool:
+                return f"fired by {a.owner}" in caplog.text
+
+            await eventually(b_lost)
+            a_fire.cancel()  # A is killed: nothing of it runs again, its claim stays
+            clock.now += a.claim_ttl  # and lapses, with the fire not done
+            assert await b_fire is True
+    finally:
+        for replica in (a, b):
+            await replica.stop()
+    await settle(daemon)
+    assert [s.dedupe_key for s in published.signals] == [key]
+    assert await daemon.state.marker(fired_key("job", fire)) == b.owner
+
+
+async def test_a_fire_recorded_as_done_is_never_published_again(
+    clocked: tuple[Daemon, Published, Clock],
+) -> None:
+    daemon, published, clock = clocked
+    fire = utc(2030, 1, 1, 10, 0)
+    a, b = (Cron("* * * * *", "tick", job_id="job", clock=clock_at(fire)) for _ in range(2))
+    for replica in (a, b):
+        await replica.start(daemon)
+    try:
+        assert await a.fire(fire) is True
+        clock.now += a.claim_ttl + 1  # its claim lapsed; the fire stays done
+        assert await daemon.state.claimed(fire_key("job", fire)) is None
+        assert await b.fire(fire) is False
+        # Nor by a replica that starts later and catches up from before the fire.
+        await daemon.state.set_marker("cron-last:job", (fire - timedelta(minutes=1)).isoformat())
+        late = Cron("* * * * *", "tick", job_id="job", clock=clock_at(fire + timedelta(seconds=30)))
+        await late.start(daemon)
+        assert await late.caught_up() == []
+        await late.stop()
+    finally:
+        for replica in (a, b):
+            await replica.stop()
+    await settle(daemon)
+    assert [s.dedupe_key for s in published.signals] == [fire_key("job", fire)]
+
+
+async def test_stop_hands_back_a_fire_the_broker_did_not_confirm(
+    scheduler: tuple[Daemon, Published],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    daemon, published = scheduler
+    fire = utc(2030, 1, 1, 10, 0)
+    await daemon.state.set_marker("cron-last:job", (fire - timedelta(minutes=1)).isoformat())
+    now = clock_at(fire + timedelta(seconds=30))
+    a, b = (Cron("* * * * *", "tick", job_id="job", clock=now) for _ in range(2))
+    b.watch_interval = 0.01
+    hang_first_publish(daemon, monkeypatch)
+    key = fire_key("job", fire)
+    with caplog.at_level(logging.WARNING, "loom.cron"):
+        await a.start(daemon)  # its catch-up claims the fire; the publish hangs
+        a.stop_timeout = 0.05
+
+        async def a_claimed() -> bool:
+            return await daemon.state.claimed(key) == a.owner
+
+        await eventually(a_claimed)
+        await b.start(daemon)
+        assert await b.caught_up() == []  # held by A: B watches it
+        try:
+            # SIGTERM on A: the claim is released at once, not left to lapse (the memory
+            # state's real clock would take the whole claim TTL), and B fires it.
+            await a.stop()
+
+            async def fired() -> bool:
+                await settle(daemon)
+                return len(published.signals) > 0
+
+            await eventually(fired)
+        finally:
+            await b.stop()
+    await settle(daemon)
+    assert [s.dedupe_key for s in published.signals] == [key]
+    assert await daemon.state.marker(fired_key("job", fire)) == b.owner
+    assert "claim released for another replica" in caplog.text
+    assert "LOST" not in caplog.text
+
+
+class Rendezvous(Adapter):
+    """A scheduled adapter whose stop waits (up to 5 s) for the other's stop to begin."""
+
+    def __init__(self, name: str, stopping: list[str], everyone: asyncio.Event) -> None:
+        self.name = name
+        self.stopping = stopping
+        self.everyone = everyone
+        self.met: bool | None = None
+
+    @property
+    def scheduled(self) -> bool:
+        return True
+
+    async def stop(self) -> None:
+        self.stopping.append(self.name)
+        if len(self.stopping) == 2:
+            self.everyone.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.everyone.wait()
+        self.met = self.everyone.is_set()
+
+
+class Broken(Adapter):
+    name = "broken"
+
+    @property
+    def scheduled(self) -> bool:
+        return True
+
+    async def stop(self) -> None:
+        raise RuntimeError("stop failed")
+
+
+async def test_the_daemon_stops_its_scheduled_adapters_together(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stopping: list[str] = []
+    everyone = asyncio.Event()
+    first, second = (
+        Rendezvous("first", stopping, everyone),
+        Rendezvous("second", stopping, everyone),
+    )
+    daemon = Daemon(Agent(Model.test()), settings=Settings(), adapters=[first, Broken(), second])
+    await daemon.start(["scheduler"])
+    with caplog.at_level(logging.ERROR, "loom.daemon"):
+        await daemon.stop()
+    # Each stop began while the other was still waiting: concurrently, not one by one.
+    assert (first.met, second.met) == (True, True)
+    assert "adapter broken: stop failed" in caplog.text
 
 
 async def test_a_daemon_with_a_one_second_schedule_runs_the_agent() -> None:

@@ -291,6 +291,32 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
                 "minReplicaCount": {"type": "integer", "minimum": 0},
                 "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "advanced": _object(
+                    {
+                        "horizontalPodAutoscalerConfig": _object(
+                            {
+                                "behavior": _object(
+                                    {
+                                        "scaleDown": _object(
+                                            {
+                                                # The HPA refuses more than an hour.
+                                                "stabilizationWindowSeconds": {
+                                                    "type": "integer",
+                                                    "minimum": 0,
+                                                    "maximum": 3600,
+                                                }
+                                            },
+                                            "stabilizationWindowSeconds",
+                                        )
+                                    },
+                                    "scaleDown",
+                                )
+                            },
+                            "behavior",
+                        )
+                    },
+                    "horizontalPodAutoscalerConfig",
+                ),
                 "triggers": {
                     "type": "array",
                     "minItems": 1,
@@ -567,8 +593,7 @@ def test_keda_scales_workers_on_the_work_queue(helm: str, case: str) -> None:
     scaled = one(docs, "ScaledObject")
     worker = deployments(docs)["worker"]
     assert scaled["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "rabbitmq"
+    (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "rabbitmq"]
     meta = trigger["metadata"]
     assert meta["protocol"] == "http"
     assert meta["mode"] == "QueueLength"
@@ -584,6 +609,117 @@ def test_keda_scales_workers_on_the_work_queue(helm: str, case: str) -> None:
     if ref["name"] in secrets:
         management = secrets[ref["name"]][ref["key"]]
         assert management.startswith(("http://", "https://")), management
+
+
+KEDA_ON = ("--set", "keda.enabled=true", "--set", "secrets.brokerUrl=amqp://u:p@mq:5672/")
+
+
+def _prometheus_trigger(docs: list[dict[str, Any]]) -> dict[str, str] | None:
+    triggers = one(docs, "ScaledObject")["spec"]["triggers"]
+    found = [t["metadata"] for t in triggers if t["type"] == "prometheus"]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_keda_keeps_a_worker_and_rides_out_dips_by_default(helm: str) -> None:
+    """Defaults: at least one worker (replies, the sweep, handed-back sessions), and the
+    HPA waits before removing workers; without the Prometheus trigger the notes say what
+    the queue trigger cannot see."""
+    chart_values = values("defaults")["keda"]
+    assert chart_values["minReplicaCount"] == 1
+    scaled = one(render(helm, "defaults", *KEDA_ON), "ScaledObject")["spec"]
+    assert scaled["minReplicaCount"] == 1
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert _prometheus_trigger(render(helm, "defaults", *KEDA_ON)) is None
+    done = _run(helm, "install", "loom", str(CHART), "--dry-run=client", *KEDA_ON,
+                "--set", "keda.minReplicaCount=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "keda.prometheus.serverAddress" in done.stdout
+    assert "WARNING: keda.minReplicaCount is 0" in done.stdout
+    window = render(helm, "all-values")
+    spec = one(window, "ScaledObject")["spec"]
+    stabilization = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert stabilization["stabilizationWindowSeconds"] == 600
+    done = _run(helm, "template", "loom", str(CHART), *KEDA_ON,
+                "--set", "keda.scaleDownStabilizationWindowSeconds=3601")  # fmt: skip
+    assert done.returncode != 0
+
+
+def test_keda_prometheus_trigger_counts_the_release_running_sessions(helm: str) -> None:
+    """A notice leaves the queue when its run starts: the second trigger scales on the
+    sessions the release's workers hold, as its ServiceMonitor labels them."""
+    docs = render(helm, "all-values")
+    trigger = _prometheus_trigger(docs)
+    assert trigger is not None
+    prometheus = values("all-values")["keda"]["prometheus"]
+    assert trigger["serverAddress"] == prometheus["serverAddress"]
+    assert trigger["threshold"] == str(prometheus["sessionsPerReplica"])
+    assert trigger["activationThreshold"] == "0"
+    metrics_service = one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    (service,) = [
+        s for s in kind(docs, "Service")
+        if metrics_service.items() <= s["metadata"]["labels"].items()
+    ]  # fmt: skip
+    assert trigger["query"] == (
+        f'sum(loom_active_sessions{{namespace="{RELEASE_NAMESPACE}", '
+        f'service="{service["metadata"]["name"]}", component="worker"}})'
+    )
+    assert "loom_active_sessions" in Path(REPO / "loom" / "metrics.py").read_text()
+    # Without sessionsPerReplica: the workers' concurrency (the daemon's default 8).
+    address = ("--set", "keda.prometheus.serverAddress=http://prometheus:9090")
+    defaults = _prometheus_trigger(render(helm, "defaults", *KEDA_ON, *address))
+    assert defaults is not None
+    assert defaults["threshold"] == str(Settings().worker.concurrency) == "8"
+    concurrency = ("--set", "config.worker.concurrency=12")
+    configured = _prometheus_trigger(render(helm, "defaults", *KEDA_ON, *address, *concurrency))
+    assert configured is not None
+    assert configured["threshold"] == "12"
+    query = ("--set", "keda.prometheus.query=sum(my_query)")
+    custom = _prometheus_trigger(render(helm, "defaults", *KEDA_ON, *address, *query))
+    assert custom is not None
+    assert custom["query"] == "sum(my_query)"
+
+
+def test_default_ingress_publishes_only_the_inbound_routes(helm: str) -> None:
+    docs = render(helm, "defaults", "--set", "ingress.enabled=true")
+    (rule,) = one(docs, "Ingress")["spec"]["rules"]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {
+        ("/signals", "Prefix"),
+        ("/slack", "Prefix"),
+        ("/webhooks", "Prefix"),
+        ("/sessions", "Prefix"),
+    }
+    # Each prefix serves routes of the gateway; none reaches the in-cluster endpoints.
+    from loom.daemon.app import Daemon
+    from loom.daemon.http import build_app
+
+    slack = {"signing_secret": "not-a-secret", "bot_token": "xoxb-not-a-token"}
+    app = build_app(Daemon(settings=Settings(slack=slack)), gateway=True)  # type: ignore[arg-type]
+    served = {str(getattr(route, "path", "")) for route in app.routes}
+    for path, _ in paths:
+        assert any(p == path or p.startswith(path + "/") for p in served), path
+    for private in ("/metrics", "/healthz", "/readyz", "/openapi.json"):
+        assert private in served
+        assert not any(private == p or private.startswith(p + "/") for p, _ in paths), private
+
+
+@pytest.mark.parametrize(
+    ("tag", "label"),
+    [
+        ("1.2.3@sha256:" + "a" * 64, "1.2.3-sha256-" + "a" * 50),
+        ("sha256:abc", "sha256-abc"),
+        ("v1+build.7", "v1-build.7"),
+        ("1.2.3", "1.2.3"),
+    ],
+)
+def test_version_label_is_a_valid_label_whatever_the_tag(helm: str, tag: str, label: str) -> None:
+    docs = render(helm, "defaults", "--set-string", f"image.tag={tag}")
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/version"] == label
+    gateway = deployments(docs)["gateway"]
+    assert container(gateway)["image"] == f"loom:{tag}"  # the image keeps the tag as given
 
 
 def test_keda_management_url_is_derived_from_the_broker_url(helm: str) -> None:
@@ -663,6 +799,7 @@ def test_settings_load_from_what_the_chart_renders(
         assert settings.session_ttl == 2592000
         assert settings.log.format == "json"
         assert settings.feedback.enabled is False
+        assert settings.feedback.max_session_events == 100
         assert settings.webhooks.github_secret is not None  # env and file merge
         assert set(settings.webhooks.mappings) == set(chart_values["webhooks"]["mappings"])
         assert settings.attention_rules

@@ -217,6 +217,14 @@ async def test_settings_turn_the_default_collector_off_and_bound_it(
     bounded = make_daemon()
     assert bounded.feedback.enabled is True
     assert bounded.state.max_feedback == 7
+    assert bounded.state.max_session_feedback == 200  # per session: its own, small bound
+    monkeypatch.setenv("LOOM_FEEDBACK__MAX_SESSION_EVENTS", "3")
+    per_session = make_daemon()
+    assert (per_session.state.max_feedback, per_session.state.max_session_feedback) == (7, 3)
+    for i in range(5):
+        await per_session.feedback.explicit("ops", ExplicitFeedback(score=i / 10))
+    assert [e.score for e in await per_session.feedback.read("ops")] == [0.2, 0.3, 0.4]
+    assert len(await per_session.feedback.read(limit=100)) == 5
 
 
 async def test_slack_thumbs_become_explicit_feedback(daemon: Daemon) -> None:
@@ -265,6 +273,10 @@ async def test_quality_verdicts_are_counted_by_verdict(daemon: Daemon) -> None:
 
 async def test_a_standalone_collector_keeps_a_bounded_stream_of_its_own() -> None:
     policy = FeedbackPolicy.collector(max_events=3)
+    assert (policy.state.max_feedback, policy.state.max_session_feedback) == (3, 200)
+    assert FeedbackPolicy.collector(max_session_events=9).state.max_session_feedback == 9
+    with pytest.raises(ValueError, match="at least 1"):
+        FeedbackPolicy.collector(max_session_events=0)
     agent = Agent(Model.function(script), tools=[lookup])
     policy.attach(agent)
     policy.attach(agent)  # idempotent: each event once

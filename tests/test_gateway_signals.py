@@ -152,7 +152,23 @@ async def test_broker_down_is_503_and_the_key_is_released(
     await daemon.broker.close()
     down = await client.post("/signals", json={"summary": "x", "dedupe_key": "k2"})
     assert down.status_code == 503
-    assert await daemon.state.claim("accept:k2", "probe", 60) is None  # released for a retry
+    assert "broker unavailable" in down.json()["error"]
+    assert await daemon.state.claimed("accepting:k2") is None  # released for a retry
+    assert await daemon.state.marker("accepted:k2") is None
+    await daemon.broker.start()
+    retry = await client.post("/signals", json={"summary": "x", "dedupe_key": "k2"})
+    assert retry.status_code == 202
+    assert await daemon.state.marker("accepted:k2") == retry.json()["id"]
+
+
+async def test_a_malformed_content_length_is_not_a_server_error(
+    gateway: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    _, client = gateway
+    body = json.dumps({"summary": "x"}).encode()
+    for declared in (b"\xb2", b"9" * 5000):  # isdigit() is True of both; int() refuses both
+        response = await client.post("/signals", content=body, headers={"content-length": declared})
+        assert response.status_code < 500, (declared[:10], response.text)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
@@ -31,14 +32,19 @@ from loom.state.sessions import RunRecord
 
 
 class HttpService:
-    """A real HTTP server on loopback answering ``status`` to every GET."""
+    """A real HTTP server on loopback answering ``status`` to every GET. It keeps
+    connections alive (HTTP/1.1), and notes the client address of each request."""
 
     def __init__(self) -> None:
         self.status = 200
+        self.peers: list[tuple[str, int]] = []
         service = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
+                service.peers.append(self.client_address[:2])
                 self.send_response(service.status)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -400,3 +406,30 @@ async def test_a_probe_that_does_not_answer_in_time_is_down() -> None:
         server.close()
         await server.wait_closed()
     assert (result.up, result.detail) == (False, "no answer within 0.2s")
+
+
+async def test_an_http_probe_keeps_one_client_and_connects_afresh_each_check(
+    http_service: HttpService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[httpx.AsyncClient] = []
+
+    class Counted(httpx.AsyncClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counted)
+    probe = HttpProbe("web", http_service.url)
+    heartbeat = Heartbeat(every=60, probes=[probe])
+    for _ in range(3):
+        assert (await probe.check()).up
+    # One client (one SSL context) for every check, yet a new connection each time: the
+    # server keeps connections alive, so a pooled one would have been reused.
+    assert len(made) == 1
+    assert len(set(http_service.peers)) == 3
+    await heartbeat.stop()  # never started; still closes the probes' clients
+    assert made[0].is_closed
+    assert (await probe.check()).up  # checked again: a new client
+    await heartbeat.aclose()
+    assert len(made) == 2
+    assert made[1].is_closed

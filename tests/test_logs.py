@@ -124,6 +124,34 @@ async def test_a_debug_flow_logs_no_secret_and_names_its_ids(
     assert "run_id" not in in_tool[3]  # logged after the flow, outside any run
 
 
+async def test_each_decided_signal_is_logged_with_its_own_ids() -> None:
+    """Signals delivered together are decided in one batch task; the hooks and records of
+    each carry that signal's ids, not those of the delivery that started the batch."""
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def on_signal(*, signal: RuntimeSignal, **_: Any) -> None:
+        seen.append((signal.id, current_context()))
+
+    daemon = Daemon(Agent(Model.test()), settings=Settings(worker={"sweep_interval": 0.05}))  # type: ignore[arg-type]
+    daemon.agent.on("signal_decided", on_signal)
+    daemon.agent.on("signal_received", on_signal)
+    signals = [
+        RuntimeSignal.create(f"note {i}", urgency="low", session_id=f"s{i}") for i in range(5)
+    ]
+    with log_context(signal_id="sig_outside", session_id="outside", run_id="run_outside"):
+        await daemon.start()
+    try:
+        for signal in signals:
+            await publish_signal(daemon.broker, signal)
+        await drain(daemon)
+    finally:
+        await daemon.stop()
+    assert sorted(sid for sid, _ in seen) == sorted(2 * [s.id for s in signals])
+    for signal_id, context in seen:
+        session = next(s.session_id for s in signals if s.id == signal_id)
+        assert context == {"signal_id": signal_id, "session_id": session}
+
+
 def test_logfmt_is_one_line_of_key_values(restore_logging: None) -> None:
     stream = io.StringIO()
     configure(None, level="INFO", fmt="logfmt", stream=stream)

@@ -42,7 +42,13 @@ def script(request: ModelRequest) -> ModelResponse:
 
 
 @pytest.fixture
-async def daemon() -> AsyncIterator[Daemon]:
+async def daemon(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Daemon]:
+    from loom import metrics
+
+    # The label bounds are per process: earlier tests (fuzzing among them) must not have
+    # used them up, or these tests' sources and types would be counted as "other".
+    monkeypatch.setattr(metrics, "_SOURCES", metrics.BoundedLabel())
+    monkeypatch.setattr(metrics, "_TYPES", metrics.BoundedLabel())
     settings = Settings(worker={"sweep_interval": 0.05})  # type: ignore[arg-type]
     d = Daemon(Agent(Model.function(script), tools=[flaky]), settings=settings)
     await d.start()
@@ -87,7 +93,8 @@ async def test_a_flow_moves_the_counters_by_exactly_what_happened(daemon: Daemon
     assert delta(before, after, "loom_dedupe_hits_total") == 1
     assert delta(before, after, "loom_runs_total", status="completed") == 1
     assert delta(before, after, "loom_run_duration_seconds_count") == 1
-    assert delta(before, after, "loom_signal_wait_seconds_count") == 2  # queued + observed
+    # The queued signal's wait; the observed one waits for no run by design.
+    assert delta(before, after, "loom_signal_wait_seconds_count") == 1
     assert delta(before, after, "loom_model_calls_total", model="gpt-5.1") == 2
     assert delta(before, after, "loom_tokens_total", model="gpt-5.1", direction="input") == 220
     assert delta(before, after, "loom_tokens_total", model="gpt-5.1", direction="output") == 15
@@ -166,3 +173,80 @@ async def test_consumers_and_active_sessions_are_this_process_figures() -> None:
     assert delta(before, after, "loom_active_runs") == 0
     assert delta(before, after, "loom_consumers", queue="loom.attention") == 0
     assert delta(before, after, "loom_consumers", queue="loom.work") == 0
+
+
+async def test_tool_label_is_a_tool_of_the_agent_or_unknown(daemon: Daemon) -> None:
+    """The model names the tool: one it made up must not become a label value."""
+    calls = iter(
+        [
+            ModelResponse.of_tool_calls(
+                ToolCall("a", "flaky", {"n": 2}), ToolCall("b", "drop_all_tables_1f9c", {})
+            ),
+            ModelResponse(text="done"),
+        ]
+    )
+    daemon.agent.loop.provider = Model.function(lambda request: next(calls))
+    before = await scrape(daemon)
+    await publish_signal(daemon.broker, RuntimeSignal.create("go", session_id="ops"))
+    await drain(daemon)
+    after = await scrape(daemon)
+    assert delta(before, after, "loom_tool_calls_total", tool="flaky", outcome="ok") == 1
+    assert delta(before, after, "loom_tool_calls_total", tool="unknown", outcome="error") == 1
+    assert not [key for key in after if "drop_all_tables" in str(key)]
+
+
+async def test_signal_source_and_type_labels_are_bounded(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loom import metrics
+
+    monkeypatch.setattr(metrics, "_SOURCES", metrics.BoundedLabel(limit=2))
+    monkeypatch.setattr(metrics, "_TYPES", metrics.BoundedLabel(limit=2))
+    before = await scrape(daemon)
+    for source, type_ in (("ci", "a"), ("cd", "b"), ("urn:x:1", "c"), ("ci", "d"), ("cd", "a")):
+        signal = RuntimeSignal.create("x", source=source, type=type_, urgency="low")
+        await publish_signal(daemon.broker, signal)
+    await drain(daemon)
+    after = await scrape(daemon)
+
+    def received(source: str, type_: str) -> float:
+        return delta(before, after, "loom_signals_received_total", source=source, type=type_)
+
+    assert received("ci", "a") == 1
+    assert received("cd", "b") == 1
+    assert received("other", "other") == 1  # a third source, a third type
+    assert received("ci", "other") == 1
+    assert received("cd", "a") == 1
+    assert not [key for key in after if "urn:x:1" in str(key)]
+    bounded = metrics.BoundedLabel(limit=3)
+    assert [bounded(v) for v in "abcdab"] == ["a", "b", "c", "other", "a", "b"]
+
+
+async def test_every_dead_letter_is_counted_once(daemon: Daemon) -> None:
+    from loom.broker.base import WORK_EXCHANGE, WORK_ROUTING_KEY, Message
+
+    before = await scrape(daemon)
+    await daemon.broker.publish(WORK_EXCHANGE, WORK_ROUTING_KEY, Message(body=b'{"x": 1}'))
+    await drain(daemon)
+    after = await scrape(daemon)
+    assert delta(before, after, "loom_dead_letters_total", queue="loom.work") == 1
+    assert delta(before, after, "loom_dead_letters_total", queue="loom.attention") == 0
+
+
+async def test_signal_wait_is_recorded_once_and_not_for_observed_signals(daemon: Daemon) -> None:
+    """A run that takes over the signals a dead run left does not record their wait again."""
+    from loom.daemon.attention import pending_json
+
+    state = daemon.state
+    left = RuntimeSignal.create("left by a dead run", session_id="ops")
+    await state.add_pending("ops", pending_json(left, "queue"))
+    assert len(await state.take_pending("ops")) == 1  # the run that took it died
+    for summary, action in (("new", "queue"), ("seen", "observe"), ("urgent", "interrupt")):
+        await state.add_pending("ops", pending_json(RuntimeSignal.create(summary), action))
+    await state.mark_ready("ops")
+    before = await scrape(daemon)
+    await daemon.worker.run_until_idle(timeout=5)
+    after = await scrape(daemon)
+    assert delta(before, after, "loom_lease_takeovers_total") == 1
+    assert delta(before, after, "loom_runs_total", status="completed") == 1
+    assert delta(before, after, "loom_signal_wait_seconds_count") == 2  # new and urgent

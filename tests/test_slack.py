@@ -23,16 +23,21 @@ from slack_sdk.signature import SignatureVerifier
 
 from loom import Agent, Model, ModelResponse, ProviderError
 from loom.adapters import Slack
-from loom.adapters.base import Reply
+from loom.adapters.base import Reply, UndeliverableReply
 from loom.adapters.registry import adapters_from_settings
-from loom.adapters.slack import SlackError, reply_text
+from loom.adapters.slack import PERMANENT_ERRORS, SlackError, reply_text
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
+from loom.daemon.signals_io import publish_signal
 from loom.providers.base import ModelRequest
+from loom.signals import RuntimeSignal
+from loom.state.base import StateUnavailable
+from loom.state.memory_state import MemoryState
 from tests.fakes.slack_api import FakeSlackAPI, api_error, rate_limited
 from tests.test_daemon_memory import drain, settings
 from tests.test_gateway_signals import published
+from tests.test_replies import FakeTime
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TOKEN = "xoxb-test-token"
@@ -364,6 +369,70 @@ async def test_reactions_are_low_urgency_feedback_signals(gateway: Any) -> None:
     }
 
 
+def reaction_to(ts: str, reaction: str = "thumbsup", **item: str) -> dict[str, Any]:
+    return {
+        "type": "reaction_added",
+        "user": USER,
+        "reaction": reaction,
+        "item_user": BOT,
+        "item": {"type": "message", "channel": CHANNEL, "ts": ts} | item,
+        "event_ts": "1712345690.000100",
+    }
+
+
+async def test_a_reaction_to_an_answer_in_a_thread_is_feedback_on_that_run(
+    loom: Any, fake_slack: FakeSlackAPI
+) -> None:
+    daemon, client = loom
+    await post_event(client, envelope(mention(thread_ts=THREAD), "Ev1"))
+    await settle(daemon)
+    [answer] = fake_slack.posted()
+    assert answer.thread_ts == THREAD
+    assert answer.ts != THREAD
+    session = f"slack:{TEAM}:{CHANNEL}:{THREAD}"
+    snapshot = await daemon.state.sessions.load(session)
+    assert snapshot is not None
+    [run] = snapshot.runs
+    # Slack names only the answer's channel and ts: no thread.
+    assert (await post_event(client, envelope(reaction_to(answer.ts), "EvR"))).status_code == 202
+    await settle(daemon)
+    [feedback] = [e for e in await daemon.feedback.read(session) if e.kind == "explicit"]
+    assert (feedback.session_id, feedback.run_id, feedback.value) == (session, run.run_id, "up")
+    assert await daemon.feedback.read(f"slack:{TEAM}:{CHANNEL}:{answer.ts}") == []
+
+
+async def test_reactions_to_other_messages_keep_their_fallback_session(gateway: Any) -> None:
+    daemon, client = gateway
+    await post_event(client, envelope(reaction_to(TS), "Ev1"))  # a message that roots a thread
+    await post_event(client, envelope(reaction_to(TS, channel="D0200", channel_type="im"), "Ev2"))
+    await daemon.state.set_marker(f"slack-message:{CHANNEL}:{THREAD}", "not json")
+    await post_event(client, envelope(reaction_to(THREAD), "Ev3"))  # an unreadable note
+    root, direct, unreadable = await published(daemon)
+    assert root["session_id"] == f"slack:{TEAM}:{CHANNEL}:{TS}"
+    assert "run_id" not in root["payload"]
+    assert direct["session_id"] == f"slack:{TEAM}:D0200"  # the DM's session
+    assert unreadable["session_id"] == f"slack:{TEAM}:{CHANNEL}:{THREAD}"
+
+
+async def test_a_reaction_while_the_state_is_down_is_refused_for_slack_to_retry(
+    fake_slack: FakeSlackAPI,
+) -> None:
+    class Down(MemoryState):
+        async def marker(self, key: str) -> str | None:
+            raise StateUnavailable("Redis at redis://state:6379/0 is unavailable: reset")
+
+    daemon = Daemon(
+        Agent(Model.test(), "Answer."), adapters=[slack_for(fake_slack)], settings=settings()
+    )
+    daemon.state = Down()
+    await daemon.start(["gateway"])
+    async with client_for(daemon) as client:
+        response = await post_event(client, envelope(reaction_to(TS)))
+    assert response.status_code == 503
+    assert await published(daemon) == []
+    await daemon.stop()
+
+
 # -- the whole way: event, run, answer in the thread -----------------------------------------
 
 
@@ -499,13 +568,46 @@ async def test_slack_api_errors_and_rate_limits_are_retried_until_delivered(
     loom: Any, fake_slack: FakeSlackAPI
 ) -> None:
     daemon, client = loom
-    fake_slack.fail(rate_limited(retry_after=1), api_error("internal_error"))
+    time = FakeTime().use(daemon.replies)
+    daemon.replies.retry_delay = 1.0
+    fake_slack.fail(
+        rate_limited(retry_after=30),  # longer than the old 15 s of retries in all
+        *[api_error("internal_error")] * 5,  # more failures than the delivery limit
+    )
     await post_event(client, envelope(mention()))
     await settle(daemon)
     [message] = fake_slack.posted()
     assert message.thread_ts == TS
-    assert len(fake_slack.calls) == 3
+    assert len(fake_slack.calls) == 7
+    assert time.pauses == [30, 2, 4, 8, 16, 32]  # Slack's Retry-After, then the backoff
     assert await daemon.broker.dead_letters() == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", ["not_in_channel", "channel_not_found", "token_revoked"])
+async def test_permanent_slack_errors_are_dead_lettered_at_once(
+    loom: Any, fake_slack: FakeSlackAPI, code: str
+) -> None:
+    daemon, client = loom
+    fake_slack.fail(api_error(code))
+    await post_event(client, envelope(mention()))
+    await settle(daemon)
+    assert fake_slack.posted() == []
+    assert len(fake_slack.calls) == 1
+    [letter] = await daemon.broker.dead_letters()  # type: ignore[attr-defined]
+    assert f"slack reply undeliverable: chat.postMessage to {CHANNEL} failed: {code}" in (
+        letter.reason
+    )
+
+
+def test_the_permanent_errors_are_slacks_documented_ones() -> None:
+    assert {
+        "channel_not_found", "not_in_channel", "invalid_auth", "account_inactive",
+        "token_revoked", "is_archived", "msg_too_long", "no_text", "restricted_action",
+        "missing_scope",
+    } <= PERMANENT_ERRORS  # fmt: skip
+    assert not {"ratelimited", "internal_error", "fatal_error", "service_unavailable"} & (
+        PERMANENT_ERRORS
+    )
 
 
 async def test_send_reply_raises_what_slack_said(fake_slack: FakeSlackAPI) -> None:
@@ -513,10 +615,13 @@ async def test_send_reply_raises_what_slack_said(fake_slack: FakeSlackAPI) -> No
     reply = Reply(f"slack:{CHANNEL}:{TS}", "s", "run_1", "completed", "hello")
     fake_slack.fail(rate_limited(retry_after=7), api_error("channel_not_found"))
     try:
-        with pytest.raises(SlackError, match=r"ratelimited \(HTTP 429\).*wait 7s"):
+        with pytest.raises(SlackError, match=r"ratelimited \(HTTP 429\).*wait 7s") as limited:
             await adapter.send_reply(reply)
-        with pytest.raises(SlackError, match=r"channel_not_found \(HTTP 200\)"):
+        assert (limited.value.code, limited.value.retry_after) == ("ratelimited", 7.0)
+        assert not isinstance(limited.value, UndeliverableReply)
+        with pytest.raises(SlackError, match=r"channel_not_found \(HTTP 200\)") as missing:
             await adapter.send_reply(reply)
+        assert isinstance(missing.value, UndeliverableReply)
         await adapter.send_reply(reply)
     finally:
         await adapter.aclose()
@@ -524,7 +629,7 @@ async def test_send_reply_raises_what_slack_said(fake_slack: FakeSlackAPI) -> No
         (CHANNEL, TS, "hello")
     ]
     wrong_token = Slack(signing_secret=SECRET, bot_token="xoxb-wrong", api_url=fake_slack.api_url)
-    with pytest.raises(SlackError, match="invalid_auth"):
+    with pytest.raises(UndeliverableReply, match="invalid_auth"):
         await wrong_token.send_reply(reply)
     await wrong_token.aclose()
     top_level = Reply("slack:D0200", "s", "run_2", "cancelled", "", error="superseded")
@@ -552,15 +657,65 @@ async def test_without_a_bot_token_replies_fail_clearly() -> None:
     adapter = Slack(signing_secret=SECRET, bot_token="", api_url="http://127.0.0.1:9/api/")
     assert adapter.replies_to("slack:C1:1.2")
     assert not adapter.replies_to("inbox:1")
-    with pytest.raises(SlackError, match="LOOM_SLACK__BOT_TOKEN"):
+    with pytest.raises(SlackError, match="LOOM_SLACK__BOT_TOKEN") as refused:
         await adapter.send_reply(Reply("slack:C1", "s", "r", "completed", "x"))
+    assert isinstance(refused.value, UndeliverableReply)  # a retry cannot find a token
 
 
-def test_routes_need_a_signing_secret() -> None:
+async def test_an_answer_not_noted_in_state_is_still_sent_once(
+    fake_slack: FakeSlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(MemoryState):
+        async def set_marker(self, key: str, value: str, ttl: float | None = None) -> None:
+            raise StateUnavailable("Redis at redis://state:6379/0 is unavailable: reset")
+
+    adapter = slack_for(fake_slack)
+    adapter.use_state(Down(), ttl=60)
+    await adapter.send_reply(Reply(f"slack:{CHANNEL}:{TS}", "s", "run_1", "completed", "hi"))
+    await adapter.aclose()
+    assert len(fake_slack.posted()) == 1
+    assert "posted, but not noted" in caplog.text
+
+
+def test_without_a_signing_secret_no_routes_are_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     adapter = Slack(signing_secret="", bot_token=TOKEN, api_url="http://127.0.0.1:9/api/")
     daemon = Daemon(Agent(Model.test()), settings=settings())
-    with pytest.raises(ValueError, match="LOOM_SLACK__SIGNING_SECRET"):
-        adapter.routes(daemon)
+    assert adapter.routes(daemon) == []
+    assert adapter.openapi() == {}
+    assert "LOOM_SLACK__SIGNING_SECRET" in caplog.text
+
+
+async def test_a_worker_with_only_the_bot_token_posts_replies(fake_slack: FakeSlackAPI) -> None:
+    configured = settings(slack={"bot_token": TOKEN, "api_url": fake_slack.api_url})
+    [slack] = [a for a in adapters_from_settings(configured) if a.name == "slack"]
+    assert isinstance(slack, Slack)
+    assert slack.signing_secret is None
+    daemon = Daemon(Agent(Model.test(), "Answer."), settings=configured)
+    paths = {getattr(r, "path", "") for r in build_app(daemon, gateway=True).routes}
+    assert "/slack/events" not in paths
+    await daemon.start(["attention", "worker"])
+    signal = RuntimeSignal.create("deploy done?", reply_to=f"slack:{CHANNEL}:{TS}")
+    await publish_signal(daemon.broker, signal)
+    await settle(daemon)
+    await daemon.stop()
+    [message] = fake_slack.posted()
+    assert (message.channel, message.thread_ts, message.token) == (CHANNEL, TS, TOKEN)
+    assert await daemon.broker.dead_letters() == []  # type: ignore[attr-defined]
+
+
+async def test_a_worker_with_only_the_signing_secret_dead_letters_replies_at_once() -> None:
+    configured = settings(slack={"signing_secret": SECRET})
+    daemon = Daemon(Agent(Model.test(), "Answer."), settings=configured)
+    await daemon.start(["attention", "worker"])
+    signal = RuntimeSignal.create("deploy done?", reply_to=f"slack:{CHANNEL}:{TS}")
+    await publish_signal(daemon.broker, signal)
+    await settle(daemon)
+    await daemon.stop()
+    [letter] = await daemon.broker.dead_letters()  # type: ignore[attr-defined]
+    assert "slack reply undeliverable" in letter.reason  # at once: retrying cannot help
+    assert "LOOM_SLACK__BOT_TOKEN" in letter.reason
 
 
 def test_settings_configure_the_adapter() -> None:

@@ -377,6 +377,26 @@ async def test_memory_dedupe_keys_are_bounded() -> None:
     assert await state.remember("d", 60) is False
 
 
+async def test_memory_markers_are_bounded_closest_to_expiry_first() -> None:
+    now = [100.0]
+    state = MemoryState(max_dedupe_keys=1000, clock=lambda: now[0])
+    await state.set_marker("cron-last:job", "t0", ttl=30 * 86_400)  # set first, lives long
+    await state.set_marker("probe:api", "up")  # no TTL
+    for i in range(1500):  # accepted signals: one marker each, for the dedupe TTL
+        await state.set_marker(f"accepted:{i}", "sig", ttl=10 + i / 1000)
+    assert len(state._markers) == 1000
+    assert await state.marker("cron-last:job") == "t0"  # not pushed out by the flood
+    assert await state.marker("probe:api") == "up"
+    assert await state.marker("accepted:0") is None  # the closest to expiry went first
+    assert await state.marker("accepted:1499") == "sig"
+    now[0] += 20
+    await state.set_marker("accepted:next", "sig", ttl=10)
+    assert len(state._markers) == 3  # the expired are dropped as time passes
+    for _ in range(5000):  # replacing one marker again and again stays bounded
+        await state.set_marker("probe:api", "up")
+    assert len(state._marker_expiries) < 2 * 3 + 1024 + 1
+
+
 async def test_memory_lease_expiry_follows_the_injected_clock() -> None:
     now = [100.0]
     state = MemoryState(clock=lambda: now[0])
@@ -495,7 +515,7 @@ async def test_feedback_is_read_newest_last_per_session_and_for_all(state: State
 
 
 async def test_feedback_streams_are_bounded_dropping_the_oldest(backend: Backend) -> None:
-    state = backend.new(max_feedback=10)
+    state = backend.new(max_feedback=10, max_session_feedback=10)
     for i in range(300):
         await state.add_feedback("s", json.dumps({"n": i}))
     for session_id in ("s", None):
@@ -503,6 +523,25 @@ async def test_feedback_streams_are_bounded_dropping_the_oldest(backend: Backend
         # Redis trims whole stream nodes (XADD MAXLEN ~): up to a node (100 entries) more.
         assert 10 <= len(kept) <= 110
         assert kept == list(range(300 - len(kept), 300))
+
+
+async def test_a_sessions_feedback_has_its_own_small_bound(backend: Backend) -> None:
+    """Every session has a stream: its bound is the per-session one (default 200), kept
+    exactly; only the stream of all sessions keeps up to max_feedback."""
+    from loom.state.base import DEFAULT_MAX_SESSION_FEEDBACK
+
+    assert backend.new().max_session_feedback == DEFAULT_MAX_SESSION_FEEDBACK == 200
+    state = backend.new(max_feedback=1000, max_session_feedback=7)
+    for i in range(300):
+        await state.add_feedback("s", json.dumps({"n": i}))
+        await state.add_feedback("t", json.dumps({"n": -i}))
+    for session_id, sign in (("s", 1), ("t", -1)):
+        kept = [json.loads(e)["n"] for e in await state.read_feedback(session_id, limit=1000)]
+        assert kept == [sign * n for n in range(293, 300)]
+    every = await state.read_feedback(None, limit=1000)
+    assert len(every) == 600
+    with pytest.raises(ValueError, match="at least 1"):
+        backend.new(max_session_feedback=0)
 
 
 async def test_redis_feedback_streams_expire_with_the_session(
@@ -655,6 +694,47 @@ async def test_markers_are_replaced_shared_and_expire(backend: Backend) -> None:
     assert await state.claimed("cron-last:job") is None
 
 
+async def test_claim_unless_marked_is_a_two_phase_claim(backend: Backend) -> None:
+    """The gateway's accept path: a short claim while publishing, a marker once confirmed."""
+    state = backend.new()
+    other = backend.peer(state)
+    claim = ("accepted:k", "accepting:k")
+    assert await state.claim_unless_marked(*claim, "sig-1", 5.0) is None
+    assert await other.claim_unless_marked(*claim, "sig-2", 5.0) == ("claimed", "sig-1")
+    assert await other.claim_unless_marked(*claim, "sig-1", 5.0) == ("claimed", "sig-1")
+    await state.mark_and_release("accepted:k", "sig-1", 5.0, "accepting:k", "sig-1")
+    assert await other.claimed("accepting:k") is None  # released
+    assert await other.marker("accepted:k") == "sig-1"
+    assert await other.claim_unless_marked(*claim, "sig-3", 5.0) == ("marked", "sig-1")
+    assert await other.claimed("accepting:k") is None  # a marked key claims nothing
+
+
+async def test_a_failed_two_phase_claim_is_forgotten_or_expires(backend: Backend) -> None:
+    state = backend.new()
+    other = backend.peer(state)
+    claim = ("accepted:f", "accepting:f")
+    assert await state.claim_unless_marked(*claim, "sig-1", 5.0) is None
+    await state.forget("accepting:f")  # the work failed: the next try goes through
+    assert await other.claim_unless_marked(*claim, "sig-2", TTL) is None
+    await asyncio.sleep(TTL + 0.1)  # a claim nobody released (a crash) lapses
+    assert await state.claim_unless_marked(*claim, "sig-3", 5.0) is None
+    assert await state.marker("accepted:f") is None
+
+
+async def test_mark_and_release_leaves_another_owners_claim(backend: Backend) -> None:
+    state = backend.new()
+    other = backend.peer(state)
+    claim = ("accepted:o", "accepting:o")
+    assert await state.claim_unless_marked(*claim, "sig-1", TTL) is None
+    await asyncio.sleep(TTL + 0.1)  # sig-1's claim lapsed while it worked
+    assert await other.claim_unless_marked(*claim, "sig-2", 5.0) is None
+    await state.mark_and_release("accepted:o", "sig-1", TTL, "accepting:o", "sig-1")
+    assert await other.claimed("accepting:o") == "sig-2"  # not sig-1's to release
+    assert await other.marker("accepted:o") == "sig-1"
+    await asyncio.sleep(TTL + 0.1)
+    assert await other.marker("accepted:o") is None  # the marker expires with its TTL
+
+
 async def test_held_leases_lists_live_leases_longest_held_first(backend: Backend) -> None:
     state = backend.new()
     other = backend.peer(state)
@@ -685,3 +765,37 @@ async def test_held_leases_lists_live_leases_longest_held_first(backend: Backend
     held = await state.held_leases()
     assert [h.lease for h in held] == [second, again]
     assert held[1].held_for < held[0].held_for
+
+
+async def test_redis_leases_index_is_pruned_and_expires(redis_prefix: tuple[str, str]) -> None:
+    """``{prefix}:leases`` loses a dead worker's entry at the next acquire or release (not
+    only when someone reads held_leases), and expires with the longest lease written to it."""
+    from loom.state.redis import RedisState
+
+    url, prefix = redis_prefix
+    state = RedisState(url, prefix=prefix)
+    raw, index = state._client, f"{prefix}:leases"
+    try:
+        dead = await state.acquire_lease("dead", "w1", TTL)  # never released: the worker died
+        assert dead is not None
+        assert 0 < await raw.pttl(index) <= _ms(TTL)
+        await asyncio.sleep(TTL + 0.1)
+        live = await state.acquire_lease("live", "w2", 30)
+        assert live is not None
+        assert await raw.zrange(index, 0, -1) == ["live"]
+        assert _ms(TTL) < await raw.pttl(index) <= 30_000
+        short = await state.acquire_lease("short", "w3", TTL)  # a shorter TTL keeps the longer
+        assert short is not None
+        assert await raw.pttl(index) > _ms(TTL)
+        assert await state.renew_lease(live, 60) is True
+        assert 30_000 < await raw.pttl(index) <= 60_000
+        await asyncio.sleep(TTL + 0.1)
+        assert await state.release_lease(live) is True
+        assert await raw.exists(index) == 0  # "short" expired, "live" released: nothing left
+        assert await raw.exists(f"{prefix}:s:{{live}}:leased_at") == 0
+    finally:
+        await state.close()
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -162,6 +162,13 @@ def test_without_an_sdk_provider_nothing_is_written() -> None:
         assert tracing.inject({"a": 1}) == {"a": 1}
 
 
+def test_without_an_sdk_provider_a_callers_traceparent_is_passed_on_unchanged() -> None:
+    """docs/observability.md: no span is recorded, none is made up, but the caller's trace
+    goes on through Loom's messages to whatever records it further on."""
+    with tracing.span("quiet", parent={"traceparent": CALLER}):
+        assert tracing.inject({"a": 1}) == {"a": 1, "traceparent": CALLER}
+
+
 def test_without_opentelemetry_tracing_is_a_no_op_and_import_loom_stays_light() -> None:
     code = """
 import sys

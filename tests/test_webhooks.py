@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -102,13 +103,31 @@ async def test_github_push_becomes_a_low_urgency_signal_per_repository(
     [signal] = await published(daemon)
     assert (signal["source"], signal["type"], signal["urgency"]) == ("github", "github.push", "low")
     assert signal["session_id"] == "github:Codertocat/Hello-World"
-    assert signal["dedupe_key"] == "github:d-push-1"
+    assert signal["dedupe_key"] == "github:sha256:" + hashlib.sha256(request["content"]).hexdigest()
+    assert signal["payload"]["delivery"] == "d-push-1"
     assert signal["summary"] == (
         "Codertocat pushed 1 commit(s) to Codertocat/Hello-World main: Fix the health check"
     )
     assert signal["payload"]["commits"] == [
         {"id": "6113728f27ae", "message": "Fix the health check", "author": "Codertocat"}
     ]
+
+
+async def test_a_captured_github_delivery_replayed_with_a_new_delivery_id_is_a_duplicate(
+    gateway: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    """X-GitHub-Delivery (and X-GitHub-Event) are not signed: only the body decides."""
+    daemon, client = gateway
+    captured = github_request("push", github_push(), "d-original")
+    first = await client.post("/webhooks/github", **captured)
+    assert first.status_code == 202
+    for delivery, event in (("d-forged-1", "push"), ("d-forged-2", "workflow_run")):
+        forged = {**captured["headers"], "x-github-delivery": delivery, "x-github-event": event}
+        replay = await client.post("/webhooks/github", content=captured["content"], headers=forged)
+        assert replay.json() == {"id": first.json()["id"], "status": "duplicate"}
+    other = github_request("pull_request", github_pull_request_opened(), "d-original")
+    assert (await client.post("/webhooks/github", **other)).status_code == 202  # same id, new body
+    assert len(await published(daemon)) == 2
 
 
 async def test_github_pull_request_opened_is_normal_urgency(
@@ -345,6 +364,36 @@ async def test_signals_refuse_a_bad_or_stale_signature(
     assert nothing.status_code == 401
     assert "LOOM_API_TOKEN" in nothing.json()["error"]
     assert await published(daemon) == []
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["\u00b2", "\u00b9\u00b2", "9" * 5000, "1" * 13, "-5", "+1767225600", "1.5", "0x10", "1 2"],
+)
+async def test_a_malformed_timestamp_is_401_before_anything_else(
+    gateway: tuple[Daemon, httpx.AsyncClient], stamp: str
+) -> None:
+    """ "\u00b2".isdigit() is True and int() refuses it; 5,000 digits pass isdigit() and int()
+    refuses them too: both were a 500 before authentication."""
+    daemon, client = gateway
+    body = json.dumps({"summary": "x"}).encode()
+    headers = {**sign("whsec", body), "x-loom-timestamp": stamp}
+    for path in ("/signals", "/webhooks/deploys"):
+        response = await client.post(
+            path, content=body, headers={k: v.encode("latin-1") for k, v in headers.items()}
+        )  # Starlette reads header bytes as latin-1: b"\xb2" arrives as "\u00b2"
+        assert response.status_code == 401, (path, response.text)
+        assert "X-Loom-Timestamp must be Unix seconds" in response.json()["error"]
+    assert await published(daemon) == []
+
+
+def test_verify_refuses_a_malformed_timestamp_with_a_signature_error() -> None:
+    from loom.adapters.signing import SignatureError, signature, verify
+
+    for stamp in ("\u00b2", "\u0661\u0662", "9" * 5000, " "):
+        headers = {"x-loom-timestamp": stamp, "x-loom-signature": signature("s", stamp, b"{}")}
+        with pytest.raises(SignatureError, match="X-Loom-Timestamp"):
+            verify("s", b"{}", headers)
 
 
 async def test_a_signature_does_not_open_the_sessions_api(

@@ -5,7 +5,8 @@ A signal whose ``reply_to`` is a URL gets the finished run's answer there::
     POST <reply_to>
     content-type: application/json
     idempotency-key: <run id>            the same on every retry of this reply
-    x-loom-timestamp, x-loom-signature   see loom.adapters.signing (LOOM_WEBHOOK_SECRET)
+    x-loom-timestamp, x-loom-signature   see loom.adapters.signing (LOOM_WEBHOOK_SECRET;
+                                         signed as a callback, so never valid inbound)
 
     {"run_id": ..., "session_id": ..., "status": "completed", "output": ..., "error": null,
      "signal_ids": [...]}
@@ -15,9 +16,11 @@ the reply dispatcher retries it and dead-letters it past the delivery limit. Wit
 webhook secret the callback is sent unsigned and a warning is logged once.
 
 SSRF guard: the host is resolved first, and unless ``allow_private`` every address must be
-public (not private, loopback, link-local, shared, reserved or multicast). The connection
-then goes to the address that was checked (TLS still verifies the host's name), so a DNS
-answer that changes between check and connect cannot redirect the callback inward.
+public (not private, loopback, link-local, shared, reserved or multicast). An IPv6 address
+that carries an IPv4 one (IPv4-mapped, NAT64, 6to4, Teredo, SIIT) is judged by that IPv4
+address too, since a translator or relay on the way delivers it there. The connection then
+goes to the address that was checked (TLS still verifies the host's name), so a DNS answer
+that changes between check and connect cannot redirect the callback inward.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from loom._version import __version__
 from loom.adapters.base import Adapter, Reply, UndeliverableReply
-from loom.adapters.signing import sign
+from loom.adapters.signing import sign_callback
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -110,7 +113,7 @@ class Callbacks(Adapter):
             "idempotency-key": reply.run_id,
         }
         if self.secret:
-            headers.update(sign(self.secret, body))
+            headers.update(sign_callback(self.secret, body))
         elif not self._warned_unsigned:
             self._warned_unsigned = True
             logger.warning("callbacks are sent unsigned: set LOOM_WEBHOOK_SECRET to sign them")
@@ -166,11 +169,39 @@ class Callbacks(Adapter):
             await client.aclose()
 
 
+# NAT64 with the well-known prefix (RFC 6052): the IPv4 address is the low 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Never public, whatever they embed: the local-use NAT64 prefix (RFC 8215; where the IPv4
+# address sits depends on the prefix length the operator chose), SIIT's IPv4-translated
+# addresses (RFC 2765) and the deprecated IPv4-compatible ones (RFC 4291).
+_NOT_PUBLIC = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
 def public(address: str) -> bool:
-    """True for a globally routable unicast address."""
+    """True for a globally routable unicast address; an IPv6 address that embeds an IPv4
+    address (mapped, NAT64, 6to4, Teredo) only if that IPv4 address is public too."""
     ip = ipaddress.ip_address(address.split("%")[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _public(ip)
+    if ip.ipv4_mapped is not None:  # the socket connects over IPv4 to it
+        return _public(ip.ipv4_mapped)
+    if any(ip in network for network in _NOT_PUBLIC):
+        return False
+    embedded: ipaddress.IPv4Address | None = None
+    if ip in _NAT64:
+        embedded = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    elif ip.sixtofour is not None:
+        embedded = ip.sixtofour
+    elif ip.teredo is not None:
+        embedded = ip.teredo[1]  # the client's address, which the relay forwards to
+    return _public(ip) and (embedded is None or _public(embedded))
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 

@@ -1,8 +1,12 @@
 """GitHub webhooks at ``POST /webhooks/github``, checked with ``X-Hub-Signature-256``.
 
 A request without a valid signature (HMAC-SHA256 of the body with the webhook's secret) is
-refused with 401. ``X-GitHub-Event`` names the event, ``X-GitHub-Delivery`` is the dedupe
-key (GitHub's redeliveries reuse it), ``ping`` is answered without a signal. Every
+refused with 401. ``X-GitHub-Event`` names the event, ``ping`` is answered without a signal.
+The dedupe key is the SHA-256 of the body: the signature covers the body but no header, so a
+key from ``X-GitHub-Delivery`` would let a captured delivery be replayed again and again
+under fresh delivery ids; GitHub's redeliveries resend the same body, so they are still
+duplicates (within LOOM_DEDUPE_TTL; GitHub's signature has no timestamp, so after that a
+replay is new again). ``X-GitHub-Delivery`` stays in the payload, for reference. Every
 repository is a session, ``github:{owner}/{repo}``. Urgency: failed workflow runs and check
 runs are ``high``; opened pull requests and issues and new comments ``normal``; pushes,
 successes and every other event ``low`` (observed, not run). A failure is an active risk
@@ -11,6 +15,7 @@ until the same workflow (or check) succeeds on the same branch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -60,7 +65,7 @@ class GitHub(Webhook):
         payload = _payload(body, headers)
         if event == "ping":
             return JSONResponse({"status": "pong", "zen": payload.get("zen")})
-        delivery = header(headers, "x-github-delivery")
+        delivery = (header(headers, "x-github-delivery") or "")[:200] or None  # not signed
         summary, urgency, details = describe(event, payload)
         action = payload.get("action")
         repository = _name(payload.get("repository"), "full_name")
@@ -71,7 +76,7 @@ class GitHub(Webhook):
             summary=summary[:10_000],
             urgency=urgency,
             session_id=f"github:{owner}"[:256] if owner else None,
-            dedupe_key=f"github:{delivery}"[:512] if delivery else None,
+            dedupe_key=f"github:sha256:{hashlib.sha256(body).hexdigest()}",
             payload={
                 "event": event,
                 "action": action,

@@ -97,6 +97,12 @@ class Heartbeat(Adapter):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the probes' clients (a probe checked again makes a new one)."""
+        for probe in self.probes:
+            await probe.aclose()
 
     async def check(self) -> dict[str, bool]:
         return {self.name: self._task is not None and not self._task.done()}

@@ -13,6 +13,10 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 PROBE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -68,6 +72,9 @@ class Probe(ABC):
             up, detail = False, f"{type(problem).__name__}: {problem}".rstrip(": ")
         return ProbeResult(self.name, up, detail, time.perf_counter() - started, self.target)
 
+    async def aclose(self) -> None:  # noqa: B027 - optional
+        """Release what the probe keeps between checks (a client); it may check again."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.target!r})"
 
@@ -84,6 +91,7 @@ class HttpProbe(Probe):
             raise ValueError(f"probe {name!r}: expect_status {expect_status} is not an HTTP status")
         self.url = url
         self.expect_status = expect_status
+        self._client: httpx.AsyncClient | None = None
 
     @property
     def target(self) -> str:
@@ -92,13 +100,25 @@ class HttpProbe(Probe):
     async def _attempt(self) -> tuple[bool, str]:
         import httpx
 
-        # A fresh connection each time: a pooled one could hide a server that stopped accepting.
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-            response = await client.get(self.url)
+        if self._client is None or self._client.is_closed:
+            # One client for every check: building one makes an SSL context, which blocks
+            # the event loop for tens of milliseconds. Still a fresh connection each time
+            # (no keep-alive): a pooled one could hide a server that stopped accepting.
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        response = await self._client.get(self.url)
         status = response.status_code
         if status == self.expect_status:
             return True, f"HTTP {status}"
         return False, f"HTTP {status}, expected {self.expect_status}"
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 class TcpProbe(Probe):

@@ -25,7 +25,10 @@ def adapters_from_settings(settings: Settings) -> list[Adapter]:
     if webhooks.github_secret is not None:
         configured.append(GitHub(webhooks.github_secret.get_secret_value()))
     configured.extend(Webhook.from_settings(n, m) for n, m in webhooks.mappings.items())
-    if settings.slack.signing_secret is not None:
+    slack = settings.slack
+    # Either secret switches Slack on: a gateway needs only the signing secret (to check
+    # Slack's requests), a worker only the bot token (to post replies).
+    if any(s is not None and s.get_secret_value() for s in (slack.signing_secret, slack.bot_token)):
         from loom.adapters.slack import Slack
 
         configured.append(Slack(settings=settings.slack))

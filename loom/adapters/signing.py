@@ -2,19 +2,25 @@
 
 The scheme (inbound on ``POST /signals`` and ``/webhooks/{name}``, outbound on callbacks)::
 
-    X-Loom-Timestamp: 1767225600                 Unix seconds when the request was signed
-    X-Loom-Signature: sha256=<hex>               HMAC-SHA256(secret, f"{timestamp}." + body)
+    X-Loom-Timestamp: 1767225600      Unix seconds when the request was signed
+    X-Loom-Signature: sha256=<hex>    inbound:   HMAC-SHA256(secret, f"{timestamp}." + body)
+                                      callbacks: HMAC-SHA256(secret,
+                                                     f"loom-callback.{timestamp}." + body)
 
-The signature covers the exact bytes of the body, so verify before parsing. A timestamp more
-than five minutes away from the receiver's clock is refused, which bounds how long a captured
-request can be replayed (a ``dedupe_key`` makes replays within the window harmless).
-Comparisons are constant-time.
+One secret (LOOM_WEBHOOK_SECRET) does both jobs, so the two directions sign different
+strings: a callback's receiver holds a signed body, and without the ``loom-callback.``
+prefix it could send that body and its headers straight back to the gateway as an
+authenticated signal. The signature covers the exact bytes of the body, so verify before
+parsing. A timestamp more than five minutes away from the receiver's clock is refused, which
+bounds how long a captured request can be replayed (a ``dedupe_key`` makes replays within
+the window harmless). Comparisons are constant-time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 
@@ -24,6 +30,9 @@ SIGNATURE_HEADER = "x-loom-signature"
 TIMESTAMP_HEADER = "x-loom-timestamp"
 TOLERANCE = 300.0
 """Seconds a signed request's timestamp may differ from the receiver's clock."""
+CALLBACK_CONTEXT = "loom-callback"
+"""What callbacks sign in front of the timestamp, so they never verify as inbound requests."""
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: "²".isdigit() is True too
 
 
 class SignatureError(LoomError):
@@ -41,18 +50,28 @@ def same(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def signature(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
-    """The ``X-Loom-Signature`` value of ``body`` signed at ``timestamp``."""
-    return "sha256=" + hmac_sha256(secret, f"{timestamp}.".encode() + body)
+def signature(secret: str | bytes, timestamp: int | str, body: bytes, *, context: str = "") -> str:
+    """The ``X-Loom-Signature`` value of ``body`` signed at ``timestamp``; ``context``
+    (``CALLBACK_CONTEXT`` for callbacks) goes in front, so one direction's signatures are
+    worthless in the other."""
+    prefix = f"{context}.{timestamp}." if context else f"{timestamp}."
+    return "sha256=" + hmac_sha256(secret, prefix.encode() + body)
 
 
-def sign(secret: str | bytes, body: bytes, *, now: float | None = None) -> dict[str, str]:
-    """The headers that sign ``body`` now."""
+def sign(
+    secret: str | bytes, body: bytes, *, now: float | None = None, context: str = ""
+) -> dict[str, str]:
+    """The headers that sign ``body`` now (as an inbound request unless ``context``)."""
     timestamp = int(time.time() if now is None else now)
     return {
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: signature(secret, timestamp, body),
+        SIGNATURE_HEADER: signature(secret, timestamp, body, context=context),
     }
+
+
+def sign_callback(secret: str | bytes, body: bytes, *, now: float | None = None) -> dict[str, str]:
+    """The headers that sign a callback's ``body`` now."""
+    return sign(secret, body, now=now, context=CALLBACK_CONTEXT)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -70,24 +89,43 @@ def verify(
     *,
     now: float | None = None,
     tolerance: float = TOLERANCE,
+    context: str = "",
 ) -> None:
-    """Raise ``SignatureError`` unless ``headers`` sign ``body`` with ``secret``, recently."""
+    """Raise ``SignatureError`` unless ``headers`` sign ``body`` with ``secret``, recently
+    (an inbound request; a callback's receiver uses ``verify_callback``)."""
     given = header(headers, SIGNATURE_HEADER)
     stamp = header(headers, TIMESTAMP_HEADER)
     if not given:
         raise SignatureError("no X-Loom-Signature header")
     if not stamp:
         raise SignatureError("X-Loom-Signature needs an X-Loom-Timestamp header (Unix seconds)")
-    if not stamp.strip().isdigit():
-        raise SignatureError(f"X-Loom-Timestamp must be Unix seconds, not {stamp[:40]!r}")
+    stamp = stamp.strip()
+    # Checked before int(): a long or non-ASCII number must be a 401, not a 500.
+    if not _TIMESTAMP.fullmatch(stamp):
+        raise SignatureError(
+            f"X-Loom-Timestamp must be Unix seconds (1 to 12 ASCII digits), not {stamp[:40]!r}"
+        )
     skew = abs((time.time() if now is None else now) - int(stamp))
     if skew > tolerance:
         raise SignatureError(
             f"X-Loom-Timestamp is {skew:.0f} s away from this server's clock (at most "
             f"{tolerance:.0f} s allowed): a replayed request, or a sender with a wrong clock"
         )
-    if not same(signature(secret, stamp.strip(), body), given.strip()):
+    if not same(signature(secret, stamp, body, context=context), given.strip()):
         raise SignatureError("X-Loom-Signature does not match the body (wrong secret?)")
+
+
+def verify_callback(
+    secret: str | bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    tolerance: float = TOLERANCE,
+) -> None:
+    """``verify`` for the receiver of a callback: raise ``SignatureError`` unless Loom signed
+    ``body`` as a callback with ``secret``, recently."""
+    verify(secret, body, headers, now=now, tolerance=tolerance, context=CALLBACK_CONTEXT)
 
 
 def bearer(headers: Mapping[str, str], token: str) -> bool:
@@ -124,6 +162,7 @@ def authenticate(
 
 
 __all__ = [
+    "CALLBACK_CONTEXT",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "TOLERANCE",
@@ -133,6 +172,8 @@ __all__ = [
     "hmac_sha256",
     "same",
     "sign",
+    "sign_callback",
     "signature",
     "verify",
+    "verify_callback",
 ]

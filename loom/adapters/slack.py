@@ -5,7 +5,13 @@
 signal per event through ``accept`` before acknowledging: ``202``/``200`` (a retry Slack sent
 again, deduplicated on team + event id), ``503`` when the broker is down so that Slack
 retries. Replies go to ``slack:{channel}[:{thread_ts}]`` addresses with ``chat.postMessage``;
-a Slack API error raises, so the reply dispatcher retries it. See docs/slack.md.
+a Slack API error raises, so the reply dispatcher retries it (after Slack's Retry-After), or
+dead-letters it at once when no retry can help (``channel_not_found``, ``invalid_auth``, ...).
+Each answer posted is noted in state (``slack-message:{channel}:{ts}``: session and run), so
+a reaction to it reaches that session as feedback on that run. See docs/slack.md.
+
+Least privilege: the signing secret is only needed to serve the routes (without it there
+are none), the bot token only to post replies; a worker needs just the token.
 
 slack_sdk and aiohttp are imported on first use, so ``import loom.adapters`` stays light.
 """
@@ -20,16 +26,20 @@ from urllib.parse import parse_qs
 
 from pydantic import SecretStr
 
-from loom.adapters.base import Adapter, Reply
+from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.adapters.slack_events import (
     Ignored,
     SessionPer,
     SlackPayloadError,
     event_signal,
+    in_session,
     interaction_signals,
+    message_key,
     parse_address,
 )
 from loom.errors import LoomError
+from loom.signals import RuntimeSignal
+from loom.state.base import StateUnavailable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -42,6 +52,7 @@ if TYPE_CHECKING:
 
     from loom.daemon.app import Daemon
     from loom.daemon.settings import SlackSettings
+    from loom.state.base import State
 
 logger = logging.getLogger("loom.slack")
 
@@ -56,8 +67,34 @@ MAX_TEXT = 39_000
 _UNIX_TIME = re.compile(r"^[0-9]{1,12}$")
 
 
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
+        "restricted_action", "missing_scope", "invalid_auth", "not_authed",
+        "account_inactive", "token_revoked",
+    }
+)  # fmt: skip
+"""chat.postMessage errors no retry can cure: the reply is dead-lettered at once (invite
+the bot, fix the token or scopes, then replay the dead letters)."""
+
+
 class SlackError(LoomError):
-    """Posting to Slack failed (API error, rate limit, missing token); retry may help."""
+    """Posting to Slack failed (API error, rate limit, network); a retry may help.
+
+    ``code`` is Slack's error code, ``retry_after`` the seconds Slack asked to wait (429).
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class SlackUndeliverable(SlackError, UndeliverableReply):
+    """Posting cannot succeed as things are (no bot token, no such channel, token revoked):
+    dead-lettered at once instead of retried."""
 
 
 class Slack(Adapter):
@@ -94,21 +131,26 @@ class Slack(Adapter):
             self.api_url = api_url or settings.api_url
         self.session_per: SessionPer = session_per
         self.timeout = timeout
+        self._state: State | None = None
+        self._message_ttl = 30 * 86_400.0
         self._verifier: SignatureVerifier | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
 
     # -- inbound -----------------------------------------------------------------------
     def routes(self, daemon: Daemon) -> list[BaseRoute]:
-        """``POST /slack/events`` and ``POST /slack/interactions``."""
+        """``POST /slack/events`` and ``POST /slack/interactions``; none without a signing
+        secret (a reply-only deployment holds just the bot token)."""
         from slack_sdk.signature import SignatureVerifier
         from starlette.routing import Route
 
         if not self.signing_secret:
-            raise ValueError(
-                "the Slack adapter needs a signing secret to check Slack's requests: "
-                "set LOOM_SLACK__SIGNING_SECRET or pass Slack(signing_secret=...)"
+            logger.warning(
+                "Slack events are not served: no signing secret to check Slack's requests "
+                "with (replies are still posted); set LOOM_SLACK__SIGNING_SECRET or pass "
+                "Slack(signing_secret=...) to serve /slack/events and /slack/interactions"
             )
+            return []
         self._verifier = SignatureVerifier(self.signing_secret.get_secret_value())
 
         async def events(request: Request) -> Response:
@@ -125,6 +167,9 @@ class Slack(Adapter):
     def openapi(self) -> dict[str, Any]:
         """Path items of the two Slack routes (signed with the app's signing secret)."""
         from loom.daemon.openapi import answer, errors
+
+        if not self.signing_secret:
+            return {}  # no routes are served
 
         signature = [
             {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
@@ -190,11 +235,37 @@ class Slack(Adapter):
             return error(422, str(problem))
         if isinstance(outcome, Ignored):
             return JSONResponse({"status": "ignored", "reason": outcome.reason})
+        if outcome.type == "reaction_added":
+            try:
+                outcome = await self._to_answered_session(daemon, outcome)
+            except StateUnavailable as problem:
+                return error(
+                    503, f"state unavailable, event not accepted (Slack retries): {problem}"
+                )
         retry = request.headers.get("x-slack-retry-num")
         if retry is not None:
             reason = request.headers.get("x-slack-retry-reason", "?")
             logger.info("slack retry %s (%s) of %s", retry[:8], reason[:40], outcome.dedupe_key)
         return await accept(daemon, outcome)
+
+    async def _to_answered_session(self, daemon: Daemon, signal: RuntimeSignal) -> RuntimeSignal:
+        """A reaction to an answer the bot posted, in that answer's session and tied to its
+        run; any other reaction as it is."""
+        channel, ts = signal.payload.get("channel"), signal.payload.get("ts")
+        if not isinstance(channel, str) or not isinstance(ts, str):
+            return signal
+        noted = await daemon.state.marker(message_key(channel, ts))
+        if noted is None:
+            return signal
+        try:
+            answered = json.loads(noted)
+            session_id, run_id = answered["session_id"], answered.get("run_id")
+        except (ValueError, TypeError, KeyError):
+            logger.warning("unreadable note on Slack message %s in %s: ignored", ts, channel)
+            return signal
+        if not isinstance(session_id, str) or not (run_id is None or isinstance(run_id, str)):
+            return signal
+        return in_session(signal, session_id, run_id)
 
     async def _interactions(self, daemon: Daemon, request: Request) -> Response:
         from starlette.responses import Response
@@ -271,25 +342,51 @@ class Slack(Adapter):
         """True for ``slack:`` addresses."""
         return address.startswith("slack:")
 
+    def use_state(self, state: State, *, ttl: float) -> None:
+        """Note each answer posted (its session and run) in ``state`` for ``ttl`` seconds,
+        so reactions to it find their session (the reply dispatcher calls this)."""
+        self._state = state
+        self._message_ttl = ttl
+
     async def send_reply(self, reply: Reply) -> None:
         """Post the run's answer (or why it failed) in the signal's thread."""
         from slack_sdk.errors import SlackApiError
 
-        channel, thread_ts = parse_address(reply.reply_to)
+        try:
+            channel, thread_ts = parse_address(reply.reply_to)
+        except SlackPayloadError as problem:
+            raise SlackUndeliverable(str(problem)) from problem
         client = self._web_client()
         try:
-            await client.chat_postMessage(
+            response = await client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, text=reply_text(reply)
             )
         except SlackApiError as problem:
-            raise SlackError(_describe_api_error(channel, problem.response)) from problem
+            raise _api_error(channel, problem.response) from problem
+        ts, posted_in = response.get("ts"), response.get("channel") or channel
+        if isinstance(ts, str) and isinstance(posted_in, str):
+            await self._note(posted_in, ts, reply)
+
+    async def _note(self, channel: str, ts: str, reply: Reply) -> None:
+        """Remember which session and run the message ``ts`` answers; never raises (the
+        answer is out: failing now would post it again)."""
+        if self._state is None:
+            return
+        note = json.dumps({"session_id": reply.session_id, "run_id": reply.run_id})
+        try:
+            await self._state.set_marker(message_key(channel, ts), note, self._message_ttl)
+        except Exception as problem:
+            logger.warning(
+                "answer %s in %s posted, but not noted (%s): reactions to it go to the "
+                "channel's session", ts, channel, problem,
+            )  # fmt: skip
 
     def _web_client(self) -> AsyncWebClient:
         if self._client is None:
             if not self.bot_token:
-                raise SlackError(
+                raise SlackUndeliverable(
                     "cannot post to Slack without a bot token: set LOOM_SLACK__BOT_TOKEN "
-                    "or pass Slack(bot_token=...)"
+                    "or pass Slack(bot_token=...), then replay the dead letters"
                 )
             import aiohttp
             from slack_sdk.web.async_client import AsyncWebClient
@@ -324,18 +421,24 @@ def reply_text(reply: Reply) -> str:
     return text
 
 
-def _describe_api_error(channel: str, response: Any) -> str:
+def _api_error(channel: str, response: Any) -> SlackError:
+    """The error for a failed chat.postMessage: permanent ones dead-letter at once."""
+    from loom.providers.retry import parse_retry_after
+
     status = getattr(response, "status_code", None)
     data = getattr(response, "data", None)
     code = data.get("error") if isinstance(data, dict) else None
+    code = code if isinstance(code, str) else None
     message = (
         f"chat.postMessage to {channel} failed: {code or 'unexpected response'} (HTTP {status})"
     )
     headers = getattr(response, "headers", None) or {}
-    retry_after = headers.get("Retry-After") or headers.get("retry-after")
-    if status == 429 and retry_after:
-        message += f"; rate limited, Slack asks to wait {retry_after}s"
-    return message
+    retry_after = parse_retry_after({str(k).lower(): str(v) for k, v in headers.items()})
+    if status == 429 and retry_after is not None:
+        message += f"; rate limited, Slack asks to wait {retry_after:g}s"
+    if code in PERMANENT_ERRORS:
+        return SlackUndeliverable(message, code=code)
+    return SlackError(message, code=code, retry_after=retry_after)
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:
@@ -345,4 +448,4 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
-__all__ = ["Slack", "SlackError", "reply_text"]
+__all__ = ["PERMANENT_ERRORS", "Slack", "SlackError", "SlackUndeliverable", "reply_text"]

@@ -8,6 +8,11 @@ its context.
 Reply addresses: ``slack:{channel}:{thread_ts}`` posts in that thread, ``slack:{channel}``
 posts at the top level (direct messages outside a thread). No team: a bot token belongs to
 one workspace.
+
+Reactions: Slack names only the message's channel and ts (no thread), so the adapter notes
+the session and run of every answer it posts (``message_key``) and ``in_session`` moves a
+reaction to one of them there; other reactions go to the session of the thread the message
+roots (a direct message's: the DM's session).
 """
 
 from __future__ import annotations
@@ -58,6 +63,20 @@ def session_for(team: str, channel: str, thread_ts: str, session_per: SessionPer
 def reply_address(channel: str, thread_ts: str | None) -> str:
     """``slack:{channel}:{thread_ts}``, or ``slack:{channel}`` for the top level."""
     return f"slack:{channel}:{thread_ts}" if thread_ts else f"slack:{channel}"
+
+
+def message_key(channel: str, ts: str) -> str:
+    """The state marker that names the session and run a message the bot posted answers."""
+    return f"slack-message:{channel}:{ts}"
+
+
+def in_session(signal: RuntimeSignal, session_id: str, run_id: str | None) -> RuntimeSignal:
+    """``signal`` (a reaction to an answer) in the answer's session, tied to its run."""
+    data = signal.model_dump()
+    data["session_id"] = session_id
+    if run_id is not None:
+        data["payload"] = {**data["payload"], "run_id": run_id}
+    return RuntimeSignal.model_validate(data)
 
 
 def parse_address(address: str) -> tuple[str, str | None]:
@@ -243,21 +262,30 @@ def _reaction(event: Mapping[str, Any], context: _Context) -> RuntimeSignal | Ig
     channel = _id(item, "channel", "event.item")
     ts = _ts(item, "ts", "event.item")
     item_user = event.get("item_user")
+    channel_type = item.get("channel_type")
+    channel_type = channel_type if isinstance(channel_type, str) else None
     payload = {
         "reaction": reaction,
         "user": user,
         "item_user": item_user if isinstance(item_user, str) else None,
         "channel": channel,
+        "channel_type": channel_type,
         "ts": ts,
         "team": context.team,
         "event_id": context.event_id,
     }
+    # Slack does not say which thread the message is in: the session of the thread it roots
+    # (the adapter moves reactions to its own answers to their session, see in_session).
+    if channel_type == "im":
+        session_id = f"slack:{context.team}:{channel}"
+    else:
+        session_id = session_for(context.team, channel, ts, context.session_per)
     return context.signal(
         f"{user} reacted :{reaction}: to message {ts} in {channel}",
         type="reaction_added",
         urgency="low",
         payload={k: v for k, v in payload.items() if v is not None},
-        session_id=session_for(context.team, channel, ts, context.session_per),
+        session_id=session_id,
     )
 
 
@@ -355,7 +383,9 @@ __all__ = [
     "SessionPer",
     "SlackPayloadError",
     "event_signal",
+    "in_session",
     "interaction_signals",
+    "message_key",
     "parse_address",
     "reply_address",
     "session_for",

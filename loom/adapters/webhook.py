@@ -4,8 +4,9 @@
 body to a signal); ``Webhook.from_settings`` builds one from a ``WebhookMapping`` of the
 settings (dotted paths into the body). Every request is authenticated (a bearer token, or an
 ``X-Loom-Signature``; see ``loom.adapters.signing``), limited in size, and published through
-``loom.daemon.http.accept``: ``202`` once the broker confirmed, ``200`` for a repeated
-``dedupe_key``, ``503`` when the broker is down, ``422`` with a message saying what is wrong.
+``loom.daemon.intake.accept``: ``202`` once the broker confirmed, ``200`` for a ``dedupe_key``
+already accepted, ``503`` when it was not accepted (broker or state store down, the same key
+being accepted right now), ``422`` with a message saying what is wrong.
 ``GitHub`` and ``Alertmanager`` are webhooks with their own checks and mappings.
 """
 
@@ -115,8 +116,8 @@ class Webhook(Adapter):
 
     # -- the route ----------------------------------------------------------------------
     def routes(self, daemon: Daemon) -> list[BaseRoute]:
-        # Imported here: loom.daemon.http imports loom.adapters, and runs after it.
-        from loom.daemon.http import accept, error, read_body
+        # Imported here, as the other adapters do: the daemon package imports loom.adapters.
+        from loom.daemon.intake import accept, error, read_body
 
         limit = daemon.settings.http.max_body_bytes
 

@@ -93,7 +93,8 @@ class Delivery(ABC):
 
     A handler that raises without settling gets ``retry()``; past the queue's delivery limit
     the broker dead-letters the message. One that returns without settling gets ``ack()``.
-    Settling twice raises ``RuntimeError``.
+    Settling twice raises ``RuntimeError``. Implementations count every dead letter, either
+    way, in ``loom_dead_letters_total{queue}``; handlers do not.
     """
 
     def __init__(self, message: Message, queue: str, delivery_count: int) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from loom import metrics
 from loom.broker.base import (
     DEAD_LETTER_QUEUE,
     DEFAULT_DELIVERY_LIMIT,
@@ -326,11 +327,13 @@ class MemoryBroker(Broker):
         self._changed.set()
 
     def _dead_letter(self, envelope: _Envelope, origin: str, reason: str) -> None:
+        """Move a message to the dead letters: a handler's ``dead_letter`` or past the limit."""
         headers = copy.deepcopy(envelope.message.headers)
         headers[REASON_HEADER] = reason
         headers[ORIGIN_HEADER] = origin
         message = Message(envelope.message.body, headers, envelope.message.message_id)
         self._queues[DEAD_LETTER_QUEUE].put(_Envelope(message))
+        metrics.DEAD_LETTERS.labels(origin).inc()
 
 
 def _to_dead_letter(envelope: _Envelope) -> DeadLetter:

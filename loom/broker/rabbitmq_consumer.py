@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
 
-from loom.broker.base import BrokerUnavailable, Delivery, Handler, Message
+from loom import metrics
+from loom.broker.base import WORK_QUEUES, BrokerUnavailable, Delivery, Handler, Message
 
 if TYPE_CHECKING:
     from loom.broker.rabbitmq import RabbitMQBroker
@@ -44,6 +45,10 @@ class RabbitDelivery(Delivery):
     async def retry(self) -> None:
         self._begin_settle()
         await self._broker._settle(self._incoming.reject(requeue=True), "requeue")
+        if self.delivery_count >= self._broker.delivery_limit and self.queue in WORK_QUEUES:
+            # This was the last delivery: RabbitMQ dead-letters the message itself (the queue's
+            # x-delivery-limit), where Loom cannot see it; count it here, where it is known.
+            metrics.DEAD_LETTERS.labels(self.queue).inc()
 
     async def dead_letter(self, reason: str) -> None:
         if self.settled:
@@ -52,6 +57,7 @@ class RabbitDelivery(Delivery):
         await self._broker._publish_dead_letter(
             self.message, self.queue, reason, self._replay_marker
         )
+        metrics.DEAD_LETTERS.labels(self.queue).inc()
         self._begin_settle()
         await self._broker._settle(self._incoming.ack(), "ack a dead-lettered message")
 

@@ -111,6 +111,7 @@ class Daemon:
             self.settings.state_url,
             **state_options(self.settings.state_url, self.settings),
             max_feedback=self.feedback.max_events,
+            max_session_feedback=self.feedback.max_session_events,
         )
         # Runs keep their transcripts where every replica can read them, and so does feedback.
         self.agent.session_store = self.state.sessions
@@ -137,7 +138,13 @@ class Daemon:
             sweep_interval=worker.sweep_interval,
             prefetch=worker.prefetch,
         )
-        self.replies = ReplyDispatcher(self.broker, self.state, self.adapters)
+        self.replies = ReplyDispatcher(
+            self.broker,
+            self.state,
+            self.adapters,
+            settings=self.settings.replies,
+            session_ttl=self.settings.session_ttl,
+        )
         self.roles: tuple[str, ...] = ()
         self.started = False
         self.draining = False
@@ -177,8 +184,20 @@ class Daemon:
         # One deadline for the whole drain, so it fits the pod's grace period.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_timeout
-        for adapter in self.scheduled_adapters:
-            await adapter.stop()
+        # All at once: each may wait a moment (a cron publish being confirmed). The bound
+        # only stops a stuck adapter from eating the drain; a cron job bounds itself.
+        scheduled, bound = self.scheduled_adapters, self.settings.shutdown_timeout / 2
+        stopped: Sequence[object] = ()
+        try:
+            async with asyncio.timeout(bound):
+                stopped = await asyncio.gather(
+                    *(adapter.stop() for adapter in scheduled), return_exceptions=True
+                )
+        except TimeoutError:
+            logger.error("scheduled adapters not all stopped within %gs; going on", bound)
+        for adapter, outcome in zip(scheduled, stopped, strict=False):
+            if isinstance(outcome, BaseException):
+                logger.error("adapter %s: stop failed: %r", adapter.name, outcome)
         await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
         await self.worker.stop(max(deadline - loop.time(), 0.0))
         await self.replies.stop(max(min(5.0, deadline - loop.time()), 0.0))
@@ -256,7 +275,10 @@ class Daemon:
 def _default_feedback(settings: Settings) -> FeedbackPolicy:
     if not settings.feedback.enabled:
         return FeedbackPolicy.none()
-    return FeedbackPolicy.collector(max_events=settings.feedback.max_events)
+    return FeedbackPolicy.collector(
+        max_events=settings.feedback.max_events,
+        max_session_events=settings.feedback.max_session_events,
+    )
 
 
 def state_options(url: str, settings: Settings) -> dict[str, Any]:

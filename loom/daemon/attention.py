@@ -8,6 +8,7 @@ delivery limit. Either way the consumer keeps consuming.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Sequence
 
@@ -87,8 +88,7 @@ class AttentionConsumer:
         except ValidationError as error:
             reason = describe_validation_error(error)
             logger.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
-            await delivery.dead_letter(reason)
-            metrics.DEAD_LETTERS.labels(delivery.queue).inc()
+            await delivery.dead_letter(reason)  # counted by the broker (DEAD_LETTERS)
             return
         session_id = signal.session_id or self.default_session
         attributes = {"loom.signal_id": signal.id, "loom.session_id": session_id,
@@ -125,7 +125,11 @@ class AttentionConsumer:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._batch.append((signal, trace, done))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="loom-attention-batch")
+            # A context of its own: the batch decides for several deliveries, so it must not
+            # inherit the ids and trace span of the one that happened to start it.
+            self._flusher = asyncio.create_task(
+                self._flush(), name="loom-attention-batch", context=contextvars.Context()
+            )
         return await done
 
     async def _flush(self) -> None:
@@ -181,7 +185,10 @@ class AttentionConsumer:
                 action, reason = "drop", f"duplicate dedupe_key {signal.dedupe_key!r}"
             else:
                 if self.hooks.wants("signal_received"):
-                    await self.hooks.emit("signal_received", session_id=session_id, signal=signal)
+                    with log_context(signal_id=signal.id, session_id=session_id, run_id=None):
+                        await self.hooks.emit(
+                            "signal_received", session_id=session_id, signal=signal
+                        )
                 context = contexts[session_id]
                 view = SessionView(
                     session_id=session_id,
@@ -209,7 +216,7 @@ class AttentionConsumer:
         wake = dict.fromkeys(r.session_id for r in records if r.ready)
         await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in wake))
         for (signal, action, reason), dup in zip(decided, duplicate, strict=True):
-            metrics.SIGNALS_RECEIVED.labels(signal.source, signal.type).inc()
+            metrics.signal_received(signal.source, signal.type)
             metrics.DECISIONS.labels(action).inc()
             if dup:
                 metrics.DEDUPE_HITS.inc()
@@ -222,11 +229,11 @@ class AttentionConsumer:
                 )  # fmt: skip
                 if not dup:
                     await self._record_feedback(signal)
-            if self.hooks.wants("signal_decided"):
-                await self.hooks.emit(
-                    "signal_decided", session_id=signal.session_id, signal=signal,
-                    action=action, reason=reason,
-                )  # fmt: skip
+                if self.hooks.wants("signal_decided"):
+                    await self.hooks.emit(
+                        "signal_decided", session_id=signal.session_id, signal=signal,
+                        action=action, reason=reason,
+                    )  # fmt: skip
         return [action for _, action, _ in decided]
 
     async def _record_feedback(self, signal: RuntimeSignal) -> None:

@@ -1,9 +1,11 @@
-"""The HTTP surface every Loom process serves: health, readiness, metrics, sessions, signals."""
+"""The HTTP surface every Loom process serves: health, readiness, metrics, sessions, signals.
+
+``accept``, ``error`` and ``read_body`` live in ``loom.daemon.intake`` and are re-exported
+here for the adapters that import them from this module."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -25,23 +27,18 @@ from loom.adapters.cloudevents import (
     signal_from_cloudevent,
 )
 from loom.adapters.signing import authenticate
-from loom.broker.base import BrokerUnavailable
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.http_metrics import HTTPMetrics
+from loom.daemon.intake import accept, error, read_body
 from loom.daemon.openapi import build_openapi
-from loom.daemon.signals_io import PendingSignal, publish_signal
+from loom.daemon.signals_io import PendingSignal
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon
 
-logger = logging.getLogger("loom.http")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
@@ -148,49 +145,6 @@ async def http_error(request: Request, problem: Exception) -> Response:
     )
 
 
-async def accept(daemon: Daemon, signal: RuntimeSignal) -> Response:
-    """Publish a signal: 202 once the broker confirmed it, 200 for a dedupe key already
-    accepted, 503 (and the key released for the sender's retry) when the broker is down."""
-    attributes = {"loom.signal_id": signal.id, "loom.source": signal.source,
-                  "loom.type": signal.type, "loom.session_id": signal.session_id}  # fmt: skip
-    with tracing.span("loom.gateway.accept", kind="server", attributes=attributes) as span:
-        response = await _accept(daemon, signal)
-        span.set_attribute("http.response.status_code", response.status_code)
-    return response
-
-
-async def _accept(daemon: Daemon, signal: RuntimeSignal) -> Response:
-    key = f"accept:{signal.dedupe_key}" if signal.dedupe_key else None
-    ttl = daemon.settings.dedupe_ttl
-    if key is not None:
-        holder = await daemon.state.claim(key, signal.id, ttl)
-        if holder is not None:  # another signal with the key, or this one sent again
-            return JSONResponse({"id": holder, "status": "duplicate"}, status_code=200)
-    try:
-        await publish_signal(daemon.broker, signal)
-    except BrokerUnavailable as problem:
-        if key is not None:
-            await daemon.state.forget(key)
-        logger.error("signal %s not accepted: %s", signal.id, problem)
-        return error(503, f"broker unavailable, signal not accepted: {problem}")
-    return JSONResponse({"id": signal.id, "status": "accepted"}, status_code=202)
-
-
-async def read_body(request: Request, limit: int) -> bytes | Response:
-    """The request body, or a 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return error(413, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return error(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def session_view(daemon: Daemon, session_id: str) -> dict[str, Any] | None:
     """A session as JSON: working state, runs with the signals each handled, last reply;
     None for a session nothing is known of."""
@@ -219,3 +173,6 @@ async def session_view(daemon: Daemon, session_id: str) -> dict[str, Any] | None
 def _pending(text: str) -> dict[str, Any]:
     pending = PendingSignal.from_json(text)
     return {"action": pending.action, "signal": pending.signal.model_dump(mode="json")}
+
+
+__all__ = ["Endpoint", "accept", "build_app", "error", "http_error", "read_body", "session_view"]

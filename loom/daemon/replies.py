@@ -2,23 +2,39 @@
 
 The worker publishes one ``Reply`` per distinct ``reply_to`` of the signals a run handled,
 confirmed, before it lets go of those signals; the reply dispatcher (worker role) consumes
-``loom.replies`` and hands each reply to the adapter that serves its address. A delivery
-that fails is retried with a growing pause and dead-lettered past the delivery limit, so a
-Slack outage delays answers instead of losing them. A reply already delivered is marked in
-state, so a redelivery after a crash does not post the answer twice.
+``loom.replies`` and hands each reply to the adapter that serves its address.
+
+Once: before sending, the dispatcher claims ``reply-sending:{run}:{digest}`` for a short
+while (``LOOM_REPLIES__CLAIM_TTL``), so a second copy of a reply (``publish_reply``'s own
+retry can make one) waits instead of posting it too; after sending it marks
+``reply-sent:{run}:{digest}`` for a week, so a redelivery after a crash is acked unsent.
+
+Retries run on a time budget, not on the broker's delivery limit: after a failed delivery
+the dispatcher pauses (doubling from ``LOOM_REPLIES__RETRY_DELAY``, at least the error's
+``retry_after``, at most ``LOOM_REPLIES__MAX_DELAY``), publishes a copy that counts the
+attempt, confirmed, and only then acks the original. So a Slack outage or a long
+Retry-After delays answers instead of losing them; a reply still failing
+``LOOM_REPLIES__RETRY_BUDGET`` after its first failure is dead-lettered, saying how long
+and how often it was tried. ``UndeliverableReply`` dead-letters at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Sequence
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from loom import metrics
 from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.broker.base import (
-    DEFAULT_DELIVERY_LIMIT,
     REPLIES_EXCHANGE,
     REPLIES_QUEUE,
     REPLY_ROUTING_KEY,
@@ -27,9 +43,10 @@ from loom.broker.base import (
     Delivery,
     Message,
 )
+from loom.daemon.settings import ReplySettings
 from loom.daemon.signals_io import PendingSignal
 from loom.runtime.run import RunResult
-from loom.state.base import State
+from loom.state.base import State, StateUnavailable
 
 logger = logging.getLogger("loom.replies")
 
@@ -72,8 +89,24 @@ async def publish_reply(broker: Broker, reply: Reply, *, attempts: int = 3) -> N
             await asyncio.sleep(0.5 * attempt)
 
 
+@runtime_checkable
+class RecordsDeliveries(Protocol):
+    """An adapter that keeps notes on what it delivered (Slack: the session a posted
+    message answers), in the daemon's state, for ``ttl`` seconds (the session TTL)."""
+
+    def use_state(self, state: State, *, ttl: float) -> None: ...
+
+
+class ReplyInProgress(Exception):
+    """Another copy of the reply is being sent right now: try again later."""
+
+
 class ReplyDispatcher:
-    """Consumes ``loom.replies`` and delivers each reply through the adapter for its address."""
+    """Consumes ``loom.replies`` and delivers each reply through the adapter for its address.
+
+    ``clock`` (Unix time) and ``sleep`` are injectable, so tests run the retry budget
+    without waiting.
+    """
 
     def __init__(
         self,
@@ -81,15 +114,29 @@ class ReplyDispatcher:
         state: State,
         adapters: Sequence[Adapter],
         *,
+        settings: ReplySettings | None = None,
+        session_ttl: float = 30 * 86_400.0,
         prefetch: int = 16,
-        retry_delay: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        settings = settings or ReplySettings()
         self.broker = broker
         self.state = state
         self.adapters = list(adapters)
         self.prefetch = prefetch
-        self.retry_delay = retry_delay
+        self.retry_delay = settings.retry_delay
+        self.retry_budget = settings.retry_budget
+        self.max_delay = settings.max_delay
+        self.claim_ttl = settings.claim_ttl
+        self.clock = clock
+        self.sleep = sleep
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Names this dispatcher in the claims it holds (each attempt adds its own suffix)."""
         self._tag: str | None = None
+        for adapter in self.adapters:
+            if isinstance(adapter, RecordsDeliveries):
+                adapter.use_state(state, ttl=session_ttl)
 
     @property
     def consuming(self) -> bool:
@@ -106,6 +153,12 @@ class ReplyDispatcher:
     def adapter_for(self, address: str) -> Adapter | None:
         return next((a for a in self.adapters if a.replies_to(address)), None)
 
+    def pause(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failure: doubling from ``retry_delay``,
+        at least ``retry_after``, at most ``max_delay``."""
+        backoff = self.retry_delay * 2.0 ** min(max(attempts - 1, 0), 30)
+        return min(max(backoff, retry_after or 0.0), self.max_delay)
+
     async def handle(self, delivery: Delivery) -> None:
         try:
             reply = Reply.from_json(delivery.body)
@@ -120,35 +173,112 @@ class ReplyDispatcher:
                 f"(run {reply.run_id}); configure the adapter, then replay the dead letters"
             )
             return
-        sent_key = f"reply-sent:{reply.run_id}:{_digest(reply)}"
-        if await self.state.claimed(sent_key):
-            await delivery.ack()  # delivered before a crash cut the ack short
+        key = f"{reply.run_id}:{_digest(reply)}"
+        sent_key, sending_key = f"reply-sent:{key}", f"reply-sending:{key}"
+        # Each attempt is its own owner, so two copies in one process also exclude each other.
+        owner = f"{self.id}:{uuid.uuid4().hex[:8]}"
+        try:
+            sent = await self.state.claimed(sent_key) is not None
+            holder = None if sent else await self.state.claim(sending_key, owner, self.claim_ttl)
+        except StateUnavailable as problem:
+            # Nothing was sent yet: back off as after a failed delivery, not straight back.
+            await self._retry_later(delivery, reply, adapter, problem)
+            return
+        if sent:
+            await delivery.ack()  # delivered before a crash cut the ack short, or a copy
+            return
+        if holder is not None:
+            busy = ReplyInProgress(f"another copy is being sent (held by {holder})")
+            await self._retry_later(delivery, reply, adapter, busy)
             return
         try:
             await adapter.send_reply(reply)
         except UndeliverableReply as problem:
+            await self._release(sending_key)
             metrics.REPLIES.labels(adapter=adapter.name, outcome="undeliverable").inc()
             logger.warning("reply of run %s cannot be delivered: %s", reply.run_id, problem)
             await delivery.dead_letter(f"{adapter.name} reply undeliverable: {problem}")
             return
         except Exception as problem:
+            await self._release(sending_key)
             metrics.REPLIES.labels(adapter=adapter.name, outcome="error").inc()
-            last = delivery.delivery_count >= DEFAULT_DELIVERY_LIMIT
-            logger.warning(
-                "reply of run %s to %s failed (delivery %d%s): %s",
-                reply.run_id, _scheme(reply.reply_to), delivery.delivery_count,
-                ", giving up" if last else ", will retry", problem,
-            )  # fmt: skip
-            if last:
-                await delivery.dead_letter(f"{adapter.name} reply failed: {problem}")
-                return
-            # Pause before handing it back, so a flapping endpoint is not hammered.
-            await asyncio.sleep(self.retry_delay * 2 ** (delivery.delivery_count - 1))
-            await delivery.retry()
+            await self._retry_later(delivery, reply, adapter, problem)
             return
-        await self.state.claim(sent_key, reply.run_id, SENT_TTL)
+        try:
+            await self.state.claim(sent_key, reply.run_id, SENT_TTL)
+        except Exception as problem:
+            # The answer went out: handing it back would post it again. The sending claim
+            # is kept (it expires after claim_ttl), so a redelivery within that window
+            # still finds it held and does not post; a later one is no longer guarded.
+            logger.warning(
+                "reply of run %s was sent but not marked as sent (%s); acking it anyway",
+                reply.run_id, problem,
+            )  # fmt: skip
         metrics.REPLIES.labels(adapter=adapter.name, outcome="sent").inc()
         await delivery.ack()
+
+    async def _retry_later(
+        self, delivery: Delivery, reply: Reply, adapter: Adapter, problem: Exception
+    ) -> None:
+        """Pause, publish a copy that counts this attempt, ack the original; past the
+        retry budget, dead-letter it instead."""
+        now = self.clock()
+        first = now if reply.first_failed_at is None else reply.first_failed_at
+        attempts = reply.attempts + 1
+        elapsed = max(now - first, 0.0)
+        remaining = self.retry_budget - elapsed
+        where = _scheme(reply.reply_to)
+        if remaining <= 0:
+            metrics.REPLIES.labels(adapter=adapter.name, outcome="undeliverable").inc()
+            reason = (
+                f"{adapter.name} reply failed {attempts} times over {_duration(elapsed)} "
+                f"(retry budget {_duration(self.retry_budget)}): {problem}"
+            )
+            logger.warning("reply of run %s to %s: giving up: %s", reply.run_id, where, reason)
+            await delivery.dead_letter(reason)
+            return
+        pause = min(self.pause(attempts, _retry_after(problem)), remaining)
+        logger.warning(
+            "reply of run %s to %s not delivered (attempt %d), retrying in %.1fs: %s",
+            reply.run_id, where, attempts, pause, problem,
+        )  # fmt: skip
+        # Pause before handing it back, so a flapping endpoint is not hammered. A shutdown
+        # that cancels the pause leaves the original unacked: it goes back to the queue.
+        await self.sleep(pause)
+        again = dataclasses.replace(reply, attempts=attempts, first_failed_at=first)
+        try:
+            await publish_reply(self.broker, again)
+        except BrokerUnavailable as unavailable:
+            logger.warning(
+                "reply of run %s: cannot requeue it (%s); handing it back", reply.run_id,
+                unavailable,
+            )  # fmt: skip
+            await delivery.retry()
+            return
+        await delivery.ack()  # only now: the copy is on the broker
+
+    async def _release(self, key: str) -> None:
+        """Drop a sending claim after a failed send (a claim left behind just expires)."""
+        try:
+            await self.state.forget(key)
+        except StateUnavailable as problem:
+            logger.info("could not release %s (%s); it expires by itself", key, problem)
+
+
+def _retry_after(problem: Exception) -> float | None:
+    """The pause the error asks for (``retry_after`` seconds), if it names a usable one."""
+    value = getattr(problem, "retry_after", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(float(value), 0.0)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _digest(reply: Reply) -> str:
@@ -159,4 +289,11 @@ def _scheme(address: str) -> str:
     return address.partition(":")[0]
 
 
-__all__ = ["SENT_TTL", "ReplyDispatcher", "publish_reply", "replies_for"]
+__all__ = [
+    "SENT_TTL",
+    "RecordsDeliveries",
+    "ReplyDispatcher",
+    "ReplyInProgress",
+    "publish_reply",
+    "replies_for",
+]

@@ -45,6 +45,23 @@ class SlackSettings(BaseModel):
     api_url: str = "https://slack.com/api/"
 
 
+class ReplySettings(BaseModel):
+    """Delivery of replies (Slack threads, callbacks): how long a failing one is retried."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry_budget: float = Field(default=900.0, gt=0)
+    """Seconds from a reply's first failed delivery during which it is retried; past them
+    it is dead-lettered, with how long and how often it was tried."""
+    retry_delay: float = Field(default=1.0, gt=0)
+    """The pause after the first failure; it doubles with each further failure."""
+    max_delay: float = Field(default=120.0, gt=0)
+    """The longest pause between two attempts, a longer Retry-After included."""
+    claim_ttl: float = Field(default=60.0, gt=0)
+    """Seconds a worker holds a reply it is sending, so a second copy waits instead of
+    posting it twice; longer than an adapter's request timeout."""
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,7 +97,10 @@ class FeedbackSettings(BaseModel):
     enabled: bool = True
     """Collect run outcomes, tool failures and explicit feedback (off: FeedbackPolicy.none())."""
     max_events: int = Field(default=10_000, ge=1)
-    """Feedback events kept, per session and for all sessions (about; oldest go first)."""
+    """Feedback events kept in the stream of all sessions (about; oldest go first)."""
+    max_session_events: int = Field(default=200, ge=1)
+    """Feedback events kept per session (oldest go first): every session has its own
+    stream, so this bound is the one that grows with the number of sessions."""
 
 
 class WebhookMapping(BaseModel):
@@ -244,6 +264,7 @@ class Settings(BaseSettings):
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    replies: ReplySettings = Field(default_factory=ReplySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -23,7 +23,7 @@ from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
 from loom.daemon.replies import publish_reply, replies_for
-from loom.daemon.signals_io import PendingSignal, parse_work
+from loom.daemon.signals_io import PendingSignal, parse_work, publish_work
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
@@ -107,6 +107,7 @@ class SessionWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, Run] = {}
         self._retries: set[asyncio.Task[bool]] = set()
+        self._wakes: dict[str, asyncio.Task[None]] = {}
         self._handled: dict[str, set[str]] = {}
         self._lost: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -133,8 +134,9 @@ class SessionWorker:
     async def stop(self, timeout: float) -> None:
         """Stop taking work; let runs finish for ``timeout`` seconds, then cancel them.
 
-        A cancelled run's signals stay in flight and its lease is released, so another
-        worker takes the session over at once.
+        A cancelled run's signals stay in flight, its lease is released and a work notice
+        is published for it, so another worker takes the session over at once (and KEDA,
+        scaling on the work queue, starts one if none is left).
         """
         self._stopping = True
         if self._tag is not None:
@@ -156,6 +158,13 @@ class SessionWorker:
             if unfinished:
                 logger.warning("handing back %d unfinished session(s)", len(unfinished))
                 await asyncio.wait(unfinished, timeout=2)
+        # Notices held back after failures go now: this worker's sweep will not run again.
+        waiting = list(self._wakes.items())
+        for _, task in waiting:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in waiting), return_exceptions=True)
+        for session_id, _ in waiting:
+            await self._wake(session_id)
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -202,16 +211,22 @@ class SessionWorker:
         renewer = asyncio.create_task(self._renew(lease), name=f"loom-lease-{session_id}")
         released = False
         again = False
+        handed_back = failed = False
         try:
-            if await self.state.in_flight(session_id):
-                metrics.LEASE_TAKEOVERS.inc()  # a run that died left its signals
+            # Signals a run that died (or was handed back) left in flight: their wait was
+            # recorded when that run took them.
+            left = set(await self.state.in_flight(session_id))
+            if left:
+                metrics.LEASE_TAKEOVERS.inc()
             while not self._stopping:
                 await self._hold(lease)
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
                 signals = [PendingSignal.from_json(t) for t in taken]
-                result = await self._run_once(lease, signals)
+                fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
+                left = set()
+                result = await self._run_once(lease, signals, fresh)
                 await self._hold(lease)
                 if result.started_at is None:
                     # The run never started (e.g. the store was unreachable): its signals
@@ -237,10 +252,12 @@ class SessionWorker:
             logger.warning(
                 "session %s: run cancelled (shutdown); signals stay in flight", session_id
             )
-            await self.state.mark_ready(session_id)
+            handed_back = True
+            await self._mark_ready(session_id)
         except Exception:
             logger.exception("session %s: worker failed; signals stay in flight", session_id)
-            await self.state.mark_ready(session_id)
+            failed = True
+            await self._mark_ready(session_id)
         finally:
             renewer.cancel()
             self._lost.discard(session_id)
@@ -250,12 +267,57 @@ class SessionWorker:
             self._active.pop(session_id, None)
             metrics.ACTIVE_SESSIONS.dec()
             self._slots.release()
-        if again:  # take it straight back rather than wait for the next sweep
+        if handed_back or ((failed or again) and self._stopping):
+            await self._wake(session_id)
+        elif failed:
+            self._wake_soon(session_id)
+        elif again:  # take it straight back rather than wait for the next sweep
             retry = asyncio.create_task(self.try_run(session_id))
             self._retries.add(retry)
             retry.add_done_callback(self._retries.discard)
 
-    async def _run_once(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
+    async def _mark_ready(self, session_id: str) -> None:
+        """Mark a handed-back session ready (before its lease goes), best effort: a work
+        notice (``_wake``) is enough to resume the signals it left in flight."""
+        try:
+            await self.state.mark_ready(session_id)
+        except Exception as problem:
+            logger.warning("session %s: not marked ready: %s", session_id, problem)
+
+    def _wake_soon(self, session_id: str) -> None:
+        """``_wake`` after a sweep interval: a session that fails again and again is retried
+        at the sweep's pace, not in a tight loop. ``stop()`` sends waiting notices at once."""
+        if session_id in self._wakes:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(self.sweep_interval)
+            await self._wake(session_id)
+
+        task = asyncio.create_task(later(), name=f"loom-wake-{session_id}")
+        self._wakes[session_id] = task
+        task.add_done_callback(lambda _: self._wakes.pop(session_id, None))
+
+    async def _wake(self, session_id: str) -> None:
+        """Publish a work notice for a session left to the next worker, best effort.
+
+        The notice is what wakes a worker when none is consuming (KEDA scales on the work
+        queue and may have scaled the workers to zero); a sweep only runs where a worker
+        does. It is sent once the session is off this worker's books, so a notice this
+        worker takes is not dropped as a run already under way. A failed publish is
+        logged: a worker's sweep still finds the session marked ready.
+        """
+        try:
+            await publish_work(self.broker, session_id)
+        except Exception as problem:
+            logger.warning(
+                "session %s: work notice not published (%s); a worker's sweep will find it",
+                session_id, problem,
+            )  # fmt: skip
+
+    async def _run_once(
+        self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
+    ) -> RunResult:
         # The run joins the trace of the first signal it was asked to handle, and links the
         # others: one run answers several signals.
         asking = [p for p in signals if p.action != "observe"] or signals
@@ -272,12 +334,15 @@ class SessionWorker:
                 attributes=attributes,
             ) as span,
         ):
-            result = await self._run_signals(lease, signals)
+            result = await self._run_signals(lease, signals, fresh)
             span.set_attribute("loom.run_id", result.run_id)
             span.set_attribute("loom.status", result.status.value)
             return result
 
-    async def _run_signals(self, lease: Lease, signals: list[PendingSignal]) -> RunResult:
+    async def _run_signals(
+        self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
+    ) -> RunResult:
+        """Run the session on ``signals``; ``fresh`` are those taken for the first time."""
         session_id = lease.session_id
         await self.state.check_fence(session_id, lease.token)
         risks = await self.state.risks(session_id)
@@ -293,8 +358,11 @@ class SessionWorker:
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
         logs.bind(run_id=run.id)  # until _run_once's log context ends
         now = datetime.now(UTC)
-        for pending in signals:
-            metrics.SIGNAL_WAIT.observe(max((now - pending.signal.observed_at).total_seconds(), 0))
+        for pending in fresh:
+            # Observed signals wait for whatever run comes next by design: not a wait.
+            if pending.action != "observe":
+                waited = (now - pending.signal.observed_at).total_seconds()
+                metrics.SIGNAL_WAIT.observe(max(waited, 0))
         self._runs[session_id] = run
         self._handled[session_id] = {p.signal.id for p in signals}
         try:

@@ -28,7 +28,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loom.signals import RuntimeSignal
-from loom.state.base import DEFAULT_MAX_FEEDBACK, State
+from loom.state.base import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, State
 
 if TYPE_CHECKING:
     from loom.agent import Agent
@@ -148,14 +148,16 @@ class FeedbackPolicy:
         *,
         enabled: bool,
         max_events: int = DEFAULT_MAX_FEEDBACK,
+        max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
         state: State | None = None,
     ) -> None:
-        if max_events < 1:
-            raise ValueError("max_events must be at least 1")
+        if max_events < 1 or max_session_events < 1:
+            raise ValueError("max_events and max_session_events must be at least 1")
         self.enabled = enabled
         self.max_events = max_events
+        self.max_session_events = max_session_events
         self.run_outcomes = run_outcomes
         self.tool_failures = tool_failures
         self._state = state
@@ -167,15 +169,18 @@ class FeedbackPolicy:
         cls,
         *,
         max_events: int = DEFAULT_MAX_FEEDBACK,
+        max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
         state: State | None = None,
     ) -> FeedbackPolicy:
         """Record run outcomes, tool failures, quality verdicts and explicit feedback,
-        keeping about the newest ``max_events`` (per session and for all)."""
+        keeping about the newest ``max_events`` of all sessions and the newest
+        ``max_session_events`` of each session."""
         return cls(
             enabled=True,
             max_events=max_events,
+            max_session_events=max_session_events,
             run_outcomes=run_outcomes,
             tool_failures=tool_failures,
             state=state,
@@ -193,7 +198,9 @@ class FeedbackPolicy:
         if self._state is None:
             from loom.state.memory_state import MemoryState
 
-            self._state = MemoryState(max_feedback=self.max_events)
+            self._state = MemoryState(
+                max_feedback=self.max_events, max_session_feedback=self.max_session_events
+            )
         return self._state
 
     def bind(self, state: State) -> None:

@@ -16,6 +16,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from loom.errors import LoomError
 from loom.state.sessions import SessionStore
@@ -24,6 +25,9 @@ DEFAULT_MAX_PENDING = 500
 DEFAULT_MAX_DECISIONS = 200
 DEFAULT_MAX_RISKS = 50
 DEFAULT_MAX_FEEDBACK = 10_000
+"""Feedback events kept in the stream of all sessions."""
+DEFAULT_MAX_SESSION_FEEDBACK = 200
+"""Feedback events kept per session: one bound per session, so it must be small."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ class SignalRecord:
     ready: bool = False
 
 
+Taken = tuple[Literal["marked", "claimed"], str]
+"""Why ``State.claim_unless_marked`` took nothing: ``("marked", marker value)`` or
+``("claimed", owner holding the claim)``."""
+
+
 class StaleFencingToken(Exception):
     """A write carried a fencing token older than one already seen for the session."""
 
@@ -86,11 +95,13 @@ class State(ABC):
         max_decisions: int = DEFAULT_MAX_DECISIONS,
         max_risks: int = DEFAULT_MAX_RISKS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
+        max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
     ) -> None:
         self.max_pending = max_pending
         self.max_decisions = max_decisions
         self.max_risks = max_risks
         self.max_feedback = max_feedback
+        self.max_session_feedback = max_session_feedback
 
     async def start(self) -> None:  # noqa: B027 - optional
         """Connect (idempotent)."""
@@ -129,6 +140,24 @@ class State(ABC):
     @abstractmethod
     async def marker(self, key: str) -> str | None:
         """The value ``set_marker`` stored under ``key``, or None (never set or expired)."""
+
+    # -- two-phase claims: a short claim while the work is under way, a marker once done --
+    @abstractmethod
+    async def claim_unless_marked(
+        self, marker: str, key: str, owner: str, ttl: float
+    ) -> Taken | None:
+        """In one atomic step: unless the marker ``marker`` is set, ``claim(key, owner,
+        ttl)``. None when the claim was taken; else ``("marked", value)`` (nothing claimed)
+        or ``("claimed", holder)``. The gateway's accept path: marker = accepted, claim =
+        being accepted right now."""
+
+    @abstractmethod
+    async def mark_and_release(
+        self, marker: str, value: str, ttl: float, key: str, owner: str
+    ) -> None:
+        """In one atomic step: ``set_marker(marker, value, ttl)``, and release the claim
+        ``key`` if ``owner`` still holds it (a claim that expired and was taken by another
+        owner is left to that owner)."""
 
     # -- working state -----------------------------------------------------------------
     @abstractmethod
@@ -233,8 +262,9 @@ class State(ABC):
     @abstractmethod
     async def add_feedback(self, session_id: str, event_json: str) -> None:
         """Append a feedback event (JSON) to the session's stream and to the stream of all
-        sessions. Each keeps about the newest ``max_feedback`` (Redis trims whole stream
-        nodes, so a stream may run up to about a hundred entries over)."""
+        sessions. The session's stream keeps the newest ``max_session_feedback``; the stream
+        of all about the newest ``max_feedback`` (Redis trims it by whole stream nodes, so
+        it may run up to about a hundred entries over)."""
 
     @abstractmethod
     async def read_feedback(self, session_id: str | None = None, limit: int = 50) -> list[str]:

@@ -7,6 +7,7 @@ exactly, so code tested against it behaves the same on Redis.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import time
 from collections import deque
@@ -18,10 +19,12 @@ from loom.state.base import (
     DEFAULT_MAX_FEEDBACK,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    DEFAULT_MAX_SESSION_FEEDBACK,
     HeldLease,
     Lease,
     StaleFencingToken,
     State,
+    Taken,
 )
 from loom.state.memory import InMemorySessionStore
 from loom.state.sessions import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
@@ -52,9 +55,12 @@ class MemoryState(State):
 
     Lease tokens come from one counter for the whole state, so they are strictly increasing
     per session as the port requires. ``clock`` (monotonic seconds) decides TTL expiry of
-    dedupe keys and leases. At most ``max_dedupe_keys`` unexpired dedupe keys are kept; past
-    that the oldest are forgotten early. Sessions are never dropped: this state is meant for
-    one process, not for a long-lived fleet (``RedisState`` expires idle sessions).
+    dedupe keys, markers and leases. At most ``max_dedupe_keys`` unexpired dedupe keys are
+    kept; past that the oldest are forgotten early. Markers have the same bound; past it the
+    ones closest to expiry go first, so a flood of short-lived markers (one per signal the
+    gateway accepted) cannot push out a cron job's or a probe's. Sessions are never
+    dropped: this state is meant for one process, not for a long-lived fleet
+    (``RedisState`` expires idle sessions).
     """
 
     url = "memory://"
@@ -69,15 +75,19 @@ class MemoryState(State):
         max_runs: int = DEFAULT_MAX_RUNS,
         max_dedupe_keys: int = DEFAULT_MAX_DEDUPE_KEYS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
+        max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min(max_pending, max_decisions, max_risks, max_dedupe_keys, max_feedback) < 1:
+        bounds = (max_pending, max_decisions, max_risks, max_dedupe_keys, max_feedback,
+                  max_session_feedback)  # fmt: skip
+        if min(bounds) < 1:
             raise ValueError("state bounds must be at least 1")
         super().__init__(
             max_pending=max_pending,
             max_decisions=max_decisions,
             max_risks=max_risks,
             max_feedback=max_feedback,
+            max_session_feedback=max_session_feedback,
         )
         self._feedback: deque[str] = deque(maxlen=max_feedback)  # of every session
         self.sessions = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
@@ -85,7 +95,10 @@ class MemoryState(State):
         self._clock = clock
         self._dedupe: dict[str, float] = {}  # key -> expiry, in insertion order
         self._owners: dict[str, str] = {}  # key -> owner, for keys taken with claim()
-        self._markers: dict[str, tuple[str, float]] = {}  # key -> (value, expiry), oldest first
+        self._markers: dict[str, tuple[str, float]] = {}  # key -> (value, expiry)
+        # (expiry, key) of every marker, soonest first; entries of replaced or expired
+        # markers stay behind until popped or compacted.
+        self._marker_expiries: list[tuple[float, str]] = []
         self._sweep_at = 1024
         self._sessions: dict[str, _Session] = {}
         self._ready: dict[str, None] = {}  # insertion order is first-marked order
@@ -98,7 +111,7 @@ class MemoryState(State):
                 pending=deque(maxlen=self.max_pending),
                 decisions=deque(maxlen=self.max_decisions),
                 interrupts=deque(maxlen=self.max_pending),
-                feedback=deque(maxlen=self.max_feedback),
+                feedback=deque(maxlen=self.max_session_feedback),
             )
             self._sessions[session_id] = session
         return session
@@ -153,11 +166,22 @@ class MemoryState(State):
 
     async def set_marker(self, key: str, value: str, ttl: float | None = None) -> None:
         now = self._clock()
-        self._markers.pop(key, None)
-        self._markers[key] = (value, float("inf") if ttl is None else now + ttl)
-        # Markers are few (one per cron job or probe); the bound only guards against misuse.
-        while len(self._markers) > self.max_dedupe_keys:
-            del self._markers[next(iter(self._markers))]
+        expiry = float("inf") if ttl is None else now + ttl
+        self._markers[key] = (value, expiry)
+        heapq.heappush(self._marker_expiries, (expiry, key))
+        self._bound_markers(now)
+
+    def _bound_markers(self, now: float) -> None:
+        """Drop the expired markers, then (past the bound) those closest to expiry."""
+        heap, markers = self._marker_expiries, self._markers
+        while heap and (heap[0][0] <= now or len(markers) > self.max_dedupe_keys):
+            expiry, key = heapq.heappop(heap)
+            stored = markers.get(key)
+            if stored is not None and stored[1] == expiry:  # else a stale entry
+                del markers[key]
+        if len(heap) > 2 * len(markers) + 1024:  # mostly stale entries: rebuild
+            self._marker_expiries = [(expiry, key) for key, (_, expiry) in markers.items()]
+            heapq.heapify(self._marker_expiries)
 
     async def marker(self, key: str) -> str | None:
         stored = self._markers.get(key)
@@ -167,6 +191,24 @@ class MemoryState(State):
             del self._markers[key]
             return None
         return stored[0]
+
+    # -- two-phase claims (no await yields in between, so each is one atomic step) -------
+
+    async def claim_unless_marked(
+        self, marker: str, key: str, owner: str, ttl: float
+    ) -> Taken | None:
+        value = await self.marker(marker)
+        if value is not None:
+            return ("marked", value)
+        holder = await self.claim(key, owner, ttl)
+        return None if holder is None else ("claimed", holder)
+
+    async def mark_and_release(
+        self, marker: str, value: str, ttl: float, key: str, owner: str
+    ) -> None:
+        await self.set_marker(marker, value, ttl)
+        if await self.claimed(key) == owner:
+            await self.forget(key)
 
     # -- working state -----------------------------------------------------------------
 

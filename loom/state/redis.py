@@ -5,17 +5,22 @@ Cluster hash tag that keeps one session's keys in one slot)::
 
     {prefix}:dedupe:<key>              STRING  "1", expires after the dedupe TTL
     {prefix}:ready                     ZSET    session id -> first-marked server time
-    {prefix}:leases                    ZSET    session id -> server time its lease was taken
+    {prefix}:leases                    ZSET    session id -> server time (ms) its lease
+                                               expires; expired entries are pruned on every
+                                               acquire and release, and the key expires
+                                               with the longest lease written to it
     {prefix}:marker:<key>              STRING  a named value (``set_marker``), maybe expiring
     {prefix}:s:{<sid>}:pending         LIST    signal JSON, oldest first, bounded
     {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
     {prefix}:s:{<sid>}:risks           HASH    risk key -> text
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
     {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
-    {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, about max_feedback
-    {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions
+    {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, max_session_feedback
+    {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions,
+                                               about max_feedback
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
     {prefix}:s:{<sid>}:lease           STRING  "<token>:<owner>", expires with the lease
+    {prefix}:s:{<sid>}:leased_at       STRING  server time the lease was taken, expires with it
     {prefix}:s:{<sid>}:token           STRING  the newest lease token issued
     {prefix}:s:{<sid>}:fence           STRING  the newest token a write was checked with
 
@@ -42,6 +47,7 @@ from loom.state.base import (
     DEFAULT_MAX_FEEDBACK,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    DEFAULT_MAX_SESSION_FEEDBACK,
     DecisionContext,
     HeldLease,
     Lease,
@@ -49,6 +55,7 @@ from loom.state.base import (
     StaleFencingToken,
     State,
     StateUnavailable,
+    Taken,
 )
 from loom.state.redis_sessions import (
     DEFAULT_SOCKET_TIMEOUT,
@@ -99,17 +106,51 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 
+# The gateway's accept path, one round trip each side of the publish. Two keys in one
+# script: fine on one Redis server (what RedisState talks to); a cluster would need them in
+# one slot.
+_CLAIM_UNLESS_MARKED = """
+local marked = redis.call('GET', KEYS[1])
+if marked then return {'marked', marked} end
+local held = redis.call('GET', KEYS[2])
+if held then return {'claimed', held} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+_MARK_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+"""
+
 _MARK_READY = """
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
 """
 
-# Takes a free lease: issues max(last token + 1, server time in microseconds), and notes
-# when it was taken in the leases index (for held_leases).
-_ACQUIRE = """
+# The leases index (KEYS[3] below) scores each session with its lease's expiry in server
+# milliseconds, so the entries of leases that expired with a dead worker go with one cheap
+# ZREMRANGEBYSCORE; the index itself expires with the longest lease written to it.
+_INDEX_LEASE = """
+local function index_lease(index, session_id, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  if session_id then
+    redis.call('ZADD', index, now + ttl, session_id)
+    if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
+  end
+  return t
+end
+"""
+
+# Takes a free lease: issues max(last token + 1, server time in microseconds), notes when it
+# was taken (for held_leases) and indexes it.
+_ACQUIRE = (
+    _INDEX_LEASE
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[3], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[4])
+local t = index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
 local text = string.format('%d', token)
@@ -119,35 +160,48 @@ else
   redis.call('SET', KEYS[2], text)
 end
 redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[2])
 return text
 """
+)
 
 # Extends a lease only while it is still the caller's (same owner and token).
-_RENEW = """
+_RENEW = (
+    _INDEX_LEASE
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
 return 1
 """
+)
 
 # Drops a lease only while it is still the caller's.
-_RELEASE = """
+_RELEASE = (
+    _INDEX_LEASE
+    + """
+index_lease(KEYS[3], false, 0)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 """
+)
 
-# Of the candidates (KEYS[2..] their lease keys, ARGV their session ids) answers those still
-# leased as (session id, "token:owner", seconds held) triples, and drops the others (leases
-# that expired with a dead worker) from the index KEYS[1].
-_HELD_LEASES = """
-local t = redis.call('TIME')
+# Of the candidates (KEYS[2i], KEYS[2i+1] the lease and leased_at keys of ARGV[i]) answers
+# those still leased as (session id, "token:owner", seconds held) triples, and drops the
+# others (leases that expired with a dead worker) from the index KEYS[1].
+_HELD_LEASES = (
+    _INDEX_LEASE
+    + """
+local t = index_lease(KEYS[1], false, 0)
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out = {}
 for i, sid in ipairs(ARGV) do
-  local value = redis.call('GET', KEYS[i + 1])
-  local since = redis.call('ZSCORE', KEYS[1], sid)
+  local value = redis.call('GET', KEYS[2 * i])
+  local since = redis.call('GET', KEYS[2 * i + 1])
   if value and since then
     table.insert(out, sid)
     table.insert(out, value)
@@ -158,6 +212,10 @@ for i, sid in ipairs(ARGV) do
 end
 return out
 """
+)
+MAX_LEASE_SCAN = 10_000
+"""Leases ``held_leases`` reads at most: every lease held now (one per running session
+across all workers), so it can order them by how long each has been held."""
 
 # Records a write's token; answers the newer token if one was checked or issued since.
 _CHECK_FENCE = """
@@ -199,19 +257,21 @@ class RedisState(State):
         max_decisions: int = DEFAULT_MAX_DECISIONS,
         max_risks: int = DEFAULT_MAX_RISKS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
+        max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
         session_ttl: float | None = DEFAULT_SESSION_TTL,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         transcript_ttl: float | None = None,
         socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
     ) -> None:
-        if min(max_pending, max_decisions, max_risks, max_feedback) < 1:
+        if min(max_pending, max_decisions, max_risks, max_feedback, max_session_feedback) < 1:
             raise ValueError("state bounds must be at least 1")
         super().__init__(
             max_pending=max_pending,
             max_decisions=max_decisions,
             max_risks=max_risks,
             max_feedback=max_feedback,
+            max_session_feedback=max_session_feedback,
         )
         self.url = mask_url(url)
         self.prefix = prefix
@@ -235,6 +295,8 @@ class RedisState(State):
         register = self._client.register_script
         self._take_pending = register(_TAKE_PENDING)
         self._claim = register(_CLAIM)
+        self._claim_unless_marked = register(_CLAIM_UNLESS_MARKED)
+        self._mark_and_release = register(_MARK_AND_RELEASE)
         self._set_risk = register(_SET_RISK)
         self._mark_ready = register(_MARK_READY)
         self._acquire = register(_ACQUIRE)
@@ -309,6 +371,26 @@ class RedisState(State):
         with self._guard():
             value = await self._client.get(f"{self.prefix}:marker:{key}")
         return None if value is None else text(value)
+
+    # -- two-phase claims ----------------------------------------------------------------
+
+    async def claim_unless_marked(
+        self, marker: str, key: str, owner: str, ttl: float
+    ) -> Taken | None:
+        keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
+        with self._guard():
+            taken = await self._claim_unless_marked(keys=keys, args=[owner, _ms(ttl)])
+        if taken is None:
+            return None
+        what, value = texts(taken)
+        return ("marked" if what == "marked" else "claimed", value)
+
+    async def mark_and_release(
+        self, marker: str, value: str, ttl: float, key: str, owner: str
+    ) -> None:
+        keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
+        with self._guard():
+            await self._mark_and_release(keys=keys, args=[value, _ms(ttl), owner])
 
     # -- working state -----------------------------------------------------------------
 
@@ -456,7 +538,9 @@ class RedisState(State):
 
     async def add_feedback(self, session_id: str, event_json: str) -> None:
         stream = self._key(session_id, "feedback")
-        # MAXLEN ~ trims whole stream nodes: cheap, and the bound holds within a node.
+        # The stream of all is long: MAXLEN ~ trims whole stream nodes, cheap, and the bound
+        # holds within a node. A session's stream is short (every session has one, so its
+        # bound is small): trimmed exactly, one entry per XADD.
         with self._guard():
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xadd(
@@ -465,7 +549,12 @@ class RedisState(State):
                     maxlen=self.max_feedback,
                     approximate=True,
                 )
-                pipe.xadd(stream, {"event": event_json}, maxlen=self.max_feedback, approximate=True)
+                pipe.xadd(
+                    stream,
+                    {"event": event_json},
+                    maxlen=self.max_session_feedback,
+                    approximate=False,
+                )
                 if self._keep_ms:
                     pipe.pexpire(stream, self._keep_ms)
                 await pipe.execute()
@@ -497,7 +586,13 @@ class RedisState(State):
     # -- leases ------------------------------------------------------------------------
 
     def _lease_keys(self, session_id: str) -> list[str]:
-        return [self._key(session_id, "lease"), self._key(session_id, "token")]
+        """The lease, its token, the leases index and when the lease was taken."""
+        return [
+            self._key(session_id, "lease"),
+            self._key(session_id, "token"),
+            f"{self.prefix}:leases",
+            self._key(session_id, "leased_at"),
+        ]
 
     def _token_keep_ms(self, ttl: float) -> int:
         # The token key must outlive any lease issued with it.
@@ -505,22 +600,25 @@ class RedisState(State):
 
     async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
         args: list[str | int] = [owner, _ms(ttl), self._token_keep_ms(ttl), session_id]
-        keys = [*self._lease_keys(session_id), f"{self.prefix}:leases"]
         with self._guard():
-            token = await self._acquire(keys=keys, args=args)
+            token = await self._acquire(keys=self._lease_keys(session_id), args=args)
         return None if token is None else Lease(session_id, owner, int(token))
 
     async def renew_lease(self, lease: Lease, ttl: float) -> bool:
-        args: list[str | int] = [f"{lease.token}:{lease.owner}", _ms(ttl), self._token_keep_ms(ttl)]
+        args: list[str | int] = [
+            f"{lease.token}:{lease.owner}",
+            _ms(ttl),
+            self._token_keep_ms(ttl),
+            lease.session_id,
+        ]
         with self._guard():
             renewed = await self._renew(keys=self._lease_keys(lease.session_id), args=args)
         return bool(renewed)
 
     async def release_lease(self, lease: Lease) -> bool:
         args = [f"{lease.token}:{lease.owner}", lease.session_id]
-        keys = [*self._lease_keys(lease.session_id), f"{self.prefix}:leases"]
         with self._guard():
-            released = await self._release(keys=keys, args=args)
+            released = await self._release(keys=self._lease_keys(lease.session_id), args=args)
         return bool(released)
 
     async def held_leases(self, limit: int = 100) -> list[HeldLease]:
@@ -528,17 +626,21 @@ class RedisState(State):
             return []
         index = f"{self.prefix}:leases"
         with self._guard():
-            candidates = texts(await self._client.zrange(index, 0, limit - 1))
+            # The index is ordered by expiry, not by age: read every live lease, then sort.
+            candidates = texts(await self._client.zrange(index, 0, MAX_LEASE_SCAN - 1))
             if not candidates:
                 return []
-            keys = [index, *(self._key(sid, "lease") for sid in candidates)]
+            keys = [index]
+            for sid in candidates:
+                keys += [self._key(sid, "lease"), self._key(sid, "leased_at")]
             found = texts(await self._held_leases(keys=keys, args=candidates))
         held: list[HeldLease] = []
         for at in range(0, len(found), 3):
             session_id, value, seconds = found[at : at + 3]
             token, _, owner = value.partition(":")
             held.append(HeldLease(Lease(session_id, owner, int(token)), float(seconds)))
-        return held
+        held.sort(key=lambda h: h.held_for, reverse=True)
+        return held[:limit]
 
     async def lease_holder(self, session_id: str) -> Lease | None:
         with self._guard():

@@ -1,7 +1,9 @@
 """Three ``loom scheduler`` processes on the real RabbitMQ and Redis fire each scheduled time
-exactly once, and publish one heartbeat per tick.
+exactly once, also one whose claim a dead replica left behind, and publish one heartbeat
+per tick.
 
-Every replica schedules every job; the shared claims in Redis let one of them publish. The
+Every replica schedules every job; the shared claims in Redis let one of them publish, and
+the others watch until it is recorded as done (or take it over when the claim lapses). The
 test reads what was published straight off the attention queue (no attention role runs), so
 it sees every duplicate the dedupe in the attention role would otherwise hide.
 """
@@ -12,11 +14,12 @@ import asyncio
 import json
 import signal
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from loom import RuntimeSignal
+from loom.adapters.cron import fire_key
 from loom.broker.base import ATTENTION_QUEUE, Delivery
 from tests.integration.conftest import Cluster
 
@@ -55,6 +58,16 @@ async def test_three_schedulers_fire_each_time_exactly_once(cluster: Cluster) ->
     async with asyncio.timeout(60):
         while len(set(fire_times())) < wanted:  # noqa: ASYNC110 - polls what was consumed
             await asyncio.sleep(0.1)
+    # A replica that won a claim and died before the broker confirmed: its claim on a fire
+    # soon due lapses 3 s after that fire, never recorded as done. The live replicas watch
+    # the fire and one of them publishes it, within the grace time.
+    now = datetime.now(UTC)
+    orphan = now.replace(microsecond=0) + timedelta(seconds=3)
+    lapse = (orphan - now).total_seconds() + 3
+    assert await cluster.state.claim(fire_key("tick", orphan), "dead-replica", lapse) is None
+    async with asyncio.timeout(60):
+        while orphan.isoformat() not in fire_times():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
     for proc in procs:
         assert proc.popen.poll() is None, proc.output()
         proc.popen.send_signal(signal.SIGTERM)
@@ -79,6 +92,9 @@ async def test_three_schedulers_fire_each_time_exactly_once(cluster: Cluster) ->
     # Each fire was published by exactly one process: each logs the fires it published.
     fired = {p.name: p.output().count("cron job tick fired for") for p in procs}
     assert sum(fired.values()) == len(cron), fired
+    assert orphan.isoformat() in fire_times()
+    taken_over = f"the claim of the fire at {orphan.isoformat()} lapsed"
+    assert any(taken_over in p.output() for p in procs), "no replica took the orphan over"
     print(f"{len(cron)} fires published by {fired}")
 
     beats = [s for s in published if s.type == "heartbeat"]

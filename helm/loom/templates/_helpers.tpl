@@ -30,10 +30,17 @@ app.kubernetes.io/name: {{ include "loom.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The image tag as a label value: characters a label cannot hold (a digest's "@" and
+     ":") become "-", at most 63 characters, starting and ending alphanumeric. */}}
+{{- define "loom.version" -}}
+{{- $version := regexReplaceAll "[^-A-Za-z0-9_.]" (.Values.image.tag | default .Chart.AppVersion | toString) "-" | trunc 63 }}
+{{- regexReplaceAll "^[-_.]+|[-_.]+$" $version "" }}
+{{- end }}
+
 {{- define "loom.labels" -}}
 helm.sh/chart: {{ include "loom.chart" . }}
 {{ include "loom.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/version: {{ include "loom.version" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: loom
 {{- end }}
@@ -91,6 +98,23 @@ app.kubernetes.io/component: {{ .role }}
 {{- else -}}
 loom.work
 {{- end }}
+{{- end }}
+
+{{/* The Prometheus query of the KEDA trigger on running sessions: the release's workers'
+     loom_active_sessions, as the chart's ServiceMonitor labels them. */}}
+{{- define "loom.activeSessionsQuery" -}}
+{{- if .Values.keda.prometheus.query }}
+{{- .Values.keda.prometheus.query }}
+{{- else }}
+{{- printf "sum(loom_active_sessions{namespace=%q, service=%q, component=\"worker\"})" .Release.Namespace (printf "%s-metrics" (include "loom.fullname" .)) }}
+{{- end }}
+{{- end }}
+
+{{/* Sessions one worker replica runs: keda.prometheus.sessionsPerReplica, else the workers'
+     concurrency (config.worker.concurrency, default 8). */}}
+{{- define "loom.sessionsPerReplica" -}}
+{{- $value := .Values.keda.prometheus.sessionsPerReplica | default .Values.config.worker.concurrency | default 8 }}
+{{- include "loom.scalar" $value }}
 {{- end }}
 
 {{/* A scalar as an env value: integral numbers without an exponent (YAML numbers reach
