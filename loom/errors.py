@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class LoomError(Exception):
     """Base class of every Loom error."""
+
+
+def validation_details(problem: ValidationError, *, root: str = "body", limit: int = 5) -> str:
+    """A pydantic error as one line a sender can act on: ``field: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or root}: {error['msg']}"
+        for error in problem.errors()[:limit]
+    )
 
 
 class ProviderError(LoomError):

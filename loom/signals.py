@@ -7,6 +7,7 @@ Wire format version 1. Signals are frozen and validated wherever they cross a bo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +19,15 @@ Urgency = Literal["low", "normal", "high", "critical"]
 URGENCIES: tuple[Urgency, ...] = ("low", "normal", "high", "critical")
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:@/-]{1,256}$"
+_NOT_IN_SESSION_ID = re.compile(r"[^A-Za-z0-9_.:@/-]")
+
+
+def session_id_from(text: str) -> str | None:
+    """``text`` made a valid session id (other characters become ``-``, at most 256), or
+    None when nothing is left: for ids built from names in outside payloads."""
+    return _NOT_IN_SESSION_ID.sub("-", text)[:256] or None
+
+
 VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
 """At least one character that is not whitespace. JSON Schema patterns match anywhere, and
 what counts as whitespace differs between ECMA-262 (JSON Schema), Python and Rust

@@ -21,14 +21,13 @@ signal of type ``alert.firing`` or ``alert.resolved``:
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import Response
 
 from loom.adapters.webhook import Webhook, WebhookError, json_object, webhook_openapi
-from loom.signals import RuntimeSignal, Urgency
+from loom.signals import RuntimeSignal, Urgency, session_id_from
 
 SEVERITIES: dict[str, Urgency] = {
     "critical": "critical",
@@ -41,7 +40,6 @@ SEVERITIES: dict[str, Urgency] = {
 RANK: dict[Urgency, int] = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 MAX_ALERTS = 20
 MAX_ANNOTATION = 2_000
-_NOT_IN_SESSION_ID = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
 
 NOTIFICATION_SCHEMA: dict[str, Any] = {
@@ -84,7 +82,7 @@ class Alertmanager(Webhook):
         annotations = _strings(note.get("commonAnnotations"))
         name = groups.get("alertname") or common.get("alertname")
         group_hash = hashlib.sha256(group_key.encode()).hexdigest()
-        session = f"alertmanager:{_NOT_IN_SESSION_ID.sub('-', name)}" if name else None
+        session = session_id_from(f"alertmanager:{name}") if name else None
         return RuntimeSignal(
             source="alertmanager",
             type=f"alert.{status}",

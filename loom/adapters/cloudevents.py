@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loom.errors import LoomError
+from loom.errors import LoomError, validation_details
 from loom.signals import RuntimeSignal
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -126,7 +126,5 @@ def signal_from_cloudevent(event: Mapping[str, Any]) -> RuntimeSignal:
     try:
         return RuntimeSignal(**fields)
     except ValidationError as problem:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problem.errors()[:5]
-        )
+        details = validation_details(problem, root="signal")
         raise CloudEventError(f"CloudEvent does not map to a signal: {details}") from problem

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from loom.adapters.base import Adapter
 from loom.adapters.signing import authenticate
-from loom.errors import LoomError
+from loom.errors import LoomError, validation_details
 from loom.signals import RuntimeSignal, SignalAdapter
 
 if TYPE_CHECKING:
@@ -196,11 +196,7 @@ def webhook_openapi(
 
 
 def _describe(problem: ValidationError) -> str:
-    details = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'signal'}: {e['msg']}"
-        for e in problem.errors()[:5]
-    )
-    return f"the body maps to an invalid signal: {details}"
+    return f"the body maps to an invalid signal: {validation_details(problem, root='signal')}"
 
 
 def _secret(value: SecretStr | None) -> str | None:

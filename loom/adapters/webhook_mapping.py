@@ -15,14 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loom.adapters.webhook import WebhookError
-from loom.signals import URGENCIES, SignalAdapter
+from loom.signals import URGENCIES, SignalAdapter, session_id_from
 
 if TYPE_CHECKING:
     from loom.daemon.settings import WebhookMapping
 
 _MISSING = object()
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_NOT_IN_SESSION_ID = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -78,7 +77,7 @@ def session(path: str) -> Getter:
         value = lookup(event, path)
         if value is _MISSING:
             return None
-        return _NOT_IN_SESSION_ID.sub("-", text(value))[:256] or None
+        return session_id_from(text(value))
 
     return get
 

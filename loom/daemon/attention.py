@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from loom import metrics, tracing
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
 from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
+from loom.errors import validation_details
 from loom.logs import log_context
 from loom.policies.attention import AttentionPolicy, SessionView
 from loom.policies.feedback import FeedbackPolicy
@@ -34,10 +35,7 @@ def pending_json(signal: RuntimeSignal, action: str, trace: dict[str, str] | Non
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
-    )
-    return f"invalid signal: {problems}"
+    return f"invalid signal: {validation_details(error)}"
 
 
 class AttentionConsumer:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loom.daemon.http import Endpoint, error, read_body, session_view
+from loom.errors import validation_details
 from loom.policies.feedback import ExplicitFeedback
 from loom.signals import SESSION_ID_PATTERN
 from loom.state.base import StateUnavailable
@@ -28,10 +29,7 @@ MAX_FEEDBACK_BODY = 16 * 1024
 
 
 def describe(problem: ValidationError) -> str:
-    parts = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in problem.errors()[:5]
-    )
-    return f"invalid feedback: {parts}"
+    return f"invalid feedback: {validation_details(problem)}"
 
 
 def feedback_routes(daemon: Daemon, protected: Callable[[Endpoint], Endpoint]) -> list[BaseRoute]:
