@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from loom.state import redis_scripts as scripts
 from loom.state.base import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_FEEDBACK,
@@ -71,166 +72,10 @@ from loom.state.redis_sessions import (
 from loom.state.sessions import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
 
 DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
-MIN_REDIS_VERSION = (6, 2)  # LMOVE, and BLPOP with a fractional timeout
-
-# Moves every pending signal behind the in-flight ones (a dead run's leftovers stay
-# first), drops the interrupt requests those signals answer, returns the in-flight list.
-_TAKE_PENDING = """
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do end
-redis.call('DEL', KEYS[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return redis.call('LRANGE', KEYS[2], 0, -1)
-"""
-
-# Adds or replaces a risk as the newest; the oldest go past the bound.
-_SET_RISK = """
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[3]) do
-  redis.call('HDEL', KEYS[1], redis.call('LPOP', KEYS[2]))
-end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-end
-"""
-
-# Marks a session ready at the server's time (one clock for all replicas); NX keeps the
-# first mark, so a session that keeps getting signals does not lose its place.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-# The gateway's accept path, one round trip each side of the publish. Two keys in one
-# script: fine on one Redis server (what RedisState talks to); a cluster would need them in
-# one slot.
-_CLAIM_UNLESS_MARKED = """
-local marked = redis.call('GET', KEYS[1])
-if marked then return {'marked', marked} end
-local held = redis.call('GET', KEYS[2])
-if held then return {'claimed', held} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-_MARK_AND_RELEASE = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-"""
-
-_MARK_READY = """
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
-"""
-
-# The leases index (KEYS[3] below) scores each session with its lease's expiry in server
-# milliseconds, so the entries of leases that expired with a dead worker go with one cheap
-# ZREMRANGEBYSCORE; the index itself expires with the longest lease written to it.
-_INDEX_LEASE = """
-local function index_lease(index, session_id, ttl)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  if session_id then
-    redis.call('ZADD', index, now + ttl, session_id)
-    if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
-  end
-  return t
-end
-"""
-
-# Takes a free lease: issues max(last token + 1, server time in microseconds), notes when it
-# was taken (for held_leases) and indexes it.
-_ACQUIRE = (
-    _INDEX_LEASE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local t = index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
-local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
-local text = string.format('%d', token)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], text, 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[2], text)
-end
-redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[2])
-return text
-"""
-)
-
-# Extends a lease only while it is still the caller's (same owner and token).
-_RENEW = (
-    _INDEX_LEASE
-    + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
-return 1
-"""
-)
-
-# Drops a lease only while it is still the caller's.
-_RELEASE = (
-    _INDEX_LEASE
-    + """
-index_lease(KEYS[3], false, 0)
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[4])
-redis.call('ZREM', KEYS[3], ARGV[2])
-return 1
-"""
-)
-
-# Of the candidates (KEYS[2i], KEYS[2i+1] the lease and leased_at keys of ARGV[i]) answers
-# those still leased as (session id, "token:owner", seconds held) triples, and drops the
-# others (leases that expired with a dead worker) from the index KEYS[1].
-_HELD_LEASES = (
-    _INDEX_LEASE
-    + """
-local t = index_lease(KEYS[1], false, 0)
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local out = {}
-for i, sid in ipairs(ARGV) do
-  local value = redis.call('GET', KEYS[2 * i])
-  local since = redis.call('GET', KEYS[2 * i + 1])
-  if value and since then
-    table.insert(out, sid)
-    table.insert(out, value)
-    table.insert(out, string.format('%.6f', now - tonumber(since)))
-  elseif not value then
-    redis.call('ZREM', KEYS[1], sid)
-  end
-end
-return out
-"""
-)
 MAX_LEASE_SCAN = 10_000
 """Leases ``held_leases`` reads at most: every lease held now (one per running session
 across all workers), so it can order them by how long each has been held."""
-
-# Records a write's token; answers the newer token if one was checked or issued since.
-_CHECK_FENCE = """
-local token = tonumber(ARGV[1])
-local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
-local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
-local newest = math.max(fence, issued)
-if token < newest then return string.format('%d', newest) end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return false
-"""
+MIN_REDIS_VERSION = (6, 2)  # LMOVE, and BLPOP with a fractional timeout
 
 
 def _ms(seconds: float) -> int:
@@ -293,17 +138,17 @@ class RedisState(State):
             ttl=transcript_ttl,
         )
         register = self._client.register_script
-        self._take_pending = register(_TAKE_PENDING)
-        self._claim = register(_CLAIM)
-        self._claim_unless_marked = register(_CLAIM_UNLESS_MARKED)
-        self._mark_and_release = register(_MARK_AND_RELEASE)
-        self._set_risk = register(_SET_RISK)
-        self._mark_ready = register(_MARK_READY)
-        self._acquire = register(_ACQUIRE)
-        self._renew = register(_RENEW)
-        self._release = register(_RELEASE)
-        self._check_fence = register(_CHECK_FENCE)
-        self._held_leases = register(_HELD_LEASES)
+        self._take_pending = register(scripts.TAKE_PENDING)
+        self._claim = register(scripts.CLAIM)
+        self._claim_unless_marked = register(scripts.CLAIM_UNLESS_MARKED)
+        self._mark_and_release = register(scripts.MARK_AND_RELEASE)
+        self._set_risk = register(scripts.SET_RISK)
+        self._mark_ready = register(scripts.MARK_READY)
+        self._acquire = register(scripts.ACQUIRE)
+        self._renew = register(scripts.RENEW)
+        self._release = register(scripts.RELEASE)
+        self._check_fence = register(scripts.CHECK_FENCE)
+        self._held_leases = register(scripts.HELD_LEASES)
 
     # -- lifecycle ---------------------------------------------------------------------
 

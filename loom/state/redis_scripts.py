@@ -1,0 +1,177 @@
+"""The Lua scripts of ``RedisState``: each one is a step that must be atomic across replicas
+(taking signals, claiming keys, leases with fencing tokens). Key layout: ``loom.state.redis``.
+"""
+
+from __future__ import annotations
+
+# Moves every pending signal behind the in-flight ones (a dead run's leftovers stay
+# first), drops the interrupt requests those signals answer, returns the in-flight list.
+TAKE_PENDING = """
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do end
+redis.call('DEL', KEYS[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
+
+# Adds or replaces a risk as the newest; the oldest go past the bound.
+SET_RISK = """
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[3]) do
+  redis.call('HDEL', KEYS[1], redis.call('LPOP', KEYS[2]))
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+"""
+
+# Marks a session ready at the server's time (one clock for all replicas); NX keeps the
+# first mark, so a session that keeps getting signals does not lose its place.
+CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# The gateway's accept path, one round trip each side of the publish. Two keys in one
+# script: fine on one Redis server (what RedisState talks to); a cluster would need them in
+# one slot.
+CLAIM_UNLESS_MARKED = """
+local marked = redis.call('GET', KEYS[1])
+if marked then return {'marked', marked} end
+local held = redis.call('GET', KEYS[2])
+if held then return {'claimed', held} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+MARK_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+"""
+
+MARK_READY = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
+"""
+
+# The leases index (KEYS[3] below) scores each session with its lease's expiry in server
+# milliseconds, so the entries of leases that expired with a dead worker go with one cheap
+# ZREMRANGEBYSCORE; the index itself expires with the longest lease written to it.
+INDEX_LEASE = """
+local function index_lease(index, session_id, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  if session_id then
+    redis.call('ZADD', index, now + ttl, session_id)
+    if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
+  end
+  return t
+end
+"""
+
+# Takes a free lease: issues max(last token + 1, server time in microseconds), notes when it
+# was taken (for held_leases) and indexes it.
+ACQUIRE = (
+    INDEX_LEASE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local t = index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
+local text = string.format('%d', token)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[2], text, 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[2], text)
+end
+redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[2])
+return text
+"""
+)
+
+# Extends a lease only while it is still the caller's (same owner and token).
+RENEW = (
+    INDEX_LEASE
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# Drops a lease only while it is still the caller's.
+RELEASE = (
+    INDEX_LEASE
+    + """
+index_lease(KEYS[3], false, 0)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+)
+
+# Of the candidates (KEYS[2i], KEYS[2i+1] the lease and leased_at keys of ARGV[i]) answers
+# those still leased as (session id, "token:owner", seconds held) triples, and drops the
+# others (leases that expired with a dead worker) from the index KEYS[1].
+HELD_LEASES = (
+    INDEX_LEASE
+    + """
+local t = index_lease(KEYS[1], false, 0)
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {}
+for i, sid in ipairs(ARGV) do
+  local value = redis.call('GET', KEYS[2 * i])
+  local since = redis.call('GET', KEYS[2 * i + 1])
+  if value and since then
+    table.insert(out, sid)
+    table.insert(out, value)
+    table.insert(out, string.format('%.6f', now - tonumber(since)))
+  elseif not value then
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+return out
+"""
+)
+
+# Records a write's token; answers the newer token if one was checked or issued since.
+CHECK_FENCE = """
+local token = tonumber(ARGV[1])
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
+local newest = math.max(fence, issued)
+if token < newest then return string.format('%d', newest) end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return false
+"""
+
+
+__all__ = [
+    "ACQUIRE",
+    "CHECK_FENCE",
+    "CLAIM",
+    "CLAIM_UNLESS_MARKED",
+    "HELD_LEASES",
+    "INDEX_LEASE",
+    "MARK_AND_RELEASE",
+    "MARK_READY",
+    "RELEASE",
+    "RENEW",
+    "SET_RISK",
+    "TAKE_PENDING",
+]
