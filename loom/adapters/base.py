@@ -116,8 +116,9 @@ class Adapter:
         return False
 
     async def send_reply(self, reply: Reply) -> None:
-        """Deliver ``reply``; raise to have it retried (and dead-lettered past the limit), or
-        ``UndeliverableReply`` to dead-letter it now."""
+        """Deliver ``reply``; raise to have it retried (and dead-lettered past the retry
+        budget), or ``UndeliverableReply`` to dead-letter it now. An exception with a
+        ``retry_after`` attribute (seconds) sets the least pause before the next try."""
         raise NotImplementedError(f"{type(self).__name__} sends no replies")
 
     async def aclose(self) -> None:

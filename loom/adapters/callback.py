@@ -12,7 +12,8 @@ A signal whose ``reply_to`` is a URL gets the finished run's answer there::
      "signal_ids": [...]}
 
 A non-2xx answer (redirects are not followed), a timeout or a connection error raises, so
-the reply dispatcher retries it and dead-letters it past the delivery limit. Without a
+the reply dispatcher retries it and dead-letters it past the retry budget
+(``LOOM_REPLIES__RETRY_BUDGET``); a refused address is dead-lettered at once. Without a
 webhook secret the callback is sent unsigned and a warning is logged once.
 
 SSRF guard: the host is resolved first, and unless ``allow_private`` every address must be
