@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
@@ -293,3 +294,20 @@ def test_callbacks_are_always_configured() -> None:
     daemon = Daemon(Agent(Model.test()), settings=settings())
     assert daemon.replies.adapter_for("https://example.com/hook") is not None
     assert daemon.replies.adapter_for("http://example.com/hook") is not None
+
+
+async def test_a_receivers_retry_after_sets_the_least_pause() -> None:
+    callbacks = Callbacks(allow_private=True)
+    callbacks._client = httpx.AsyncClient(
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(429, headers={"retry-after": "30"})
+        )
+    )
+    with pytest.raises(CallbackError, match="answered HTTP 429") as raised:
+        await callbacks.send_reply(
+            Reply("http://receiver.test/cb", "s", "run_1", "completed", "hi")
+        )
+    assert raised.value.retry_after == 30.0
+    await callbacks.aclose()
+    assert callback_module._seconds("Wed, 21 Oct 2026 07:28:00 GMT") is None
+    assert callback_module._seconds(" 5 ") == 5.0

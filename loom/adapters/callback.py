@@ -30,6 +30,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,12 @@ ALLOW_PRIVATE_SETTING = "LOOM_WEBHOOKS__CALLBACK_ALLOW_PRIVATE=true"
 
 
 class CallbackError(LoomError):
-    """A callback failed; the dispatcher retries, then dead-letters it."""
+    """A callback failed; the dispatcher retries, then dead-letters it. ``retry_after`` is
+    the receiver's Retry-After in seconds, when it sent one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CallbackRefused(CallbackError, UndeliverableReply):
@@ -132,7 +138,10 @@ class Callbacks(Adapter):
         except httpx.HTTPError as problem:
             raise CallbackError(f"callback to {where} failed: {problem!r}") from problem
         if not response.is_success:
-            raise CallbackError(f"callback to {where} answered HTTP {response.status_code}")
+            raise CallbackError(
+                f"callback to {where} answered HTTP {response.status_code}",
+                retry_after=_seconds(response.headers.get("retry-after")),
+            )
 
     async def _public_address(self, url: httpx.URL, where: str) -> str:
         """The first address ``url``'s host resolves to, if all of them are public."""
@@ -204,6 +213,14 @@ def public(address: str) -> bool:
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+
+def _seconds(value: str | None) -> float | None:
+    """Retry-After in delta-seconds (an HTTP date is ignored: the backoff applies then)."""
+    if value is None or not re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        return None
+    return float(value.strip())
 
 
 __all__ = ["CallbackError", "Callbacks", "public"]
