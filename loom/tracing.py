@@ -68,6 +68,13 @@ def _tracer() -> Any:
     return trace.get_tracer("loom", __version__, tracer_provider=_provider)
 
 
+def _recording() -> bool:
+    """True once a real (SDK) tracer provider is in place. Until then spans would be
+    non-recording, and making them costs tens of microseconds per hop for nothing."""
+    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def _kind(kind: Kind) -> Any:
     return getattr(trace.SpanKind, kind.upper())
 
@@ -98,6 +105,18 @@ def span(
     other traces the work belongs to too."""
     if not _AVAILABLE:
         yield _NO_SPAN
+        return
+    if not _recording():
+        # No span, but the caller's trace (or, for an empty carrier, none) is current for
+        # the block, so inject() passes on exactly what a non-recording span would.
+        if parent is None:
+            yield _NO_SPAN
+            return
+        token = otel_context.attach(propagate.extract(parent))
+        try:
+            yield _NO_SPAN
+        finally:
+            otel_context.detach(token)
         return
     context = propagate.extract(parent) if parent is not None else None
     linked = []

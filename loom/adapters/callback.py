@@ -215,7 +215,6 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-
 def _seconds(value: str | None) -> float | None:
     """Retry-After in delta-seconds (an HTTP date is ignored: the backoff applies then)."""
     if value is None or not re.fullmatch(r"[0-9]{1,6}", value.strip()):
