@@ -223,7 +223,15 @@ def configure(
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # HTTP clients log every request at INFO (each Slack post, callback, probe, `loom send`);
+    # that is DEBUG detail for Loom's log, so they speak up only from WARNING unless asked.
+    chatty = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
     return handler
+
+
+CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "slack_sdk", "apscheduler")
 
 
 def _isatty(stream: IO[str]) -> bool:

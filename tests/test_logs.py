@@ -18,7 +18,14 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.daemon.signals_io import publish_signal
-from loom.logs import Redactor, configure, current_context, log_context, settings_secrets
+from loom.logs import (
+    CHATTY_LOGGERS,
+    Redactor,
+    configure,
+    current_context,
+    log_context,
+    settings_secrets,
+)
 from loom.providers.base import ModelRequest
 from tests.test_daemon_memory import drain
 
@@ -37,11 +44,14 @@ leaky = logging.getLogger("tests.leaky")
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+    for name, was in chatty.items():
+        logging.getLogger(name).setLevel(was)
 
 
 def secret_settings() -> Settings:
@@ -214,3 +224,15 @@ def test_the_cli_logs_json_lines_or_logfmt_for_every_command() -> None:
     assert any(r["level"] == "debug" and r["logger"] == "asyncio" for r in json_lines)
     logfmt = stderr(LOOM_LOG__FORMAT="logfmt")
     assert any(" level=debug logger=asyncio " in line for line in logfmt)
+
+
+def test_http_clients_log_requests_only_at_debug(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure(None, level="INFO", fmt="logfmt", stream=stream)
+    logging.getLogger("httpx").info("HTTP Request: POST /signals")
+    logging.getLogger("httpx").warning("connection reset")
+    assert "POST /signals" not in stream.getvalue()
+    assert "connection reset" in stream.getvalue()
+    configure(None, level="DEBUG", fmt="logfmt", stream=stream)
+    logging.getLogger("httpx").info("HTTP Request: GET /healthz")
+    assert "GET /healthz" in stream.getvalue()
