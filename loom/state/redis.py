@@ -40,7 +40,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
 from loom.state import redis_scripts as scripts
 from loom.state.base import (
@@ -140,6 +139,9 @@ class RedisState(State):
         register = self._client.register_script
         self._take_pending = register(scripts.TAKE_PENDING)
         self._claim = register(scripts.CLAIM)
+        self._claim_many = register(scripts.CLAIM_MANY)
+        self._decision_contexts = register(scripts.DECISION_CONTEXTS)
+        self._record_signals = register(scripts.RECORD_SIGNALS)
         self._claim_unless_marked = register(scripts.CLAIM_UNLESS_MARKED)
         self._mark_and_release = register(scripts.MARK_AND_RELEASE)
         self._set_risk = register(scripts.SET_RISK)
@@ -250,28 +252,23 @@ class RedisState(State):
                 length = (await pipe.execute())[0]
         return min(int(length), bound)
 
-    def _queue_push(self, pipe: Any, key: str, value: str, bound: int) -> None:
-        pipe.rpush(key, value)
-        pipe.ltrim(key, -bound, -1)
-        if self._keep_ms:
-            pipe.pexpire(key, self._keep_ms)
-
     async def decision_context(self, session_id: str) -> DecisionContext:
         return (await self.decision_contexts([session_id]))[session_id]
 
     async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
         unique = list(dict.fromkeys(session_ids))
+        if not unique:
+            return {}
+        keys = [
+            self._key(session_id, part)
+            for session_id in unique
+            for part in ("risk_order", "risks", "lease", "pending")
+        ]
         with self._guard():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for session_id in unique:
-                    pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
-                    pipe.hgetall(self._key(session_id, "risks"))
-                    pipe.exists(self._key(session_id, "lease"))
-                    pipe.llen(self._key(session_id, "pending"))
-                replies = await pipe.execute()
+            replies = await self._decision_contexts(keys=keys)
         contexts: dict[str, DecisionContext] = {}
-        for index, session_id in enumerate(unique):
-            order, risk_texts, held, pending = replies[4 * index : 4 * index + 4]
+        for session_id, (order, flat_risks, held, pending) in zip(unique, replies, strict=True):
+            risk_texts = dict(zip(flat_risks[::2], flat_risks[1::2], strict=True))
             risks = {key: risk_texts[key] for key in order if key in risk_texts}
             contexts[session_id] = DecisionContext(risks, bool(held), int(pending))
         return contexts
@@ -289,36 +286,32 @@ class RedisState(State):
         await self.record_signals([record])
 
     async def record_signals(self, records: Sequence[SignalRecord]) -> None:
-        # One transaction: a decision is never recorded without its effects, or the reverse.
+        if not records:
+            return
+        keys = [f"{self.prefix}:ready"]
+        args: list[str | int] = [self._keep_ms, self.max_pending, self.max_decisions]
+        for record in records:
+            session_id = record.session_id
+            keys += [self._key(session_id, part) for part in ("pending", "interrupts", "decisions")]
+            args += [
+                session_id,
+                record.pending_json or "",
+                json.dumps(list(record.interrupt)) if record.interrupt is not None else "",
+                "1" if record.ready else "0",
+                record.decision_json,
+            ]
         with self._guard():
-            async with self._client.pipeline(transaction=True) as pipe:
-                for record in records:
-                    await self._queue_record(pipe, record)
-                await pipe.execute()
-
-    async def _queue_record(self, pipe: Any, record: SignalRecord) -> None:
-        session_id = record.session_id
-        if record.pending_json is not None:
-            key = self._key(session_id, "pending")
-            self._queue_push(pipe, key, record.pending_json, self.max_pending)
-        if record.interrupt is not None:
-            key = self._key(session_id, "interrupts")
-            self._queue_push(pipe, key, json.dumps(list(record.interrupt)), self.max_pending)
-        if record.ready:
-            await self._mark_ready(keys=[f"{self.prefix}:ready"], args=[session_id], client=pipe)
-        key = self._key(session_id, "decisions")
-        self._queue_push(pipe, key, record.decision_json, self.max_decisions)
+            await self._record_signals(keys=keys, args=args)
 
     async def claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[str | None]:
         if not claims:
             return []
+        keys = [f"{self.prefix}:dedupe:{key}" for key, _, _ in claims]
+        args: list[str | int] = []
+        for _, owner, ttl in claims:
+            args += [owner, _ms(ttl)]
         with self._guard():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, owner, ttl in claims:
-                    await self._claim(
-                        keys=[f"{self.prefix}:dedupe:{key}"], args=[owner, _ms(ttl)], client=pipe
-                    )
-                held = await pipe.execute()
+            held = await self._claim_many(keys=keys, args=args)
         return [None if value is None else str(value) for value in held]
 
     async def _range(self, key: str, start: int = 0) -> list[str]:

@@ -54,6 +54,63 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 """
 
+# The attention role's batch, one round trip each (a batch of signals used to cost about ten
+# commands per signal, and redis-py's per-command cost was most of the role's CPU).
+CLAIM_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  local held = redis.call('GET', KEYS[i])
+  if held then
+    out[i] = held
+  else
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', ARGV[2 * i])
+    out[i] = false
+  end
+end
+return out
+"""
+
+# KEYS: per session risk_order, risks, lease, pending.
+DECISION_CONTEXTS = """
+local out = {}
+for i = 1, #KEYS, 4 do
+  out[#out + 1] = {
+    redis.call('LRANGE', KEYS[i], 0, -1),
+    redis.call('HGETALL', KEYS[i + 1]),
+    redis.call('EXISTS', KEYS[i + 2]),
+    redis.call('LLEN', KEYS[i + 3]),
+  }
+end
+return out
+"""
+
+# KEYS[1]: the ready set, then per record pending, interrupts, decisions. ARGV: keep (ms,
+# 0 = no expiry), the pending bound, the decisions bound, then per record session id,
+# pending JSON, interrupt JSON, "1" if ready, decision JSON ("" = none). Atomic, like the
+# transaction it replaces: a decision is never recorded without its effects.
+RECORD_SIGNALS = """
+local keep = tonumber(ARGV[1])
+local max_pending = tonumber(ARGV[2])
+local max_decisions = tonumber(ARGV[3])
+local function push(key, value, bound)
+  redis.call('RPUSH', key, value)
+  redis.call('LTRIM', key, -bound, -1)
+  if keep > 0 then redis.call('PEXPIRE', key, keep) end
+end
+for r = 0, (#ARGV - 3) / 5 - 1 do
+  local a = 3 + r * 5
+  local k = 1 + r * 3
+  if ARGV[a + 2] ~= '' then push(KEYS[k + 1], ARGV[a + 2], max_pending) end
+  if ARGV[a + 3] ~= '' then push(KEYS[k + 2], ARGV[a + 3], max_pending) end
+  if ARGV[a + 4] == '1' then
+    local t = redis.call('TIME')
+    local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+    redis.call('ZADD', KEYS[1], 'NX', score, ARGV[a + 1])
+  end
+  push(KEYS[k + 3], ARGV[a + 5], max_decisions)
+end
+"""
+
 MARK_READY = """
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
@@ -165,11 +222,14 @@ __all__ = [
     "ACQUIRE",
     "CHECK_FENCE",
     "CLAIM",
+    "CLAIM_MANY",
     "CLAIM_UNLESS_MARKED",
+    "DECISION_CONTEXTS",
     "HELD_LEASES",
     "INDEX_LEASE",
     "MARK_AND_RELEASE",
     "MARK_READY",
+    "RECORD_SIGNALS",
     "RELEASE",
     "RENEW",
     "SET_RISK",
