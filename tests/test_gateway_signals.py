@@ -142,6 +142,10 @@ async def test_draining_gateway_refuses_with_503(
     daemon.draining = True
     response = await client.post("/signals", json={"summary": "late"})
     assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"  # another replica can take it now
+    webhook = await client.post("/webhooks/alertmanager", json={})
+    assert webhook.status_code == 503
+    assert webhook.headers["retry-after"] == "1"
     daemon.draining = False
 
 

@@ -306,7 +306,9 @@ class Slack(Adapter):
         from loom.daemon.http import error, read_body
 
         if daemon.draining:
-            return error(503, "shutting down: Slack will retry, another replica takes it")
+            return error(
+                503, "shutting down: Slack will retry, another replica takes it", retry_after=1
+            )
         body = await read_body(request, daemon.settings.http.max_body_bytes)
         if not isinstance(body, bytes):
             return body

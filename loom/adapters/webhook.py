@@ -123,7 +123,9 @@ class Webhook(Adapter):
 
         async def receive(request: Request) -> Response:
             if daemon.draining:
-                return error(503, "shutting down: not accepted; send it to another replica")
+                return error(
+                    503, "shutting down: not accepted; send it to another replica", retry_after=1
+                )
             body = await read_body(request, limit)
             if isinstance(body, Response):
                 return body

@@ -94,7 +94,11 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
 
     async def post_signal(request: Request) -> Response:
         if daemon.draining:
-            return error(503, "shutting down: signal not accepted; send it to another replica")
+            return error(
+                503,
+                "shutting down: signal not accepted; send it to another replica",
+                retry_after=1,
+            )
         # Read (within the limit) before the check: a signature covers the body.
         body = await read_body(request, settings.http.max_body_bytes)
         if isinstance(body, Response):
