@@ -20,10 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import re
-import secrets
-import socket
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +33,7 @@ from loom.adapters.cron_schedule import CronSchedule, due_fires
 from loom.broker.base import BrokerUnavailable
 from loom.daemon.signals_io import publish_signal
 from loom.signals import RuntimeSignal, Urgency
-from loom.state.base import State, StateUnavailable
+from loom.state.base import State, StateUnavailable, replica_id
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon
@@ -54,11 +51,6 @@ _DEFAULT_PUBLISH_TIMEOUT = 10.0  # the settings' default, until start() reads th
 _CLAIM_MARGIN = 5.0  # the state round trips around the publish
 _WATCH_INTERVAL = 1.0
 _STOP_WAIT = 5.0
-
-
-def replica_id() -> str:
-    """This process among the replicas: host, pid and a random part (pids repeat in pods)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def fire_key(job_id: str, fire: datetime) -> str:
@@ -485,4 +477,4 @@ class Cron(Adapter):
         return self._require().state
 
 
-__all__ = ["DEFAULT_MISFIRE_GRACE_TIME", "Cron", "fire_key", "fired_key", "replica_id"]
+__all__ = ["DEFAULT_MISFIRE_GRACE_TIME", "Cron", "fire_key", "fired_key"]

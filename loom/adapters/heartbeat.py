@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from loom import metrics
 from loom.adapters.base import Adapter
-from loom.adapters.cron import replica_id
 from loom.adapters.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from loom.adapters.stuck import stuck_sessions
 from loom.broker.base import ATTENTION_QUEUE, WORK_QUEUE, BrokerUnavailable
 from loom.daemon.signals_io import publish_signal
 from loom.signals import RuntimeSignal
-from loom.state.base import StateUnavailable
+from loom.state.base import StateUnavailable, replica_id
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon

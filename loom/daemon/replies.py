@@ -25,8 +25,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,7 +44,7 @@ from loom.broker.base import (
 from loom.daemon.settings import ReplySettings
 from loom.daemon.signals_io import PendingSignal
 from loom.runtime.run import RunResult
-from loom.state.base import State, StateUnavailable
+from loom.state.base import State, StateUnavailable, replica_id
 
 logger = logging.getLogger("loom.replies")
 
@@ -131,7 +129,7 @@ class ReplyDispatcher:
         self.claim_ttl = settings.claim_ttl
         self.clock = clock
         self.sleep = sleep
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.id = replica_id()
         """Names this dispatcher in the claims it holds (each attempt adds its own suffix)."""
         self._tag: str | None = None
         for adapter in self.adapters:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,14 +24,10 @@ from loom.daemon.signals_io import PendingSignal, parse_work, publish_work
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
-from loom.state.base import Lease, StaleFencingToken, State
+from loom.state.base import Lease, StaleFencingToken, State, replica_id
 from loom.state.sessions import SessionSnapshot, SessionStore
 
 logger = logging.getLogger("loom.worker")
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
@@ -99,7 +92,7 @@ class SessionWorker:
         self.agent = agent
         self.broker = broker
         self.state = state
-        self.owner = owner or worker_id()
+        self.owner = owner or replica_id()
         self.lease_ttl = lease_ttl
         self.sweep_interval = sweep_interval
         self.prefetch = prefetch
@@ -445,4 +438,4 @@ class SessionWorker:
                 logger.exception("worker sweep failed; trying again")
 
 
-__all__ = ["FencedSessionStore", "SessionWorker", "render_run_input", "worker_id"]
+__all__ = ["FencedSessionStore", "SessionWorker", "render_run_input"]

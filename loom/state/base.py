@@ -13,6 +13,9 @@ Implementations: ``MemoryState`` (one process) and ``RedisState``.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +78,12 @@ Taken = tuple[Literal["marked", "claimed"], str]
 
 class StaleFencingToken(Exception):
     """A write carried a fencing token older than one already seen for the session."""
+
+
+def replica_id() -> str:
+    """This process among the replicas, as the owner of leases and claims: host, pid and a
+    random part (pids repeat across pods)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class StateUnavailable(LoomError):

@@ -14,18 +14,18 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import collections
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.threaded_server import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class CallbackServer:
         self.requests: list[Received] = []
         self._statuses: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedServer | None = None
         self.port = 0
         self.app = Starlette(routes=[Route("/{path:path}", self._receive, methods=["POST"])])
 
@@ -76,27 +75,14 @@ class CallbackServer:
         return JSONResponse({"received": True}, status_code=status)
 
     def start(self) -> Self:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the callback server did not start")
-            time.sleep(0.005)
+        self._http = ThreadedServer(self.app, "callback-server")
+        self.port = self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-        self._server = self._thread = None
+        http, self._http = self._http, None
+        if http is not None:
+            http.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
-import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +37,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -62,6 +58,7 @@ from tests.fakes.openai_wire import (
     openai_response_stream,
     openai_response_usage,
 )
+from tests.fakes.threaded_server import ThreadedServer
 
 __all__ = [
     "ANTHROPIC_MESSAGES",
@@ -101,9 +98,6 @@ _ALIASES = {
 }
 
 SSEEvent = tuple[str | None, Mapping[str, Any] | str]
-
-_POLL = 0.005
-_SHUTDOWN_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -191,49 +185,6 @@ def _normalize_route(route: str) -> str:
     return path
 
 
-class _QuickServer(uvicorn.Server):
-    """``uvicorn.Server`` minus its fixed 0.1 s sleeps: notices ``should_exit`` within a few
-    milliseconds and shuts down as soon as connections are gone (~0.17 s -> ~0.01 s per test).
-    In-flight replies get ``_SHUTDOWN_GRACE`` seconds, then their tasks are cancelled."""
-
-    _exit_loop: asyncio.AbstractEventLoop | None = None
-    _exit_event: asyncio.Event | None = None
-
-    def request_exit(self) -> None:
-        """Ask the serving thread to shut down (callable from any thread)."""
-        self.should_exit = True  # set before reading the event: see main_loop
-        loop, event = self._exit_loop, self._exit_event
-        if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):  # its loop already closed
-                loop.call_soon_threadsafe(event.set)
-
-    async def main_loop(self) -> None:
-        await self.on_tick(0)  # sets the default response headers (date, server)
-        self._exit_loop, self._exit_event = asyncio.get_running_loop(), asyncio.Event()
-        if not self.should_exit:  # else request_exit ran before the event existed
-            await self._exit_event.wait()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for listener in self.servers:
-            listener.close()
-        for sock in sockets or []:
-            sock.close()
-        for connection in list(self.server_state.connections):
-            connection.shutdown()  # closes idle keep-alive connections, ends busy ones after reply
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _SHUTDOWN_GRACE
-        state = self.server_state
-        while (state.connections or state.tasks) and not self.force_exit:
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(_POLL)
-        for task in list(state.tasks):
-            task.cancel()
-        for listener in self.servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(listener.wait_closed(), _SHUTDOWN_GRACE)
-
-
 class FakeLLMServer:
     """A scripted Anthropic / OpenAI HTTP server on loopback (see the module docstring)."""
 
@@ -247,8 +198,7 @@ class FakeLLMServer:
             route: collections.deque() for route in ROUTES
         }
         self._lock = threading.Lock()
-        self._server: _QuickServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedServer | None = None
         self.app = Starlette(
             routes=[Route(route, self._handle, methods=["POST"]) for route in ROUTES]
         )
@@ -310,59 +260,21 @@ class FakeLLMServer:
 
     def start(self, timeout: float = 10.0) -> Self:
         """Bind a free loopback port and serve from a daemon thread; returns once listening."""
-        if self._thread is not None:
+        if self._http is not None:
             raise RuntimeError("FakeLLMServer already started")
-        # IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted sockets (no 40 ms ACK stalls).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            loop="asyncio",
-            ws="none",
-        )
-        server = _QuickServer(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run,
-            kwargs={"sockets": [sock]},
-            name=f"fake-llm-server:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive():
-                sock.close()
-                raise RuntimeError("FakeLLMServer thread died during startup")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("FakeLLMServer did not start in time")
-            time.sleep(0.005)
+        self._http = ThreadedServer(self.app, "fake-llm-server", self.host)
+        self.port = self._http.start(timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down (in-flight replies get about a second to finish) and join the thread."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.request_exit()
-        thread.join(timeout)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError("FakeLLMServer thread did not stop")
-        self._server = None
-        self._thread = None
+        http, self._http = self._http, None
+        if http is not None:
+            http.stop(timeout)
 
     @property
     def thread(self) -> threading.Thread | None:
-        return self._thread
+        return self._http.thread if self._http is not None else None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,13 +28,12 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.llm_server import _QuickServer
+from tests.fakes.threaded_server import ThreadedServer
 
 __all__ = ["FakeSlackAPI", "PostedMessage", "SlackFailure", "api_error", "rate_limited"]
 
@@ -86,8 +84,7 @@ class FakeSlackAPI:
         self._failures: collections.deque[SlackFailure] = collections.deque()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self._server: _QuickServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedServer | None = None
         self.app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["POST"])])
 
     @property
@@ -143,32 +140,14 @@ class FakeSlackAPI:
         )
 
     def start(self, timeout: float = 10.0) -> Self:
-        """Bind a free loopback port and serve from a daemon thread; returns once listening."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_config=None, log_level="warning", access_log=False, lifespan="off"
-        )
-        self._server = _QuickServer(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-slack"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeSlackAPI did not start")
-            time.sleep(0.005)
+        self._http = ThreadedServer(self.app, "fake-slack", self.host)
+        self.port = self._http.start(timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.request_exit()
-        thread.join(timeout)
-        self._server = self._thread = None
+        http, self._http = self._http, None
+        if http is not None:
+            http.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
