@@ -303,17 +303,11 @@ class Slack(Adapter):
 
     async def _signed_body(self, daemon: Daemon, request: Request) -> bytes | Response:
         """The body of a request Slack signed, or the response that refuses it."""
-        from loom.daemon.http import error, read_body
+        from loom.daemon.intake import inbound_body
 
-        if daemon.draining:
-            return error(
-                503, "shutting down: Slack will retry, another replica takes it", retry_after=1
-            )
-        body = await read_body(request, daemon.settings.http.max_body_bytes)
-        if not isinstance(body, bytes):
-            return body
-        refused = self._check_signature(request.headers, body)
-        return body if refused is None else error(401, refused)
+        return await inbound_body(
+            daemon, request, lambda body: self._check_signature(request.headers, body)
+        )
 
     def _check_signature(self, headers: Headers, body: bytes) -> str | None:
         """Why the request is not Slack's (None when it is)."""

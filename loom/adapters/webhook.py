@@ -117,21 +117,14 @@ class Webhook(Adapter):
     # -- the route ----------------------------------------------------------------------
     def routes(self, daemon: Daemon) -> list[BaseRoute]:
         # Imported here, as the other adapters do: the daemon package imports loom.adapters.
-        from loom.daemon.intake import accept, error, read_body
-
-        limit = daemon.settings.http.max_body_bytes
+        from loom.daemon.intake import accept, error, inbound_body
 
         async def receive(request: Request) -> Response:
-            if daemon.draining:
-                return error(
-                    503, "shutting down: not accepted; send it to another replica", retry_after=1
-                )
-            body = await read_body(request, limit)
+            body = await inbound_body(
+                daemon, request, lambda body: self.refusal(daemon, request.headers, body)
+            )
             if isinstance(body, Response):
                 return body
-            refused = self.refusal(daemon, request.headers, body)
-            if refused is not None:
-                return error(401, refused)
             try:
                 outcome = self.to_signal(body, request.headers)
             except WebhookError as problem:

@@ -29,7 +29,7 @@ from loom.adapters.cloudevents import (
 from loom.adapters.signing import authenticate
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.http_metrics import HTTPMetrics
-from loom.daemon.intake import accept, error, read_body
+from loom.daemon.intake import accept, error, inbound_body, read_body
 from loom.daemon.openapi import build_openapi
 from loom.daemon.signals_io import PendingSignal
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
@@ -93,19 +93,9 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         return JSONResponse(view)
 
     async def post_signal(request: Request) -> Response:
-        if daemon.draining:
-            return error(
-                503,
-                "shutting down: signal not accepted; send it to another replica",
-                retry_after=1,
-            )
-        # Read (within the limit) before the check: a signature covers the body.
-        body = await read_body(request, settings.http.max_body_bytes)
+        body = await inbound_body(daemon, request, lambda body: refusal(request, body))
         if isinstance(body, Response):
             return body
-        refused = refusal(request, body)
-        if refused is not None:
-            return error(401, refused)
         try:
             if is_cloudevent(request.headers):
                 signal = signal_from_cloudevent(parse_http(request.headers, body))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -50,6 +51,21 @@ def error(status: int, message: str, *, retry_after: float | None = None) -> JSO
     """``{"error": message}`` with ``status``; ``retry_after`` seconds as a Retry-After."""
     headers = None if retry_after is None else {"retry-after": str(max(1, math.ceil(retry_after)))}
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def inbound_body(
+    daemon: Daemon, request: Request, refusal: Callable[[bytes], str | None]
+) -> bytes | Response:
+    """The body of an inbound request, or the answer that ends it: 503 while draining, 413
+    past the body limit, 401 with the reason ``refusal`` gives (it sees the body, since a
+    signature covers it)."""
+    if daemon.draining:
+        return error(503, "shutting down: not accepted; send it to another replica", retry_after=1)
+    body = await read_body(request, daemon.settings.http.max_body_bytes)
+    if isinstance(body, Response):
+        return body
+    refused = refusal(body)
+    return body if refused is None else error(401, refused)
 
 
 async def read_body(request: Request, limit: int) -> bytes | Response:
