@@ -15,9 +15,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -55,14 +55,24 @@ def bind(**ids: str | None) -> None:
         _vars[name].set(value)
 
 
-@contextmanager
-def log_context(**ids: str | None) -> Iterator[None]:
+def log_context(**ids: str | None) -> AbstractContextManager[None]:
     """Set ids (``signal_id``, ``session_id``, ``run_id``) for the block, then restore."""
-    tokens = [(_vars[name], _vars[name].set(value)) for name, value in ids.items()]
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
+    return _LogContext(ids)
+
+
+class _LogContext:
+    # A class, not a generator: the attention role enters one per signal.
+    __slots__ = ("_ids", "_tokens")
+
+    def __init__(self, ids: dict[str, str | None]) -> None:
+        self._ids = ids
+        self._tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
+
+    def __enter__(self) -> None:
+        self._tokens = [(_vars[name], _vars[name].set(value)) for name, value in self._ids.items()]
+
+    def __exit__(self, *_: object) -> None:
+        for var, token in reversed(self._tokens):
             var.reset(token)
 
 

@@ -16,7 +16,7 @@ non-recording span carries its caller's context), so the trace goes on past Loom
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -91,7 +91,10 @@ def text_carrier(headers: Mapping[str, Any]) -> dict[str, str]:
     return carrier
 
 
-@contextmanager
+_QUIET = nullcontext(_NO_SPAN)
+"""The context of a span that is not made; stateless, so one instance serves every call."""
+
+
 def span(
     name: str,
     *,
@@ -99,25 +102,45 @@ def span(
     parent: Carrier | None = None,
     links: Sequence[Carrier] = (),
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[SpanLike]:
+) -> AbstractContextManager[SpanLike]:
     """A span current for the block. ``parent`` is a carrier to continue (an empty one
     starts a new trace); None continues the current context. ``links`` are carriers of
     other traces the work belongs to too."""
     if not _AVAILABLE:
-        yield _NO_SPAN
-        return
+        return _QUIET
     if not _recording():
         # No span, but the caller's trace (or, for an empty carrier, none) is current for
-        # the block, so inject() passes on exactly what a non-recording span would.
-        if parent is None:
-            yield _NO_SPAN
-            return
-        token = otel_context.attach(propagate.extract(parent))
-        try:
-            yield _NO_SPAN
-        finally:
-            otel_context.detach(token)
-        return
+        # the block, so inject() passes on exactly what a non-recording span would. This
+        # runs for every message while tracing is off: the common cases cost no context.
+        if parent is None or (not parent and not _ambient()):
+            return _QUIET
+        return _attached(propagate.extract(parent))
+    return _recording_span(name, kind, parent, links, attributes)
+
+
+def _ambient() -> bool:
+    """False when the current context is empty, so it holds no trace or baggage to pass
+    on; cheaper than asking for either, and true of every message while tracing is off."""
+    return bool(otel_context.get_current())
+
+
+@contextmanager
+def _attached(context: Any) -> Iterator[SpanLike]:
+    token = otel_context.attach(context)
+    try:
+        yield _NO_SPAN
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def _recording_span(
+    name: str,
+    kind: Kind,
+    parent: Carrier | None,
+    links: Sequence[Carrier],
+    attributes: Mapping[str, Any] | None,
+) -> Iterator[SpanLike]:
     context = propagate.extract(parent) if parent is not None else None
     linked = []
     for carrier in links:
@@ -151,7 +174,7 @@ def continued(headers: Mapping[str, Any]) -> Iterator[None]:
 def inject(headers: dict[str, Any]) -> dict[str, Any]:
     """Write the current span's propagation headers into ``headers`` (none without a
     recording span); returns ``headers``."""
-    if _AVAILABLE:
+    if _AVAILABLE and (_recording() or _ambient()):
         propagate.inject(headers)
     return headers
 

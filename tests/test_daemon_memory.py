@@ -186,3 +186,47 @@ async def test_duplicates_delivered_together_are_decided_once(daemon: Daemon) ->
     actions = await daemon.attention_consumer.decide_many(signals)
     assert actions.count("queue") == 1
     assert actions.count("drop") == 4
+
+
+async def test_a_session_aware_policy_sees_busy_and_risks(daemon: Daemon) -> None:
+    from loom.policies.attention import AttentionPolicy
+
+    consumer = daemon.attention_consumer
+    consumer.policy = AttentionPolicy.from_rules(
+        {"busy": True, "action": "drop", "reason": "busy: not now"},
+        {"has_risks": True, "action": "queue", "reason": "risky: look now"},
+    )
+    assert consumer.policy.reads_session
+    low = [RuntimeSignal.create(f"n{i}", session_id="ops", urgency="low") for i in range(3)]
+    assert await consumer.decide_many([low[0]]) == ["observe"]  # idle, no risks
+    lease = await daemon.state.acquire_lease("ops", "someone-else", 30)
+    assert lease is not None
+    assert await consumer.decide_many([low[1]]) == ["drop"]
+    await daemon.state.release_lease(lease)
+    await daemon.state.set_risk("ops", "disk", "disk almost full")
+    assert await consumer.decide_many([low[2]]) == ["queue"]
+    reasons = [json.loads(d)["reason"] for d in await daemon.state.decisions("ops")]
+    assert reasons == ["urgency low -> observe", "busy: not now", "risky: look now"]
+
+
+async def test_a_session_blind_policy_reads_no_session_state(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = daemon.attention_consumer
+    reads: list[list[str]] = []
+    real = daemon.state.decision_contexts
+
+    async def counting(session_ids):  # type: ignore[no-untyped-def]
+        reads.append(list(session_ids))
+        return await real(session_ids)
+
+    monkeypatch.setattr(daemon.state, "decision_contexts", counting)
+    signals = [RuntimeSignal.create("x", session_id=f"s{i}", urgency="low") for i in range(3)]
+    assert not consumer.policy.reads_session  # the default urgency map
+    assert await consumer.decide_many(signals) == ["observe"] * 3
+    assert reads == []
+    from loom.policies.attention import AttentionPolicy
+
+    consumer.policy = AttentionPolicy.custom(lambda signal, view: "observe")
+    await consumer.decide_many(signals)
+    assert reads == [["s0", "s1", "s2"]]

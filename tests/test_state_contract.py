@@ -675,6 +675,27 @@ async def test_batched_reads_and_writes_match_the_single_ones(state: State) -> N
     assert holders == [None, "x", None]
 
 
+async def test_batched_records_keep_every_text_exactly(state: State) -> None:
+    """The Redis batch travels as one JSON argument: quotes, escapes, non-ASCII and
+    astral characters, and session ids with braces and colons come back byte for byte."""
+    from loom.state.base import SignalRecord
+
+    odd_session = 'thread:{C1}:"1700000000.0001" ✓'
+    text = 'disk "full" \\ on host-ü 🚀 \n\t end'
+    pending = json.dumps({"summary": text}, ensure_ascii=False)
+    decision = json.dumps({"reason": text})
+    await state.record_signals(
+        [
+            SignalRecord(odd_session, decision, pending_json=pending, ready=True),
+            SignalRecord(odd_session, decision, interrupt=("sig-ü", text)),
+        ]
+    )
+    assert await state.pending(odd_session) == [pending]
+    assert await state.decisions(odd_session) == [decision, decision]
+    assert await state.ready_sessions() == [odd_session]
+    assert await state.wait_interrupt(odd_session, 0.5) == ("sig-ü", text)
+
+
 # -- markers and held leases (scheduler, heartbeat) -------------------------------------------
 
 

@@ -95,13 +95,19 @@ class RabbitConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_message(self, incoming: AbstractIncomingMessage) -> None:
+        """Handle one delivery. aio-pika already runs this in a task of its own per
+        delivery, so the handler runs here; the task is kept to be waited for at stop."""
         if self._stopping:  # arrived between basic.cancel and cancel-ok
             with suppress(Exception):
                 await incoming.nack(requeue=True)
             return
-        task = asyncio.create_task(self._handle(incoming), name=f"loom-delivery:{self._queue}")
+        task = asyncio.current_task()
+        assert task is not None  # aio-pika calls consumers in tasks
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        try:
+            await self._handle(incoming)
+        finally:
+            self._tasks.discard(task)
 
     async def _handle(self, incoming: AbstractIncomingMessage) -> None:
         delivery = RabbitDelivery(self._broker, incoming, self._queue)

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -28,6 +29,8 @@ from loom.state.base import SignalRecord, State, StateUnavailable
 logger = logging.getLogger("loom.attention")
 
 RISK_URGENCIES = frozenset({"high", "critical"})
+LINGER_STEP = 0.001
+"""The event loop's timer resolution on Linux (epoll waits in whole milliseconds)."""
 
 
 def pending_json(signal: RuntimeSignal, action: str, trace: dict[str, str] | None = None) -> str:
@@ -36,6 +39,35 @@ def pending_json(signal: RuntimeSignal, action: str, trace: dict[str, str] | Non
 
 def describe_validation_error(error: ValidationError) -> str:
     return f"invalid signal: {validation_details(error)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One signal of a batch with what attention decided for it."""
+
+    signal: RuntimeSignal
+    action: str
+    reason: str
+    duplicate: bool
+    trace: dict[str, str] | None
+
+    @property
+    def wakes_a_worker(self) -> bool:
+        return self.action in ("queue", "interrupt")
+
+    def record(self) -> SignalRecord:
+        # The signal is pending before the interrupt is requested: a run that takes the
+        # pending list then already holds the signal and ignores the request.
+        action = self.action
+        return SignalRecord(
+            str(self.signal.session_id),
+            decision_record(self.signal, action, self.reason),
+            pending_json=None
+            if action == "drop"
+            else pending_json(self.signal, action, self.trace),
+            interrupt=(self.signal.id, self.reason) if action == "interrupt" else None,
+            ready=self.wakes_a_worker,
+        )
 
 
 class AttentionConsumer:
@@ -64,6 +96,9 @@ class AttentionConsumer:
         self._batch: list[tuple[RuntimeSignal, dict[str, str], asyncio.Future[str]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 256
+        self.max_linger = 0.005
+        """How long, at most, a batch waits to grow while the role is under load."""
+        self._saturated = False
 
     @property
     def consuming(self) -> bool:
@@ -92,15 +127,12 @@ class AttentionConsumer:
         attributes = {"loom.signal_id": signal.id, "loom.session_id": session_id,
                       "loom.source": signal.source, "loom.type": signal.type,
                       "loom.urgency": signal.urgency}  # fmt: skip
-        with (
-            log_context(signal_id=signal.id, session_id=session_id, run_id=None),
-            tracing.span(
-                "loom.attention.decide",
-                kind="consumer",
-                parent=tracing.text_carrier(delivery.headers),
-                attributes=attributes,
-            ) as span,
-        ):
+        with tracing.span(
+            "loom.attention.decide",
+            kind="consumer",
+            parent=tracing.text_carrier(delivery.headers),
+            attributes=attributes,
+        ) as span:
             try:
                 action = await self._in_batch(signal, tracing.carrier())
             except (StateUnavailable, BrokerUnavailable) as problem:
@@ -108,7 +140,9 @@ class AttentionConsumer:
                 # so the delivery limit is not spent in milliseconds and the signal
                 # dead-lettered.
                 pause = min(0.5 * 2 ** (delivery.delivery_count - 1), 10.0)
-                logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
+                # The decision itself logs from the batch's task, under each signal's ids.
+                with log_context(signal_id=signal.id, session_id=session_id, run_id=None):
+                    logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
                 await asyncio.sleep(pause)
                 raise
             span.set_attribute("loom.decision", action)
@@ -133,6 +167,8 @@ class AttentionConsumer:
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the deliveries already under way join this batch
         while self._batch:
+            if self._saturated:
+                await self._linger()
             batch, self._batch = self._batch[: self.max_batch], self._batch[self.max_batch :]
             try:
                 actions = await self.decide_many(
@@ -148,6 +184,22 @@ class AttentionConsumer:
                 for (_, _, done), action in zip(batch, actions, strict=True):
                     if not done.done():
                         done.set_result(action)
+            # Signals that came in while this batch was being decided mean the role is
+            # under load: the next batch may wait a little to grow.
+            self._saturated = bool(self._batch)
+
+    async def _linger(self) -> None:
+        """Under load, let the batch grow: wait a step at a time while signals keep coming,
+        at most ``max_linger`` seconds. Each batch costs Redis one round trip whatever its
+        size, so under load this is cheaper per signal (group commit); an idle role never
+        waits, so a lone signal is decided at once."""
+        waited, size = 0.0, len(self._batch)
+        while waited < self.max_linger and size < self.max_batch:
+            await asyncio.sleep(LINGER_STEP)
+            waited += LINGER_STEP
+            if len(self._batch) == size:  # the burst is over
+                return
+            size = len(self._batch)
 
     async def decide(self, signal: RuntimeSignal) -> str:
         """Decide on one signal and apply the decision; returns the action."""
@@ -164,20 +216,12 @@ class AttentionConsumer:
             s if s.session_id else s.model_copy(update={"session_id": self.default_session})
             for s in signals
         ]
-        holders = await self.state.claim_many(
-            [(f"signal:{s.dedupe_key}", s.id, self.dedupe_ttl) for s in signals if s.dedupe_key]
+        duplicates = await self._duplicates(signals)
+        views = await self._views(
+            [s for s, dup in zip(signals, duplicates, strict=True) if not dup]
         )
-        holder_of = iter(holders)
-        duplicate: list[bool] = []
-        for s in signals:
-            held = next(holder_of) if s.dedupe_key else None
-            # A key held by this very signal means a redelivery after a crash: decide again.
-            duplicate.append(held is not None and held != s.id)
-        fresh = [s for s, dup in zip(signals, duplicate, strict=True) if not dup]
-        contexts = await self.state.decision_contexts([str(s.session_id) for s in fresh])
-        records: list[SignalRecord] = []
-        decided: list[tuple[RuntimeSignal, str, str]] = []
-        for signal, dup in zip(signals, duplicate, strict=True):
+        decided: list[Decided] = []
+        for signal, dup in zip(signals, duplicates, strict=True):
             session_id = str(signal.session_id)
             if dup:
                 action, reason = "drop", f"duplicate dedupe_key {signal.dedupe_key!r}"
@@ -187,52 +231,74 @@ class AttentionConsumer:
                         await self.hooks.emit(
                             "signal_received", session_id=session_id, signal=signal
                         )
-                context = contexts[session_id]
-                view = SessionView(
-                    session_id=session_id,
-                    busy=context.busy,
-                    pending_signals=context.pending,
-                    active_risks=tuple(context.risks.values()),
-                )
+                view = views.get(session_id) or SessionView(session_id)
                 action, reason = self.policy.decide(signal, view)
                 await self._track_risk(signal, session_id)
-            # The signal is pending before the interrupt is requested: a run that takes the
-            # pending list then already holds the signal and ignores the request.
-            records.append(
-                SignalRecord(
-                    session_id,
-                    decision_record(signal, action, reason),
-                    pending_json=None
-                    if action == "drop"
-                    else pending_json(signal, action, trace_of.get(signal.id) or None),
-                    interrupt=(signal.id, reason) if action == "interrupt" else None,
-                    ready=action in ("queue", "interrupt"),
-                )
-            )
-            decided.append((signal, action, reason))
-        await self.state.record_signals(records)
-        wake = dict.fromkeys(r.session_id for r in records if r.ready)
+            decided.append(Decided(signal, action, reason, dup, trace_of.get(signal.id)))
+        await self.state.record_signals([item.record() for item in decided])
+        wake = dict.fromkeys(str(d.signal.session_id) for d in decided if d.wakes_a_worker)
         await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in wake))
-        for (signal, action, reason), dup in zip(decided, duplicate, strict=True):
-            metrics.signal_received(signal.source, signal.type)
-            metrics.DECISIONS.labels(action).inc()
-            if dup:
+        self._count(decided)
+        for item in decided:
+            await self._announce(item)
+        return [item.action for item in decided]
+
+    async def _duplicates(self, signals: list[RuntimeSignal]) -> list[bool]:
+        """Claim each dedupe key for its signal; True where another signal holds it."""
+        holders = iter(
+            await self.state.claim_many(
+                [(f"signal:{s.dedupe_key}", s.id, self.dedupe_ttl) for s in signals if s.dedupe_key]
+            )
+        )
+        duplicates = []
+        for signal in signals:
+            held = next(holders) if signal.dedupe_key else None
+            # A key held by this very signal means a redelivery after a crash: decide again.
+            duplicates.append(held is not None and held != signal.id)
+        return duplicates
+
+    async def _views(self, signals: list[RuntimeSignal]) -> dict[str, SessionView]:
+        """The sessions' state for the policy, read in one round trip, and only for a
+        policy that looks at it (the urgency map and rules on the signal alone do not):
+        then a batch costs Redis one script, not two."""
+        if not self.policy.reads_session:
+            return {}
+        contexts = await self.state.decision_contexts([str(s.session_id) for s in signals])
+        return {
+            session_id: SessionView(
+                session_id=session_id,
+                busy=context.busy,
+                pending_signals=context.pending,
+                active_risks=tuple(context.risks.values()),
+            )
+            for session_id, context in contexts.items()
+        }
+
+    @staticmethod
+    def _count(decided: list[Decided]) -> None:
+        for item in decided:
+            metrics.signal_received(item.signal.source, item.signal.type)
+            metrics.decided(item.action)
+            if item.duplicate:
                 metrics.DEDUPE_HITS.inc()
-            # This may run in the batch's task: name each signal's ids on its own records.
-            with log_context(signal_id=signal.id, session_id=signal.session_id, run_id=None):
-                logger.info(
-                    "signal %s (%s/%s, %s) for session %s: %s (%s)",
-                    signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
-                    action, reason,
+
+    async def _announce(self, item: Decided) -> None:
+        """Log the decision, record the feedback it carries, and tell the hooks."""
+        signal, action, reason = item.signal, item.action, item.reason
+        # This may run in the batch's task: name each signal's ids on its own records.
+        with log_context(signal_id=signal.id, session_id=signal.session_id, run_id=None):
+            logger.info(
+                "signal %s (%s/%s, %s) for session %s: %s (%s)",
+                signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
+                action, reason,
+            )  # fmt: skip
+            if not item.duplicate:
+                await self._record_feedback(signal)
+            if self.hooks.wants("signal_decided"):
+                await self.hooks.emit(
+                    "signal_decided", session_id=signal.session_id, signal=signal,
+                    action=action, reason=reason,
                 )  # fmt: skip
-                if not dup:
-                    await self._record_feedback(signal)
-                if self.hooks.wants("signal_decided"):
-                    await self.hooks.emit(
-                        "signal_decided", session_id=signal.session_id, signal=signal,
-                        action=action, reason=reason,
-                    )  # fmt: skip
-        return [action for _, action, _ in decided]
 
     async def _record_feedback(self, signal: RuntimeSignal) -> None:
         """A signal that carries feedback (a thumb on a reply) also becomes a feedback event;

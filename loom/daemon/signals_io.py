@@ -17,8 +17,6 @@ from loom.broker.base import (
 )
 from loom.signals import RuntimeSignal
 
-WIRE_VERSION_HEADER = "x-loom-signal-version"
-
 
 def signal_routing_key(signal: RuntimeSignal) -> str:
     """``source.type`` with dots made safe, so topic bindings can select on both."""
@@ -34,7 +32,8 @@ async def publish_signal(broker: Broker, signal: RuntimeSignal) -> None:
     with tracing.span("loom.signal.publish", kind="producer", attributes=attributes):
         message = Message(
             body=signal.model_dump_json().encode(),
-            headers=tracing.inject({WIRE_VERSION_HEADER: signal.version}),
+            # The body says its wire version ("version"); headers carry only the trace.
+            headers=tracing.inject({}),
             message_id=signal.id,
         )
         await broker.publish(SIGNALS_EXCHANGE, signal_routing_key(signal), message)
@@ -64,13 +63,10 @@ class PendingSignal:
     trace: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "action": self.action,
-            "signal": self.signal.model_dump(mode="json"),
-        }
-        if self.trace:
-            data["trace"] = self.trace
-        return json.dumps(data)
+        # Composed around pydantic's own JSON: this runs for every signal decided.
+        trace = f',"trace":{json.dumps(self.trace)}' if self.trace else ""
+        signal = self.signal.model_dump_json()
+        return f'{{"action":{json.dumps(self.action)},"signal":{signal}{trace}}}'
 
     @classmethod
     def from_json(cls, text: str) -> PendingSignal:

@@ -81,6 +81,11 @@ class AttentionRule(BaseModel):
             and (self.has_risks is None or bool(view.active_risks) == self.has_risks)
         )
 
+    @property
+    def reads_session(self) -> bool:
+        """True when matching needs the session's state (busy, risks)."""
+        return self.busy is not None or self.has_risks is not None
+
     def describe(self) -> str:
         if self.reason:
             return self.reason
@@ -129,6 +134,13 @@ class AttentionPolicy:
                 raise ValueError(f"unknown action {action!r} for urgency {urgency!r}")
         self._decide = decide
         self.rules = tuple(rules)
+
+    @property
+    def reads_session(self) -> bool:
+        """True when a decision may depend on the session's state: a rule on ``busy`` or
+        ``has_risks``, or a custom function. The daemon reads a session's state from Redis
+        only for a policy that looks at it."""
+        return self._decide is not None or any(rule.reads_session for rule in self.rules)
 
     @classmethod
     def default(cls) -> AttentionPolicy:

@@ -288,20 +288,22 @@ class RedisState(State):
     async def record_signals(self, records: Sequence[SignalRecord]) -> None:
         if not records:
             return
-        keys = [f"{self.prefix}:ready"]
-        args: list[str | int] = [self._keep_ms, self.max_pending, self.max_decisions]
-        for record in records:
-            session_id = record.session_id
-            keys += [self._key(session_id, part) for part in ("pending", "interrupts", "decisions")]
-            args += [
-                session_id,
+        batch = [
+            [
+                self._key(record.session_id, ""),
+                record.session_id,
                 record.pending_json or "",
                 json.dumps(list(record.interrupt)) if record.interrupt is not None else "",
-                "1" if record.ready else "0",
+                record.ready,
                 record.decision_json,
             ]
+            for record in records
+        ]
+        args = [self._keep_ms, self.max_pending, self.max_decisions]
         with self._guard():
-            await self._record_signals(keys=keys, args=args)
+            await self._record_signals(
+                keys=[f"{self.prefix}:ready"], args=[*args, json.dumps(batch, ensure_ascii=False)]
+            )
 
     async def claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[str | None]:
         if not claims:

@@ -84,10 +84,13 @@ end
 return out
 """
 
-# KEYS[1]: the ready set, then per record pending, interrupts, decisions. ARGV: keep (ms,
-# 0 = no expiry), the pending bound, the decisions bound, then per record session id,
-# pending JSON, interrupt JSON, "1" if ready, decision JSON ("" = none). Atomic, like the
-# transaction it replaces: a decision is never recorded without its effects.
+# KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
+# bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
+# interrupt JSON, ready, decision JSON] ("" = none). One argument for the whole batch, not
+# eight per signal: redis-py packs every argument in Python, and that packing was a third of
+# the attention role's Redis cost. The session keys are the stem plus the part's name
+# (session_key); a script may build its keys on one Redis, which is what Loom runs on.
+# Atomic, like the transaction it replaces: a decision is never recorded without its effects.
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])
@@ -97,17 +100,16 @@ local function push(key, value, bound)
   redis.call('LTRIM', key, -bound, -1)
   if keep > 0 then redis.call('PEXPIRE', key, keep) end
 end
-for r = 0, (#ARGV - 3) / 5 - 1 do
-  local a = 3 + r * 5
-  local k = 1 + r * 3
-  if ARGV[a + 2] ~= '' then push(KEYS[k + 1], ARGV[a + 2], max_pending) end
-  if ARGV[a + 3] ~= '' then push(KEYS[k + 2], ARGV[a + 3], max_pending) end
-  if ARGV[a + 4] == '1' then
+for _, r in ipairs(cjson.decode(ARGV[4])) do
+  local stem = r[1]
+  if r[3] ~= '' then push(stem .. 'pending', r[3], max_pending) end
+  if r[4] ~= '' then push(stem .. 'interrupts', r[4], max_pending) end
+  if r[5] then
     local t = redis.call('TIME')
     local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-    redis.call('ZADD', KEYS[1], 'NX', score, ARGV[a + 1])
+    redis.call('ZADD', KEYS[1], 'NX', score, r[2])
   end
-  push(KEYS[k + 3], ARGV[a + 5], max_decisions)
+  push(stem .. 'decisions', r[6], max_decisions)
 end
 """
 
