@@ -22,11 +22,13 @@ class Recording(AttentionConsumer):
         self.batches: list[list[str]] = []
         self.hold_first = asyncio.Event()
         self.hold_first.set()
+        self.deciding = asyncio.Event()
         self.lingering = asyncio.Event()
         self.lingered = 0
 
     async def decide_many(self, signals, *, traces=None):  # type: ignore[no-untyped-def]
         self.batches.append([s.summary for s in signals])
+        self.deciding.set()
         if len(self.batches) == 1:
             await self.hold_first.wait()
         return await super().decide_many(signals, traces=traces)
@@ -59,8 +61,7 @@ async def test_under_load_a_batch_waits_for_the_signals_still_coming(
     consumer.max_linger = 5.0
     consumer.hold_first.clear()
     first = asyncio.create_task(consumer._in_batch(low("first"), {}))
-    while not consumer.batches:  # the first batch is being decided (and held)
-        await asyncio.sleep(0)
+    await consumer.deciding.wait()  # the first batch is being decided (and held)
     backlog = [asyncio.create_task(consumer._in_batch(low(f"b{i}"), {})) for i in range(3)]
     await asyncio.sleep(0)
     consumer.hold_first.set()  # signals came in meanwhile: the role is under load
@@ -81,8 +82,7 @@ async def test_a_batch_stops_waiting_at_max_batch(monkeypatch: pytest.MonkeyPatc
     consumer.max_batch = 4
     consumer.hold_first.clear()
     first = asyncio.create_task(consumer._in_batch(low("first"), {}))
-    while not consumer.batches:
-        await asyncio.sleep(0)
+    await consumer.deciding.wait()
     waiting = [asyncio.create_task(consumer._in_batch(low(f"w{i}"), {})) for i in range(5)]
     await asyncio.sleep(0)
     consumer.hold_first.set()
