@@ -131,6 +131,7 @@ def _collect(value: Any, found: list[str]) -> None:
 
 # -- formatting ---------------------------------------------------------------------------
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_NOT_EXTRA = _STANDARD | set(CONTEXT_FIELDS)
 
 
 class _Formatter(logging.Formatter):
@@ -139,27 +140,28 @@ class _Formatter(logging.Formatter):
         self.redact = redact
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        """The record as ordered fields, every string already redacted."""
+        """The record as ordered fields, every string that could hold a secret redacted."""
         data: dict[str, Any] = {
+            # Written by Loom, never by a sender: nothing in them to redact.
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": self.redact(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                data[name] = value
-        for name, value in record.__dict__.items():  # extra={...} of the call
-            if name not in _STANDARD and name not in data and name not in CONTEXT_FIELDS:
-                data[name] = value
+                data[name] = self._clean(value)
+        for name in sorted(record.__dict__.keys() - _NOT_EXTRA):  # extra={...} of the call
+            if name not in data:
+                data[name] = self._clean(record.__dict__[name])
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = self.redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            data["exc"] = record.exc_text
+            data["exc"] = self.redact(record.exc_text)
         if record.stack_info:
-            data["stack"] = self.formatStack(record.stack_info)
-        return {key: self._clean(value) for key, value in data.items()}
+            data["stack"] = self.redact(self.formatStack(record.stack_info))
+        return data
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
