@@ -94,6 +94,11 @@ INTERRUPTS = Counter("loom_interrupts_total", "Runs interrupted by a signal.")
 LEASE_TAKEOVERS = Counter(
     "loom_lease_takeovers_total", "Sessions taken over with signals a dead run left in flight."
 )
+POISONED_SESSIONS = Counter(
+    "loom_sessions_given_up_total",
+    "Times a session's in-flight signals went to the dead letters after the worker failed "
+    "on them worker.max_attempts times in a row.",
+)
 REPLIES = Counter(
     "loom_replies_total",
     "Replies to signals' reply_to addresses, by adapter and outcome (sent, error, undeliverable).",

@@ -30,6 +30,7 @@ from loom.broker import (
     Message,
     broker_from_url,
 )
+from tests import polling
 from tests.services import require_rabbitmq
 
 LIMIT = 3  # delivery limit used by every broker here
@@ -91,12 +92,8 @@ async def broker(backend: Backend) -> Broker:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until true; RabbitMQ dead-letters and counts asynchronously."""
-    deadline = time.monotonic() + WAIT
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    """RabbitMQ dead-letters and counts asynchronously: wait up to WAIT seconds."""
+    await polling.eventually(check, what, timeout=WAIT)
 
 
 class Inbox:
@@ -322,6 +319,33 @@ async def test_explicit_dead_letter_keeps_reason_origin_and_message(broker: Brok
     # RabbitMQ applies a peek's requeues asynchronously: the depth may lag for a moment.
     await eventually(lambda: _depth_is(broker, DEAD_LETTER_QUEUE, 2), "the peeked letters")
     assert await broker.queue_depth(ATTENTION_QUEUE) == 0
+
+
+async def test_work_that_failed_after_its_delivery_can_be_dead_lettered(
+    broker: Broker,
+) -> None:
+    """A worker gives up on signals it took long after their deliveries were acked: they
+    go to the dead letters as if they died in the attention queue, and replay there."""
+    counted_before = _dead_letters_counted(ATTENTION_QUEUE)
+    message = Message(b'{"id": "sig-1"}', {"origin-note": "kept"}, message_id="sig-1")
+    await broker.dead_letter(message, ATTENTION_QUEUE, "run failed 5 times: boom")
+    [letter] = await broker.dead_letters()
+    assert letter.message.body == b'{"id": "sig-1"}'
+    assert letter.message.headers == {"origin-note": "kept"}
+    assert letter.message.message_id == "sig-1"
+    assert (letter.origin_queue, letter.reason) == (ATTENTION_QUEUE, "run failed 5 times: boom")
+    assert _dead_letters_counted(ATTENTION_QUEUE) - counted_before == 1
+    with pytest.raises(ValueError, match="unknown queue"):
+        await broker.dead_letter(message, "loom.nowhere", "x")
+    received: list[bytes] = []
+
+    async def take(delivery: Delivery) -> None:
+        received.append(delivery.body)
+        await delivery.ack()
+
+    await broker.consume(ATTENTION_QUEUE, take)
+    assert await broker.replay_dead_letters() == 1
+    await eventually(lambda: _true(received == [b'{"id": "sig-1"}']), "the replayed signal")
 
 
 async def test_replay_sends_dead_letters_back_to_their_queue(broker: Broker) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from loom.broker.base import ATTENTION_QUEUE, Delivery
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.state import MemoryState
+from tests.polling import eventually
 
 
 def utc(*args: int) -> datetime:
@@ -272,15 +273,6 @@ async def settle(daemon: Daemon) -> None:
 
 def clock_at(moment: datetime) -> Callable[[], datetime]:
     return lambda: moment
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 30.0) -> None:
-    """Poll ``check`` until it is truthy; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_a_missed_fire_is_fired_once_on_start_within_the_grace_time(

@@ -173,6 +173,12 @@ class Broker(ABC):
         """
 
     @abstractmethod
+    async def dead_letter(self, message: Message, origin_queue: str, reason: str) -> None:
+        """Put ``message`` in the dead-letter queue (confirmed) as if it had died in
+        ``origin_queue`` (where ``replay_dead_letters`` sends it back) because of
+        ``reason``. For work that failed after its delivery was settled."""
+
+    @abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Peek at dead letters, oldest first, without removing them."""
 

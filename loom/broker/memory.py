@@ -269,6 +269,11 @@ class MemoryBroker(Broker):
         if consumer is not None:
             await consumer.stop(timeout)
 
+    async def dead_letter(self, message: Message, origin_queue: str, reason: str) -> None:
+        self._check_open()
+        self._queue(origin_queue)
+        self._dead_letter(_Envelope(message), origin_queue, reason)
+
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         ready = list(self._queues[DEAD_LETTER_QUEUE].ready)[: max(limit, 0)]
         return [_to_dead_letter(envelope) for envelope in ready]

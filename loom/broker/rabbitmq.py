@@ -41,6 +41,7 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
+from loom import metrics
 from loom.broker.base import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -272,6 +273,11 @@ class RabbitMQBroker(Broker):
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             **properties,
         )
+
+    async def dead_letter(self, message: Message, origin_queue: str, reason: str) -> None:
+        self._check_queue(origin_queue)
+        await self._publish_dead_letter(message, origin_queue, reason)
+        metrics.DEAD_LETTERS.labels(origin_queue).inc()
 
     async def _publish_dead_letter(
         self, message: Message, queue: str, reason: str, replay_marker: object = None

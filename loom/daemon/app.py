@@ -137,6 +137,7 @@ class Daemon:
             lease_ttl=worker.lease_ttl,
             sweep_interval=worker.sweep_interval,
             prefetch=worker.prefetch,
+            max_attempts=worker.max_attempts,
         )
         self.replies = ReplyDispatcher(
             self.broker,

@@ -72,6 +72,10 @@ class WorkerSettings(BaseModel):
     sweep_interval: float = Field(default=2.0, gt=0)
     """How often a worker looks for sessions with work and no live lease."""
     prefetch: int = Field(default=32, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    """Times in a row a worker may fail on a session's signals before its run can start
+    (not a failed run: that is an answer) before they go to the dead-letter queue, so the
+    session takes new signals again. Redis and RabbitMQ outages do not count."""
 
 
 class LogSettings(BaseModel):

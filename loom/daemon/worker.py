@@ -19,6 +19,7 @@ from typing import Any
 from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
+from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
 from loom.daemon.signals_io import PendingSignal, parse_work, publish_work
 from loom.runtime.config import RunContext, SessionConfig
@@ -88,10 +89,12 @@ class SessionWorker:
         prefetch: int = 32,
         interrupt_poll: float = 0.1,
         owner: str | None = None,
+        max_attempts: int = 5,
     ) -> None:
         self.agent = agent
         self.broker = broker
         self.state = state
+        self.poison = PoisonGuard(broker, state, max_attempts=max_attempts)
         self.owner = owner or replica_id()
         self.lease_ttl = lease_ttl
         self.sweep_interval = sweep_interval
@@ -209,6 +212,7 @@ class SessionWorker:
             # Signals a run that died (or was handed back) left in flight: their wait was
             # recorded when that run took them.
             left = set(await self.state.in_flight(session_id))
+            recovering = bool(left)
             if left:
                 metrics.LEASE_TAKEOVERS.inc()
             while not self._stopping:
@@ -230,6 +234,9 @@ class SessionWorker:
                 for reply in replies_for(result, signals):
                     await publish_reply(self.broker, reply)
                 await self.state.finish_in_flight(session_id)
+                if recovering:  # signals an earlier attempt left went through this time
+                    recovering = False
+                    await self.poison.recovered(session_id)
             await self.state.clear_ready(session_id)
             released = await self.state.release_lease(lease)
             # A signal recorded after the last take and before the release found the lease
@@ -247,9 +254,10 @@ class SessionWorker:
             )
             handed_back = True
             await self._mark_ready(session_id)
-        except Exception:
+        except Exception as problem:
             logger.exception("session %s: worker failed; signals stay in flight", session_id)
             failed = True
+            await self._count_failure(lease, problem)
             await self._mark_ready(session_id)
         finally:
             renewer.cancel()
@@ -268,6 +276,13 @@ class SessionWorker:
             retry = asyncio.create_task(self.try_run(session_id))
             self._retries.add(retry)
             retry.add_done_callback(self._retries.discard)
+
+    async def _count_failure(self, lease: Lease, problem: Exception) -> None:
+        """Count the failure; at the limit the signals in flight go to the dead letters."""
+        try:
+            await self.poison.failed(lease, problem)
+        except Exception as counting:  # the signals stay in flight: nothing is lost
+            logger.warning("session %s: failure not counted: %s", lease.session_id, counting)
 
     async def _mark_ready(self, session_id: str) -> None:
         """Mark a handed-back session ready (before its lease goes), best effort: a work

@@ -14,9 +14,7 @@ import json
 import os
 import secrets
 import signal
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,22 +25,9 @@ from loom.broker.base import SIGNALS_EXCHANGE, Message
 from loom.daemon.signals_io import publish_signal
 from loom.state.sessions import RunRecord
 from tests.integration.conftest import Cluster
+from tests.polling import eventually
 
 SLOW = "SLOWTASK"  # the word that makes the test model's first turn slow (see app.py)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 60.0, what: str = "condition"
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def send(c: Cluster, summary: str, session: str, **fields: Any) -> RuntimeSignal:
