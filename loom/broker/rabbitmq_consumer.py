@@ -95,19 +95,17 @@ class RabbitConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_message(self, incoming: AbstractIncomingMessage) -> None:
-        """Handle one delivery. aio-pika already runs this in a task of its own per
-        delivery, so the handler runs here; the task is kept to be waited for at stop."""
         if self._stopping:  # arrived between basic.cancel and cancel-ok
             with suppress(Exception):
                 await incoming.nack(requeue=True)
             return
-        task = asyncio.current_task()
-        assert task is not None  # aio-pika calls consumers in tasks
+        # A task of Loom's own, not aio-pika's: aiormq throws into its consumer tasks when
+        # the channel closes, and a handler half way through (a reply being posted, a lease
+        # being taken) must finish and record what it did; only its ack then fails, and the
+        # redelivery finds the work done.
+        task = asyncio.create_task(self._handle(incoming), name=f"loom-delivery:{self._queue}")
         self._tasks.add(task)
-        try:
-            await self._handle(incoming)
-        finally:
-            self._tasks.discard(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, incoming: AbstractIncomingMessage) -> None:
         delivery = RabbitDelivery(self._broker, incoming, self._queue)
