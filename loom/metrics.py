@@ -147,25 +147,25 @@ _INSTRUMENTED = "_loom_metrics"
 
 def signal_received(source: str, type_: str) -> None:
     """Count a signal the attention role received, its source and type bounded."""
-    labels = (_SOURCES(source), _TYPES(type_))
-    child = _received.get(labels)
-    if child is None:  # at most MAX_LABEL_VALUES + 1 squared children, as the labels are
-        child = _received[labels] = SIGNALS_RECEIVED.labels(*labels)
-    child.inc()
+    _child(SIGNALS_RECEIVED, _SOURCES(source), _TYPES(type_)).inc()
 
 
 def decided(action: str) -> None:
     """Count an attention decision."""
-    child = _decisions.get(action)
+    _child(DECISIONS, action).inc()
+
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: ``labels()`` costs a lock and a few conversions,
+    and the attention role counts twice per signal. Bounded as the label values are."""
+    key = (metric, *labels)
+    child = _children.get(key)
     if child is None:
-        child = _decisions[action] = DECISIONS.labels(action)
-    child.inc()
-
-
-# The labelled children, kept: ``labels()`` costs a lock and a few conversions, and the
-# attention role counts twice per signal.
-_received: dict[tuple[str, str], Any] = {}
-_decisions: dict[str, Any] = {}
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def instrument(agent: Agent) -> None:

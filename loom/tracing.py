@@ -119,8 +119,8 @@ def span(
 
 
 def _ambient() -> bool:
-    """False when the current context is empty, so it holds no trace or baggage to pass
-    on; cheaper than asking for either, and true of every message while tracing is off."""
+    """True unless the current context is empty (then it holds no trace or baggage to pass
+    on); cheaper than asking for either. Empty for every message while tracing is off."""
     return bool(otel_context.get_current())
 
 
@@ -157,18 +157,12 @@ def _recording_span(
         yield current
 
 
-@contextmanager
-def continued(headers: Mapping[str, Any]) -> Iterator[None]:
+def continued(headers: Mapping[str, Any]) -> AbstractContextManager[SpanLike | None]:
     """Make the caller's trace (from its ``traceparent`` header) current for the block."""
     carrier = text_carrier(headers)
     if not _AVAILABLE or not carrier:
-        yield
-        return
-    token = otel_context.attach(propagate.extract(carrier))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+        return nullcontext()
+    return _attached(propagate.extract(carrier))
 
 
 def inject(headers: dict[str, Any]) -> dict[str, Any]:
