@@ -48,8 +48,8 @@ from loom import Agent, Model
 from loom.broker.rabbitmq import RabbitMQBroker
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.signals import RuntimeSignal
+from loom.wire import publish_signal
 
 RABBITMQ_URL = os.environ.get("LOOM_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("LOOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")

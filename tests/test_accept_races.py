@@ -18,9 +18,9 @@ from loom.broker.base import SIGNALS_EXCHANGE, BrokerUnavailable, Message
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.state import MemoryState
 from loom.state.base import StateUnavailable
+from loom.wire import publish_signal
 from tests.test_daemon_memory import drain
 from tests.test_gateway_signals import published
 

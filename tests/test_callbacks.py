@@ -20,7 +20,7 @@ from loom.adapters.callback import CallbackError, public
 from loom.adapters.signing import SignatureError, sign, verify
 from loom.broker.base import DEFAULT_DELIVERY_LIMIT, REPLIES_QUEUE
 from loom.daemon.app import Daemon
-from loom.daemon.signals_io import publish_signal
+from loom.wire import publish_signal
 from tests.fakes.callback_server import CallbackServer
 from tests.test_daemon_memory import drain, settings
 

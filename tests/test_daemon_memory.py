@@ -10,8 +10,8 @@ import pytest
 from loom import Agent, Model, ModelResponse, RuntimeSignal
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.providers.base import ModelRequest
+from loom.wire import publish_signal
 
 
 def settings(**overrides: object) -> Settings:

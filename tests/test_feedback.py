@@ -20,9 +20,9 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.policies import ExplicitFeedback, FeedbackEvent, FeedbackPolicy
 from loom.providers.base import ModelRequest
+from loom.wire import publish_signal
 from tests.services import delete_redis_keys, require_redis
 from tests.test_daemon_memory import drain
 from tests.test_metrics import delta, scrape

@@ -17,7 +17,6 @@ import pytest
 from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.logs import (
     CHATTY_LOGGERS,
     Redactor,
@@ -27,6 +26,7 @@ from loom.logs import (
     settings_secrets,
 )
 from loom.providers.base import ModelRequest
+from loom.wire import publish_signal
 from tests.test_daemon_memory import drain
 
 API_TOKEN = "tok-3f9a-api-secret"

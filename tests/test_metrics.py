@@ -12,9 +12,9 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.providers.base import ModelRequest
 from loom.runtime.messages import Usage
+from loom.wire import publish_signal
 from tests.test_daemon_memory import drain
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -21,9 +21,9 @@ from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
 from loom.daemon.replies import ReplyDispatcher, publish_reply
 from loom.daemon.settings import ReplySettings
-from loom.daemon.signals_io import publish_signal
 from loom.state.base import StateUnavailable
 from loom.state.memory_state import MemoryState
+from loom.wire import publish_signal
 from tests.test_daemon_memory import drain, settings
 
 

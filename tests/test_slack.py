@@ -29,11 +29,11 @@ from loom.adapters.slack import PERMANENT_ERRORS, SlackError, reply_text
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.providers.base import ModelRequest
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable
 from loom.state.memory_state import MemoryState
+from loom.wire import publish_signal
 from tests.fakes.slack_api import FakeSlackAPI, api_error, rate_limited
 from tests.test_daemon_memory import drain, settings
 from tests.test_gateway_signals import published

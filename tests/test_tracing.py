@@ -23,8 +23,8 @@ from loom.broker.rabbitmq import RabbitMQBroker
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import PendingSignal, publish_signal
 from loom.providers.base import ModelRequest
+from loom.wire import PendingSignal, publish_signal
 from tests.test_daemon_memory import drain
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -12,10 +12,10 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal
 from loom.broker.base import WORK_QUEUE
 from loom.broker.memory import MemoryBroker
 from loom.daemon.attention import pending_json
-from loom.daemon.signals_io import parse_work, publish_work
 from loom.daemon.worker import SessionWorker
 from loom.providers.base import ModelRequest
 from loom.state.memory_state import MemoryState
+from loom.wire import parse_work, publish_work
 
 NO_SWEEP = 3600.0  # the sweep never runs in these tests: only a notice can wake a worker
 

@@ -11,8 +11,8 @@ from loom.broker.base import ATTENTION_QUEUE
 from loom.daemon.app import Daemon
 from loom.daemon.poison import PoisonGuard, failures_key
 from loom.daemon.settings import Settings
-from loom.daemon.signals_io import publish_signal
 from loom.state.base import StateUnavailable
+from loom.wire import publish_signal
 from tests.polling import eventually
 
 ATTEMPTS = 3

@@ -8,7 +8,7 @@ An adapter may do any of three things, each in the role that owns it:
   signal's ``reply_to`` address (a Slack thread, a callback URL), in the worker role.
 
 Adapters publish through ``loom.daemon.http.accept`` (HTTP, with dedupe and 503 on broker
-failure) or ``loom.daemon.signals_io.publish_signal`` (confirmed publish), never around them.
+failure) or ``loom.wire.publish_signal`` (confirmed publish), never around them.
 """
 
 from __future__ import annotations

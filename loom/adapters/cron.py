@@ -31,9 +31,9 @@ from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped
 from loom.adapters.base import Adapter
 from loom.adapters.cron_schedule import CronSchedule, due_fires
 from loom.broker.base import BrokerUnavailable
-from loom.daemon.signals_io import publish_signal
 from loom.signals import RuntimeSignal, Urgency
 from loom.state.base import State, StateUnavailable, replica_id
+from loom.wire import publish_signal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon

@@ -25,9 +25,9 @@ from loom.adapters.base import Adapter
 from loom.adapters.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from loom.adapters.stuck import stuck_sessions
 from loom.broker.base import ATTENTION_QUEUE, WORK_QUEUE, BrokerUnavailable
-from loom.daemon.signals_io import publish_signal
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable, replica_id
+from loom.wire import publish_signal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from loom import metrics, tracing
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
-from loom.daemon.signals_io import PendingSignal, decision_record, publish_work
 from loom.errors import validation_details
 from loom.logs import log_context
 from loom.policies.attention import AttentionPolicy, SessionView
@@ -25,6 +24,7 @@ from loom.policies.feedback import FeedbackPolicy
 from loom.runtime.hooks import HookManager
 from loom.signals import RuntimeSignal
 from loom.state.base import SignalRecord, State, StateUnavailable
+from loom.wire import PendingSignal, decision_record, publish_work
 
 logger = logging.getLogger("loom.attention")
 

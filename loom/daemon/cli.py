@@ -155,7 +155,7 @@ async def _send(args: argparse.Namespace) -> int:
         return await _post_to_running(settings, signal)
     from loom.broker import broker_from_url
     from loom.broker.base import BrokerUnavailable
-    from loom.daemon.signals_io import publish_signal
+    from loom.wire import publish_signal
 
     broker = broker_from_url(settings.broker_url, namespace=settings.namespace)
     try:

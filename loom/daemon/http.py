@@ -31,8 +31,8 @@ from loom.daemon.attention import describe_validation_error
 from loom.daemon.http_metrics import HTTPMetrics
 from loom.daemon.intake import accept, error, inbound_body, read_body
 from loom.daemon.openapi import build_openapi
-from loom.daemon.signals_io import PendingSignal
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
+from loom.wire import PendingSignal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon

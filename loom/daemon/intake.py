@@ -34,8 +34,8 @@ from starlette.responses import JSONResponse, Response
 
 from loom import tracing
 from loom.broker.base import BrokerUnavailable
-from loom.daemon.signals_io import publish_signal
 from loom.state.base import StateUnavailable
+from loom.wire import publish_signal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon

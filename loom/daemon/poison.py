@@ -17,9 +17,9 @@ import secrets
 from loom import metrics
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Message
 from loom.daemon.replies import publish_reply, replies_for
-from loom.daemon.signals_io import PendingSignal
 from loom.runtime.run import RunResult, RunStatus
 from loom.state.base import Lease, State, StateUnavailable
+from loom.wire import PendingSignal
 
 logger = logging.getLogger("loom.worker")
 

@@ -42,9 +42,9 @@ from loom.broker.base import (
     Message,
 )
 from loom.daemon.settings import ReplySettings
-from loom.daemon.signals_io import PendingSignal
 from loom.runtime.run import RunResult
 from loom.state.base import State, StateUnavailable, replica_id
+from loom.wire import PendingSignal
 
 logger = logging.getLogger("loom.replies")
 

@@ -21,12 +21,12 @@ from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
-from loom.daemon.signals_io import PendingSignal, parse_work, publish_work
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
 from loom.state.base import Lease, StaleFencingToken, State, replica_id
 from loom.state.sessions import SessionSnapshot, SessionStore
+from loom.wire import PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
 

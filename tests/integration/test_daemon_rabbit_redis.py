@@ -22,8 +22,8 @@ import pytest
 
 from loom import RuntimeSignal
 from loom.broker.base import SIGNALS_EXCHANGE, Message
-from loom.daemon.signals_io import publish_signal
 from loom.state.sessions import RunRecord
+from loom.wire import publish_signal
 from tests.integration.conftest import Cluster
 from tests.polling import eventually
 

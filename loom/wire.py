@@ -1,0 +1,96 @@
+"""The broker wire: how signals, work notices and pending records are encoded on the broker.
+
+Every role uses this one encoding (`loom.daemon.signals_io` is its deprecated old path)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loom import tracing
+from loom.broker.base import (
+    SIGNALS_EXCHANGE,
+    WORK_EXCHANGE,
+    WORK_ROUTING_KEY,
+    Broker,
+    Message,
+)
+from loom.signals import RuntimeSignal
+
+
+def signal_routing_key(signal: RuntimeSignal) -> str:
+    """``source.type`` with dots made safe, so topic bindings can select on both."""
+    return f"{signal.source.replace('.', '_')}.{signal.type.replace('.', '_')}"
+
+
+async def publish_signal(broker: Broker, signal: RuntimeSignal) -> None:
+    """Publish a signal; returns once the broker confirmed it (else BrokerUnavailable).
+
+    The headers carry the trace context (``traceparent``) when tracing is on."""
+    attributes = {"loom.signal_id": signal.id, "loom.source": signal.source,
+                  "loom.type": signal.type, "loom.session_id": signal.session_id}  # fmt: skip
+    with tracing.span("loom.signal.publish", kind="producer", attributes=attributes):
+        message = Message(
+            body=signal.model_dump_json().encode(),
+            # The body says its wire version ("version"); headers carry only the trace.
+            headers=tracing.inject({}),
+            message_id=signal.id,
+        )
+        await broker.publish(SIGNALS_EXCHANGE, signal_routing_key(signal), message)
+
+
+async def publish_work(broker: Broker, session_id: str) -> None:
+    """Tell the workers that ``session_id`` has work."""
+    body = json.dumps({"session_id": session_id}).encode()
+    await broker.publish(WORK_EXCHANGE, WORK_ROUTING_KEY, Message(body=body))
+
+
+def parse_work(body: bytes) -> str:
+    data = json.loads(body)
+    session_id = data.get("session_id") if isinstance(data, dict) else None
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("a work notice needs a session_id string")
+    return session_id
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignal:
+    """A signal waiting in a session's working state, with what attention decided for it,
+    and the trace context of that decision (so the run that handles it joins the trace)."""
+
+    signal: RuntimeSignal
+    action: str
+    trace: dict[str, str] | None = None
+
+    def to_json(self) -> str:
+        # Composed around pydantic's own JSON: this runs for every signal decided.
+        trace = f',"trace":{json.dumps(self.trace)}' if self.trace else ""
+        signal = self.signal.model_dump_json()
+        return f'{{"action":{json.dumps(self.action)},"signal":{signal}{trace}}}'
+
+    @classmethod
+    def from_json(cls, text: str) -> PendingSignal:
+        data: dict[str, Any] = json.loads(text)
+        trace = data.get("trace")
+        return cls(
+            RuntimeSignal.model_validate(data["signal"]),
+            str(data["action"]),
+            tracing.text_carrier(trace) if isinstance(trace, dict) else None,
+        )
+
+
+def decision_record(signal: RuntimeSignal, action: str, reason: str) -> str:
+    return json.dumps(
+        {
+            "signal_id": signal.id,
+            "source": signal.source,
+            "type": signal.type,
+            "urgency": signal.urgency,
+            "summary": signal.summary[:500],
+            "action": action,
+            "reason": reason,
+            "decided_at": datetime.now(UTC).isoformat(),
+        }
+    )
