@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loom.runtime.messages import Message
+from loom.core.messages import Message
 from loom.state import FileSessionStore, InMemorySessionStore, RunRecord, SessionStore
 
 N = 2000

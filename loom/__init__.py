@@ -7,6 +7,7 @@ stays light: brokers, state backends and vendor SDKs are imported only where use
 from loom._version import __version__
 from loom.agent import Agent
 from loom.capabilities import Capability
+from loom.core.messages import Message, ToolCall, Usage
 from loom.errors import (
     AuthenticationError,
     LoomError,
@@ -16,12 +17,12 @@ from loom.errors import (
 )
 from loom.generation import Generation
 from loom.model import Model
-from loom.policies.attention import AttentionPolicy, SignalDecision
+from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
+from loom.runtime.decisions import SignalDecision
 from loom.runtime.events import RunEvent
-from loom.runtime.messages import Message, ToolCall, Usage
 from loom.runtime.run import Artifact, Run, RunResult, RunStatus
 from loom.runtime.session import Session
 from loom.signals import RuntimeSignal, SignalAdapter

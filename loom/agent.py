@@ -9,19 +9,20 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from loom.capabilities import Capability
+from loom.core.hooks import Handler, HookManager
+from loom.core.session_store import SessionStore
 from loom.generation import Generation
 from loom.model import Model
-from loom.policies.attention import AttentionPolicy, SignalDecision
+from loom.policies.attention import AttentionPolicy
 from loom.providers.base import ModelProvider
 from loom.runtime.config import RunContext, Runtime, SessionConfig
+from loom.runtime.decisions import SignalDecision
 from loom.runtime.events import RunEvent
-from loom.runtime.hooks import Handler, HookManager
 from loom.runtime.loop import AgentLoop
 from loom.runtime.run import RunResult
 from loom.runtime.session import Session, Task
 from loom.signals import RuntimeSignal, SignalAdapter
 from loom.state.memory import InMemorySessionStore
-from loom.state.sessions import SessionStore
 from loom.tools import Tool, ToolRegistry
 
 logger = logging.getLogger("loom.agent")

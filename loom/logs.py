@@ -19,13 +19,29 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-if TYPE_CHECKING:
-    from loom.daemon.settings import Settings
-
 Format = Literal["json", "logfmt", "auto"]
+
+
+class LogSection(Protocol):
+    """The settings' ``log`` section (``LOOM_LOG__LEVEL``, ``LOOM_LOG__FORMAT``)."""
+
+    @property
+    def level(self) -> str: ...
+
+    @property
+    def format(self) -> Format: ...
+
+
+class LoggedSettings(Protocol):
+    """What ``configure`` reads of the daemon's settings: typed here, not imported, so the
+    logs stay below every layer that logs."""
+
+    @property
+    def log(self) -> LogSection: ...
+
 
 CONTEXT_FIELDS = ("signal_id", "session_id", "run_id")
 _vars: dict[str, ContextVar[str | None]] = {
@@ -94,7 +110,7 @@ class Redactor:
         return text if self._pattern is None else self._pattern.sub(MASK, text)
 
 
-def settings_secrets(settings: Settings | None) -> list[str]:
+def settings_secrets(settings: object | None) -> list[str]:
     """Every secret a process knows: the settings' SecretStr values, the passwords in their
     URLs, and secret-looking environment variables (provider API keys and the like)."""
     found: list[str] = []
@@ -207,7 +223,7 @@ _HANDLER_MARK = "_loom_handler"
 
 
 def configure(
-    settings: Settings | None = None,
+    settings: LoggedSettings | None = None,
     *,
     level: str | int | None = None,
     fmt: Format | None = None,

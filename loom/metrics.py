@@ -17,12 +17,12 @@ sum over pods. Gauges are this process's figures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Container
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from loom.agent import Agent
+from loom.core.hooks import HookSource
 
 MAX_LABEL_VALUES = 100
 """Distinct values a sender-chosen label (a signal's source, its type) keeps as they are."""
@@ -168,7 +168,14 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
-def instrument(agent: Agent) -> None:
+class Instrumented(HookSource, Protocol):
+    """An agent as metrics sees it: hooks, and the names of its own tools."""
+
+    @property
+    def tools(self) -> Container[str]: ...
+
+
+def instrument(agent: Instrumented) -> None:
     """Record the agent's runs, model calls, tokens, cost and tool calls (idempotent)."""
     if getattr(agent, _INSTRUMENTED, False):
         return

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from loom._version import __version__
+from loom.core.hooks import HookSource
 
 try:
     from opentelemetry import context as otel_context
@@ -29,9 +30,6 @@ try:
     _AVAILABLE = True
 except ImportError:  # the otel extra is not installed: tracing is off
     _AVAILABLE = False
-
-if TYPE_CHECKING:
-    from loom.agent import Agent
 
 Kind = Literal["internal", "server", "client", "producer", "consumer"]
 Carrier = Mapping[str, str]
@@ -188,7 +186,7 @@ class _RunSpans:
 _INSTRUMENTED = "_loom_tracing"
 
 
-def instrument(agent: Agent) -> None:
+def instrument(agent: HookSource) -> None:
     """Trace the agent's runs, model calls and tool calls (idempotent; no-op without
     OpenTelemetry)."""
     if not _AVAILABLE or getattr(agent, _INSTRUMENTED, False):

@@ -17,6 +17,7 @@ from loom.broker.base import (
     Broker,
     Message,
 )
+from loom.core.attention import Action
 from loom.signals import RuntimeSignal
 
 
@@ -61,7 +62,7 @@ class PendingSignal:
     and the trace context of that decision (so the run that handles it joins the trace)."""
 
     signal: RuntimeSignal
-    action: str
+    action: Action
     trace: dict[str, str] | None = None
 
     def to_json(self) -> str:
@@ -76,7 +77,7 @@ class PendingSignal:
         trace = data.get("trace")
         return cls(
             RuntimeSignal.model_validate(data["signal"]),
-            str(data["action"]),
+            Action.parse(data["action"]),
             tracing.text_carrier(trace) if isinstance(trace, dict) else None,
         )
 

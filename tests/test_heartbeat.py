@@ -23,10 +23,10 @@ from loom.adapters import Heartbeat, HttpProbe, TcpProbe
 from loom.adapters.registry import adapters_from_settings
 from loom.adapters.stuck import stuck_sessions
 from loom.broker.base import ATTENTION_QUEUE, Delivery
+from loom.core.session_store import RunRecord
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.state import MemoryState
-from loom.state.sessions import RunRecord
 
 # -- loopback services ------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
+from loom.core.messages import Usage
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.providers.base import ModelRequest
-from loom.runtime.messages import Usage
 from loom.wire import publish_signal
 from tests.test_daemon_memory import drain
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from loom.runtime.messages import Message, ToolCall
+from loom.core.messages import Message, ToolCall
+from loom.core.session_store import history_start
 from loom.state import (
     FileSessionStore,
     InMemorySessionStore,
@@ -23,7 +24,6 @@ from loom.state import (
     trim_history,
 )
 from loom.state.redis_sessions import RedisSessionStore
-from loom.state.sessions import history_start
 from tests.services import delete_redis_keys, require_redis
 
 START = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

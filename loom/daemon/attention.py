@@ -11,63 +11,29 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from loom import metrics, tracing
 from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
+from loom.core.attention import Action, Decider
+from loom.core.hooks import HookManager
+from loom.daemon.ledger import StateLedger, pending_json
 from loom.errors import validation_details
 from loom.logs import log_context
-from loom.policies.attention import AttentionPolicy, SessionView
 from loom.policies.feedback import FeedbackPolicy
-from loom.runtime.hooks import HookManager
+from loom.runtime.decisions import SignalDecision, decide_signals
 from loom.signals import RuntimeSignal
-from loom.state.base import SignalRecord, State, StateUnavailable
-from loom.wire import PendingSignal, decision_record, publish_work
+from loom.state.base import State, StateUnavailable
 
 logger = logging.getLogger("loom.attention")
 
-RISK_URGENCIES = frozenset({"high", "critical"})
 LINGER_STEP = 0.001
 """The event loop's timer resolution on Linux (epoll waits in whole milliseconds)."""
 
 
-def pending_json(signal: RuntimeSignal, action: str, trace: dict[str, str] | None = None) -> str:
-    return PendingSignal(signal, action, trace).to_json()
-
-
 def describe_validation_error(error: ValidationError) -> str:
     return f"invalid signal: {validation_details(error)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """One signal of a batch with what attention decided for it."""
-
-    signal: RuntimeSignal
-    action: str
-    reason: str
-    duplicate: bool
-    trace: dict[str, str] | None
-
-    @property
-    def wakes_a_worker(self) -> bool:
-        return self.action in ("queue", "interrupt")
-
-    def record(self) -> SignalRecord:
-        # The signal is pending before the interrupt is requested: a run that takes the
-        # pending list then already holds the signal and ignores the request.
-        action = self.action
-        return SignalRecord(
-            str(self.signal.session_id),
-            decision_record(self.signal, action, self.reason),
-            pending_json=None
-            if action == "drop"
-            else pending_json(self.signal, action, self.trace),
-            interrupt=(self.signal.id, self.reason) if action == "interrupt" else None,
-            ready=self.wakes_a_worker,
-        )
 
 
 class AttentionConsumer:
@@ -77,7 +43,7 @@ class AttentionConsumer:
         self,
         broker: Broker,
         state: State,
-        policy: AttentionPolicy,
+        policy: Decider,
         *,
         hooks: HookManager | None = None,
         dedupe_ttl: float = 86_400.0,
@@ -93,7 +59,7 @@ class AttentionConsumer:
         self.feedback = feedback
         """Records the explicit feedback some signals carry (Slack thumbs on a reply)."""
         self._tag: str | None = None
-        self._batch: list[tuple[RuntimeSignal, dict[str, str], asyncio.Future[str]]] = []
+        self._batch: list[tuple[RuntimeSignal, dict[str, str], asyncio.Future[Action]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 256
         self.max_linger = 0.005
@@ -148,13 +114,13 @@ class AttentionConsumer:
             span.set_attribute("loom.decision", action)
         await delivery.ack()
 
-    async def _in_batch(self, signal: RuntimeSignal, trace: dict[str, str]) -> str:
+    async def _in_batch(self, signal: RuntimeSignal, trace: dict[str, str]) -> Action:
         """Decide together with the other signals delivered in the same loop turn.
 
         Deliveries arrive concurrently (up to the prefetch); deciding them as one batch
         reads every session in one round trip and writes every decision in one transaction.
         """
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Action] = asyncio.get_running_loop().create_future()
         self._batch.append((signal, trace, done))
         if self._flusher is None or self._flusher.done():
             # A context of its own: the batch decides for several deliveries, so it must not
@@ -201,104 +167,52 @@ class AttentionConsumer:
                 return
             size = len(self._batch)
 
-    async def decide(self, signal: RuntimeSignal) -> str:
+    async def decide(self, signal: RuntimeSignal) -> Action:
         """Decide on one signal and apply the decision; returns the action."""
         return (await self.decide_many([signal]))[0]
 
     async def decide_many(
         self, signals: list[RuntimeSignal], *, traces: Sequence[dict[str, str]] | None = None
-    ) -> list[str]:
+    ) -> list[Action]:
         """Dedupe, decide and apply a batch of signals; returns each signal's action.
 
         ``traces`` are the signals' trace contexts, kept with the pending signals."""
-        trace_of = dict(zip((s.id for s in signals), traces or (), strict=False))
+        ledger = StateLedger(
+            self.state,
+            self.broker,
+            dedupe_ttl=self.dedupe_ttl,
+            traces=dict(zip((s.id for s in signals), traces or (), strict=False)),
+        )
         signals = [
             s if s.session_id else s.model_copy(update={"session_id": self.default_session})
             for s in signals
         ]
-        duplicates = await self._duplicates(signals)
-        views = await self._views(
-            [s for s, dup in zip(signals, duplicates, strict=True) if not dup]
-        )
-        decided: list[Decided] = []
-        for signal, dup in zip(signals, duplicates, strict=True):
-            session_id = str(signal.session_id)
-            if dup:
-                action, reason = "drop", f"duplicate dedupe_key {signal.dedupe_key!r}"
-            else:
-                if self.hooks.wants("signal_received"):
-                    with log_context(signal_id=signal.id, session_id=session_id, run_id=None):
-                        await self.hooks.emit(
-                            "signal_received", session_id=session_id, signal=signal
-                        )
-                view = views.get(session_id) or SessionView(session_id)
-                action, reason = self.policy.decide(signal, view)
-                await self._track_risk(signal, session_id)
-            decided.append(Decided(signal, action, reason, dup, trace_of.get(signal.id)))
-        await self.state.record_signals([item.record() for item in decided])
-        wake = dict.fromkeys(str(d.signal.session_id) for d in decided if d.wakes_a_worker)
-        await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in wake))
-        self._count(decided)
-        for item in decided:
-            await self._announce(item)
-        return [item.action for item in decided]
-
-    async def _duplicates(self, signals: list[RuntimeSignal]) -> list[bool]:
-        """Claim each dedupe key for its signal; True where another signal holds it."""
-        holders = iter(
-            await self.state.claim_many(
-                [(f"signal:{s.dedupe_key}", s.id, self.dedupe_ttl) for s in signals if s.dedupe_key]
-            )
-        )
-        duplicates = []
-        for signal in signals:
-            held = next(holders) if signal.dedupe_key else None
-            # A key held by this very signal means a redelivery after a crash: decide again.
-            duplicates.append(held is not None and held != signal.id)
-        return duplicates
-
-    async def _views(self, signals: list[RuntimeSignal]) -> dict[str, SessionView]:
-        """The sessions' state for the policy, read in one round trip, and only for a
-        policy that looks at it (the urgency map and rules on the signal alone do not):
-        then a batch costs Redis one script, not two."""
-        if not self.policy.reads_session:
-            return {}
-        contexts = await self.state.decision_contexts([str(s.session_id) for s in signals])
-        return {
-            session_id: SessionView(
-                session_id=session_id,
-                busy=context.busy,
-                pending_signals=context.pending,
-                active_risks=tuple(context.risks.values()),
-            )
-            for session_id, context in contexts.items()
-        }
+        decisions = await decide_signals(signals, self.policy, ledger, self.hooks)
+        self._count(decisions)
+        for decision in decisions:
+            await self._announce(decision)
+        return [decision.action for decision in decisions]
 
     @staticmethod
-    def _count(decided: list[Decided]) -> None:
-        for item in decided:
-            metrics.signal_received(item.signal.source, item.signal.type)
-            metrics.decided(item.action)
-            if item.duplicate:
+    def _count(decisions: list[SignalDecision]) -> None:
+        for decision in decisions:
+            metrics.signal_received(decision.signal.source, decision.signal.type)
+            metrics.decided(decision.action)
+            if decision.duplicate:
                 metrics.DEDUPE_HITS.inc()
 
-    async def _announce(self, item: Decided) -> None:
-        """Log the decision, record the feedback it carries, and tell the hooks."""
-        signal, action, reason = item.signal, item.action, item.reason
+    async def _announce(self, decision: SignalDecision) -> None:
+        """Log the decision and record the feedback it carries."""
+        signal, action, reason = decision.signal, decision.action, decision.reason
         # This may run in the batch's task: name each signal's ids on its own records.
         with log_context(signal_id=signal.id, session_id=signal.session_id, run_id=None):
             logger.info(
                 "signal %s (%s/%s, %s) for session %s: %s (%s)",
                 signal.id, signal.source, signal.type, signal.urgency, signal.session_id,
-                action, reason,
+                action.value, reason,
             )  # fmt: skip
-            if not item.duplicate:
+            if not decision.duplicate:
                 await self._record_feedback(signal)
-            if self.hooks.wants("signal_decided"):
-                await self.hooks.emit(
-                    "signal_decided", session_id=signal.session_id, signal=signal,
-                    action=action, reason=reason,
-                )  # fmt: skip
 
     async def _record_feedback(self, signal: RuntimeSignal) -> None:
         """A signal that carries feedback (a thumb on a reply) also becomes a feedback event;
@@ -312,14 +226,5 @@ class AttentionConsumer:
             # The decision is recorded already; a redelivery would decide the signal twice.
             logger.warning("feedback of signal %s not recorded: %s", signal.id, problem)
 
-    async def _track_risk(self, signal: RuntimeSignal, session_id: str) -> None:
-        """High and critical signals become active risks until a resolving signal clears them.
 
-        The risk's key is ``payload.risk_key``, else the dedupe key, else the signal id; a
-        signal with ``payload.status == "resolved"`` clears the risk with its key.
-        """
-        key = str(signal.payload.get("risk_key") or signal.dedupe_key or signal.id)
-        if signal.payload.get("status") == "resolved":
-            await self.state.clear_risk(session_id, key)
-        elif signal.urgency in RISK_URGENCIES:
-            await self.state.set_risk(session_id, key, signal.describe()[:1000])
+__all__ = ["AttentionConsumer", "describe_validation_error", "pending_json"]

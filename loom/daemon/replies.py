@@ -57,7 +57,7 @@ def replies_for(result: RunResult, signals: Sequence[PendingSignal]) -> list[Rep
     by_address: dict[str, list[PendingSignal]] = {}
     for pending in signals:
         address = pending.signal.reply_to
-        if address and pending.action != "observe":
+        if address and pending.action.wakes_a_worker:
             by_address.setdefault(address, []).append(pending)
     return [
         Reply(

@@ -19,13 +19,13 @@ from typing import Any
 from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import WORK_QUEUE, Broker, Delivery
+from loom.core.session_store import SessionSnapshot, SessionStore
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
 from loom.state.base import Lease, StaleFencingToken, State, replica_id
-from loom.state.sessions import SessionSnapshot, SessionStore
 from loom.wire import PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
@@ -33,19 +33,15 @@ logger = logging.getLogger("loom.worker")
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
     """The run's input: the signals to handle, what was only observed, and active risks."""
-    to_handle = [p.signal for p in signals if p.action != "observe"]
-    observed = [p.signal for p in signals if p.action == "observe"]
-    parts: list[str] = []
-    if to_handle:
-        parts.append("Signals to handle:\n" + "\n".join(f"- {s.describe()}" for s in to_handle))
-    if observed:
-        parts.append(
-            "Observed since your last run (for awareness):\n"
-            + "\n".join(f"- {s.describe()}" for s in observed)
-        )
+    sections: dict[str, list[str]] = {}
+    for pending in sorted(signals, key=lambda p: not p.action.wakes_a_worker):
+        sections.setdefault(pending.action.prompt_section, []).append(pending.signal.describe())
     if risks:
-        parts.append("Active risks:\n" + "\n".join(f"- {text}" for text in risks.values()))
-    return "\n\n".join(parts)
+        sections["Active risks"] = list(risks.values())
+    return "\n\n".join(
+        f"{heading}:\n" + "\n".join(f"- {line}" for line in lines)
+        for heading, lines in sections.items()
+    )
 
 
 class FencedSessionStore(SessionStore):
@@ -328,7 +324,7 @@ class SessionWorker:
     ) -> RunResult:
         # The run joins the trace of the first signal it was asked to handle, and links the
         # others: one run answers several signals.
-        asking = [p for p in signals if p.action != "observe"] or signals
+        asking = [p for p in signals if p.action.wakes_a_worker] or signals
         traces = [p.trace for p in asking if p.trace]
         ids = ",".join(p.signal.id for p in asking)
         attributes = {"loom.session_id": lease.session_id, "loom.signals": len(signals)}
@@ -368,7 +364,7 @@ class SessionWorker:
         now = datetime.now(UTC)
         for pending in fresh:
             # Observed signals wait for whatever run comes next by design: not a wait.
-            if pending.action != "observe":
+            if pending.action.wakes_a_worker:
                 waited = (now - pending.signal.observed_at).total_seconds()
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
         self._runs[session_id] = run

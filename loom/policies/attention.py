@@ -3,50 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loom.core.attention import Action, SessionView
+from loom.runtime.decisions import SignalDecision
 from loom.signals import RuntimeSignal, Urgency
 
-if TYPE_CHECKING:
-    from loom.runtime.run import Run
-
-Action = Literal["observe", "queue", "interrupt", "drop"]
-ACTIONS: tuple[Action, ...] = ("observe", "queue", "interrupt", "drop")
+ACTIONS: tuple[Action, ...] = tuple(Action)
 
 DEFAULT_BY_URGENCY: Mapping[Urgency, Action] = {
-    "low": "observe",
-    "normal": "queue",
-    "high": "queue",
-    "critical": "interrupt",
+    "low": Action.OBSERVE,
+    "normal": Action.QUEUE,
+    "high": Action.QUEUE,
+    "critical": Action.INTERRUPT,
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    """What a policy may look at of the session a signal is for."""
-
-    session_id: str
-    busy: bool = False
-    pending_signals: int = 0
-    active_risks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SignalDecision:
-    """A policy's verdict on one signal, with the reason and the run it started, if any."""
-
-    action: Action
-    reason: str
-    signal: RuntimeSignal
-    run: Run | None = field(default=None, compare=False)
-
-
-DecideFn = Callable[[RuntimeSignal, SessionView], "Action | tuple[Action, str]"]
+DecideFn = Callable[[RuntimeSignal, SessionView], "Action | str | tuple[Action | str, str]"]
 
 _MISSING = object()
 
@@ -124,14 +101,16 @@ class AttentionPolicy:
     def __init__(
         self,
         *,
-        by_urgency: Mapping[Urgency, Action] | None = None,
+        by_urgency: Mapping[Urgency, Action | str] | None = None,
         decide: DecideFn | None = None,
         rules: Sequence[AttentionRule] = (),
     ) -> None:
-        self.by_urgency = {**DEFAULT_BY_URGENCY, **(by_urgency or {})}
-        for urgency, action in self.by_urgency.items():
-            if action not in ACTIONS:
-                raise ValueError(f"unknown action {action!r} for urgency {urgency!r}")
+        self.by_urgency: dict[Urgency, Action] = dict(DEFAULT_BY_URGENCY)
+        for urgency, action in (by_urgency or {}).items():
+            try:
+                self.by_urgency[urgency] = Action.parse(action)
+            except ValueError as problem:
+                raise ValueError(f"{problem} (for urgency {urgency!r})") from None
         self._decide = decide
         self.rules = tuple(rules)
 
@@ -150,7 +129,7 @@ class AttentionPolicy:
     def from_rules(
         cls,
         *rules: AttentionRule | Mapping[str, Any],
-        by_urgency: Mapping[Urgency, Action] | None = None,
+        by_urgency: Mapping[Urgency, Action | str] | None = None,
     ) -> AttentionPolicy:
         """The first matching rule decides; signals no rule matches fall back to urgency."""
         parsed = [r if isinstance(r, AttentionRule) else AttentionRule(**r) for r in rules]
@@ -164,15 +143,28 @@ class AttentionPolicy:
         self, signal: RuntimeSignal, view: SessionView, *, now: datetime | None = None
     ) -> tuple[Action, str]:
         if signal.expired(now):
-            return "drop", f"expired at {signal.expires_at}"
+            return Action.DROP, f"expired at {signal.expires_at}"
         for rule in self.rules:
             if rule.matches(signal, view):
                 return rule.action, rule.describe()
         if self._decide is not None:
             outcome = self._decide(signal, view)
             action, reason = outcome if isinstance(outcome, tuple) else (outcome, "custom policy")
-            if action not in ACTIONS:
-                raise ValueError(f"attention policy returned unknown action {action!r}")
-            return action, reason
+            try:
+                return Action.parse(action), reason
+            except ValueError as problem:
+                raise ValueError(f"attention policy returned an {problem}") from None
         action = self.by_urgency[signal.urgency]
         return action, f"urgency {signal.urgency} -> {action}"
+
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_BY_URGENCY",
+    "Action",
+    "AttentionPolicy",
+    "AttentionRule",
+    "DecideFn",
+    "SessionView",
+    "SignalDecision",
+]

@@ -22,16 +22,14 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loom.core.hooks import HookSource
 from loom.signals import RuntimeSignal
 from loom.state.base import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, State
-
-if TYPE_CHECKING:
-    from loom.agent import Agent
 
 logger = logging.getLogger("loom.feedback")
 
@@ -162,7 +160,7 @@ class FeedbackPolicy:
         self.tool_failures = tool_failures
         self._state = state
         self._subscribers: list[Subscriber] = []
-        self._attached: weakref.WeakSet[Agent] = weakref.WeakSet()
+        self._attached: weakref.WeakSet[HookSource] = weakref.WeakSet()
 
     @classmethod
     def collector(
@@ -207,7 +205,7 @@ class FeedbackPolicy:
         """Keep events in ``state`` (the daemon binds its shared state)."""
         self._state = state
 
-    def attach(self, agent: Agent) -> None:
+    def attach(self, agent: HookSource) -> None:
         """Listen to the agent's hooks: finished runs and failed tool calls (idempotent)."""
         if not self.enabled or agent in self._attached:
             return

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from loom.core.messages import Message, ToolCall, Usage
 from loom.providers._sdk_model import SDKModel
 from loom.providers.base import (
     DeltaHandler,
@@ -16,7 +17,6 @@ from loom.providers.base import (
     require_stop,
 )
 from loom.providers.retry import RetryPolicy
-from loom.runtime.messages import Message, ToolCall, Usage
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic

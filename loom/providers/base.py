@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loom.core.messages import Message, ToolCall, Usage
 from loom.errors import ProviderError
 from loom.generation import Generation
-from loom.runtime.messages import Message, ToolCall, Usage
 from loom.tools.tool import ToolDefinition
 
 StopReason = Literal[

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from loom.core.messages import Message, Usage
 from loom.errors import ProviderError
 from loom.providers._sdk_model import SDKModel
 from loom.providers.base import (
@@ -25,7 +26,6 @@ from loom.providers.base import (
 )
 from loom.providers.openai_responses import parse_response, responses_params, stream_response
 from loom.providers.retry import RetryPolicy
-from loom.runtime.messages import Message, Usage
 
 logger = logging.getLogger("loom.providers")
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from loom.core.messages import Message, ToolCall, Usage
 from loom.errors import ProviderError
 from loom.providers.base import (
     DeltaHandler,
@@ -15,7 +16,6 @@ from loom.providers.base import (
     StreamDelta,
     tool_call_from_json,
 )
-from loom.runtime.messages import Message, ToolCall, Usage
 
 _INCOMPLETE: dict[str, StopReason] = {
     "max_output_tokens": "max_tokens",

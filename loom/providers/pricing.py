@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from loom.runtime.messages import Usage
+from loom.core.messages import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from loom.core.messages import Message, ToolCall, Usage
 from loom.providers.base import (
     DeltaHandler,
     ModelProvider,
@@ -19,7 +20,6 @@ from loom.providers.base import (
     ModelResponse,
     StreamDelta,
 )
-from loom.runtime.messages import Message, ToolCall, Usage
 
 FunctionModelFn = Callable[[ModelRequest], "ModelResponse | str | Awaitable[ModelResponse | str]"]
 

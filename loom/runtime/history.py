@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from loom.runtime.messages import Message
+from loom.core.messages import Message
 
 MESSAGE_OVERHEAD_CHARS = 16
 """Roles, ids and separators cost tokens too; about four tokens a message."""

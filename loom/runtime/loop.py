@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loom.core.hooks import HookManager
+from loom.core.messages import Message, ToolCall, Usage
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
 from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
 from loom.runtime.history import WorkingHistory, message_chars
-from loom.runtime.hooks import HookManager
-from loom.runtime.messages import Message, ToolCall, Usage
 from loom.runtime.run import Artifact, Run, RunResult, RunStatus
 from loom.tools import ToolArgumentsError, ToolContext, ToolRegistry, render_result
 

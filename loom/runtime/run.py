@@ -10,9 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from loom.core.messages import Usage
 from loom.errors import RunFailed
 from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
-from loom.runtime.messages import Usage
 
 _STREAMED_ONLY = frozenset({"model.token", "model.thinking", "model.tool_input"})
 

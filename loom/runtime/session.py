@@ -12,21 +12,21 @@ import json
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from loom import logs
-from loom.policies.attention import SessionView, SignalDecision
-from loom.runtime.config import RunContext, RuntimeTask, SessionConfig
+from loom.core.attention import Action, Decider, SessionView
+from loom.core.hooks import HookManager
+from loom.core.messages import Message, Usage
+from loom.core.session_store import RunRecord, SessionStore
+from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
+from loom.runtime.decisions import SignalDecision, decide_signals
 from loom.runtime.events import RunEvent
 from loom.runtime.history import WorkingHistory
-from loom.runtime.messages import Message, Usage
+from loom.runtime.loop import AgentLoop
 from loom.runtime.run import Run, RunResult, RunStatus
 from loom.signals import RuntimeSignal, SignalAdapter
-from loom.state.sessions import RunRecord, SessionStore
-
-if TYPE_CHECKING:
-    from loom.agent import Agent
 
 logger = logging.getLogger("loom.session")
 
@@ -35,6 +35,23 @@ MAX_REMEMBERED_DEDUPE_KEYS = 1_000
 MAX_RUNS_KEPT = 100
 
 Task = str | RuntimeTask
+
+
+class SessionHost(Protocol):
+    """What a session needs of its agent: the loop that runs it, the runtime's limits, the
+    hooks, and the attention policy its signals are decided by."""
+
+    @property
+    def loop(self) -> AgentLoop: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def hooks(self) -> HookManager: ...
+
+    @property
+    def attention(self) -> Decider: ...
 
 
 def render_task(task: Task, context: RunContext | None) -> str:
@@ -58,7 +75,7 @@ class Session:
     """A conversation with the agent. Get one with ``agent.session(SessionConfig(id=...))``."""
 
     def __init__(
-        self, agent: Agent, config: SessionConfig, store: SessionStore | None = None
+        self, agent: SessionHost, config: SessionConfig, store: SessionStore | None = None
     ) -> None:
         self.agent = agent
         self.id = config.id
@@ -211,33 +228,45 @@ class Session:
     ) -> SignalDecision:
         """Let the attention policy decide what a signal deserves, and act on it."""
         signal = _to_signal(event, adapter, session_id=self.id)
-        hooks = self.agent.hooks
-        if hooks.wants("signal_received"):
-            await hooks.emit("signal_received", session_id=self.id, signal=signal)
-        decision = self._decide(signal)
-        if decision.action == "observe":
-            if len(self.pending_signals) == self.pending_signals.maxlen:
-                logger.warning("session %s: pending signals full, oldest dropped", self.id)
-            self.pending_signals.append(signal)
-        elif decision.action in ("queue", "interrupt"):
-            if decision.action == "interrupt" and self.current_run is not None:
-                self.current_run.interrupt(f"interrupted by signal {signal.id}")
-            run = self.start(signal.describe(), context=RunContext(metadata={"signal": signal.id}))
-            decision = SignalDecision(decision.action, decision.reason, signal, run)
-        if hooks.wants("signal_decided"):
-            await hooks.emit("signal_decided", session_id=self.id, signal=signal, decision=decision)
+        agent = self.agent
+        (decision,) = await decide_signals([signal], agent.attention, self, agent.hooks)
         return decision
 
-    def _decide(self, signal: RuntimeSignal) -> SignalDecision:
-        key = signal.dedupe_key
-        if key is not None:
-            if key in self._dedupe:
-                return SignalDecision("drop", f"duplicate dedupe_key {key!r}", signal)
-            self._dedupe[key] = None
-            if len(self._dedupe) > MAX_REMEMBERED_DEDUPE_KEYS:
-                self._dedupe.popitem(last=False)
-        action, reason = self.agent.attention.decide(signal, self.view())
-        return SignalDecision(action, reason, signal)
+    # -- the decision step's ledger: this session's memory -----------------------------
+    async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
+        duplicates = []
+        for signal in signals:
+            key = signal.dedupe_key
+            duplicates.append(key is not None and key in self._dedupe)
+            if key is not None and key not in self._dedupe:
+                self._dedupe[key] = None
+                if len(self._dedupe) > MAX_REMEMBERED_DEDUPE_KEYS:
+                    self._dedupe.popitem(last=False)
+        return duplicates
+
+    async def views(self, session_ids: Sequence[str]) -> dict[str, SessionView]:
+        return {self.id: self.view()}
+
+    async def record(self, decisions: Sequence[SignalDecision]) -> None:
+        # A queued or interrupting signal is the task of the run it starts; only an
+        # observed one waits in the working state for whichever run comes next.
+        for decision in decisions:
+            if decision.action is Action.OBSERVE:
+                if len(self.pending_signals) == self.pending_signals.maxlen:
+                    logger.warning("session %s: pending signals full, oldest dropped", self.id)
+                self.pending_signals.append(decision.signal)
+
+    async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
+        woken = []
+        for decision in decisions:
+            signal = decision.signal
+            if decision.action.wakes_a_worker:
+                if decision.action.interrupts and self.current_run is not None:
+                    self.current_run.interrupt(f"interrupted by signal {signal.id}")
+                context = RunContext(metadata={"signal": signal.id})
+                decision = decision.with_run(self.start(signal.describe(), context=context))
+            woken.append(decision)
+        return woken
 
     def __repr__(self) -> str:
         return f"<Session {self.id} runs={len(self.runs)} busy={self.busy}>"

@@ -22,7 +22,7 @@ import pytest
 
 from loom import RuntimeSignal
 from loom.broker.base import SIGNALS_EXCHANGE, Message
-from loom.state.sessions import RunRecord
+from loom.core.session_store import RunRecord
 from loom.wire import publish_signal
 from tests.integration.conftest import Cluster
 from tests.polling import eventually
