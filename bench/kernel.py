@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from loom import Agent, FileSessionStore, Model, tool
+from loom import Agent, FileSessionStore, Model, RuntimeSignal, tool
 
 
 @tool(read_only=True)
@@ -64,6 +64,14 @@ async def main(runs: int) -> None:
     )
     async_tool = Agent(Model.test(), "You are terse.", tools=[lookup_async])
     _row("agent.run, one async tool call", await _time(runs, lambda i: async_tool.run(f"task {i}")))
+
+    watcher = Agent(Model.test(), "You are terse.")
+    notes = [RuntimeSignal.create(f"note {i}", urgency="low") for i in range(runs + 20)]
+    _row(
+        "agent.receive, observe (the decision step)",
+        # A session per 50 signals: under the pending bound, so nothing is dropped.
+        await _time(runs, lambda i: watcher.receive(notes[i], session_id=f"watch{i // 50}")),
+    )
 
     session = Agent(Model.test(), "You are terse.").session("bench")
     samples = await _time(runs, lambda i: session.run(f"message {i}"))
