@@ -20,7 +20,7 @@ from loom.runtime.loop import AgentLoop
 from loom.runtime.run import RunResult
 from loom.runtime.session import Session, Task
 from loom.signals import RuntimeSignal, SignalAdapter
-from loom.state.memory import InMemorySessionStore
+from loom.state.memory_sessions import InMemorySessionStore
 from loom.state.sessions import SessionStore
 from loom.tools import Tool, ToolRegistry
 
