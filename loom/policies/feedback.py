@@ -28,7 +28,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loom.signals import RuntimeSignal
-from loom.state.base import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, State
+from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 
 if TYPE_CHECKING:
     from loom.agent import Agent
@@ -151,7 +151,7 @@ class FeedbackPolicy:
         max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
-        state: State | None = None,
+        state: FeedbackLog | None = None,
     ) -> None:
         if max_events < 1 or max_session_events < 1:
             raise ValueError("max_events and max_session_events must be at least 1")
@@ -172,7 +172,7 @@ class FeedbackPolicy:
         max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
-        state: State | None = None,
+        state: FeedbackLog | None = None,
     ) -> FeedbackPolicy:
         """Record run outcomes, tool failures, quality verdicts and explicit feedback,
         keeping about the newest ``max_events`` of all sessions and the newest
@@ -193,7 +193,7 @@ class FeedbackPolicy:
 
     # -- wiring ------------------------------------------------------------------------
     @property
-    def state(self) -> State:
+    def state(self) -> FeedbackLog:
         """Where events are kept: the daemon's state once bound, else this process's."""
         if self._state is None:
             from loom.state.memory_state import MemoryState
@@ -203,7 +203,7 @@ class FeedbackPolicy:
             )
         return self._state
 
-    def bind(self, state: State) -> None:
+    def bind(self, state: FeedbackLog) -> None:
         """Keep events in ``state`` (the daemon binds its shared state)."""
         self._state = state
 
