@@ -26,7 +26,7 @@ from loom.state.working import DecisionContext, SignalRecord, WorkingState
 
 
 def milliseconds(seconds: float) -> int:
-    """A TTL in whole milliseconds, at least one (Redis reads 0 as no TTL or an error)."""
+    """A TTL in whole milliseconds, at least one (Redis refuses an expiry of 0)."""
     return max(1, round(seconds * 1000))
 
 
