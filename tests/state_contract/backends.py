@@ -18,7 +18,9 @@ class Backend:
     """Makes handles of one kind; ``peer`` is another handle on the same data, the way a
     second replica sees it (for memory, the same object: one process shares one state)."""
 
-    def __init__(self, kind: str, url: str = "", prefix: str = "", path: Path | None = None):
+    def __init__(
+        self, kind: str, url: str = "", prefix: str = "", path: Path | None = None
+    ) -> None:
         self.kind, self.url, self.prefix, self.path = kind, url, prefix, path
         self.handles: list[Any] = []
 
