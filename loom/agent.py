@@ -22,7 +22,7 @@ from loom.runtime.loop import AgentLoop
 from loom.runtime.run import RunResult
 from loom.runtime.session import Session, Task
 from loom.signals import RuntimeSignal, SignalAdapter
-from loom.state.memory import InMemorySessionStore
+from loom.state.memory_sessions import InMemorySessionStore
 from loom.tools import Tool, ToolRegistry
 
 logger = logging.getLogger("loom.agent")

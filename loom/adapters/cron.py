@@ -32,7 +32,9 @@ from loom.adapters.base import Adapter
 from loom.adapters.cron_schedule import CronSchedule, due_fires
 from loom.broker.base import BrokerUnavailable
 from loom.signals import RuntimeSignal, Urgency
-from loom.state.base import State, StateUnavailable, replica_id
+from loom.state.base import StateUnavailable
+from loom.state.claims import Claims
+from loom.state.leases import replica_id
 from loom.wire import publish_signal
 
 if TYPE_CHECKING:
@@ -473,7 +475,7 @@ class Cron(Adapter):
             raise RuntimeError(f"cron job {self.job_id} is not started")
         return self._daemon
 
-    def _state(self) -> State:
+    def _state(self) -> Claims:
         return self._require().state
 
 

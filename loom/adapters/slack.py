@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from loom.daemon.app import Daemon
     from loom.daemon.settings import SlackSettings
-    from loom.state.base import State
+    from loom.state.claims import Claims
 
 logger = logging.getLogger("loom.slack")
 
@@ -131,7 +131,7 @@ class Slack(Adapter):
             self.api_url = api_url or settings.api_url
         self.session_per: SessionPer = session_per
         self.timeout = timeout
-        self._state: State | None = None
+        self._state: Claims | None = None
         self._message_ttl = 30 * 86_400.0
         self._verifier: SignatureVerifier | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -338,7 +338,7 @@ class Slack(Adapter):
         """True for ``slack:`` addresses."""
         return address.startswith("slack:")
 
-    def use_state(self, state: State, *, ttl: float) -> None:
+    def use_state(self, state: Claims, *, ttl: float) -> None:
         """Note each answer posted (its session and run) in ``state`` for ``ttl`` seconds,
         so reactions to it find their session (the reply dispatcher calls this)."""
         self._state = state

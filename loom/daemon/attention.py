@@ -179,6 +179,7 @@ class AttentionConsumer:
         ``traces`` are the signals' trace contexts, kept with the pending signals."""
         ledger = StateLedger(
             self.state,
+            self.state,
             self.broker,
             dedupe_ttl=self.dedupe_ttl,
             traces=dict(zip((s.id for s in signals), traces or (), strict=False)),

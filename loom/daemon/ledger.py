@@ -14,24 +14,28 @@ from loom.broker.base import Broker
 from loom.core.attention import Action, SessionView
 from loom.runtime.decisions import SignalDecision
 from loom.signals import RuntimeSignal
-from loom.state.base import SignalRecord, State
+from loom.state.claims import Claims
+from loom.state.working import SignalRecord, WorkingState
 from loom.wire import PendingSignal, decision_record, publish_work
 
 RISK_URGENCIES = frozenset({"high", "critical"})
 
 
 class StateLedger:
-    """Keeps decisions in ``state`` and wakes workers through ``broker``."""
+    """Claims dedupe keys in ``claims``, keeps decisions in ``working`` (one state backend
+    may be both) and wakes workers through ``broker``."""
 
     def __init__(
         self,
-        state: State,
+        claims: Claims,
+        working: WorkingState,
         broker: Broker,
         *,
         dedupe_ttl: float,
         traces: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        self.state = state
+        self.claims = claims
+        self.working = working
         self.broker = broker
         self.dedupe_ttl = dedupe_ttl
         self.traces = traces or {}
@@ -39,7 +43,7 @@ class StateLedger:
 
     async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
         holders = iter(
-            await self.state.claim_many(
+            await self.claims.claim_many(
                 [(f"signal:{s.dedupe_key}", s.id, self.dedupe_ttl) for s in signals if s.dedupe_key]
             )
         )
@@ -50,7 +54,7 @@ class StateLedger:
         return duplicates
 
     async def views(self, session_ids: Sequence[str]) -> dict[str, SessionView]:
-        contexts = await self.state.decision_contexts(session_ids)
+        contexts = await self.working.decision_contexts(session_ids)
         return {
             session_id: SessionView(
                 session_id=session_id,
@@ -65,7 +69,7 @@ class StateLedger:
         for decision in decisions:
             if not decision.duplicate:
                 await self._track_risk(decision.signal)
-        await self.state.record_signals([self._record(d) for d in decisions])
+        await self.working.record_signals([self._record(d) for d in decisions])
 
     async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
         woken = dict.fromkeys(d.session_id for d in decisions if d.action.wakes_a_worker)
@@ -94,9 +98,9 @@ class StateLedger:
         session_id = str(signal.session_id)
         key = str(signal.payload.get("risk_key") or signal.dedupe_key or signal.id)
         if signal.payload.get("status") == "resolved":
-            await self.state.clear_risk(session_id, key)
+            await self.working.clear_risk(session_id, key)
         elif signal.urgency in RISK_URGENCIES:
-            await self.state.set_risk(session_id, key, signal.describe()[:1000])
+            await self.working.set_risk(session_id, key, signal.describe()[:1000])
 
 
 def pending_json(

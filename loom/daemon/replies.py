@@ -43,7 +43,9 @@ from loom.broker.base import (
 )
 from loom.daemon.settings import ReplySettings
 from loom.runtime.run import RunResult
-from loom.state.base import State, StateUnavailable, replica_id
+from loom.state.base import StateUnavailable
+from loom.state.claims import Claims
+from loom.state.leases import replica_id
 from loom.wire import PendingSignal
 
 logger = logging.getLogger("loom.replies")
@@ -92,7 +94,7 @@ class RecordsDeliveries(Protocol):
     """An adapter that keeps notes on what it delivered (Slack: the session a posted
     message answers), in the daemon's state, for ``ttl`` seconds (the session TTL)."""
 
-    def use_state(self, state: State, *, ttl: float) -> None: ...
+    def use_state(self, state: Claims, *, ttl: float) -> None: ...
 
 
 class ReplyInProgress(Exception):
@@ -109,7 +111,7 @@ class ReplyDispatcher:
     def __init__(
         self,
         broker: Broker,
-        state: State,
+        state: Claims,
         adapters: Sequence[Adapter],
         *,
         settings: ReplySettings | None = None,

@@ -25,7 +25,8 @@ from loom.daemon.replies import publish_reply, replies_for
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
-from loom.state.base import Lease, StaleFencingToken, State, replica_id
+from loom.state.base import State
+from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
 from loom.wire import PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
@@ -47,7 +48,7 @@ def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) ->
 class FencedSessionStore(SessionStore):
     """Writes of one leased run: refused once a newer lease of the session exists."""
 
-    def __init__(self, inner: SessionStore, state: State, lease: Lease) -> None:
+    def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
         self.inner = inner
         self.state = state

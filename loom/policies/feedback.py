@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loom.core.hooks import HookSource
 from loom.signals import RuntimeSignal
-from loom.state.base import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, State
+from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 
 logger = logging.getLogger("loom.feedback")
 
@@ -149,7 +149,7 @@ class FeedbackPolicy:
         max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
-        state: State | None = None,
+        state: FeedbackLog | None = None,
     ) -> None:
         if max_events < 1 or max_session_events < 1:
             raise ValueError("max_events and max_session_events must be at least 1")
@@ -170,7 +170,7 @@ class FeedbackPolicy:
         max_session_events: int = DEFAULT_MAX_SESSION_FEEDBACK,
         run_outcomes: bool = True,
         tool_failures: bool = True,
-        state: State | None = None,
+        state: FeedbackLog | None = None,
     ) -> FeedbackPolicy:
         """Record run outcomes, tool failures, quality verdicts and explicit feedback,
         keeping about the newest ``max_events`` of all sessions and the newest
@@ -191,7 +191,7 @@ class FeedbackPolicy:
 
     # -- wiring ------------------------------------------------------------------------
     @property
-    def state(self) -> State:
+    def state(self) -> FeedbackLog:
         """Where events are kept: the daemon's state once bound, else this process's."""
         if self._state is None:
             from loom.state.memory_state import MemoryState
@@ -201,7 +201,7 @@ class FeedbackPolicy:
             )
         return self._state
 
-    def bind(self, state: State) -> None:
+    def bind(self, state: FeedbackLog) -> None:
         """Keep events in ``state`` (the daemon binds its shared state)."""
         self._state = state
 

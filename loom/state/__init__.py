@@ -1,16 +1,21 @@
-"""Session state: the store port and its in-memory and file implementations, and the
-daemon's shared state port (``State``) with its memory and Redis backends."""
+"""Session state: the kernel's session store port with its memory, file and Redis stores,
+and the daemon's shared state: the role-sized ports (``Claims``, ``WorkingState``,
+``Leases``, ``FeedbackLog``), their union ``State``, and its memory and Redis backends."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit
 
-from loom.state.base import Lease, StaleFencingToken, State
-from loom.state.file import FileSessionStore
-from loom.state.memory import InMemorySessionStore
+from loom.core.session_store import RunRecord, SessionSnapshot, SessionStore, trim_history
+from loom.state.base import State
+from loom.state.claims import Claims
+from loom.state.feedback_log import FeedbackLog
+from loom.state.file_sessions import FileSessionStore
+from loom.state.leases import Lease, Leases, StaleFencingToken
+from loom.state.memory_sessions import InMemorySessionStore
 from loom.state.memory_state import MemoryState
-from loom.state.sessions import RunRecord, SessionSnapshot, SessionStore, trim_history
+from loom.state.working import WorkingState
 
 
 def state_from_url(url: str, **options: Any) -> State:
@@ -23,7 +28,7 @@ def state_from_url(url: str, **options: Any) -> State:
     if scheme == "memory":
         return MemoryState(**options)
     if scheme in ("redis", "rediss"):
-        from loom.state.redis import RedisState
+        from loom.state.redis_state import RedisState
 
         return RedisState(url, **options)
     shown = f"{scheme}://" if scheme else repr(url)
@@ -33,15 +38,19 @@ def state_from_url(url: str, **options: Any) -> State:
 
 
 __all__ = [
+    "Claims",
+    "FeedbackLog",
     "FileSessionStore",
     "InMemorySessionStore",
     "Lease",
+    "Leases",
     "MemoryState",
     "RunRecord",
     "SessionSnapshot",
     "SessionStore",
     "StaleFencingToken",
     "State",
+    "WorkingState",
     "state_from_url",
     "trim_history",
 ]

@@ -1,4 +1,4 @@
-"""The in-process state: the ``State`` port in dicts, for ``loom run`` and tests.
+"""The in-process state: every ``State`` port in dicts, for ``loom run`` and tests.
 
 Everything lives in this process and is lost when it exits; the semantics are the port's,
 exactly, so code tested against it behaves the same on Redis.
@@ -14,20 +14,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loom.state.base import (
-    DEFAULT_MAX_DECISIONS,
-    DEFAULT_MAX_FEEDBACK,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_RISKS,
-    DEFAULT_MAX_SESSION_FEEDBACK,
-    HeldLease,
-    Lease,
-    StaleFencingToken,
-    State,
-    Taken,
-)
-from loom.state.memory import InMemorySessionStore
-from loom.state.sessions import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
+from loom.core.session_store import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
+from loom.state.base import State
+from loom.state.claims import Taken
+from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
+from loom.state.leases import HeldLease, Lease, StaleFencingToken
+from loom.state.memory_sessions import InMemorySessionStore
+from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
 DEFAULT_MAX_DEDUPE_KEYS = 100_000
 
@@ -51,7 +44,7 @@ class _Session:
 
 
 class MemoryState(State):
-    """The ``State`` port in this process's memory.
+    """Every ``State`` port (claims, working state, leases, feedback) in this process's memory.
 
     Lease tokens come from one counter for the whole state, so they are strictly increasing
     per session as the port requires. ``clock`` (monotonic seconds) decides TTL expiry of
@@ -117,17 +110,6 @@ class MemoryState(State):
         return session
 
     # -- dedupe ------------------------------------------------------------------------
-
-    async def remember(self, key: str, ttl: float) -> bool:
-        now = self._clock()
-        expiry = self._dedupe.get(key)
-        if expiry is not None and expiry > now:
-            return False
-        # Re-inserted, not updated in place: the dict's order stays oldest-first.
-        self._dedupe.pop(key, None)
-        self._dedupe[key] = now + ttl
-        self._bound_dedupe(now)
-        return True
 
     async def claim(self, key: str, owner: str, ttl: float) -> str | None:
         now = self._clock()

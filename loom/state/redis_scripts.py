@@ -1,5 +1,5 @@
 """The Lua scripts of ``RedisState``: each one is a step that must be atomic across replicas
-(taking signals, claiming keys, leases with fencing tokens). Key layout: ``loom.state.redis``.
+(taking signals, claiming keys, leases with fencing tokens). Key layout: ``loom.state.redis_state``.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from loom.runtime.messages import Message
-from loom.state.base import StateUnavailable
-from loom.state.sessions import (
+from loom.core.messages import Message
+from loom.core.session_store import (
     DEFAULT_MAX_MESSAGES,
     DEFAULT_MAX_RUNS,
     RunRecord,
@@ -36,6 +35,7 @@ from loom.state.sessions import (
     parse_time,
     utcnow,
 )
+from loom.state.base import StateUnavailable
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 _STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")

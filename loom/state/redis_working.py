@@ -1,0 +1,227 @@
+"""``WorkingState`` on Redis: the part of ``RedisState`` that holds a session's working state.
+
+Keys (layout of every key: ``loom.state.redis_state``)::
+
+    {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:s:{<sid>}:pending         LIST    signal JSON, oldest first, bounded
+    {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
+    {prefix}:s:{<sid>}:risks           HASH    risk key -> text
+    {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
+    {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
+    {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+import redis.asyncio as aioredis
+
+from loom.state import redis_scripts as scripts
+from loom.state.redis_sessions import session_key, texts, unavailable
+from loom.state.working import DecisionContext, SignalRecord, WorkingState
+
+
+def milliseconds(seconds: float) -> int:
+    """A TTL in whole milliseconds, at least one (Redis refuses an expiry of 0)."""
+    return max(1, round(seconds * 1000))
+
+
+class RedisWorkingState(WorkingState):
+    """``WorkingState`` on a Redis client; ``RedisState`` sets the attributes below and
+    calls ``_register_working_scripts`` once it has its client."""
+
+    url: str
+    prefix: str
+    _client: aioredis.Redis
+    _password: str | None
+    _keep_ms: int
+    """Per-session keys expire this long after their last write (0: never)."""
+    _block_slice: float | None
+    """The longest a blocking wait may last (under the socket timeout)."""
+
+    def _register_working_scripts(self) -> None:
+        register = self._client.register_script
+        self._take_pending = register(scripts.TAKE_PENDING)
+        self._decision_contexts = register(scripts.DECISION_CONTEXTS)
+        self._record_signals = register(scripts.RECORD_SIGNALS)
+        self._set_risk = register(scripts.SET_RISK)
+        self._mark_ready = register(scripts.MARK_READY)
+
+    def _guard(self) -> AbstractContextManager[None]:
+        return unavailable(self.url, self._password)
+
+    def _key(self, session_id: str, part: str) -> str:
+        return session_key(self.prefix, session_id, part)
+
+    # -- working state -----------------------------------------------------------------
+
+    async def _push(self, key: str, value: str, bound: int) -> int:
+        """Append to a bounded list and refresh its expiry, in one transaction."""
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, value)
+                pipe.ltrim(key, -bound, -1)
+                if self._keep_ms:
+                    pipe.pexpire(key, self._keep_ms)
+                length = (await pipe.execute())[0]
+        return min(int(length), bound)
+
+    async def decision_context(self, session_id: str) -> DecisionContext:
+        return (await self.decision_contexts([session_id]))[session_id]
+
+    async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
+        unique = list(dict.fromkeys(session_ids))
+        if not unique:
+            return {}
+        keys = [
+            self._key(session_id, part)
+            for session_id in unique
+            for part in ("risk_order", "risks", "lease", "pending")
+        ]
+        with self._guard():
+            replies = await self._decision_contexts(keys=keys)
+        contexts: dict[str, DecisionContext] = {}
+        for session_id, (order, flat_risks, held, pending) in zip(unique, replies, strict=True):
+            risk_texts = dict(zip(flat_risks[::2], flat_risks[1::2], strict=True))
+            risks = {key: risk_texts[key] for key in order if key in risk_texts}
+            contexts[session_id] = DecisionContext(risks, bool(held), int(pending))
+        return contexts
+
+    async def record_signal(
+        self,
+        session_id: str,
+        *,
+        decision_json: str,
+        pending_json: str | None = None,
+        interrupt: tuple[str, str] | None = None,
+        ready: bool = False,
+    ) -> None:
+        record = SignalRecord(session_id, decision_json, pending_json, interrupt, ready)
+        await self.record_signals([record])
+
+    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+        if not records:
+            return
+        batch = [
+            [
+                self._key(record.session_id, ""),
+                record.session_id,
+                record.pending_json or "",
+                json.dumps(list(record.interrupt)) if record.interrupt is not None else "",
+                record.ready,
+                record.decision_json,
+            ]
+            for record in records
+        ]
+        args = [self._keep_ms, self.max_pending, self.max_decisions]
+        with self._guard():
+            await self._record_signals(
+                keys=[f"{self.prefix}:ready"], args=[*args, json.dumps(batch, ensure_ascii=False)]
+            )
+
+    async def _range(self, key: str, start: int = 0) -> list[str]:
+        with self._guard():
+            return texts(await self._client.lrange(key, start, -1))
+
+    async def add_pending(self, session_id: str, signal_json: str) -> int:
+        return await self._push(self._key(session_id, "pending"), signal_json, self.max_pending)
+
+    async def pending(self, session_id: str) -> list[str]:
+        return await self._range(self._key(session_id, "pending"))
+
+    async def pending_count(self, session_id: str) -> int:
+        with self._guard():
+            count: int = await self._client.llen(self._key(session_id, "pending"))
+        return count
+
+    async def take_pending(self, session_id: str) -> list[str]:
+        keys = [self._key(session_id, part) for part in ("pending", "inflight", "interrupts")]
+        with self._guard():
+            taken: list[str] = await self._take_pending(
+                keys=keys, args=[self.max_pending, self._keep_ms]
+            )
+        return taken
+
+    async def in_flight(self, session_id: str) -> list[str]:
+        return await self._range(self._key(session_id, "inflight"))
+
+    async def finish_in_flight(self, session_id: str) -> None:
+        with self._guard():
+            await self._client.delete(self._key(session_id, "inflight"))
+
+    async def set_risk(self, session_id: str, key: str, text: str) -> None:
+        keys = [self._key(session_id, "risks"), self._key(session_id, "risk_order")]
+        with self._guard():
+            await self._set_risk(keys=keys, args=[key, text, self.max_risks, self._keep_ms])
+
+    async def clear_risk(self, session_id: str, key: str) -> None:
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key(session_id, "risks"), key)
+                pipe.lrem(self._key(session_id, "risk_order"), 0, key)
+                await pipe.execute()
+
+    async def risks(self, session_id: str) -> dict[str, str]:
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.lrange(self._key(session_id, "risk_order"), 0, -1)
+                pipe.hgetall(self._key(session_id, "risks"))
+                order, texts = await pipe.execute()
+        return {key: texts[key] for key in order if key in texts}
+
+    async def record_decision(self, session_id: str, decision_json: str) -> None:
+        await self._push(self._key(session_id, "decisions"), decision_json, self.max_decisions)
+
+    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+        if limit <= 0:
+            return []
+        return await self._range(self._key(session_id, "decisions"), -limit)
+
+    # -- sessions that need a run ------------------------------------------------------
+
+    async def mark_ready(self, session_id: str) -> None:
+        with self._guard():
+            await self._mark_ready(keys=[f"{self.prefix}:ready"], args=[session_id])
+
+    async def clear_ready(self, session_id: str) -> None:
+        with self._guard():
+            await self._client.zrem(f"{self.prefix}:ready", session_id)
+
+    async def ready_sessions(self, limit: int = 100) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._guard():
+            return texts(await self._client.zrange(f"{self.prefix}:ready", 0, limit - 1))
+
+    # -- interrupts --------------------------------------------------------------------
+
+    async def request_interrupt(self, session_id: str, signal_id: str, reason: str) -> None:
+        request = json.dumps([signal_id, reason])
+        await self._push(self._key(session_id, "interrupts"), request, self.max_pending)
+
+    async def wait_interrupt(self, session_id: str, timeout: float) -> tuple[str, str] | None:
+        key = self._key(session_id, "interrupts")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self._guard():
+            while True:
+                remaining = deadline - loop.time()
+                if remaining < 0.01:
+                    # BLPOP would read a timeout that rounds to 0 ms as "block forever".
+                    value = await self._client.lpop(key)
+                    break
+                piece = (
+                    remaining if self._block_slice is None else min(remaining, self._block_slice)
+                )
+                popped = await self._client.blpop([key], timeout=piece)
+                if popped is not None:
+                    value = popped[1]
+                    break
+        if not isinstance(value, (str, bytes)):
+            return None
+        signal_id, reason = json.loads(value)
+        return str(signal_id), str(reason)

@@ -1,0 +1,181 @@
+"""A session's working state, as the attention role and the workers share it: the
+``WorkingState`` port.
+
+Per session: the signals pending for the next run, the signals a run has taken (in flight),
+the active risks, the attention decisions and the interrupt requests; across sessions, the
+ready set (sessions that need a run). The attention role writes a batch of decisions at a
+time (``record_signals``) after reading what it needs of the sessions
+(``decision_contexts``). Everything is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DEFAULT_MAX_PENDING = 500
+DEFAULT_MAX_DECISIONS = 200
+DEFAULT_MAX_RISKS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    """What the attention role reads of a session before deciding on a signal."""
+
+    risks: dict[str, str]
+    busy: bool
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One attention decision to apply (see ``WorkingState.record_signal``)."""
+
+    session_id: str
+    decision_json: str
+    pending_json: str | None = None
+    interrupt: tuple[str, str] | None = None
+    ready: bool = False
+
+
+class WorkingState(ABC):
+    """Pending and in-flight signals, risks, decisions, interrupts and the ready set.
+
+    A backend implements the abstract methods (``busy`` comes free with ``State``, from the
+    session's lease) and sets the three bounds. The attention batch (``decision_context``,
+    ``record_signal`` and their batched forms) has defaults in terms of them; a backend that
+    can do a batch in one round trip or one transaction overrides them.
+    """
+
+    max_pending: int = DEFAULT_MAX_PENDING
+    max_decisions: int = DEFAULT_MAX_DECISIONS
+    max_risks: int = DEFAULT_MAX_RISKS
+
+    # -- pending and in flight ---------------------------------------------------------
+    @abstractmethod
+    async def add_pending(self, session_id: str, signal_json: str) -> int:
+        """Append a signal (JSON) to the session's pending list; returns the list length.
+
+        Past ``max_pending`` the oldest pending signals are dropped.
+        """
+
+    @abstractmethod
+    async def pending(self, session_id: str) -> list[str]:
+        """The pending signals, oldest first."""
+
+    @abstractmethod
+    async def pending_count(self, session_id: str) -> int:
+        """How many signals are pending (without reading them)."""
+
+    @abstractmethod
+    async def take_pending(self, session_id: str) -> list[str]:
+        """Atomically move every pending signal to the session's in-flight list, and drop
+        the session's interrupt requests; return the whole in-flight list (signals left by
+        a run that died come first)."""
+
+    @abstractmethod
+    async def in_flight(self, session_id: str) -> list[str]:
+        """Signals a run has taken and not yet finished."""
+
+    @abstractmethod
+    async def finish_in_flight(self, session_id: str) -> None:
+        """The run that took the in-flight signals ended: drop them."""
+
+    # -- risks and decisions -----------------------------------------------------------
+    @abstractmethod
+    async def set_risk(self, session_id: str, key: str, text: str) -> None:
+        """Add or replace an active risk (at most ``max_risks``; the oldest go first)."""
+
+    @abstractmethod
+    async def clear_risk(self, session_id: str, key: str) -> None:
+        """Drop an active risk (no error when there is none)."""
+
+    @abstractmethod
+    async def risks(self, session_id: str) -> dict[str, str]:
+        """Active risks by key, oldest first."""
+
+    @abstractmethod
+    async def record_decision(self, session_id: str, decision_json: str) -> None:
+        """Keep an attention decision (the newest ``max_decisions``)."""
+
+    @abstractmethod
+    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+        """The newest decisions, newest last."""
+
+    # -- interrupts --------------------------------------------------------------------
+    @abstractmethod
+    async def request_interrupt(self, session_id: str, signal_id: str, reason: str) -> None:
+        """Ask whichever process runs the session to interrupt its current run for the
+        signal ``signal_id`` (add that signal to the pending list first)."""
+
+    @abstractmethod
+    async def wait_interrupt(self, session_id: str, timeout: float) -> tuple[str, str] | None:
+        """Wait up to ``timeout`` seconds for an interrupt request; return and remove the
+        oldest as ``(signal_id, reason)``, or None. Requests made before the last
+        ``take_pending`` are gone: that run already holds their signals."""
+
+    # -- sessions that need a run ------------------------------------------------------
+    @abstractmethod
+    async def mark_ready(self, session_id: str) -> None:
+        """The session has work; a worker should run it (idempotent)."""
+
+    @abstractmethod
+    async def clear_ready(self, session_id: str) -> None:
+        """The session's work was taken (no error when it was not marked)."""
+
+    @abstractmethod
+    async def ready_sessions(self, limit: int = 100) -> list[str]:
+        """Sessions marked ready, longest waiting first."""
+
+    @abstractmethod
+    async def busy(self, session_id: str) -> bool:
+        """Whether a run holds the session now (``State``: a live lease)."""
+
+    # -- the attention role's hot path ------------------------------------------------
+    async def decision_context(self, session_id: str) -> DecisionContext:
+        """Active risks, whether a run holds the session, and the pending count, read
+        together."""
+        risks, busy, pending = await asyncio.gather(
+            self.risks(session_id), self.busy(session_id), self.pending_count(session_id)
+        )
+        return DecisionContext(risks, busy, pending)
+
+    async def record_signal(
+        self,
+        session_id: str,
+        *,
+        decision_json: str,
+        pending_json: str | None = None,
+        interrupt: tuple[str, str] | None = None,
+        ready: bool = False,
+    ) -> None:
+        """Apply an attention decision: keep the signal pending, request the interrupt
+        ``(signal_id, reason)``, mark the session ready, record the decision. Backends that
+        can do it in one transaction override this."""
+        if pending_json is not None:
+            await self.add_pending(session_id, pending_json)
+        if interrupt is not None:
+            await self.request_interrupt(session_id, *interrupt)
+        if ready:
+            await self.mark_ready(session_id)
+        await self.record_decision(session_id, decision_json)
+
+    async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
+        """``decision_context`` of several sessions; backends read them in one round trip."""
+        unique = list(dict.fromkeys(session_ids))
+        contexts = await asyncio.gather(*(self.decision_context(s) for s in unique))
+        return dict(zip(unique, contexts, strict=True))
+
+    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+        """``record_signal`` for each record, in order; backends write them in one
+        transaction."""
+        for record in records:
+            await self.record_signal(
+                record.session_id,
+                decision_json=record.decision_json,
+                pending_json=record.pending_json,
+                interrupt=record.interrupt,
+                ready=record.ready,
+            )

@@ -1,0 +1,1 @@
+"""Contract tests of the state ports, one module per port, on every backend of each."""
