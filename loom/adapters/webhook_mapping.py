@@ -18,7 +18,7 @@ from loom.adapters.webhook import WebhookError
 from loom.signals import URGENCIES, SignalAdapter, session_id_from
 
 if TYPE_CHECKING:
-    from loom.daemon.settings import WebhookMapping
+    from loom.adapters.webhook_settings import WebhookMapping
 
 _MISSING = object()
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
