@@ -156,6 +156,11 @@ class Settings(SettingsBase, AdapterSettings):
     def masked(self) -> dict[str, Any]:
         """The settings as JSON-ready data with secrets and URL passwords masked."""
         data = self.model_dump(mode="json")
+        # The process's own settings first, the adapters' sections after them.
+        adapters = AdapterSettings.model_fields
+        data = {k: v for k, v in data.items() if k not in adapters} | {
+            k: v for k, v in data.items() if k in adapters
+        }
         data["broker_url"] = mask_url(self.broker_url)
         data["state_url"] = mask_url(self.state_url)
         return data
