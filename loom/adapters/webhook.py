@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from loom.errors import LoomError, validation_details
+from loom.adapters.webhook_mapping import WebhookError, body_schema, signal_adapter
+from loom.errors import validation_details
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext, HasContext, context_of
 from loom.intake.http import error, inbound_body
@@ -36,14 +37,6 @@ if TYPE_CHECKING:
 
 EventMapping = SignalAdapter | Callable[[dict[str, Any]], RuntimeSignal]
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
-
-
-class WebhookError(LoomError):
-    """The request cannot become a signal; answered with ``status`` and the message."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Webhook(Adapter):
@@ -77,8 +70,6 @@ class Webhook(Adapter):
     @classmethod
     def from_settings(cls, name: str, mapping: WebhookMapping) -> Webhook:
         """The webhook a ``[webhooks.mappings.NAME]`` settings section describes."""
-        from loom.adapters.webhook_mapping import body_schema, signal_adapter
-
         webhook = cls(
             name,
             signal_adapter(name, mapping),
