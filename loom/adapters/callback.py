@@ -5,7 +5,7 @@ A signal whose ``reply_to`` is a URL gets the finished run's answer there::
     POST <reply_to>
     content-type: application/json
     idempotency-key: <run id>            the same on every retry of this reply
-    x-loom-timestamp, x-loom-signature   see loom.adapters.signing (LOOM_WEBHOOK_SECRET;
+    x-loom-timestamp, x-loom-signature   see loom.intake.signing (LOOM_WEBHOOK_SECRET;
                                          signed as a callback, so never valid inbound)
 
     {"run_id": ..., "session_id": ..., "status": "completed", "output": ..., "error": null,
@@ -32,21 +32,33 @@ import json
 import logging
 import re
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from loom._version import __version__
-from loom.adapters.base import Adapter, Reply, UndeliverableReply
-from loom.adapters.signing import sign_callback
 from loom.errors import LoomError
+from loom.intake.adapter import Adapter
+from loom.intake.replies import Reply, UndeliverableReply
+from loom.intake.signing import sign_callback
 
 if TYPE_CHECKING:
     import httpx
+    from pydantic import SecretStr
 
-    from loom.daemon.settings import Settings
+    from loom.adapters.webhook_settings import WebhookSettings
 
 logger = logging.getLogger("loom.callbacks")
 
 ALLOW_PRIVATE_SETTING = "LOOM_WEBHOOKS__CALLBACK_ALLOW_PRIVATE=true"
+
+
+class CallbackSettings(Protocol):
+    """What callbacks read of the settings (``loom.daemon.Settings`` has it)."""
+
+    @property
+    def webhook_secret(self) -> SecretStr | None: ...
+
+    @property
+    def webhooks(self) -> WebhookSettings: ...
 
 
 class CallbackError(LoomError):
@@ -82,7 +94,7 @@ class Callbacks(Adapter):
         self._warned_unsigned = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Callbacks:
+    def from_settings(cls, settings: CallbackSettings) -> Callbacks:
         secret = settings.webhook_secret
         return cls(
             secret=secret.get_secret_value() if secret is not None else None,

@@ -28,18 +28,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
 
-from loom.adapters.base import Adapter
 from loom.adapters.cron_schedule import CronSchedule, due_fires
 from loom.broker.base import BrokerUnavailable
+from loom.intake.adapter import Adapter
+from loom.intake.context import AdapterContext, HasContext, context_of
 from loom.signals import RuntimeSignal, Urgency
 from loom.state.base import StateUnavailable
 from loom.state.claims import Claims
 from loom.state.leases import replica_id
-from loom.wire import publish_signal
 
 if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
-    from loom.daemon.settings import CronJobSettings
+    from loom.adapters.cron_settings import CronJobSettings
 
 logger = logging.getLogger("loom.cron")
 
@@ -137,7 +136,7 @@ class Cron(Adapter):
         self.stop_timeout = _STOP_WAIT
         """Seconds ``stop`` lets a publish in progress be confirmed before handing it back."""
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._daemon: Daemon | None = None
+        self._context: AdapterContext | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._last: datetime | None = None
         self._busy = asyncio.Lock()
@@ -161,13 +160,13 @@ class Cron(Adapter):
     def marker_key(self) -> str:
         return f"cron-last:{self.job_id}"
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, context: AdapterContext | HasContext) -> None:
         """Follow the schedule, and fire what was missed while no scheduler ran (in the
         background: a slow broker must not hold up the process's start)."""
-        self._daemon = daemon
+        self._context = context = context_of(context)
         self._stopping.clear()
-        self.claim_ttl = daemon.settings.publish_timeout + _CLAIM_MARGIN
-        self.stop_timeout = min(_STOP_WAIT, daemon.settings.shutdown_timeout / 4)
+        self.claim_ttl = context.publish_timeout + _CLAIM_MARGIN
+        self.stop_timeout = min(_STOP_WAIT, context.shutdown_timeout / 4)
         if self.claim_ttl >= self.misfire_grace_time:
             logger.warning(
                 "cron job %s: misfire_grace_time %gs is not longer than a claim (%gs): a fire "
@@ -366,8 +365,8 @@ class Cron(Adapter):
     async def _attempt(self, fire: datetime) -> _Outcome:
         """Claim ``fire`` and publish its signal, retrying a failed publish (with the claim
         released meanwhile) until the grace time ends."""
-        daemon = self._require()
-        state = daemon.state
+        context = self._require()
+        state = context.state
         fire = fire.astimezone(UTC)
         key, done = fire_key(self.job_id, fire), fired_key(self.job_id, fire)
         signal = self.signal_for(fire)  # one id across retries
@@ -384,7 +383,7 @@ class Cron(Adapter):
                     self._held.discard(key)
                     logger.debug("cron job %s: %s was fired already", self.job_id, key)
                     return _Outcome.DONE
-                await publish_signal(daemon.broker, signal)
+                await context.publish(signal)
             except (BrokerUnavailable, StateUnavailable) as problem:
                 logger.warning(
                     "cron job %s: fire at %s not published (%s); retrying in %.1fs",
@@ -449,9 +448,9 @@ class Cron(Adapter):
 
     async def _release_held(self) -> None:
         """Give back the claims of fires this replica won and did not record as done."""
-        if self._daemon is None:
+        if self._context is None:
             return
-        state = self._daemon.state
+        state = self._context.state
         for key in sorted(self._held):
             try:
                 # Only our own: a claim that lapsed may be another replica's by now.
@@ -470,10 +469,10 @@ class Cron(Adapter):
                 )  # fmt: skip
         self._held.clear()
 
-    def _require(self) -> Daemon:
-        if self._daemon is None:
+    def _require(self) -> AdapterContext:
+        if self._context is None:
             raise RuntimeError(f"cron job {self.job_id} is not started")
-        return self._daemon
+        return self._context
 
     def _state(self) -> Claims:
         return self._require().state

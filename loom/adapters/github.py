@@ -23,14 +23,14 @@ from urllib.parse import parse_qs
 from starlette.responses import JSONResponse, Response
 
 from loom.adapters.github_events import describe
-from loom.adapters.signing import header, hmac_sha256, same
 from loom.adapters.webhook import Webhook, WebhookError, json_object, webhook_openapi
+from loom.adapters.webhook_settings import WebhookSettings
+from loom.intake.context import AdapterContext, HasContext, context_of
+from loom.intake.signing import header, hmac_sha256, same
 from loom.signals import RuntimeSignal
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
-
-    from loom.daemon.app import Daemon
 
 
 class GitHub(Webhook):
@@ -39,17 +39,21 @@ class GitHub(Webhook):
     def __init__(self, secret: str | None = None) -> None:
         super().__init__("github", secret=secret)
 
-    def routes(self, daemon: Daemon) -> list[BaseRoute]:
-        if self.secret is None and daemon.settings.webhooks.github_secret is not None:
-            self.secret = daemon.settings.webhooks.github_secret.get_secret_value()
+    def routes(self, context: AdapterContext | HasContext) -> list[BaseRoute]:
+        context = context_of(context)
+        webhooks = context.section("webhooks", WebhookSettings)
+        if self.secret is None and webhooks is not None and webhooks.github_secret is not None:
+            self.secret = webhooks.github_secret.get_secret_value()
         if not self.secret:
             raise ValueError(
                 "the GitHub webhook needs its secret: set LOOM_WEBHOOKS__GITHUB_SECRET or "
                 "pass GitHub(secret=...)"
             )
-        return super().routes(daemon)
+        return super().routes(context)
 
-    def refusal(self, daemon: Daemon, headers: Mapping[str, str], body: bytes) -> str | None:
+    def refusal(
+        self, context: AdapterContext, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
         given = header(headers, "x-hub-signature-256")
         if not given:
             return "no X-Hub-Signature-256 header: give the GitHub webhook a secret"

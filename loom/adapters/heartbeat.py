@@ -21,17 +21,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from loom import metrics
-from loom.adapters.base import Adapter
 from loom.adapters.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from loom.adapters.stuck import stuck_sessions
 from loom.broker.base import ATTENTION_QUEUE, WORK_QUEUE, BrokerUnavailable
+from loom.intake.adapter import Adapter
+from loom.intake.context import AdapterContext, HasContext, context_of
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable, replica_id
-from loom.wire import publish_signal
 
 if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
-    from loom.daemon.settings import HeartbeatSettings, ProbeSettings
+    from loom.adapters.heartbeat_settings import HeartbeatSettings, ProbeSettings
 
 logger = logging.getLogger("loom.heartbeat")
 
@@ -69,7 +68,7 @@ class Heartbeat(Adapter):
         self.stuck_after = stuck_after
         self.owner = replica_id()
         self._clock = clock
-        self._daemon: Daemon | None = None
+        self._context: AdapterContext | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_tick: int | None = None
 
@@ -85,8 +84,8 @@ class Heartbeat(Adapter):
     def scheduled(self) -> bool:
         return True
 
-    async def start(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    async def start(self, context: AdapterContext | HasContext) -> None:
+        self._context = context_of(context)
         self._task = asyncio.create_task(self._beat(), name="loom-heartbeat")
         logger.info("heartbeat every %gs with %d probe(s)", self.every, len(self.probes))
 
@@ -121,14 +120,14 @@ class Heartbeat(Adapter):
     async def tick(self) -> dict[str, Any] | None:
         """Run one tick: the report this replica published, or None if another replica won
         the tick (this one then only refreshes its probe gauges from the state)."""
-        daemon = self._require()
+        context = self._require()
         tick = self.tick_number(self._clock())
         if tick == self._last_tick:
             return None  # woken twice for one tick (a timer a hair early)
         self._last_tick = tick
         key = f"heartbeat:{tick}"
         try:
-            holder = await daemon.state.claim(key, self.owner, max(10 * self.every, 60.0))
+            holder = await context.state.claim(key, self.owner, max(10 * self.every, 60.0))
         except StateUnavailable:
             holder = None  # no way to agree; a heartbeat saying the state is down is news
         if holder is not None:
@@ -146,7 +145,7 @@ class Heartbeat(Adapter):
             dedupe_key=key,
         )
         try:
-            await publish_signal(daemon.broker, signal)
+            await context.publish(signal)
         except BrokerUnavailable as problem:
             logger.error("heartbeat %d not published: %s", tick, problem)
         return report
@@ -156,13 +155,13 @@ class Heartbeat(Adapter):
         return (await self._check_all())[0]
 
     async def _check_all(self) -> tuple[dict[str, Any], list[ProbeResult]]:
-        daemon = self._require()
+        context = self._require()
         broker_ok, state_ok, attention, work, stuck, *probed = await asyncio.gather(
-            _answer(daemon.broker.ping(), False),
-            _answer(daemon.state.ping(), False),
-            _answer(daemon.broker.queue_depth(ATTENTION_QUEUE), None),
-            _answer(daemon.broker.queue_depth(WORK_QUEUE), None),
-            _answer(stuck_sessions(daemon, self.stuck_after), None),
+            _answer(context.broker.ping(), False),
+            _answer(context.state.ping(), False),
+            _answer(context.broker.queue_depth(ATTENTION_QUEUE), None),
+            _answer(context.broker.queue_depth(WORK_QUEUE), None),
+            _answer(stuck_sessions(context, self.stuck_after), None),
             *(probe.check() for probe in self.probes),
         )
         report = {
@@ -177,24 +176,24 @@ class Heartbeat(Adapter):
 
     async def _transitions(self, results: Sequence[ProbeResult], tick: int) -> None:
         """Publish what changed since the last tick; remember it only once published."""
-        daemon = self._require()
+        context = self._require()
         for result in results:
             metrics.PROBE_UP.labels(result.name).set(1 if result.up else 0)
             status = "up" if result.up else "down"
             key = f"probe:{result.name}"
             try:
-                previous = await daemon.state.marker(key)
+                previous = await context.state.marker(key)
             except StateUnavailable:
                 previous = None
             # A probe first seen up is no news; first seen down is.
             if previous == status or (previous is None and result.up):
                 with contextlib.suppress(StateUnavailable):
-                    await daemon.state.set_marker(key, status, _STATUS_TTL)
+                    await context.state.set_marker(key, status, _STATUS_TTL)
                 continue
             signal = _transition_signal(result, tick, self.session_id)
             try:
-                await publish_signal(daemon.broker, signal)
-                await daemon.state.set_marker(key, status, _STATUS_TTL)
+                await context.publish(signal)
+                await context.state.set_marker(key, status, _STATUS_TTL)
             except (BrokerUnavailable, StateUnavailable) as problem:
                 # Not remembered, so the next tick tries again.
                 logger.error("probe %s is %s, not yet reported: %s", result.name, status, problem)
@@ -204,17 +203,17 @@ class Heartbeat(Adapter):
 
     async def _follow(self) -> None:
         """Gauges of a replica that lost the tick: the statuses the winner stored."""
-        daemon = self._require()
+        context = self._require()
         for probe in self.probes:
             with contextlib.suppress(StateUnavailable):
-                status = await daemon.state.marker(f"probe:{probe.name}")
+                status = await context.state.marker(f"probe:{probe.name}")
                 if status is not None:
                     metrics.PROBE_UP.labels(probe.name).set(1 if status == "up" else 0)
 
-    def _require(self) -> Daemon:
-        if self._daemon is None:
+    def _require(self) -> AdapterContext:
+        if self._context is None:
             raise RuntimeError("the heartbeat is not started")
-        return self._daemon
+        return self._context
 
 
 def probe_from_settings(settings: ProbeSettings) -> Probe:

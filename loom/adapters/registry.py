@@ -1,18 +1,58 @@
-"""The adapters a daemon gets from its settings, before those given in code."""
+"""The one table of adapters configured from settings, and the settings sections they read.
+
+Each entry names a settings section and the factory that builds that section's adapters
+(none when the section leaves the adapter off). ``loom.daemon`` wires from this table and
+knows no adapter by name: its ``Settings`` inherits ``AdapterSettings`` (the sections), and
+a Daemon gets ``adapters_from_settings(settings)`` before the adapters given in code.
+Factories import their adapter on use, so reading the settings stays light.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from loom.adapters.base import Adapter
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-if TYPE_CHECKING:
-    from loom.daemon.settings import Settings
+from loom.adapters.cron_settings import CronJobSettings, unique_jobs
+from loom.adapters.heartbeat_settings import HeartbeatSettings, ProbeSettings
+from loom.adapters.slack_settings import SlackSettings
+from loom.adapters.webhook_settings import WebhookMapping, WebhookSettings
+from loom.intake.adapter import Adapter
 
 
-def adapters_from_settings(settings: Settings) -> list[Adapter]:
-    """Every adapter the settings configure (each module decides from its own section)."""
+class AdapterSettings(BaseModel):
+    """The settings sections of the built-in adapters (``Settings`` inherits them)."""
+
+    webhook_secret: SecretStr | None = None
+    """Key of ``X-Loom-Signature`` on inbound requests and on callbacks."""
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    cron: list[CronJobSettings] = Field(default_factory=list)
+    """Cron jobs (``[[cron]]`` tables, or ``LOOM_CRON`` as a JSON list; docs/scheduler.md)."""
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
+
+    @field_validator("cron")
+    @classmethod
+    def _unique_jobs(cls, value: list[CronJobSettings]) -> list[CronJobSettings]:
+        return unique_jobs(value)
+
+
+Factory = Callable[[Any, Any], Iterable[Adapter]]
+"""``factory(section, settings)``: the adapters a section switches on; ``settings`` is the
+whole settings object (an ``AdapterSettings``), for what several sections share."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterEntry:
+    """One row of the table: settings section ``section`` builds adapters with ``build``."""
+
+    section: str
+    build: Factory
+
+
+def _webhooks(webhooks: WebhookSettings, settings: AdapterSettings) -> list[Adapter]:
     from loom.adapters.alertmanager import Alertmanager
     from loom.adapters.callback import Callbacks
     from loom.adapters.github import GitHub
@@ -20,26 +60,68 @@ def adapters_from_settings(settings: Settings) -> list[Adapter]:
 
     # Callbacks and Alertmanager need nothing of their own: replies to http(s) addresses
     # and alerts (checked with LOOM_API_TOKEN) work out of the box.
-    configured: list[Adapter] = [Callbacks.from_settings(settings), Alertmanager()]
-    webhooks = settings.webhooks
+    built: list[Adapter] = [Callbacks.from_settings(settings), Alertmanager()]
     if webhooks.github_secret is not None:
-        configured.append(GitHub(webhooks.github_secret.get_secret_value()))
-    configured.extend(Webhook.from_settings(n, m) for n, m in webhooks.mappings.items())
-    slack = settings.slack
+        built.append(GitHub(webhooks.github_secret.get_secret_value()))
+    built.extend(Webhook.from_settings(n, m) for n, m in webhooks.mappings.items())
+    return built
+
+
+def _slack(slack: SlackSettings, settings: AdapterSettings) -> list[Adapter]:
     # Either secret switches Slack on: a gateway needs only the signing secret (to check
     # Slack's requests), a worker only the bot token (to post replies).
-    if any(s is not None and s.get_secret_value() for s in (slack.signing_secret, slack.bot_token)):
-        from loom.adapters.slack import Slack
+    secrets = (slack.signing_secret, slack.bot_token)
+    if not any(s is not None and s.get_secret_value() for s in secrets):
+        return []
+    from loom.adapters.slack import Slack
 
-        configured.append(Slack(settings=settings.slack))
-    if settings.cron:
-        from loom.adapters.cron import Cron
+    return [Slack(settings=slack)]
 
-        configured.extend(Cron.from_settings(job) for job in settings.cron)
-    if settings.heartbeat.interval is not None:
-        from loom.adapters.heartbeat import Heartbeat
 
-        configured.append(Heartbeat.from_settings(settings.heartbeat))
+def _cron(jobs: list[CronJobSettings], settings: AdapterSettings) -> list[Adapter]:
+    if not jobs:
+        return []
+    from loom.adapters.cron import Cron
+
+    return [Cron.from_settings(job) for job in jobs]
+
+
+def _heartbeat(heartbeat: HeartbeatSettings, settings: AdapterSettings) -> list[Adapter]:
+    if heartbeat.interval is None:
+        return []
+    from loom.adapters.heartbeat import Heartbeat
+
+    return [Heartbeat.from_settings(heartbeat)]
+
+
+TABLE: list[AdapterEntry] = [
+    AdapterEntry("webhooks", _webhooks),
+    AdapterEntry("slack", _slack),
+    AdapterEntry("cron", _cron),
+    AdapterEntry("heartbeat", _heartbeat),
+]
+"""Every adapter configured from settings, in the order they are built."""
+
+
+def register(entry: AdapterEntry) -> None:
+    """Add ``entry`` to the table (replacing one of the same section)."""
+    unregister(entry.section)
+    TABLE.append(entry)
+
+
+def unregister(section: str) -> None:
+    """Take the entry of ``section`` out of the table, if there is one."""
+    TABLE[:] = [entry for entry in TABLE if entry.section != section]
+
+
+def adapters_from_settings(settings: AdapterSettings) -> list[Adapter]:
+    """Every adapter the settings configure, entry by entry; an entry whose section the
+    settings lack (a model without it) builds nothing."""
+    configured: list[Adapter] = []
+    for entry in TABLE:
+        section = getattr(settings, entry.section, None)
+        if section is not None:
+            configured.extend(entry.build(section, settings))
     return configured
 
 
@@ -50,4 +132,19 @@ def merge_adapters(configured: Sequence[Adapter], given: Sequence[Adapter]) -> l
     return [a for a in configured if a.name not in names] + list(given)
 
 
-__all__ = ["adapters_from_settings", "merge_adapters"]
+__all__ = [
+    "TABLE",
+    "AdapterEntry",
+    "AdapterSettings",
+    "CronJobSettings",
+    "Factory",
+    "HeartbeatSettings",
+    "ProbeSettings",
+    "SlackSettings",
+    "WebhookMapping",
+    "WebhookSettings",
+    "adapters_from_settings",
+    "merge_adapters",
+    "register",
+    "unregister",
+]

@@ -26,7 +26,6 @@ from urllib.parse import parse_qs
 
 from pydantic import SecretStr
 
-from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.adapters.slack_events import (
     Ignored,
     SessionPer,
@@ -37,7 +36,13 @@ from loom.adapters.slack_events import (
     message_key,
     parse_address,
 )
+from loom.adapters.slack_settings import SlackSettings, slack_settings_from_environment
 from loom.errors import LoomError
+from loom.intake.adapter import Adapter
+from loom.intake.context import AdapterContext, HasContext, context_of
+from loom.intake.http import error, inbound_body
+from loom.intake.openapi import answer, errors
+from loom.intake.replies import Reply, UndeliverableReply
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable
 
@@ -50,8 +55,6 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
-    from loom.daemon.app import Daemon
-    from loom.daemon.settings import SlackSettings
     from loom.state.claims import Claims
 
 logger = logging.getLogger("loom.slack")
@@ -117,9 +120,7 @@ class Slack(Adapter):
         settings: SlackSettings | None = None,
     ) -> None:
         if settings is None and None in (signing_secret, bot_token, api_url):
-            from loom.daemon.settings import Settings
-
-            settings = Settings().slack
+            settings = slack_settings_from_environment()
         if session_per not in ("thread", "channel"):
             raise ValueError(f"session_per must be 'thread' or 'channel', not {session_per!r}")
         self.signing_secret = _secret(signing_secret)
@@ -138,7 +139,7 @@ class Slack(Adapter):
         self._client: AsyncWebClient | None = None
 
     # -- inbound -----------------------------------------------------------------------
-    def routes(self, daemon: Daemon) -> list[BaseRoute]:
+    def routes(self, context: AdapterContext | HasContext) -> list[BaseRoute]:
         """``POST /slack/events`` and ``POST /slack/interactions``; none without a signing
         secret (a reply-only deployment holds just the bot token)."""
         from slack_sdk.signature import SignatureVerifier
@@ -152,12 +153,13 @@ class Slack(Adapter):
             )
             return []
         self._verifier = SignatureVerifier(self.signing_secret.get_secret_value())
+        ctx = context_of(context)
 
         async def events(request: Request) -> Response:
-            return await self._events(daemon, request)
+            return await self._events(ctx, request)
 
         async def interactions(request: Request) -> Response:
-            return await self._interactions(daemon, request)
+            return await self._interactions(ctx, request)
 
         return [
             Route("/slack/events", events, methods=["POST"]),
@@ -166,8 +168,6 @@ class Slack(Adapter):
 
     def openapi(self) -> dict[str, Any]:
         """Path items of the two Slack routes (signed with the app's signing secret)."""
-        from loom.daemon.openapi import answer, errors
-
         if not self.signing_secret:
             return {}  # no routes are served
 
@@ -210,12 +210,10 @@ class Slack(Adapter):
         }
         return {"/slack/events": {"post": events}, "/slack/interactions": {"post": interactions}}
 
-    async def _events(self, daemon: Daemon, request: Request) -> Response:
+    async def _events(self, context: AdapterContext, request: Request) -> Response:
         from starlette.responses import JSONResponse
 
-        from loom.daemon.http import accept, error
-
-        body = await self._signed_body(daemon, request)
+        body = await self._signed_body(context, request)
         if not isinstance(body, bytes):
             return body
         try:
@@ -237,7 +235,7 @@ class Slack(Adapter):
             return JSONResponse({"status": "ignored", "reason": outcome.reason})
         if outcome.type == "reaction_added":
             try:
-                outcome = await self._to_answered_session(daemon, outcome)
+                outcome = await self._to_answered_session(context, outcome)
             except StateUnavailable as problem:
                 return error(
                     503, f"state unavailable, event not accepted (Slack retries): {problem}"
@@ -246,15 +244,17 @@ class Slack(Adapter):
         if retry is not None:
             reason = request.headers.get("x-slack-retry-reason", "?")
             logger.info("slack retry %s (%s) of %s", retry[:8], reason[:40], outcome.dedupe_key)
-        return await accept(daemon, outcome)
+        return await context.accept(outcome)
 
-    async def _to_answered_session(self, daemon: Daemon, signal: RuntimeSignal) -> RuntimeSignal:
+    async def _to_answered_session(
+        self, context: AdapterContext, signal: RuntimeSignal
+    ) -> RuntimeSignal:
         """A reaction to an answer the bot posted, in that answer's session and tied to its
         run; any other reaction as it is."""
         channel, ts = signal.payload.get("channel"), signal.payload.get("ts")
         if not isinstance(channel, str) or not isinstance(ts, str):
             return signal
-        noted = await daemon.state.marker(message_key(channel, ts))
+        noted = await context.state.marker(message_key(channel, ts))
         if noted is None:
             return signal
         try:
@@ -267,12 +267,10 @@ class Slack(Adapter):
             return signal
         return in_session(signal, session_id, run_id)
 
-    async def _interactions(self, daemon: Daemon, request: Request) -> Response:
+    async def _interactions(self, context: AdapterContext, request: Request) -> Response:
         from starlette.responses import Response
 
-        from loom.daemon.http import accept, error
-
-        body = await self._signed_body(daemon, request)
+        body = await self._signed_body(context, request)
         if not isinstance(body, bytes):
             return body
         if request.headers.get("content-type", "").partition(";")[0].strip() != (
@@ -295,18 +293,16 @@ class Slack(Adapter):
         if isinstance(outcome, Ignored):
             return Response(status_code=200)
         for signal in outcome:
-            response = await accept(daemon, signal)
+            response = await context.accept(signal)
             if response.status_code >= 500:
                 return response  # Slack shows the user an error; nothing was acknowledged
         # Slack wants an empty 200: a body could be taken as a message to show.
         return Response(status_code=200)
 
-    async def _signed_body(self, daemon: Daemon, request: Request) -> bytes | Response:
+    async def _signed_body(self, context: AdapterContext, request: Request) -> bytes | Response:
         """The body of a request Slack signed, or the response that refuses it."""
-        from loom.daemon.intake import inbound_body
-
         return await inbound_body(
-            daemon, request, lambda body: self._check_signature(request.headers, body)
+            context, request, lambda body: self._check_signature(request.headers, body)
         )
 
     def _check_signature(self, headers: Headers, body: bytes) -> str | None:

@@ -7,32 +7,35 @@ held (``State.held_leases``); the session store says when the session's runs fin
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
+from loom.intake.context import AdapterContext, HasContext, context_of
 
 
-async def stuck_sessions(daemon: Daemon, stuck_after: float | None = None) -> list[dict[str, Any]]:
+async def stuck_sessions(
+    context: AdapterContext | HasContext, stuck_after: float | None = None
+) -> list[dict[str, Any]]:
     """Sessions whose lease has been held past ``stuck_after`` seconds with no run finishing
     in that time: a run has outlived its timeout (hung, or its worker is wedged).
 
     A worker keeps its lease across consecutive runs of a busy session, so a long-held lease
     alone is not enough: runs that keep finishing mean the session is busy, not stuck.
     """
+    context = context_of(context)
     threshold = stuck_after
     if threshold is None:
-        timeout = daemon.agent.runtime.timeout
+        timeout = context.runtime_timeout
         if timeout is None:
             return []  # runs may take any time: nothing is "past its timeout"
-        threshold = timeout + daemon.settings.worker.lease_ttl
+        threshold = timeout + context.lease_ttl
     now = datetime.now(UTC)
     stuck: list[dict[str, Any]] = []
-    for held in await daemon.state.held_leases():
+    state = context.state
+    for held in await state.held_leases():
         if held.held_for <= threshold:
             break  # longest held first: the rest are younger still
         session_id = held.lease.session_id
-        snapshot = await daemon.state.sessions.load(session_id)
+        snapshot = await state.sessions.load(session_id)
         finished = [
             run.finished_at for run in (snapshot.runs if snapshot else ()) if run.finished_at
         ]

@@ -2,11 +2,12 @@
 
 ``Webhook(name, mapping)`` maps the body with a ``SignalAdapter`` (or any callable from the
 body to a signal); ``Webhook.from_settings`` builds one from a ``WebhookMapping`` of the
-settings (dotted paths into the body). Every request is authenticated (a bearer token, or an
-``X-Loom-Signature``; see ``loom.adapters.signing``), limited in size, and published through
-``loom.daemon.intake.accept``: ``202`` once the broker confirmed, ``200`` for a ``dedupe_key``
-already accepted, ``503`` when it was not accepted (broker or state store down, the same key
-being accepted right now), ``422`` with a message saying what is wrong.
+settings (dotted paths into the body). Every request is authenticated (a bearer token, or
+an ``X-Loom-Signature``; see ``loom.intake.signing``), limited in size, and published
+through the intake port (``AdapterContext.accept``): ``202`` once the broker confirmed,
+``200`` for a ``dedupe_key`` already accepted, ``503`` when it was not accepted (broker or
+state store down, the same key being accepted right now), ``422`` with a message saying
+what is wrong.
 ``GitHub`` and ``Alertmanager`` are webhooks with their own checks and mappings.
 """
 
@@ -22,25 +23,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from loom.adapters.base import Adapter
-from loom.adapters.signing import authenticate
-from loom.errors import LoomError, validation_details
+from loom.adapters.webhook_mapping import WebhookError, body_schema, signal_adapter
+from loom.errors import validation_details
+from loom.intake.adapter import Adapter
+from loom.intake.context import AdapterContext, HasContext, context_of
+from loom.intake.http import error, inbound_body
+from loom.intake.openapi import answer, errors
+from loom.intake.signing import authenticate
 from loom.signals import RuntimeSignal, SignalAdapter
 
 if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
-    from loom.daemon.settings import WebhookMapping
+    from loom.adapters.webhook_settings import WebhookMapping
 
 EventMapping = SignalAdapter | Callable[[dict[str, Any]], RuntimeSignal]
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
-
-
-class WebhookError(LoomError):
-    """The request cannot become a signal; answered with ``status`` and the message."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Webhook(Adapter):
@@ -74,8 +70,6 @@ class Webhook(Adapter):
     @classmethod
     def from_settings(cls, name: str, mapping: WebhookMapping) -> Webhook:
         """The webhook a ``[webhooks.mappings.NAME]`` settings section describes."""
-        from loom.adapters.webhook_mapping import body_schema, signal_adapter
-
         webhook = cls(
             name,
             signal_adapter(name, mapping),
@@ -86,17 +80,18 @@ class Webhook(Adapter):
         return webhook
 
     # -- what subclasses change ---------------------------------------------------------
-    def refusal(self, daemon: Daemon, headers: Mapping[str, str], body: bytes) -> str | None:
+    def refusal(
+        self, context: AdapterContext, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
         """Why the request is refused (401), or None."""
-        settings = daemon.settings
-        token = self.token or _secret(settings.api_token)
+        token = self.token or context.api_token
         if token is None and self.secret is None:
             return None
         return authenticate(
             headers,
             body,
             token=token,
-            secret=self.secret or _secret(settings.webhook_secret),
+            secret=self.secret or context.webhook_secret,
             token_name="this webhook's token" if self.token else "LOOM_API_TOKEN",
         )
 
@@ -115,13 +110,12 @@ class Webhook(Adapter):
             raise WebhookError(f"the body does not map to a signal: {problem!r}") from problem
 
     # -- the route ----------------------------------------------------------------------
-    def routes(self, daemon: Daemon) -> list[BaseRoute]:
-        # Imported here, as the other adapters do: the daemon package imports loom.adapters.
-        from loom.daemon.intake import accept, error, inbound_body
+    def routes(self, context: AdapterContext | HasContext) -> list[BaseRoute]:
+        ctx = context_of(context)
 
         async def receive(request: Request) -> Response:
             body = await inbound_body(
-                daemon, request, lambda body: self.refusal(daemon, request.headers, body)
+                ctx, request, lambda body: self.refusal(ctx, request.headers, body)
             )
             if isinstance(body, Response):
                 return body
@@ -133,7 +127,7 @@ class Webhook(Adapter):
                 return error(422, _describe(problem))
             if isinstance(outcome, Response):
                 return outcome
-            return await accept(daemon, outcome)
+            return await ctx.accept(outcome)
 
         return [Route(self.path, receive, methods=["POST"])]
 
@@ -166,8 +160,6 @@ def webhook_openapi(
     body_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI path item of a webhook route."""
-    from loom.daemon.openapi import answer, errors
-
     accepted = {"type": "object", "required": ["status"]}
     responses = {
         "202": answer("Accepted: the broker confirmed the signal.", accepted),

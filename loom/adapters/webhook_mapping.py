@@ -14,11 +14,21 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from loom.adapters.webhook import WebhookError
+from loom.errors import LoomError
 from loom.signals import URGENCIES, SignalAdapter, session_id_from
 
 if TYPE_CHECKING:
-    from loom.daemon.settings import WebhookMapping
+    from loom.adapters.webhook_settings import WebhookMapping
+
+
+class WebhookError(LoomError):
+    """The request cannot become a signal; answered with ``status`` and the message
+    (``loom.adapters.webhook`` exports it; it lives here, where mappings raise it)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 _MISSING = object()
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -155,4 +165,4 @@ def _require(schema: dict[str, Any], parts: list[str]) -> None:
     _require(child, rest)
 
 
-__all__ = ["body_schema", "lookup", "signal_adapter", "text"]
+__all__ = ["WebhookError", "body_schema", "lookup", "signal_adapter", "text"]

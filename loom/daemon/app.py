@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 
 from loom import metrics, tracing
-from loom.adapters.base import Adapter
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker, broker_from_url
@@ -27,6 +27,8 @@ from loom.daemon.http import build_app
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
+from loom.intake.adapter import Adapter
+from loom.intake.context import AdapterContext
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
@@ -149,6 +151,8 @@ class Daemon:
         self.roles: tuple[str, ...] = ()
         self.started = False
         self.draining = False
+        self.adapter_context = _adapter_context(self)
+        """What adapters are handed (``routes``, ``start``): never the Daemon itself."""
         self._stop = asyncio.Event()
         self._server: _Server | None = None
 
@@ -172,7 +176,7 @@ class Daemon:
             await self.replies.start()
         if "scheduler" in self.roles:
             for adapter in self.scheduled_adapters:
-                await adapter.start(self)
+                await adapter.start(self.adapter_context)
         self.started = True
         logger.info(
             "loom started: roles %s, broker %s, state %s, model %s",
@@ -271,6 +275,27 @@ class Daemon:
         if server_task.done() and server_task.exception() is not None:
             raise server_task.exception()  # type: ignore[misc]
         logger.info("loom stopped")
+
+
+def _adapter_context(daemon: Daemon) -> AdapterContext:
+    """The daemon's narrow face to its adapters: state, broker and draining read live."""
+    settings = daemon.settings
+    return AdapterContext(
+        daemon,
+        settings=settings,
+        api_token=_secret(settings.api_token),
+        webhook_secret=_secret(settings.webhook_secret),
+        max_body_bytes=settings.http.max_body_bytes,
+        publish_timeout=settings.publish_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
+        dedupe_ttl=settings.dedupe_ttl,
+        lease_ttl=settings.worker.lease_ttl,
+        runtime_timeout=daemon.agent.runtime.timeout,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _default_feedback(settings: Settings) -> FeedbackPolicy:

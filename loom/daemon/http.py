@@ -1,7 +1,7 @@
 """The HTTP surface every Loom process serves: health, readiness, metrics, sessions, signals.
 
-``accept``, ``error`` and ``read_body`` live in ``loom.daemon.intake`` and are re-exported
-here for the adapters that import them from this module."""
+``error`` and ``read_body`` live in ``loom.intake.http``, ``accept`` is the intake port's
+(``loom.intake``); they are re-exported here for code that imported them from this module."""
 
 from __future__ import annotations
 
@@ -20,17 +20,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loom import tracing
-from loom.adapters.cloudevents import (
+from loom.daemon.attention import describe_validation_error
+from loom.daemon.http_metrics import HTTPMetrics
+from loom.daemon.intake import accept
+from loom.daemon.openapi import build_openapi
+from loom.intake.cloudevents import (
     CloudEventError,
     is_cloudevent,
     parse_http,
     signal_from_cloudevent,
 )
-from loom.adapters.signing import authenticate
-from loom.daemon.attention import describe_validation_error
-from loom.daemon.http_metrics import HTTPMetrics
-from loom.daemon.intake import accept, error, inbound_body, read_body
-from loom.daemon.openapi import build_openapi
+from loom.intake.http import error, inbound_body, read_body
+from loom.intake.signing import authenticate
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
 from loom.wire import PendingSignal
 
@@ -43,14 +44,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     """The ASGI app of one process; ``gateway`` adds the inbound routes."""
-    settings = daemon.settings
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    context = daemon.adapter_context
+    token, secret = context.api_token, context.webhook_secret
 
     def refusal(request: Request, body: bytes | None = None) -> str | None:
         """Why the request is refused, or None. With LOOM_API_TOKEN set it needs that bearer
         token, or, for endpoints that pass the body, an X-Loom-Signature made with
-        LOOM_WEBHOOK_SECRET (see loom.adapters.signing)."""
+        LOOM_WEBHOOK_SECRET (see loom.intake.signing)."""
         if token is None:
             return None
         return authenticate(request.headers, body, token=token, secret=secret)
@@ -93,7 +93,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         return JSONResponse(view)
 
     async def post_signal(request: Request) -> Response:
-        body = await inbound_body(daemon, request, lambda body: refusal(request, body))
+        body = await inbound_body(context, request, lambda body: refusal(request, body))
         if isinstance(body, Response):
             return body
         try:
@@ -106,7 +106,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         except CloudEventError as problem:
             return error(422, str(problem))
         with tracing.continued(request.headers):  # the sender's trace, if it sent one
-            return await accept(daemon, signal)
+            return await context.accept(signal)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -121,7 +121,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
 
         routes.extend(feedback_routes(daemon, protected))
         for adapter in daemon.adapters:
-            routes.extend(adapter.routes(daemon))
+            routes.extend(adapter.routes(context))
     return Starlette(
         routes=routes,
         middleware=[Middleware(HTTPMetrics, routes=routes)],

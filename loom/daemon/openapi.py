@@ -3,7 +3,7 @@
 Written out rather than generated from docstrings: every route's request and answers are
 part of the public contract, and the fuzz tests (tests/test_gateway_fuzz.py) drive the
 gateway from this document, so it has to say exactly what the code accepts. Adapters add
-their routes' paths through ``Adapter.openapi()``.
+their routes' paths through ``Adapter.openapi()``, made of the pieces in ``loom.intake.openapi``.
 """
 
 from __future__ import annotations
@@ -11,40 +11,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from loom._version import __version__
+from loom.intake.openapi import ERROR, answer, errors
 from loom.signals import SESSION_ID_PATTERN, VISIBLE, RuntimeSignal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon
 
-ERROR = {"$ref": "#/components/schemas/Error"}
 SESSION_PARAMETER = {
     "name": "session_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
 }
-
-
-def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One response object; JSON with ``schema`` when given."""
-    response: dict[str, Any] = {"description": description}
-    if schema is not None:
-        response["content"] = {"application/json": {"schema": schema}}
-    return response
-
-
-def errors(*statuses: int) -> dict[str, Any]:
-    """Error answers, each a JSON ``{"error": message}``."""
-    reasons = {
-        400: "Malformed request.",
-        401: "Missing or wrong credentials.",
-        404: "Not found.",
-        413: "Body larger than the limit (LOOM_HTTP__MAX_BODY_BYTES).",
-        415: "Unsupported content type.",
-        422: "The body is not valid; the message says what is wrong.",
-        503: "Not accepted now (broker unreachable or shutting down); retry.",
-    }
-    return {str(status): answer(reasons[status], ERROR) for status in statuses}
 
 
 def _signal_paths() -> dict[str, Any]:

@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from loom import metrics
-from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.broker.base import (
     REPLIES_EXCHANGE,
     REPLIES_QUEUE,
@@ -42,6 +41,8 @@ from loom.broker.base import (
     Message,
 )
 from loom.daemon.settings import ReplySettings
+from loom.intake.adapter import Adapter
+from loom.intake.replies import Reply, UndeliverableReply
 from loom.runtime.run import RunResult
 from loom.state.base import StateUnavailable
 from loom.state.claims import Claims

@@ -1,0 +1,65 @@
+"""The HTTP kit of inbound routes: JSON errors, and reading a body within the limits.
+
+The gateway's own routes and every adapter's use it, so all answer alike: ``{"error": ...}``
+with the status, 503 + Retry-After while the process drains, 413 past the body limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+
+class Limits(Protocol):
+    """What body reading needs to know of its process (an ``AdapterContext`` has it)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+
+def error(status: int, message: str, *, retry_after: float | None = None) -> JSONResponse:
+    """``{"error": message}`` with ``status``; ``retry_after`` seconds as a Retry-After."""
+    headers = None if retry_after is None else {"retry-after": str(max(1, math.ceil(retry_after)))}
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def inbound_body(
+    context: Limits, request: Request, refusal: Callable[[bytes], str | None]
+) -> bytes | Response:
+    """The body of an inbound request, or the answer that ends it: 503 while draining, 413
+    past the body limit, 401 with the reason ``refusal`` gives (it sees the body, since a
+    signature covers it)."""
+    if context.draining:
+        return error(503, "shutting down: not accepted; send it to another replica", retry_after=1)
+    body = await read_body(request, context.max_body_bytes)
+    if isinstance(body, Response):
+        return body
+    refused = refusal(body)
+    return body if refused is None else error(401, refused)
+
+
+async def read_body(request: Request, limit: int) -> bytes | Response:
+    """The request body, or a 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    # ASCII digits only, and few: int() of "²" or of 5,000 digits raises.
+    if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 18 or int(declared) > limit):
+        return error(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return error(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+__all__ = ["Limits", "error", "inbound_body", "read_body"]
