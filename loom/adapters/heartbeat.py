@@ -24,10 +24,10 @@ from loom import metrics
 from loom.adapters.base import Adapter
 from loom.adapters.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from loom.adapters.stuck import stuck_sessions
-from loom.broker.base import ATTENTION_QUEUE, WORK_QUEUE, BrokerUnavailable
+from loom.broker.base import BrokerUnavailable
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable, replica_id
-from loom.wire import publish_signal
+from loom.wire import ATTENTION_QUEUE, WORK_QUEUE, publish_signal
 
 if TYPE_CHECKING:
     from loom.daemon.app import Daemon
