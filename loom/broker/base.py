@@ -147,9 +147,10 @@ class DeadLetter:
 
 
 class Broker(ABC):
-    """Port to RabbitMQ (or the in-process memory broker)."""
+    """Port to RabbitMQ (or the in-process memory broker), on the topology it was handed."""
 
     url: str = ""
+    topology: Topology
 
     @abstractmethod
     async def start(self) -> None:

@@ -1,10 +1,10 @@
 """The in-process broker: the port's full semantics in memory, for ``loom run`` and tests.
 
-Not a mock: it routes by the topology it is given, as RabbitMQ does (topic, direct and fanout
-bindings),
-counts deliveries, retries, dead-letters past the delivery limit, honours ``prefetch`` and
-hands unsettled messages back on ``cancel``. ``join()`` waits until the queues are drained,
-so tests need no sleeps (like Dramatiq's StubBroker and arq's burst mode).
+Not a mock: it routes by the topology it is given, as RabbitMQ does (topic, direct and
+fanout bindings), counts deliveries, retries, dead-letters past the delivery limit, honours
+``prefetch`` and hands unsettled messages back on ``cancel``. ``join()`` waits until the
+queues are drained, so tests need no sleeps (like Dramatiq's StubBroker and arq's burst
+mode).
 """
 
 from __future__ import annotations

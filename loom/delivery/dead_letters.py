@@ -8,8 +8,6 @@ through ``dead_letter()`` below.
 
 from __future__ import annotations
 
-from typing import Any
-
 from loom import metrics
 from loom.broker.base import Broker, Delivery, Handler, Message
 
@@ -24,10 +22,6 @@ class _Counted(Delivery):
     @property
     def settled(self) -> bool:
         return self.inner.settled
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        return self.inner.headers
 
     async def ack(self) -> None:
         await self.inner.ack()
