@@ -42,9 +42,9 @@ from pipeline import (
     teardown,
 )
 
-from loom.broker.base import ATTENTION_QUEUE
 from loom.broker.rabbitmq import RabbitMQBroker
 from loom.signals import RuntimeSignal
+from loom.wire import ATTENTION_QUEUE, TOPOLOGY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,7 +158,7 @@ async def post_signals(
 
 
 async def queued(ns: str) -> int:
-    broker = RabbitMQBroker(RABBITMQ_URL, namespace=ns)
+    broker = RabbitMQBroker(RABBITMQ_URL, topology=TOPOLOGY, namespace=ns)
     await broker.start()
     try:
         return await broker.queue_depth(ATTENTION_QUEUE)

@@ -49,7 +49,7 @@ from loom.broker.rabbitmq import RabbitMQBroker
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.signals import RuntimeSignal
-from loom.wire import publish_signal
+from loom.wire import TOPOLOGY, publish_signal
 
 RABBITMQ_URL = os.environ.get("LOOM_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("LOOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -321,7 +321,7 @@ async def latency(ns: str, rate: float, count: int, profile: bool) -> list[float
 
 
 async def teardown(ns: str) -> None:
-    broker = RabbitMQBroker(RABBITMQ_URL, namespace=ns)
+    broker = RabbitMQBroker(RABBITMQ_URL, topology=TOPOLOGY, namespace=ns)
     try:
         await broker.start()
         await broker.delete_topology()

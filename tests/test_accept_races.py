@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
-from loom.broker.base import SIGNALS_EXCHANGE, BrokerUnavailable, Message
+from loom.broker.base import BrokerUnavailable, Message
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.state import MemoryState
 from loom.state.base import StateUnavailable
-from loom.wire import publish_signal
+from loom.wire import SIGNALS_EXCHANGE, publish_signal
 from tests.test_daemon_memory import drain
 from tests.test_gateway_signals import published
 

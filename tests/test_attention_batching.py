@@ -12,13 +12,14 @@ from loom.daemon import attention
 from loom.daemon.attention import AttentionConsumer
 from loom.policies.attention import AttentionPolicy
 from loom.state.memory_state import MemoryState
+from loom.wire import TOPOLOGY
 
 
 class Recording(AttentionConsumer):
     """Records each batch; the first batch can be held back to build up a backlog."""
 
     def __init__(self) -> None:
-        super().__init__(MemoryBroker(), MemoryState(), AttentionPolicy.default())
+        super().__init__(MemoryBroker(topology=TOPOLOGY), MemoryState(), AttentionPolicy.default())
         self.batches: list[list[str]] = []
         self.hold_first = asyncio.Event()
         self.hold_first.set()

@@ -1,7 +1,9 @@
 """The broker port's contract, run against the memory broker and a real RabbitMQ.
 
-Every RabbitMQ test gets a namespace of its own (``RabbitMQBroker(namespace=...)``) whose
-queues and exchanges are deleted afterwards, so runs never see each other's messages.
+The brokers are handed a topology of the tests' own (not Loom's): they declare and route by
+whatever they are given. Every RabbitMQ test gets a namespace of its own
+(``RabbitMQBroker(namespace=...)``) whose queues and exchanges are deleted afterwards, so
+runs never see each other's messages.
 """
 
 from __future__ import annotations
@@ -16,23 +18,37 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from loom.broker import (
-    ATTENTION_QUEUE,
-    DEAD_LETTER_EXCHANGE,
-    DEAD_LETTER_QUEUE,
-    SIGNALS_EXCHANGE,
-    WORK_EXCHANGE,
-    WORK_QUEUE,
-    WORK_ROUTING_KEY,
+    Binding,
     Broker,
     BrokerUnavailable,
     Delivery,
     MemoryBroker,
     Message,
-    broker_from_url,
+    Topology,
 )
+from loom.delivery import count_dead_letters, dead_letter
+from loom.wire import broker_from_url
 from tests import polling
 from tests.services import require_rabbitmq
 
+SIGNALS_EXCHANGE = "contract.events"
+ATTENTION_QUEUE = "contract.inbox"
+WORK_EXCHANGE = "contract.jobs"
+WORK_QUEUE = "contract.jobs"
+WORK_ROUTING_KEY = "job"
+DEAD_LETTER_EXCHANGE = "contract.dead"
+DEAD_LETTER_QUEUE = "contract.dead-letters"
+TOPOLOGY = Topology(
+    bindings=(
+        Binding(SIGNALS_EXCHANGE, "topic", "#", ATTENTION_QUEUE),
+        Binding(WORK_EXCHANGE, "direct", WORK_ROUTING_KEY, WORK_QUEUE),
+        Binding(DEAD_LETTER_EXCHANGE, "fanout", "", DEAD_LETTER_QUEUE),
+    ),
+    dead_letter_exchange=DEAD_LETTER_EXCHANGE,
+    dead_letter_queue=DEAD_LETTER_QUEUE,
+    limited=(ATTENTION_QUEUE, WORK_QUEUE),
+)
+"""The tests' own topology: a topic, a direct and a dead-letter exchange."""
 LIMIT = 3  # delivery limit used by every broker here
 WAIT = 10.0  # upper bound for anything to arrive; tests finish as soon as it does
 
@@ -49,14 +65,18 @@ class Backend:
     async def peer(self) -> Broker:
         if self.kind == "memory":
             if self._memory is None:
-                self._memory = MemoryBroker(delivery_limit=LIMIT)
+                self._memory = MemoryBroker(topology=TOPOLOGY, delivery_limit=LIMIT)
                 self.brokers.append(self._memory)
             await self._memory.start()
             return self._memory
         from loom.broker.rabbitmq import RabbitMQBroker
 
         broker = RabbitMQBroker(
-            self.url, delivery_limit=LIMIT, namespace=self.namespace, connect_timeout=5
+            self.url,
+            topology=TOPOLOGY,
+            delivery_limit=LIMIT,
+            namespace=self.namespace,
+            connect_timeout=5,
         )
         self.brokers.append(broker)
         await broker.start()
@@ -68,7 +88,9 @@ class Backend:
         if self.kind == "rabbitmq":
             from loom.broker.rabbitmq import RabbitMQBroker
 
-            cleaner = RabbitMQBroker(self.url, delivery_limit=LIMIT, namespace=self.namespace)
+            cleaner = RabbitMQBroker(
+                self.url, topology=TOPOLOGY, delivery_limit=LIMIT, namespace=self.namespace
+            )
             await cleaner.start()
             try:
                 await cleaner.delete_topology()
@@ -261,7 +283,8 @@ def _dead_letters_counted(queue: str) -> float:
 
 async def test_every_dead_letter_is_counted_once_by_the_broker(broker: Broker) -> None:
     """loom_dead_letters_total{queue}: a handler's dead_letter and the broker's own
-    dead-lettering past the delivery limit (which RabbitMQ does where Loom cannot see it)."""
+    dead-lettering past the delivery limit (which RabbitMQ does where Loom cannot see it),
+    counted by the ``count_dead_letters`` wrapper from the deliveries the broker makes."""
     work_before = _dead_letters_counted(WORK_QUEUE)
     attention_before = _dead_letters_counted(ATTENTION_QUEUE)
 
@@ -273,8 +296,8 @@ async def test_every_dead_letter_is_counted_once_by_the_broker(broker: Broker) -
     async def reject(delivery: Delivery) -> None:
         await delivery.dead_letter("not a signal")
 
-    await broker.consume(WORK_QUEUE, handle_work, prefetch=1)
-    await broker.consume(ATTENTION_QUEUE, Inbox(reject))
+    await broker.consume(WORK_QUEUE, count_dead_letters(handle_work), prefetch=1)
+    await broker.consume(ATTENTION_QUEUE, count_dead_letters(Inbox(reject)))
     await send(broker, b"poison", b"good")
     await broker.publish(SIGNALS_EXCHANGE, "signal", Message(b"junk", message_id="id-junk"))
 
@@ -328,7 +351,7 @@ async def test_work_that_failed_after_its_delivery_can_be_dead_lettered(
     go to the dead letters as if they died in the attention queue, and replay there."""
     counted_before = _dead_letters_counted(ATTENTION_QUEUE)
     message = Message(b'{"id": "sig-1"}', {"origin-note": "kept"}, message_id="sig-1")
-    await broker.dead_letter(message, ATTENTION_QUEUE, "run failed 5 times: boom")
+    await dead_letter(broker, message, ATTENTION_QUEUE, "run failed 5 times: boom")
     [letter] = await broker.dead_letters()
     assert letter.message.body == b'{"id": "sig-1"}'
     assert letter.message.headers == {"origin-note": "kept"}
@@ -521,7 +544,9 @@ async def test_start_is_idempotent_and_brokers_share_the_topology(backend: Backe
 async def test_rabbitmq_unreachable_fails_fast_without_leaking_the_password() -> None:
     from loom.broker.rabbitmq import RabbitMQBroker
 
-    broker = RabbitMQBroker("amqp://loom:s3cret-Pa55@127.0.0.1:1/", connect_timeout=5)
+    broker = RabbitMQBroker(
+        "amqp://loom:s3cret-Pa55@127.0.0.1:1/", topology=TOPOLOGY, connect_timeout=5
+    )
     assert "s3cret-Pa55" not in broker.url
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as caught:
@@ -540,7 +565,7 @@ async def test_rabbitmq_wrong_password_is_unavailable_and_masked() -> None:
     from loom.broker.rabbitmq import RabbitMQBroker, mask_url
 
     bad = mask_url(url).replace("***", "not-the-Pa55word")
-    broker = RabbitMQBroker(bad, connect_timeout=5)
+    broker = RabbitMQBroker(bad, topology=TOPOLOGY, connect_timeout=5)
     with pytest.raises(BrokerUnavailable) as caught:
         await broker.start()
     assert "not-the-Pa55word" not in str(caught.value)
@@ -582,7 +607,7 @@ async def test_rabbitmq_messages_are_persistent_and_queues_are_quorum(
 
 
 async def test_memory_join_waits_until_the_queues_are_drained() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(topology=TOPOLOGY)
     handled: list[bytes] = []
 
     async def handle(delivery: Delivery) -> None:

@@ -18,9 +18,9 @@ from loom.adapters import callback as callback_module
 from loom.adapters.base import UndeliverableReply
 from loom.adapters.callback import CallbackError, public
 from loom.adapters.signing import SignatureError, sign, verify
-from loom.broker.base import DEFAULT_DELIVERY_LIMIT, REPLIES_QUEUE
+from loom.broker.base import DEFAULT_DELIVERY_LIMIT
 from loom.daemon.app import Daemon
-from loom.wire import publish_signal
+from loom.wire import REPLIES_QUEUE, publish_signal
 from tests.fakes.callback_server import CallbackServer
 from tests.test_daemon_memory import drain, settings
 

@@ -91,7 +91,8 @@ async def test_repeated_dedupe_key_is_processed_once(daemon: Daemon) -> None:
 
 
 async def test_poison_message_is_dead_lettered_and_consumer_keeps_going(daemon: Daemon) -> None:
-    from loom.broker.base import SIGNALS_EXCHANGE, Message
+    from loom.broker.base import Message
+    from loom.wire import SIGNALS_EXCHANGE
 
     await daemon.broker.publish(SIGNALS_EXCHANGE, "x.y", Message(body=b"{not json"))
     await daemon.broker.publish(

@@ -28,9 +28,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from loom.broker.base import WORK_QUEUE, namespaced
+from loom.broker.base import namespaced
 from loom.daemon.app import ROLES, is_loopback
 from loom.daemon.settings import Settings
+from loom.wire import WORK_QUEUE
 from tests.services import in_ci
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ async def gateway() -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
 
 
 async def published(daemon: Daemon) -> list[dict[str, object]]:
-    from loom.broker.base import ATTENTION_QUEUE
+    from loom.wire import ATTENTION_QUEUE
 
     letters: list[dict[str, object]] = []
 

@@ -22,11 +22,12 @@ from loom import Agent, Model, Runtime, RuntimeSignal
 from loom.adapters import Heartbeat, HttpProbe, TcpProbe
 from loom.adapters.registry import adapters_from_settings
 from loom.adapters.stuck import stuck_sessions
-from loom.broker.base import ATTENTION_QUEUE, Delivery
+from loom.broker.base import Delivery
 from loom.core.session_store import RunRecord
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.state import MemoryState
+from loom.wire import ATTENTION_QUEUE
 
 # -- loopback services ------------------------------------------------------------------------
 

@@ -108,7 +108,8 @@ async def test_a_flow_moves_the_counters_by_exactly_what_happened(daemon: Daemon
 
 
 async def test_poison_messages_count_as_dead_letters(daemon: Daemon) -> None:
-    from loom.broker.base import SIGNALS_EXCHANGE, Message
+    from loom.broker.base import Message
+    from loom.wire import SIGNALS_EXCHANGE
 
     before = await scrape(daemon)
     await daemon.broker.publish(SIGNALS_EXCHANGE, "x.y", Message(body=b"{oops"))
@@ -223,7 +224,8 @@ async def test_signal_source_and_type_labels_are_bounded(
 
 
 async def test_every_dead_letter_is_counted_once(daemon: Daemon) -> None:
-    from loom.broker.base import WORK_EXCHANGE, WORK_ROUTING_KEY, Message
+    from loom.broker.base import Message
+    from loom.wire import WORK_EXCHANGE, WORK_ROUTING_KEY
 
     before = await scrape(daemon)
     await daemon.broker.publish(WORK_EXCHANGE, WORK_ROUTING_KEY, Message(body=b'{"x": 1}'))

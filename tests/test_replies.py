@@ -16,14 +16,14 @@ import pytest
 
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters.base import Adapter, Reply, UndeliverableReply
-from loom.broker.base import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KEY, Message
+from loom.broker.base import Message
 from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
 from loom.daemon.replies import ReplyDispatcher, publish_reply
 from loom.daemon.settings import ReplySettings
 from loom.state.base import StateUnavailable
 from loom.state.memory_state import MemoryState
-from loom.wire import publish_signal
+from loom.wire import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KEY, TOPOLOGY, publish_signal
 from tests.test_daemon_memory import drain, settings
 
 
@@ -218,7 +218,7 @@ async def test_the_retry_budget_and_pauses_are_settings() -> None:
 
 
 async def test_a_shutdown_during_the_pause_hands_the_reply_back() -> None:
-    broker, state = MemoryBroker(), MemoryState()
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
     await broker.start()
     inbox = Inbox(failures=1)
     dispatcher = ReplyDispatcher(broker, state, [inbox])
@@ -246,7 +246,7 @@ async def test_an_address_no_adapter_serves_is_dead_lettered(daemon: Daemon) -> 
 
 
 async def test_a_reply_delivered_before_a_crash_is_not_sent_again(inbox: Inbox) -> None:
-    broker, state = MemoryBroker(), MemoryState()
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
     await broker.start()
     dispatcher = ReplyDispatcher(broker, state, [inbox])
     await dispatcher.start()
@@ -275,7 +275,7 @@ class Slow(Inbox):
 
 
 async def test_two_copies_of_a_reply_are_not_sent_at_once() -> None:
-    broker, state = MemoryBroker(), MemoryState()
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
     await broker.start()
     slow = Slow()
     dispatcher = ReplyDispatcher(broker, state, [slow])
@@ -312,7 +312,7 @@ class FlakyState(MemoryState):
 
 
 async def test_a_state_outage_after_the_post_does_not_post_it_again() -> None:
-    broker, state = MemoryBroker(), FlakyState("reply-sent:", failures=10)
+    broker, state = MemoryBroker(topology=TOPOLOGY), FlakyState("reply-sent:", failures=10)
     await broker.start()
     inbox = Inbox()
     dispatcher = ReplyDispatcher(broker, state, [inbox])
@@ -331,7 +331,7 @@ async def test_a_state_outage_after_the_post_does_not_post_it_again() -> None:
 
 
 async def test_a_state_outage_before_the_post_backs_off_past_the_delivery_limit() -> None:
-    broker, state = MemoryBroker(), FlakyState("reply-sending:", failures=7)
+    broker, state = MemoryBroker(topology=TOPOLOGY), FlakyState("reply-sending:", failures=7)
     await broker.start()
     inbox = Inbox()
     dispatcher = ReplyDispatcher(broker, state, [inbox], settings=ReplySettings(retry_delay=1))

@@ -18,13 +18,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool, tracing
-from loom.broker.base import ATTENTION_QUEUE
 from loom.broker.rabbitmq import RabbitMQBroker
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.providers.base import ModelRequest
-from loom.wire import PendingSignal, publish_signal
+from loom.wire import ATTENTION_QUEUE, TOPOLOGY, PendingSignal, publish_signal
 from tests.test_daemon_memory import drain
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -213,7 +212,7 @@ async def test_the_trace_crosses_rabbitmq_and_redis(exporter: InMemorySpanExport
         await asyncio.wait_for(finished.wait(), 15)
     finally:
         await daemon.stop()  # lets the worker finish: its span ends
-        cleanup = RabbitMQBroker(amqp, namespace=namespace)
+        cleanup = RabbitMQBroker(amqp, topology=TOPOLOGY, namespace=namespace)
         await cleanup.start()
         await cleanup.delete_topology()
         await cleanup.close()

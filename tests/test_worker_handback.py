@@ -9,20 +9,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from loom import Agent, Model, ModelResponse, RuntimeSignal
-from loom.broker.base import WORK_QUEUE
 from loom.broker.memory import MemoryBroker
 from loom.daemon.attention import pending_json
 from loom.daemon.worker import SessionWorker
 from loom.providers.base import ModelRequest
 from loom.state.memory_state import MemoryState
-from loom.wire import parse_work, publish_work
+from loom.wire import TOPOLOGY, WORK_QUEUE, parse_work, publish_work
 
 NO_SWEEP = 3600.0  # the sweep never runs in these tests: only a notice can wake a worker
 
 
 @pytest.fixture
 async def broker() -> AsyncIterator[MemoryBroker]:
-    broker = MemoryBroker()
+    broker = MemoryBroker(topology=TOPOLOGY)
     await broker.start()
     yield broker
     await broker.close()

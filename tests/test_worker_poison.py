@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
-from loom.broker.base import ATTENTION_QUEUE
 from loom.daemon.app import Daemon
 from loom.daemon.poison import PoisonGuard, failures_key
 from loom.daemon.settings import Settings
 from loom.state.base import StateUnavailable
-from loom.wire import publish_signal
+from loom.wire import ATTENTION_QUEUE, publish_signal
 from tests.polling import eventually
 
 ATTEMPTS = 3

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from loom import metrics
 from loom.adapters.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from loom.adapters.stuck import stuck_sessions
-from loom.broker.base import ATTENTION_QUEUE, WORK_QUEUE, BrokerUnavailable
+from loom.broker.base import BrokerUnavailable
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext, HasContext, context_of
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable, replica_id
+from loom.wire import ATTENTION_QUEUE, WORK_QUEUE
 
 if TYPE_CHECKING:
     from loom.adapters.heartbeat_settings import HeartbeatSettings, ProbeSettings

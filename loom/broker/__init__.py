@@ -1,5 +1,6 @@
 """The broker: the port (``base``) and its in-memory and RabbitMQ implementations.
 
+A broker is handed the topology it declares (``loom.wire.TOPOLOGY`` for Loom's own).
 ``RabbitMQBroker`` is imported on first use, so ``import loom.broker`` does not load aio-pika.
 """
 
@@ -9,23 +10,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loom.broker.base import (
-    ATTENTION_QUEUE,
-    DEAD_LETTER_EXCHANGE,
-    DEAD_LETTER_QUEUE,
     DEFAULT_DELIVERY_LIMIT,
-    EXCHANGES,
     ORIGIN_HEADER,
-    QUEUES,
     REASON_HEADER,
-    REPLIES_EXCHANGE,
-    REPLIES_QUEUE,
-    REPLY_ROUTING_KEY,
-    SIGNALS_EXCHANGE,
-    TOPOLOGY,
-    WORK_EXCHANGE,
-    WORK_QUEUE,
-    WORK_QUEUES,
-    WORK_ROUTING_KEY,
     Binding,
     Broker,
     BrokerUnavailable,
@@ -33,6 +20,7 @@ from loom.broker.base import (
     Delivery,
     Handler,
     Message,
+    Topology,
     namespaced,
 )
 from loom.broker.memory import MemoryBroker
@@ -41,23 +29,9 @@ if TYPE_CHECKING:
     from loom.broker.rabbitmq import RabbitMQBroker
 
 __all__ = [
-    "ATTENTION_QUEUE",
-    "DEAD_LETTER_EXCHANGE",
-    "DEAD_LETTER_QUEUE",
     "DEFAULT_DELIVERY_LIMIT",
-    "EXCHANGES",
     "ORIGIN_HEADER",
-    "QUEUES",
     "REASON_HEADER",
-    "REPLIES_EXCHANGE",
-    "REPLIES_QUEUE",
-    "REPLY_ROUTING_KEY",
-    "SIGNALS_EXCHANGE",
-    "TOPOLOGY",
-    "WORK_EXCHANGE",
-    "WORK_QUEUE",
-    "WORK_QUEUES",
-    "WORK_ROUTING_KEY",
     "Binding",
     "Broker",
     "BrokerUnavailable",
@@ -67,6 +41,7 @@ __all__ = [
     "MemoryBroker",
     "Message",
     "RabbitMQBroker",
+    "Topology",
     "broker_from_url",
     "namespaced",
 ]
@@ -75,21 +50,24 @@ __all__ = [
 def broker_from_url(
     url: str,
     *,
+    topology: Topology,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     namespace: str = "",
     publish_timeout: float = 10.0,
 ) -> Broker:
     """The broker a URL names: ``memory://`` or ``amqp://user:pass@host:5672/vhost``
-    (``amqps://`` for TLS). Not started yet: call ``start()``. ``publish_timeout`` bounds
-    how long a publish waits for RabbitMQ's confirmation (across a reconnect)."""
+    (``amqps://`` for TLS), on ``topology``. Not started yet: call ``start()``.
+    ``publish_timeout`` bounds how long a publish waits for RabbitMQ's confirmation (across
+    a reconnect). ``loom.wire.broker_from_url`` is this with Loom's topology."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
-        return MemoryBroker(delivery_limit=delivery_limit, namespace=namespace)
+        return MemoryBroker(topology=topology, delivery_limit=delivery_limit, namespace=namespace)
     if scheme in ("amqp", "amqps"):
         from loom.broker.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(
             url,
+            topology=topology,
             delivery_limit=delivery_limit,
             namespace=namespace,
             publish_timeout=publish_timeout,

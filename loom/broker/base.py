@@ -1,16 +1,8 @@
 """The broker port: durable, confirmed publishing and acknowledged consumption.
 
-Topology (declared idempotently by ``start()``):
-
-- exchange ``loom.signals`` (topic) -> quorum queue ``loom.attention`` (binding ``#``): every
-  RuntimeSignal, consumed by the attention role;
-- exchange ``loom.work`` (direct) -> quorum queue ``loom.work`` (binding ``work``): "this
-  session needs a run" notices, consumed by workers;
-- exchange ``loom.replies`` (direct) -> quorum queue ``loom.replies`` (binding ``reply``):
-  the answers of finished runs on their way back (Slack thread, webhook callback), sent by
-  the worker role;
-- these queues dead-letter to exchange ``loom.dead`` (fanout) -> queue ``loom.dead-letters``,
-  and have a delivery limit, so a message that keeps failing ends there.
+The port names no exchange or queue of its own: a broker is handed a ``Topology`` (the
+exchanges, queues and bindings, which queues dead-letter and have a delivery limit) and
+declares (and routes by) whatever it is given. Loom's own topology lives in ``loom.wire``.
 """
 
 from __future__ import annotations
@@ -23,16 +15,6 @@ from typing import Any
 
 from loom.errors import LoomError
 
-SIGNALS_EXCHANGE = "loom.signals"
-ATTENTION_QUEUE = "loom.attention"
-WORK_EXCHANGE = "loom.work"
-WORK_QUEUE = "loom.work"
-WORK_ROUTING_KEY = "work"
-REPLIES_EXCHANGE = "loom.replies"
-REPLIES_QUEUE = "loom.replies"
-REPLY_ROUTING_KEY = "reply"
-DEAD_LETTER_EXCHANGE = "loom.dead"
-DEAD_LETTER_QUEUE = "loom.dead-letters"
 DEFAULT_DELIVERY_LIMIT = 5
 """A message is delivered at most this many times; failing the last one dead-letters it."""
 
@@ -47,17 +29,35 @@ class Binding:
     queue: str
 
 
-TOPOLOGY: tuple[Binding, ...] = (
-    Binding(SIGNALS_EXCHANGE, "topic", "#", ATTENTION_QUEUE),
-    Binding(WORK_EXCHANGE, "direct", WORK_ROUTING_KEY, WORK_QUEUE),
-    Binding(REPLIES_EXCHANGE, "direct", REPLY_ROUTING_KEY, REPLIES_QUEUE),
-    Binding(DEAD_LETTER_EXCHANGE, "fanout", "", DEAD_LETTER_QUEUE),
-)
-"""The topology as data, so every implementation declares (and routes) the same thing."""
-EXCHANGES: tuple[str, ...] = tuple(dict.fromkeys(b.exchange for b in TOPOLOGY))
-QUEUES: tuple[str, ...] = tuple(b.queue for b in TOPOLOGY)
-WORK_QUEUES: tuple[str, ...] = (ATTENTION_QUEUE, WORK_QUEUE, REPLIES_QUEUE)
-"""The queues that dead-letter to ``loom.dead`` and enforce the delivery limit."""
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What a broker declares: ``bindings`` (every exchange and queue is in one), the
+    dead-letter exchange and queue, and the ``limited`` queues, which enforce the delivery
+    limit and dead-letter to ``dead_letter_exchange``."""
+
+    bindings: tuple[Binding, ...]
+    dead_letter_exchange: str
+    dead_letter_queue: str
+    limited: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = {self.dead_letter_exchange} - set(self.exchanges)
+        unknown |= {self.dead_letter_queue, *self.limited} - set(self.queues)
+        if unknown:
+            raise ValueError(f"not bound in the topology: {', '.join(sorted(unknown))}")
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(binding.exchange for binding in self.bindings))
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(binding.queue for binding in self.bindings))
+
+    def check_queue(self, queue: str) -> None:
+        """Raise ``ValueError`` unless ``queue`` is one of the topology's."""
+        if queue not in self.queues:
+            raise ValueError(f"unknown queue {queue!r}; known: {', '.join(self.queues)}")
 
 
 def namespaced(name: str, namespace: str) -> str:
@@ -93,16 +93,24 @@ class Delivery(ABC):
 
     A handler that raises without settling gets ``retry()``; past the queue's delivery limit
     the broker dead-letters the message. One that returns without settling gets ``ack()``.
-    Settling twice raises ``RuntimeError``. Implementations count every dead letter, either
-    way, in ``loom_dead_letters_total{queue}``; handlers do not.
+    Settling twice raises ``RuntimeError``. Brokers do not count dead letters: the
+    ``loom.delivery.dead_letters`` wrapper does, from ``final``.
     """
 
-    def __init__(self, message: Message, queue: str, delivery_count: int) -> None:
+    def __init__(
+        self, message: Message, queue: str, delivery_count: int, *, final: bool = False
+    ) -> None:
         self.message = message
         self.queue = queue
         self.delivery_count = delivery_count
         """1 on first delivery, 2 on the first redelivery, and so on."""
-        self.settled = False
+        self.final = final
+        """True when ``retry()`` dead-letters this delivery instead (the delivery limit)."""
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
 
     @property
     def body(self) -> bytes:
@@ -139,9 +147,10 @@ class DeadLetter:
 
 
 class Broker(ABC):
-    """Port to RabbitMQ (or the in-process memory broker)."""
+    """Port to RabbitMQ (or the in-process memory broker), on the topology it was handed."""
 
     url: str = ""
+    topology: Topology
 
     @abstractmethod
     async def start(self) -> None:

@@ -1,9 +1,10 @@
 """The in-process broker: the port's full semantics in memory, for ``loom run`` and tests.
 
-Not a mock: it routes by the same topology as RabbitMQ (topic, direct and fanout bindings),
-counts deliveries, retries, dead-letters past the delivery limit, honours ``prefetch`` and
-hands unsettled messages back on ``cancel``. ``join()`` waits until the queues are drained,
-so tests need no sleeps (like Dramatiq's StubBroker and arq's burst mode).
+Not a mock: it routes by the topology it is given, as RabbitMQ does (topic, direct and
+fanout bindings), counts deliveries, retries, dead-letters past the delivery limit, honours
+``prefetch`` and hands unsettled messages back on ``cancel``. ``join()`` waits until the
+queues are drained, so tests need no sleeps (like Dramatiq's StubBroker and arq's burst
+mode).
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from loom import metrics
 from loom.broker.base import (
-    DEAD_LETTER_QUEUE,
     DEFAULT_DELIVERY_LIMIT,
     ORIGIN_HEADER,
-    QUEUES,
     REASON_HEADER,
-    TOPOLOGY,
-    WORK_QUEUES,
     Binding,
     Broker,
     BrokerUnavailable,
@@ -33,6 +29,7 @@ from loom.broker.base import (
     Delivery,
     Handler,
     Message,
+    Topology,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +84,9 @@ class _MemoryDelivery(Delivery):
     ) -> None:
         original = envelope.message
         message = Message(original.body, copy.deepcopy(original.headers), original.message_id)
-        super().__init__(message, queue.name, envelope.deliveries)
+        # Like RabbitMQ: only the limited queues have a delivery limit (and dead-letter).
+        final = envelope.deliveries >= broker.delivery_limit and broker.limits(queue.name)
+        super().__init__(message, queue.name, envelope.deliveries, final=final)
         self._broker = broker
         self._queue = queue
         self._envelope = envelope
@@ -98,18 +97,15 @@ class _MemoryDelivery(Delivery):
 
     async def retry(self) -> None:
         self._settle()
-        limit = self._broker.delivery_limit
-        # Like RabbitMQ: only the work queues have a delivery limit (and a place to dead-letter).
-        if self._envelope.deliveries >= limit and self.queue in WORK_QUEUES:
-            self._broker._dead_letter(
-                self._envelope, self.queue, f"delivery limit ({limit}) exceeded"
-            )
+        if self.final:
+            limit = self._broker.delivery_limit
+            self._broker.bury(self._envelope, self.queue, f"delivery limit ({limit}) exceeded")
         else:
             self._queue.put(self._envelope, front=True)
 
     async def dead_letter(self, reason: str) -> None:
         self._settle()
-        self._broker._dead_letter(self._envelope, self.queue, reason)
+        self._broker.bury(self._envelope, self.queue, reason)
 
     def hand_back(self) -> None:
         """Return an unsettled message to the front of its queue (its consumer stopped)."""
@@ -120,10 +116,10 @@ class _MemoryDelivery(Delivery):
     def _settle(self) -> None:
         if self.settled:
             raise RuntimeError(f"delivery from {self.queue!r} is already settled")
-        self.settled = True
+        self._settled = True
         self._queue.unsettled -= 1
         self._on_settle()
-        self._broker._notify()
+        self._broker.notify()
 
 
 class _Consumer:
@@ -219,14 +215,19 @@ class MemoryBroker(Broker):
     url = "memory://"
 
     def __init__(
-        self, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT, namespace: str = ""
+        self,
+        *,
+        topology: Topology,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        namespace: str = "",
     ) -> None:
         if delivery_limit < 1:
             raise ValueError(f"delivery_limit must be at least 1, not {delivery_limit}")
+        self.topology = topology
         self.delivery_limit = delivery_limit
         self.namespace = namespace
         self._changed = asyncio.Event()
-        self._queues = {name: _Queue(name, self._notify) for name in QUEUES}
+        self._queues = {name: _Queue(name, self.notify) for name in topology.queues}
         self._consumers: dict[str, _Consumer] = {}
         self._closed = False
 
@@ -242,7 +243,7 @@ class MemoryBroker(Broker):
 
     async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
         self._check_open()
-        bindings = [binding for binding in TOPOLOGY if binding.exchange == exchange]
+        bindings = [binding for binding in self.topology.bindings if binding.exchange == exchange]
         if not bindings:
             raise ValueError(f"unknown exchange {exchange!r}")
         targets = [binding.queue for binding in bindings if _routes(binding, routing_key)]
@@ -272,28 +273,28 @@ class MemoryBroker(Broker):
     async def dead_letter(self, message: Message, origin_queue: str, reason: str) -> None:
         self._check_open()
         self._queue(origin_queue)
-        self._dead_letter(_Envelope(message), origin_queue, reason)
+        self.bury(_Envelope(message), origin_queue, reason)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        ready = list(self._queues[DEAD_LETTER_QUEUE].ready)[: max(limit, 0)]
+        ready = list(self._queues[self.topology.dead_letter_queue].ready)[: max(limit, 0)]
         return [_to_dead_letter(envelope) for envelope in ready]
 
     async def replay_dead_letters(self, limit: int | None = None) -> int:
         self._check_open()
-        dead = self._queues[DEAD_LETTER_QUEUE]
+        dead = self._queues[self.topology.dead_letter_queue]
         kept: deque[_Envelope] = deque()
         replayed = 0
         while dead.ready:
             envelope = dead.ready.popleft()
             origin = envelope.message.headers.get(ORIGIN_HEADER)
-            if (limit is not None and replayed >= limit) or origin not in WORK_QUEUES:
+            if (limit is not None and replayed >= limit) or not self.limits(origin):
                 kept.append(envelope)
                 continue
             letter = _to_dead_letter(envelope)
             self._queues[letter.origin_queue].put(_Envelope(letter.message))
             replayed += 1
         dead.ready = kept
-        self._notify()
+        self.notify()
         return replayed
 
     async def queue_depth(self, queue: str) -> int:
@@ -307,38 +308,41 @@ class MemoryBroker(Broker):
         return bool(self._consumers) and not self._closed
 
     async def join(self, queue: str | None = None, *, timeout: float | None = None) -> None:
-        """Wait until ``queue`` (default: every queue but the dead letters) is drained.
+        """Wait until ``queue`` (default: every limited queue) is drained.
 
         Drained means no message ready and none delivered but unsettled. Raises
         ``TimeoutError`` after ``timeout`` seconds (e.g. when nothing consumes).
         """
-        queues = [self._queue(queue)] if queue else [self._queues[name] for name in WORK_QUEUES]
+        limited = self.topology.limited
+        queues = [self._queue(queue)] if queue else [self._queues[name] for name in limited]
         async with asyncio.timeout(timeout):
             while not all(q.idle for q in queues):
                 self._changed.clear()
                 await self._changed.wait()
 
     def _queue(self, name: str) -> _Queue:
-        try:
-            return self._queues[name]
-        except KeyError:
-            raise ValueError(f"unknown queue {name!r}; known: {', '.join(QUEUES)}") from None
+        self.topology.check_queue(name)
+        return self._queues[name]
 
     def _check_open(self) -> None:
         if self._closed:
             raise BrokerUnavailable("the memory broker is closed")
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake ``join()``: a queue changed."""
         self._changed.set()
 
-    def _dead_letter(self, envelope: _Envelope, origin: str, reason: str) -> None:
+    def limits(self, queue: object) -> bool:
+        """True for a queue with a delivery limit, which dead-letters."""
+        return queue in self.topology.limited
+
+    def bury(self, envelope: _Envelope, origin: str, reason: str) -> None:
         """Move a message to the dead letters: a handler's ``dead_letter`` or past the limit."""
         headers = copy.deepcopy(envelope.message.headers)
         headers[REASON_HEADER] = reason
         headers[ORIGIN_HEADER] = origin
         message = Message(envelope.message.body, headers, envelope.message.message_id)
-        self._queues[DEAD_LETTER_QUEUE].put(_Envelope(message))
-        metrics.DEAD_LETTERS.labels(origin).inc()
+        self._queues[self.topology.dead_letter_queue].put(_Envelope(message))
 
 
 def _to_dead_letter(envelope: _Envelope) -> DeadLetter:

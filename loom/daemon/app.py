@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from loom import metrics, tracing
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
-from loom.broker import Broker, broker_from_url
+from loom.broker import Broker
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app
 from loom.daemon.replies import ReplyDispatcher
@@ -33,6 +33,7 @@ from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
 from loom.state import State, state_from_url
+from loom.wire import broker_from_url
 
 logger = logging.getLogger("loom.daemon")
 

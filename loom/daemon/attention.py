@@ -15,16 +15,18 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from loom import metrics, tracing
-from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Delivery
+from loom.broker.base import Broker, Delivery
 from loom.core.attention import Action, Decider
 from loom.core.hooks import HookManager
 from loom.daemon.ledger import StateLedger, pending_json
+from loom.delivery import backoff, count_dead_letters
 from loom.errors import validation_details
 from loom.logs import log_context
 from loom.policies.feedback import FeedbackPolicy
 from loom.runtime.decisions import SignalDecision, decide_signals
 from loom.signals import RuntimeSignal
 from loom.state.base import State, StateUnavailable
+from loom.wire import ATTENTION_QUEUE
 
 logger = logging.getLogger("loom.attention")
 
@@ -71,7 +73,10 @@ class AttentionConsumer:
         return self._tag is not None
 
     async def start(self, prefetch: int = 64) -> None:
-        self._tag = await self.broker.consume(ATTENTION_QUEUE, self.handle, prefetch=prefetch)
+        # Redis or RabbitMQ briefly away (a failover): the backoff waits before the
+        # redelivery, so the delivery limit is not spent in milliseconds.
+        handler = count_dead_letters(backoff(self.handle))
+        self._tag = await self.broker.consume(ATTENTION_QUEUE, handler, prefetch=prefetch)
         metrics.CONSUMERS.labels(ATTENTION_QUEUE).inc()
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -87,7 +92,7 @@ class AttentionConsumer:
         except ValidationError as error:
             reason = describe_validation_error(error)
             logger.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
-            await delivery.dead_letter(reason)  # counted by the broker (DEAD_LETTERS)
+            await delivery.dead_letter(reason)  # counted by count_dead_letters (DEAD_LETTERS)
             return
         session_id = signal.session_id or self.default_session
         attributes = {"loom.signal_id": signal.id, "loom.session_id": session_id,
@@ -99,18 +104,7 @@ class AttentionConsumer:
             parent=tracing.text_carrier(delivery.headers),
             attributes=attributes,
         ) as span:
-            try:
-                action = await self._in_batch(signal, tracing.carrier())
-            except (StateUnavailable, BrokerUnavailable) as problem:
-                # Redis or RabbitMQ is briefly away (a failover): wait before the redelivery,
-                # so the delivery limit is not spent in milliseconds and the signal
-                # dead-lettered.
-                pause = min(0.5 * 2 ** (delivery.delivery_count - 1), 10.0)
-                # The decision itself logs from the batch's task, under each signal's ids.
-                with log_context(signal_id=signal.id, session_id=session_id, run_id=None):
-                    logger.warning("signal %s: %s; retrying in %.1fs", signal.id, problem, pause)
-                await asyncio.sleep(pause)
-                raise
+            action = await self._in_batch(signal, tracing.carrier())
             span.set_attribute("loom.decision", action)
         await delivery.ack()
 

@@ -153,9 +153,8 @@ async def _send(args: argparse.Namespace) -> int:
     )
     if settings.broker_url.startswith("memory:"):
         return await _post_to_running(settings, signal)
-    from loom.broker import broker_from_url
     from loom.broker.base import BrokerUnavailable
-    from loom.wire import publish_signal
+    from loom.wire import broker_from_url, publish_signal
 
     broker = broker_from_url(settings.broker_url, namespace=settings.namespace)
     try:
@@ -193,8 +192,8 @@ async def _post_to_running(settings: Any, signal: Any) -> int:
 
 
 async def _dlq(args: argparse.Namespace) -> int:
-    from loom.broker import broker_from_url
     from loom.daemon.settings import Settings
+    from loom.wire import broker_from_url
 
     settings = Settings()
     if settings.broker_url.startswith("memory:"):

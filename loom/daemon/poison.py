@@ -15,17 +15,18 @@ import logging
 import secrets
 
 from loom import metrics
-from loom.broker.base import ATTENTION_QUEUE, Broker, BrokerUnavailable, Message
+from loom.broker.base import Broker, Message
 from loom.daemon.replies import publish_reply, replies_for
+from loom.delivery import OUTAGES, PoisonLimit, dead_letter
 from loom.runtime.run import RunResult, RunStatus
-from loom.state.base import Lease, State, StateUnavailable
-from loom.wire import PendingSignal
+from loom.state.base import Lease, State
+from loom.wire import ATTENTION_QUEUE, PendingSignal
 
 logger = logging.getLogger("loom.worker")
 
 FAILURE_MEMORY = 86_400.0
 """Seconds a session's count of failed attempts is kept after the last one."""
-OUTAGES = (StateUnavailable, BrokerUnavailable)
+__all__ = ["FAILURE_MEMORY", "OUTAGES", "PoisonGuard", "failures_key"]
 
 
 def failures_key(session_id: str) -> str:
@@ -33,11 +34,11 @@ def failures_key(session_id: str) -> str:
 
 
 class PoisonGuard:
-    """Counts a session's failed attempts and gives its in-flight signals up at the limit."""
+    """Counts a session's failed attempts (a ``PoisonLimit``) and gives its in-flight
+    signals up at the limit."""
 
     def __init__(self, broker: Broker, state: State, *, max_attempts: int = 5) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        self.limit = PoisonLimit(state, max_attempts=max_attempts, memory=FAILURE_MEMORY)
         self.broker = broker
         self.state = state
         self.max_attempts = max_attempts
@@ -45,13 +46,9 @@ class PoisonGuard:
     async def failed(self, lease: Lease, problem: BaseException) -> bool:
         """Count a failed attempt of the lease's session (under that lease); at the limit,
         give its in-flight signals up. True when they were given up."""
-        if isinstance(problem, OUTAGES):
-            return False
         session_id = lease.session_id
-        key = failures_key(session_id)
-        failures = int(await self.state.marker(key) or 0) + 1
-        if failures < self.max_attempts:
-            await self.state.set_marker(key, str(failures), ttl=FAILURE_MEMORY)
+        failures = await self.limit.failed(failures_key(session_id), problem)
+        if failures is None:
             return False
         reason = f"session {session_id}: the worker failed {failures} times in a row: {problem}"
         await self.state.check_fence(session_id, lease.token)  # still ours to give up
@@ -61,7 +58,7 @@ class PoisonGuard:
 
     async def recovered(self, session_id: str) -> None:
         """The session's signals went through: its failures start again from zero."""
-        await self.state.set_marker(failures_key(session_id), "0", ttl=FAILURE_MEMORY)
+        await self.limit.recovered(failures_key(session_id))
 
     async def _give_up(self, session_id: str, reason: str) -> None:
         taken: list[PendingSignal] = []
@@ -70,11 +67,11 @@ class PoisonGuard:
                 pending = PendingSignal.from_json(text)
             except (ValueError, KeyError, TypeError):
                 # Unreadable (perhaps the very reason): kept as it is, for a person to read.
-                await self.broker.dead_letter(Message(text.encode()), ATTENTION_QUEUE, reason)
+                await dead_letter(self.broker, Message(text.encode()), ATTENTION_QUEUE, reason)
                 continue
             signal = pending.signal
             letter = Message(signal.model_dump_json().encode(), message_id=signal.id)
-            await self.broker.dead_letter(letter, ATTENTION_QUEUE, reason)
+            await dead_letter(self.broker, letter, ATTENTION_QUEUE, reason)
             taken.append(pending)
         # Whoever asked gets an answer that says it failed, rather than silence.
         failure = RunResult(

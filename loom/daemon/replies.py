@@ -24,23 +24,16 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 from loom import metrics
-from loom.broker.base import (
-    REPLIES_EXCHANGE,
-    REPLIES_QUEUE,
-    REPLY_ROUTING_KEY,
-    Broker,
-    BrokerUnavailable,
-    Delivery,
-    Message,
-)
+from loom.broker.base import Broker, BrokerUnavailable, Delivery, Message
 from loom.daemon.settings import ReplySettings
+from loom.delivery import RetryBudget, RetryLater, count_dead_letters
 from loom.intake.adapter import Adapter
 from loom.intake.replies import Reply, UndeliverableReply
 from loom.runtime.run import RunResult
@@ -48,6 +41,7 @@ from loom.state.base import StateUnavailable
 from loom.state.claims import Claims
 from loom.state.leases import replica_id
 from loom.wire import PendingSignal
+from loom.wire.topology import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KEY
 
 logger = logging.getLogger("loom.replies")
 
@@ -126,12 +120,15 @@ class ReplyDispatcher:
         self.state = state
         self.adapters = list(adapters)
         self.prefetch = prefetch
-        self.retry_delay = settings.retry_delay
-        self.retry_budget = settings.retry_budget
-        self.max_delay = settings.max_delay
+        self.budget = RetryBudget(
+            retry_delay=settings.retry_delay,
+            budget=settings.retry_budget,
+            max_delay=settings.max_delay,
+            clock=clock,
+            sleep=sleep,
+        )
+        """The retry budget (its settings are also this dispatcher's attributes)."""
         self.claim_ttl = settings.claim_ttl
-        self.clock = clock
-        self.sleep = sleep
         self.id = replica_id()
         """Names this dispatcher in the claims it holds (each attempt adds its own suffix)."""
         self._tag: str | None = None
@@ -143,8 +140,50 @@ class ReplyDispatcher:
     def consuming(self) -> bool:
         return self._tag is not None
 
+    # The budget's settings, read and set on the dispatcher as before (tests shorten them).
+    @property
+    def retry_delay(self) -> float:
+        return self.budget.retry_delay
+
+    @retry_delay.setter
+    def retry_delay(self, value: float) -> None:
+        self.budget.retry_delay = value
+
+    @property
+    def retry_budget(self) -> float:
+        return self.budget.budget
+
+    @retry_budget.setter
+    def retry_budget(self, value: float) -> None:
+        self.budget.budget = value
+
+    @property
+    def max_delay(self) -> float:
+        return self.budget.max_delay
+
+    @max_delay.setter
+    def max_delay(self, value: float) -> None:
+        self.budget.max_delay = value
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.budget.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self.budget.clock = value
+
+    @property
+    def sleep(self) -> Callable[[float], Awaitable[None]]:
+        return self.budget.sleep
+
+    @sleep.setter
+    def sleep(self, value: Callable[[float], Awaitable[None]]) -> None:
+        self.budget.sleep = value
+
     async def start(self) -> None:
-        self._tag = await self.broker.consume(REPLIES_QUEUE, self.handle, prefetch=self.prefetch)
+        handler = count_dead_letters(self.budget.wrap(self.handle))
+        self._tag = await self.broker.consume(REPLIES_QUEUE, handler, prefetch=self.prefetch)
 
     async def stop(self, timeout: float) -> None:
         if self._tag is not None:
@@ -155,12 +194,12 @@ class ReplyDispatcher:
         return next((a for a in self.adapters if a.replies_to(address)), None)
 
     def pause(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after the ``attempts``-th failure: doubling from ``retry_delay``,
-        at least ``retry_after``, at most ``max_delay``."""
-        backoff = self.retry_delay * 2.0 ** min(max(attempts - 1, 0), 30)
-        return min(max(backoff, retry_after or 0.0), self.max_delay)
+        """Seconds to wait after the ``attempts``-th failure (see ``RetryBudget.pause``)."""
+        return self.budget.pause(attempts, retry_after)
 
     async def handle(self, delivery: Delivery) -> None:
+        """Deliver one reply; a failure worth another try raises ``RetryLater`` (for the
+        retry budget ``start`` wraps this in)."""
         try:
             reply = Reply.from_json(delivery.body)
         except (ValueError, TypeError) as problem:
@@ -183,15 +222,13 @@ class ReplyDispatcher:
             holder = None if sent else await self.state.claim(sending_key, owner, self.claim_ttl)
         except StateUnavailable as problem:
             # Nothing was sent yet: back off as after a failed delivery, not straight back.
-            await self._retry_later(delivery, reply, adapter, problem)
-            return
+            raise self._retry_later(reply, adapter, problem) from problem
         if sent:
             await delivery.ack()  # delivered before a crash cut the ack short, or a copy
             return
         if holder is not None:
             busy = ReplyInProgress(f"another copy is being sent (held by {holder})")
-            await self._retry_later(delivery, reply, adapter, busy)
-            return
+            raise self._retry_later(reply, adapter, busy)
         try:
             await adapter.send_reply(reply)
         except UndeliverableReply as problem:
@@ -203,8 +240,7 @@ class ReplyDispatcher:
         except Exception as problem:
             await self._release(sending_key)
             metrics.REPLIES.labels(adapter=adapter.name, outcome="error").inc()
-            await self._retry_later(delivery, reply, adapter, problem)
-            return
+            raise self._retry_later(reply, adapter, problem) from problem
         try:
             await self.state.claim(sent_key, reply.run_id, SENT_TTL)
         except Exception as problem:
@@ -218,45 +254,26 @@ class ReplyDispatcher:
         metrics.REPLIES.labels(adapter=adapter.name, outcome="sent").inc()
         await delivery.ack()
 
-    async def _retry_later(
-        self, delivery: Delivery, reply: Reply, adapter: Adapter, problem: Exception
-    ) -> None:
-        """Pause, publish a copy that counts this attempt, ack the original; past the
-        retry budget, dead-letter it instead."""
-        now = self.clock()
-        first = now if reply.first_failed_at is None else reply.first_failed_at
-        attempts = reply.attempts + 1
-        elapsed = max(now - first, 0.0)
-        remaining = self.retry_budget - elapsed
-        where = _scheme(reply.reply_to)
-        if remaining <= 0:
+    def _retry_later(self, reply: Reply, adapter: Adapter, problem: Exception) -> RetryLater:
+        """The failure of this attempt, for the retry budget to pause and requeue (a copy
+        of the reply that counts the attempt) or, past the budget, dead-letter."""
+
+        def gave_up() -> None:
             metrics.REPLIES.labels(adapter=adapter.name, outcome="undeliverable").inc()
-            reason = (
-                f"{adapter.name} reply failed {attempts} times over {_duration(elapsed)} "
-                f"(retry budget {_duration(self.retry_budget)}): {problem}"
-            )
-            logger.warning("reply of run %s to %s: giving up: %s", reply.run_id, where, reason)
-            await delivery.dead_letter(reason)
-            return
-        pause = min(self.pause(attempts, _retry_after(problem)), remaining)
-        logger.warning(
-            "reply of run %s to %s not delivered (attempt %d), retrying in %.1fs: %s",
-            reply.run_id, where, attempts, pause, problem,
-        )  # fmt: skip
-        # Pause before handing it back, so a flapping endpoint is not hammered. A shutdown
-        # that cancels the pause leaves the original unacked: it goes back to the queue.
-        await self.sleep(pause)
-        again = dataclasses.replace(reply, attempts=attempts, first_failed_at=first)
-        try:
-            await publish_reply(self.broker, again)
-        except BrokerUnavailable as unavailable:
-            logger.warning(
-                "reply of run %s: cannot requeue it (%s); handing it back", reply.run_id,
-                unavailable,
-            )  # fmt: skip
-            await delivery.retry()
-            return
-        await delivery.ack()  # only now: the copy is on the broker
+
+        return RetryLater(
+            problem,
+            attempts=reply.attempts,
+            first_failed_at=reply.first_failed_at,
+            requeue=partial(self._requeue, reply),
+            subject=f"reply of run {reply.run_id} to {_scheme(reply.reply_to)}",
+            what=f"{adapter.name} reply",
+            gave_up=gave_up,
+        )
+
+    async def _requeue(self, reply: Reply, attempts: int, first_failed_at: float) -> None:
+        again = dataclasses.replace(reply, attempts=attempts, first_failed_at=first_failed_at)
+        await publish_reply(self.broker, again)
 
     async def _release(self, key: str) -> None:
         """Drop a sending claim after a failed send (a claim left behind just expires)."""
@@ -264,22 +281,6 @@ class ReplyDispatcher:
             await self.state.forget(key)
         except StateUnavailable as problem:
             logger.info("could not release %s (%s); it expires by itself", key, problem)
-
-
-def _retry_after(problem: Exception) -> float | None:
-    """The pause the error asks for (``retry_after`` seconds), if it names a usable one."""
-    value = getattr(problem, "retry_after", None)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return max(float(value), 0.0)
-    return None
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, rest = divmod(whole, 60)
-    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _digest(reply: Reply) -> str:

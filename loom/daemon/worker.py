@@ -18,16 +18,17 @@ from typing import Any
 
 from loom import logs, metrics, tracing
 from loom.agent import Agent
-from loom.broker.base import WORK_QUEUE, Broker, Delivery
+from loom.broker.base import Broker, Delivery
 from loom.core.session_store import SessionSnapshot, SessionStore
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
+from loom.delivery import backoff, count_dead_letters
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult
 from loom.runtime.session import Session
 from loom.state.base import State
 from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
-from loom.wire import PendingSignal, parse_work, publish_work
+from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
 
@@ -119,7 +120,8 @@ class SessionWorker:
 
     async def start(self) -> None:
         self._stopping = False
-        self._tag = await self.broker.consume(WORK_QUEUE, self.handle, prefetch=self.prefetch)
+        handler = count_dead_letters(backoff(self.handle))
+        self._tag = await self.broker.consume(WORK_QUEUE, handler, prefetch=self.prefetch)
         metrics.CONSUMERS.labels(WORK_QUEUE).inc()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="loom-worker-sweep")
         self._poller = asyncio.create_task(self._poll_interrupts(), name="loom-interrupts")

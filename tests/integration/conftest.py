@@ -28,6 +28,7 @@ import pytest
 
 from loom.broker.rabbitmq import RabbitMQBroker
 from loom.state.redis import RedisState
+from loom.wire import TOPOLOGY
 from tests.services import delete_redis_keys, require_rabbitmq, require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ class Cluster:
         self.redis_url = redis_url
         self.logs = logs
         self.procs: list[Proc] = []
-        self.broker = RabbitMQBroker(rabbitmq_url, namespace=namespace)
+        self.broker = RabbitMQBroker(rabbitmq_url, topology=TOPOLOGY, namespace=namespace)
         # The daemon's own prefix for a namespace (see loom.daemon.app.state_options).
         self.state = RedisState(redis_url, prefix=f"{namespace}:loom")
         self.defaults: dict[str, str] = {

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from loom import RuntimeSignal
-from loom.broker.base import SIGNALS_EXCHANGE, Message
+from loom.broker.base import Message
 from loom.core.session_store import RunRecord
-from loom.wire import publish_signal
+from loom.wire import SIGNALS_EXCHANGE, publish_signal
 from tests.integration.conftest import Cluster
 from tests.polling import eventually
 

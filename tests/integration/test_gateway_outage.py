@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from loom import RuntimeSignal
-from loom.broker.base import ATTENTION_QUEUE, Delivery
+from loom.broker.base import Delivery
+from loom.wire import ATTENTION_QUEUE
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.conftest import Cluster
 from tests.integration.test_daemon_rabbit_redis import eventually

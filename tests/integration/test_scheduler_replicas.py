@@ -20,7 +20,8 @@ import pytest
 
 from loom import RuntimeSignal
 from loom.adapters.cron import fire_key
-from loom.broker.base import ATTENTION_QUEUE, Delivery
+from loom.broker.base import Delivery
+from loom.wire import ATTENTION_QUEUE
 from tests.integration.conftest import Cluster
 
 CRON = [

@@ -1,32 +1,39 @@
-"""RabbitMQ deliveries and consumers: one task per delivery, settled exactly once."""
+"""RabbitMQ deliveries and consumers: one task per delivery, settled exactly once.
+
+``Delivery.retry`` is ``basic.reject(requeue=True)``: since RabbitMQ 4.3 only a reject
+counts towards the delivery limit (a nack does not); earlier versions count both. Each
+consumer has its own channel with ``basic.qos(prefetch)``; each delivery runs in its own
+task, so a slow handler holds one of the ``prefetch`` slots and blocks nothing else.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from contextlib import suppress
-from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
 
-from loom import metrics
-from loom.broker.base import WORK_QUEUES, BrokerUnavailable, Delivery, Handler, Message
-
-if TYPE_CHECKING:
-    from loom.broker.rabbitmq import RabbitMQBroker
+from loom.broker.base import BrokerUnavailable, Delivery, Handler, Message
+from loom.broker.rabbitmq.connection import Connection
+from loom.broker.rabbitmq.publisher import REPLAY_HEADER, Publisher
 
 log = logging.getLogger("loom.broker.rabbitmq")
 
 DELIVERY_COUNT_HEADER = "x-delivery-count"
-REPLAY_HEADER = "x-loom-replay"
-"""Marks the messages one ``replay_dead_letters`` call sent, so if one comes back to the
-dead-letter queue during that call, the call stops there instead of replaying it again."""
 
 
 class RabbitDelivery(Delivery):
     def __init__(
-        self, broker: RabbitMQBroker, incoming: AbstractIncomingMessage, queue: str
+        self,
+        incoming: AbstractIncomingMessage,
+        queue: str,
+        *,
+        connection: Connection,
+        publisher: Publisher,
+        delivery_limit: int | None,
     ) -> None:
+        """``delivery_limit``: the queue's, or None for a queue without one."""
         headers = dict(incoming.headers)
         raw = headers.pop(DELIVERY_COUNT_HEADER, None)
         self._replay_marker = headers.pop(REPLAY_HEADER, None)
@@ -34,43 +41,40 @@ class RabbitDelivery(Delivery):
         if incoming.redelivered and count < 2:
             # RabbitMQ 4.3+ does not count hand-backs (channel closed, nack) in the header.
             count = 2
-        super().__init__(Message(incoming.body, headers, incoming.message_id), queue, count)
-        self._broker = broker
+        # On the last delivery a reject makes RabbitMQ dead-letter the message itself.
+        final = delivery_limit is not None and count >= delivery_limit
+        message = Message(incoming.body, headers, incoming.message_id)
+        super().__init__(message, queue, count, final=final)
+        self._connection = connection
+        self._publisher = publisher
         self._incoming = incoming
 
     async def ack(self) -> None:
         self._begin_settle()
-        await self._broker._settle(self._incoming.ack(), "ack")
+        await self._connection.settle(self._incoming.ack(), "ack")
 
     async def retry(self) -> None:
         self._begin_settle()
-        await self._broker._settle(self._incoming.reject(requeue=True), "requeue")
-        if self.delivery_count >= self._broker.delivery_limit and self.queue in WORK_QUEUES:
-            # This was the last delivery: RabbitMQ dead-letters the message itself (the queue's
-            # x-delivery-limit), where Loom cannot see it; count it here, where it is known.
-            metrics.DEAD_LETTERS.labels(self.queue).inc()
+        await self._connection.settle(self._incoming.reject(requeue=True), "requeue")
 
     async def dead_letter(self, reason: str) -> None:
         if self.settled:
             raise RuntimeError(f"delivery from {self.queue!r} is already settled")
         # Confirmed copy first; only then ack. If the copy fails the message stays unsettled.
-        await self._broker._publish_dead_letter(
-            self.message, self.queue, reason, self._replay_marker
-        )
-        metrics.DEAD_LETTERS.labels(self.queue).inc()
+        await self._publisher.dead_letter(self.message, self.queue, reason, self._replay_marker)
         self._begin_settle()
-        await self._broker._settle(self._incoming.ack(), "ack a dead-lettered message")
+        await self._connection.settle(self._incoming.ack(), "ack a dead-lettered message")
 
     async def hand_back(self) -> None:
         if not self.settled:
-            self.settled = True
+            self._settled = True
             with suppress(Exception):
                 await self._incoming.nack(requeue=True)
 
     def _begin_settle(self) -> None:
         if self.settled:
             raise RuntimeError(f"delivery from {self.queue!r} is already settled")
-        self.settled = True
+        self._settled = True
 
 
 class RabbitConsumer:
@@ -78,21 +82,27 @@ class RabbitConsumer:
 
     def __init__(
         self,
-        broker: RabbitMQBroker,
         queue: str,
         handler: Handler,
+        *,
         channel: AbstractRobustChannel,
         amqp_queue: AbstractRobustQueue,
         tag: str,
+        deliver: DeliveryFactory,
+        cancel_timeout: float,
     ) -> None:
-        self._broker = broker
         self._queue = queue
         self._handler = handler
         self._channel = channel
         self._amqp_queue = amqp_queue
         self._tag = tag
+        self._deliver = deliver
+        self._cancel_timeout = cancel_timeout
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._amqp_queue.consume(self.on_message, consumer_tag=self._tag)
 
     async def on_message(self, incoming: AbstractIncomingMessage) -> None:
         if self._stopping:  # arrived between basic.cancel and cancel-ok
@@ -108,7 +118,7 @@ class RabbitConsumer:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, incoming: AbstractIncomingMessage) -> None:
-        delivery = RabbitDelivery(self._broker, incoming, self._queue)
+        delivery = self._deliver(incoming, self._queue)
         try:
             await self._handler(delivery)
         except asyncio.CancelledError:
@@ -133,7 +143,7 @@ class RabbitConsumer:
     async def stop(self, timeout: float | None) -> None:
         self._stopping = True
         with suppress(Exception):
-            async with asyncio.timeout(self._broker.publish_timeout):
+            async with asyncio.timeout(self._cancel_timeout):
                 await self._amqp_queue.cancel(self._tag)
         try:
             if self._tasks and (timeout is None or timeout > 0):
@@ -146,3 +156,29 @@ class RabbitConsumer:
             # Whatever is still unacked on this channel goes back to the queue.
             with suppress(Exception):
                 await self._channel.close()
+
+
+class DeliveryFactory:
+    """Makes the ``RabbitDelivery`` of an incoming message, knowing each queue's limit."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        publisher: Publisher,
+        delivery_limit: int,
+        limited: tuple[str, ...],
+    ) -> None:
+        self._connection = connection
+        self._publisher = publisher
+        self._delivery_limit = delivery_limit
+        self._limited = limited
+
+    def __call__(self, incoming: AbstractIncomingMessage, queue: str) -> RabbitDelivery:
+        limit = self._delivery_limit if queue in self._limited else None
+        return RabbitDelivery(
+            incoming,
+            queue,
+            connection=self._connection,
+            publisher=self._publisher,
+            delivery_limit=limit,
+        )

@@ -1,4 +1,4 @@
-"""The broker wire: how signals, work notices and pending records are encoded on the broker.
+"""How signals, work notices and pending records are encoded on the broker.
 
 Every role uses this one encoding (`loom.daemon.signals_io` is its deprecated old path)."""
 
@@ -10,15 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loom import tracing
-from loom.broker.base import (
-    SIGNALS_EXCHANGE,
-    WORK_EXCHANGE,
-    WORK_ROUTING_KEY,
-    Broker,
-    Message,
-)
+from loom.broker.base import Broker, Message
 from loom.core.attention import Action
 from loom.signals import RuntimeSignal
+from loom.wire.topology import SIGNALS_EXCHANGE, WORK_EXCHANGE, WORK_ROUTING_KEY
 
 
 def signal_routing_key(signal: RuntimeSignal) -> str:
