@@ -14,6 +14,7 @@ from loom.core.attention import Action
 from loom.daemon.attention import AttentionConsumer
 from loom.runtime.decisions import SignalDecision
 from loom.state.memory_state import MemoryState
+from loom.wire import TOPOLOGY
 
 
 def test_an_action_knows_what_it_does() -> None:
@@ -64,7 +65,7 @@ async def test_a_session_and_the_attention_role_decide_alike() -> None:
 
     daemon_agent = Agent(Model.test())
     daemon_hooks = recorder(daemon_agent)
-    broker, state = MemoryBroker(), MemoryState()
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
     await broker.start()
     consumer = AttentionConsumer(broker, state, daemon_agent.attention, hooks=daemon_agent.hooks)
     actions = await consumer.decide_many(signals("ops"))

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
-from loom.broker.base import ATTENTION_QUEUE
 from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.intake import Adapter, AdapterContext, Intake, context_of
 from loom.state import MemoryState
+from loom.wire import ATTENTION_QUEUE, TOPOLOGY
 
 LOOM = Path(__file__).resolve().parent.parent / "loom"
 
@@ -24,7 +24,7 @@ LOOM = Path(__file__).resolve().parent.parent / "loom"
 class Host:
     def __init__(self) -> None:
         self.state = MemoryState()
-        self.broker = MemoryBroker()
+        self.broker = MemoryBroker(topology=TOPOLOGY)
         self.draining = False
 
 

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from loom.daemon.http import Endpoint, error, read_body, session_view
+from loom.daemon.session_view import session_view
 from loom.errors import validation_details
-from loom.policies.feedback import ExplicitFeedback
+from loom.intake.http import Endpoint, error, read_body
+from loom.policies.feedback import ExplicitFeedback, FeedbackPolicy
 from loom.signals import SESSION_ID_PATTERN
-from loom.state.base import StateUnavailable
-
-if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
+from loom.state.base import State, StateUnavailable
 
 MAX_FEEDBACK_BODY = 16 * 1024
 """Feedback is a score and a comment: a larger body is a mistake or an attack."""
@@ -32,15 +29,20 @@ def describe(problem: ValidationError) -> str:
     return f"invalid feedback: {validation_details(problem)}"
 
 
-def feedback_routes(daemon: Daemon, protected: Callable[[Endpoint], Endpoint]) -> list[BaseRoute]:
+def feedback_routes(
+    policy: FeedbackPolicy,
+    state: State,
+    max_body_bytes: int,
+    protected: Callable[[Endpoint], Endpoint],
+) -> list[BaseRoute]:
     """The feedback route, behind the same bearer check as ``GET /sessions/{id}``."""
-    limit = min(MAX_FEEDBACK_BODY, daemon.settings.http.max_body_bytes)
+    limit = min(MAX_FEEDBACK_BODY, max_body_bytes)
 
     async def post_feedback(request: Request) -> Response:
         session_id = request.path_params["session_id"]
         if not re.fullmatch(SESSION_ID_PATTERN, session_id):
             return error(400, f"invalid session id {session_id!r}")
-        if not daemon.feedback.enabled:
+        if not policy.enabled:
             return error(
                 409,
                 "feedback is turned off (LOOM_FEEDBACK__ENABLED=false or "
@@ -54,7 +56,7 @@ def feedback_routes(daemon: Daemon, protected: Callable[[Endpoint], Endpoint]) -
         except ValidationError as problem:
             return error(422, describe(problem))
         try:
-            view = await session_view(daemon, session_id)
+            view = await session_view(state, session_id)
             if view is None:
                 return error(404, f"no session {session_id!r}")
             runs = {run["run_id"] for run in view["runs"]}
@@ -64,7 +66,7 @@ def feedback_routes(daemon: Daemon, protected: Callable[[Endpoint], Endpoint]) -
                     f"session {session_id!r} has no run {feedback.run_id!r} among its "
                     f"{len(runs)} kept run(s)",
                 )
-            event = await daemon.feedback.explicit(session_id, feedback, source="http")
+            event = await policy.explicit(session_id, feedback, source="http")
         except StateUnavailable as problem:
             return error(503, f"state unavailable, feedback not recorded: {problem}")
         if event is None:  # turned off since the check above

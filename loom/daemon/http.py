@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -21,28 +20,45 @@ from starlette.routing import BaseRoute, Route
 
 from loom import tracing
 from loom.daemon.attention import describe_validation_error
+from loom.daemon.feedback_http import feedback_routes
 from loom.daemon.http_metrics import HTTPMetrics
 from loom.daemon.intake import accept
 from loom.daemon.openapi import build_openapi
+from loom.daemon.session_view import session_view
+from loom.intake.adapter import Adapter
 from loom.intake.cloudevents import (
     CloudEventError,
     is_cloudevent,
     parse_http,
     signal_from_cloudevent,
 )
-from loom.intake.http import error, inbound_body, read_body
+from loom.intake.context import AdapterContext
+from loom.intake.http import Endpoint, error, inbound_body, read_body
 from loom.intake.signing import authenticate
+from loom.policies.feedback import FeedbackPolicy
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
-from loom.wire import PendingSignal
-
-if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
+from loom.state.base import State
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+class Served(Protocol):
+    """What the HTTP app reads of the process it serves (a ``Daemon``)."""
+
+    @property
+    def adapter_context(self) -> AdapterContext: ...
+
+    @property
+    def adapters(self) -> Sequence[Adapter]: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def feedback(self) -> FeedbackPolicy: ...
+
+    async def readiness(self) -> dict[str, bool]: ...
 
 
-def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
+def build_app(daemon: Served, *, gateway: bool) -> Starlette:
     """The ASGI app of one process; ``gateway`` adds the inbound routes."""
     context = daemon.adapter_context
     token, secret = context.api_token, context.webhook_secret
@@ -78,7 +94,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         )
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(build_openapi(daemon, gateway=gateway))
+        return JSONResponse(build_openapi(daemon.adapters, gateway=gateway))
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -87,7 +103,7 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
         session_id = request.path_params["session_id"]
         if not re.fullmatch(SESSION_ID_PATTERN, session_id):
             return error(400, f"invalid session id {session_id!r}")
-        view = await session_view(daemon, session_id)
+        view = await session_view(daemon.state, session_id)
         if view is None:
             return error(404, f"no session {session_id!r}")
         return JSONResponse(view)
@@ -117,9 +133,9 @@ def build_app(daemon: Daemon, *, gateway: bool) -> Starlette:
     ]
     if gateway:
         routes.append(Route("/signals", post_signal, methods=["POST"]))  # checks itself
-        from loom.daemon.feedback_http import feedback_routes  # it imports this module
-
-        routes.extend(feedback_routes(daemon, protected))
+        routes.extend(
+            feedback_routes(daemon.feedback, daemon.state, context.max_body_bytes, protected)
+        )
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
     return Starlette(
@@ -139,34 +155,13 @@ async def http_error(request: Request, problem: Exception) -> Response:
     )
 
 
-async def session_view(daemon: Daemon, session_id: str) -> dict[str, Any] | None:
-    """A session as JSON: working state, runs with the signals each handled, last reply;
-    None for a session nothing is known of."""
-    state = daemon.state
-    snapshot = await state.sessions.load(session_id)
-    runs = [record.to_dict() for record in snapshot.runs] if snapshot else []
-    last_reply = next((r["output"] for r in reversed(runs) if r["status"] == "completed"), None)
-    holder = await state.lease_holder(session_id)
-    pending = await state.pending(session_id)
-    in_flight = await state.in_flight(session_id)
-    decisions = await state.decisions(session_id, 50)
-    if snapshot is None and not (pending or in_flight or decisions or holder):
-        return None
-    return {
-        "session_id": session_id,
-        "busy": holder is not None,
-        "pending_signals": [_pending(text) for text in pending],
-        "in_flight_signals": [_pending(text) for text in in_flight],
-        "active_risks": await state.risks(session_id),
-        "decisions": [json.loads(d) for d in decisions],
-        "runs": runs,
-        "last_reply": last_reply,
-    }
-
-
-def _pending(text: str) -> dict[str, Any]:
-    pending = PendingSignal.from_json(text)
-    return {"action": pending.action, "signal": pending.signal.model_dump(mode="json")}
-
-
-__all__ = ["Endpoint", "accept", "build_app", "error", "http_error", "read_body", "session_view"]
+__all__ = [
+    "Endpoint",
+    "Served",
+    "accept",
+    "build_app",
+    "error",
+    "http_error",
+    "read_body",
+    "session_view",
+]

@@ -8,14 +8,13 @@ their routes' paths through ``Adapter.openapi()``, made of the pieces in ``loom.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from loom._version import __version__
+from loom.intake.adapter import Adapter
 from loom.intake.openapi import ERROR, answer, errors
 from loom.signals import SESSION_ID_PATTERN, VISIBLE, RuntimeSignal
-
-if TYPE_CHECKING:
-    from loom.daemon.app import Daemon
 
 SESSION_PARAMETER = {
     "name": "session_id",
@@ -170,13 +169,13 @@ CLOUDEVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-def build_openapi(daemon: Daemon, *, gateway: bool) -> dict[str, Any]:
+def build_openapi(adapters: Sequence[Adapter], *, gateway: bool) -> dict[str, Any]:
     """The document for one process: its common routes, plus the inbound ones on a gateway."""
     paths = _process_paths()
     if gateway:
         paths.update(_signal_paths())
         paths.update(_feedback_paths())
-        for adapter in daemon.adapters:
+        for adapter in adapters:
             paths.update(adapter.openapi())
     signal_schema = RuntimeSignal.model_json_schema(ref_template="#/components/schemas/{model}")
     return {

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+"""A Starlette endpoint: what a route calls with the request."""
 
 
 class Limits(Protocol):
@@ -62,4 +65,4 @@ async def read_body(request: Request, limit: int) -> bytes | Response:
     return b"".join(chunks)
 
 
-__all__ = ["Limits", "error", "inbound_body", "read_body"]
+__all__ = ["Endpoint", "Limits", "error", "inbound_body", "read_body"]
