@@ -1,4 +1,4 @@
-"""The recipe of docs/architecture-adapters.md, followed from outside ``loom/``: a toy adapter
+"""The recipe of docs/architecture.md, followed from outside ``loom/``: a toy adapter
 with its own settings section, registered in the adapter table, switched on from the
 environment, serving a route and publishing through the intake port."""
 

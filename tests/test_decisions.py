@@ -10,7 +10,7 @@ import pytest
 
 from loom import Agent, Model, RuntimeSignal
 from loom.broker.memory import MemoryBroker
-from loom.core.attention import Action
+from loom.core.attention import Action, SessionView
 from loom.daemon.attention import AttentionConsumer
 from loom.runtime.decisions import SignalDecision
 from loom.state.memory_state import MemoryState
@@ -94,3 +94,26 @@ async def test_a_session_and_the_attention_role_decide_alike() -> None:
     assert await state.ready_sessions() == ["ops"]
     pending = await state.pending("ops")
     assert len(pending) == 3  # observe, queue, interrupt: what a run will see
+
+
+def test_the_old_import_paths_still_work() -> None:
+    """The vocabulary moved to loom.core and loom.wire; the paths users imported remain."""
+    from loom.core import hooks, messages, session_store
+    from loom.daemon.signals_io import PendingSignal, publish_signal
+    from loom.policies import SessionView as PolicySessionView
+    from loom.policies.attention import ACTIONS
+    from loom.policies.attention import Action as PolicyAction
+    from loom.policies.attention import SignalDecision as Old
+    from loom.runtime.hooks import HookManager
+    from loom.runtime.messages import Message, ToolCall, Usage
+    from loom.state.sessions import RunRecord, SessionStore
+    from loom.wire import encoding
+
+    assert (Message, ToolCall, Usage) == (messages.Message, messages.ToolCall, messages.Usage)
+    assert HookManager is hooks.HookManager
+    assert (RunRecord, SessionStore) == (session_store.RunRecord, session_store.SessionStore)
+    assert (PendingSignal, publish_signal) == (encoding.PendingSignal, encoding.publish_signal)
+    assert PolicyAction is Action
+    assert tuple(Action) == ACTIONS
+    assert Old is SignalDecision
+    assert PolicySessionView is SessionView

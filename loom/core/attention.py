@@ -51,6 +51,8 @@ class Action(StrEnum):
     @classmethod
     def parse(cls, value: object) -> Action:
         """The action named ``value``; ValueError naming the known ones otherwise."""
+        if isinstance(value, Action):
+            return value
         if isinstance(value, str) and value in cls._value2member_map_:
             return cls(value)
         known = ", ".join(action.value for action in cls)

@@ -119,7 +119,9 @@ class AttentionPolicy:
         """True when a decision may depend on the session's state: a rule on ``busy`` or
         ``has_risks``, or a custom function. The daemon reads a session's state from Redis
         only for a policy that looks at it."""
-        return self._decide is not None or any(rule.reads_session for rule in self.rules)
+        if self._decide is not None:
+            return True
+        return bool(self.rules) and any(rule.reads_session for rule in self.rules)
 
     @classmethod
     def default(cls) -> AttentionPolicy:

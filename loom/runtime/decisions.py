@@ -78,31 +78,32 @@ async def decide_signals(
 ) -> list[SignalDecision]:
     """Decide on signals that name their session, in order, and act on the decisions."""
     duplicates = await ledger.claim(signals)
-    fresh = [s for s, duplicate in zip(signals, duplicates, strict=True) if not duplicate]
     views: Mapping[str, SessionView] = {}
-    if fresh and policy.reads_session:
+    if policy.reads_session and not all(duplicates):
+        fresh = (s for s, duplicate in zip(signals, duplicates, strict=True) if not duplicate)
         views = await ledger.views(list(dict.fromkeys(str(s.session_id) for s in fresh)))
+    announce_received = hooks.wants("signal_received")
     decisions: list[SignalDecision] = []
     for signal, duplicate in zip(signals, duplicates, strict=True):
-        session_id = str(signal.session_id)
-        await _announce(hooks, "signal_received", signal)
+        if announce_received:
+            await _announce(hooks, "signal_received", signal)
         if duplicate:
             decisions.append(duplicate_decision(signal))
             continue
+        session_id = str(signal.session_id)
         action, reason = policy.decide(signal, views.get(session_id) or SessionView(session_id))
         decisions.append(SignalDecision(Action.parse(action), reason, signal))
     await ledger.record(decisions)
     decisions = await ledger.wake(decisions)
-    for decision in decisions:
-        await _announce(hooks, "signal_decided", decision.signal, decision=decision)
+    if hooks.wants("signal_decided"):
+        for decision in decisions:
+            await _announce(hooks, "signal_decided", decision.signal, decision=decision)
     return decisions
 
 
 async def _announce(
     hooks: HookManager, name: str, signal: RuntimeSignal, **payload: object
 ) -> None:
-    if not hooks.wants(name):
-        return
     with log_context(signal_id=signal.id, session_id=signal.session_id, run_id=None):
         await hooks.emit(name, session_id=signal.session_id, signal=signal, **payload)
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from loom import logs
-from loom.core.attention import Action, Decider, SessionView
+from loom.core.attention import Decider, SessionView
 from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.core.session_store import RunRecord, SessionStore
@@ -248,10 +248,11 @@ class Session:
         return {self.id: self.view()}
 
     async def record(self, decisions: Sequence[SignalDecision]) -> None:
-        # A queued or interrupting signal is the task of the run it starts; only an
-        # observed one waits in the working state for whichever run comes next.
+        # A signal that wakes the session is the task of the run it starts; one kept
+        # without waking it waits in the working state for whichever run comes next.
         for decision in decisions:
-            if decision.action is Action.OBSERVE:
+            action = decision.action
+            if action.keeps_signal and not action.wakes_a_worker:
                 if len(self.pending_signals) == self.pending_signals.maxlen:
                     logger.warning("session %s: pending signals full, oldest dropped", self.id)
                 self.pending_signals.append(decision.signal)

@@ -1,6 +1,6 @@
 """A third backend, in the tests only: ``Claims`` and ``Leases`` on stdlib ``sqlite3``.
 
-It proves the recipe in docs/architecture-state.md: a port is implemented by its abstract
+It proves the recipe in docs/architecture.md: a port is implemented by its abstract
 methods alone (seven for ``Claims``, six for ``Leases``), and the port's contract tests
 then run on it unchanged. Handles opened on the same file share the data the way replicas
 share Redis; every write is one ``BEGIN IMMEDIATE`` transaction, so it is atomic across
