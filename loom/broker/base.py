@@ -7,6 +7,7 @@ declares (and routes by) whatever it is given. Loom's own topology lives in ``lo
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,20 @@ REASON_HEADER = "x-loom-reason"
 """Why a message was dead-lettered (set by ``Delivery.dead_letter``)."""
 ORIGIN_HEADER = "x-loom-origin"
 """The queue a dead letter came from, so ``replay`` can send it back."""
+
+
+async def finish_handlers(tasks: set[asyncio.Task[None]], timeout: float | None) -> None:
+    """Give the handlers under way ``timeout`` seconds (None: as long as they take) to
+    finish, then cancel the rest and wait for them to end: what a consumer's ``cancel``
+    does once no new delivery can start."""
+    try:
+        if tasks and (timeout is None or timeout > 0):
+            await asyncio.wait(set(tasks), timeout=timeout)
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class BrokerUnavailable(LoomError):

@@ -30,6 +30,7 @@ from loom.broker.base import (
     Handler,
     Message,
     Topology,
+    finish_handlers,
 )
 
 log = logging.getLogger(__name__)
@@ -166,14 +167,7 @@ class _Consumer:
     async def stop(self, timeout: float | None) -> None:
         self._pump.cancel()
         await asyncio.gather(self._pump, return_exceptions=True)
-        try:
-            if self._tasks and (timeout is None or timeout > 0):
-                await asyncio.wait(set(self._tasks), timeout=timeout)
-        finally:
-            pending = [task for task in self._tasks if not task.done()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await finish_handlers(self._tasks, timeout)
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

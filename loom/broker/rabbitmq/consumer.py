@@ -14,7 +14,7 @@ from contextlib import suppress
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
 
-from loom.broker.base import BrokerUnavailable, Delivery, Handler, Message
+from loom.broker.base import BrokerUnavailable, Delivery, Handler, Message, finish_handlers
 from loom.broker.rabbitmq.connection import Connection
 from loom.broker.rabbitmq.publisher import REPLAY_HEADER, Publisher
 
@@ -146,13 +146,8 @@ class RabbitConsumer:
             async with asyncio.timeout(self._cancel_timeout):
                 await self._amqp_queue.cancel(self._tag)
         try:
-            if self._tasks and (timeout is None or timeout > 0):
-                await asyncio.wait(set(self._tasks), timeout=timeout)
+            await finish_handlers(self._tasks, timeout)
         finally:
-            pending = [task for task in self._tasks if not task.done()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
             # Whatever is still unacked on this channel goes back to the queue.
             with suppress(Exception):
                 await self._channel.close()
