@@ -246,7 +246,7 @@ async def test_a_confirmed_signal_is_202_even_when_its_marker_cannot_be_written(
 async def test_redis_down_is_a_json_503(gateway: tuple[Daemon, httpx.AsyncClient]) -> None:
     """The real Redis client against a port nothing listens on."""
     pytest.importorskip("redis")
-    from loom.state.redis import RedisState
+    from loom.state.redis_state import RedisState
 
     daemon, client = gateway
     memory = daemon.state

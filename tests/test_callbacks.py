@@ -15,11 +15,11 @@ import pytest
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters import Callbacks, Reply
 from loom.adapters import callback as callback_module
-from loom.adapters.base import UndeliverableReply
 from loom.adapters.callback import CallbackError, public
-from loom.adapters.signing import SignatureError, sign, verify
 from loom.broker.base import DEFAULT_DELIVERY_LIMIT
 from loom.daemon.app import Daemon
+from loom.intake import UndeliverableReply
+from loom.intake.signing import SignatureError, sign, verify
 from loom.wire import REPLIES_QUEUE, publish_signal
 from tests.fakes.callback_server import CallbackServer
 from tests.test_daemon_memory import drain, settings
@@ -33,7 +33,7 @@ def server() -> Iterator[CallbackServer]:
 
 async def started(**overrides: Any) -> Daemon:
     daemon = Daemon(Agent(Model.test(), "Answer."), settings=settings(**overrides))
-    daemon.replies.retry_delay = 0.001
+    daemon.replies.budget.retry_delay = 0.001
     await daemon.start()
     return daemon
 
@@ -53,7 +53,7 @@ async def test_the_run_result_is_posted_signed_to_the_reply_url(
     await drain(daemon)
     await daemon.broker.join()  # type: ignore[attr-defined]
     [request] = server.wait_for(1)
-    from loom.adapters.signing import verify_callback
+    from loom.intake.signing import verify_callback
 
     verify_callback("cb-secret", request.body, request.headers)  # raises unless valid
     with pytest.raises(SignatureError, match="does not match"):
@@ -88,7 +88,7 @@ async def test_a_receiver_failing_past_the_retry_budget_is_dead_lettered(
     from tests.test_replies import FakeTime
 
     FakeTime().use(daemon.replies)  # the pauses pass at once, on a fake clock
-    daemon.replies.retry_delay, daemon.replies.retry_budget = 1.0, 60.0
+    daemon.replies.budget.retry_delay, daemon.replies.budget.budget = 1.0, 60.0
     server.fail(*[500] * 20)
     await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to=server.url("/down")))
     await drain(daemon)

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters import Cron
-from loom.adapters.base import Adapter
 from loom.adapters.cron import fire_key, fired_key
 from loom.adapters.cron_schedule import CronSchedule, cron_weekdays, due_fires
 from loom.adapters.registry import adapters_from_settings
 from loom.broker.base import Delivery
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
+from loom.intake import Adapter
 from loom.state import MemoryState
 from loom.wire import ATTENTION_QUEUE
 from tests.polling import eventually

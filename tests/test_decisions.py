@@ -12,6 +12,7 @@ from loom import Agent, Model, RuntimeSignal
 from loom.broker.memory import MemoryBroker
 from loom.core.attention import Action, SessionView
 from loom.daemon.attention import AttentionConsumer
+from loom.policies import AttentionPolicy
 from loom.runtime.decisions import SignalDecision
 from loom.state.memory_state import MemoryState
 from loom.wire import TOPOLOGY
@@ -117,3 +118,23 @@ def test_the_old_import_paths_still_work() -> None:
     assert tuple(Action) == ACTIONS
     assert Old is SignalDecision
     assert PolicySessionView is SessionView
+
+
+async def test_a_session_decides_on_what_it_receives_as_its_own() -> None:
+    """A signal naming another session, handed to this one, is decided on this session's
+    view, kept here, and announced under this session's id."""
+    seen: list[str] = []
+
+    def decide(signal: RuntimeSignal, view: SessionView) -> tuple[str, str]:
+        return "observe", f"{view.session_id} pending={view.pending_signals}"
+
+    agent = Agent(Model.test(), attention=AttentionPolicy.custom(decide))
+    agent.on("signal_decided", lambda event_name, **p: seen.append(p["session_id"]))
+    ops = agent.session("ops")
+    first = await ops.receive(RuntimeSignal(summary="one", session_id="other"))
+    second = await ops.receive({"summary": "two", "session_id": "other"})
+
+    assert [first.reason, second.reason] == ["ops pending=0", "ops pending=1"]
+    assert [first.signal.session_id, second.signal.session_id] == ["ops", "ops"]
+    assert seen == ["ops", "ops"]
+    assert [s.summary for s in ops.pending_signals] == ["one", "two"]

@@ -125,6 +125,21 @@ async def test_a_final_delivery_that_fails_is_retried_here_and_counted() -> None
     assert counted("q.fail") - before == 1
 
 
+async def test_a_hand_back_that_fails_leaves_the_handlers_own_error() -> None:
+    """The broker connection is gone while a failure is handed back: the consumer still
+    sees (and logs) what the handler raised, not the lost connection."""
+
+    class Unreachable(FakeDelivery):
+        async def retry(self) -> None:
+            raise BrokerUnavailable("connection lost")
+
+    async def broken(delivery: Delivery) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await count_dead_letters(broken)(Unreachable(queue="q.lost", final=True))
+
+
 async def test_acks_are_not_counted_and_the_handler_sees_the_delivery() -> None:
     before = counted("q.ack")
     seen: list[tuple[bytes, int, bool]] = []

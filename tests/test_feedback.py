@@ -298,7 +298,7 @@ def test_events_round_trip_through_json() -> None:
 async def test_loom_feedback_reads_the_stream_from_redis() -> None:
     url = require_redis()
     namespace = f"loomtest-{uuid.uuid4().hex[:10]}"
-    from loom.state.redis import RedisState
+    from loom.state.redis_state import RedisState
 
     state = RedisState(url, prefix=f"{namespace}:loom")
     policy = FeedbackPolicy.collector(state=state)

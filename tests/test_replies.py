@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from loom import Agent, Model, RuntimeSignal
-from loom.adapters.base import Adapter, Reply, UndeliverableReply
 from loom.broker.base import Message
 from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
 from loom.daemon.replies import ReplyDispatcher, publish_reply
 from loom.daemon.settings import ReplySettings
+from loom.intake import Adapter, Reply, UndeliverableReply
 from loom.state.base import StateUnavailable
 from loom.state.memory_state import MemoryState
 from loom.wire import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KEY, TOPOLOGY, publish_signal
@@ -50,8 +50,8 @@ class FakeTime:
         await asyncio.sleep(0)
 
     def use(self, dispatcher: ReplyDispatcher) -> FakeTime:
-        dispatcher.clock = self.clock
-        dispatcher.sleep = self.sleep
+        dispatcher.budget.clock = self.clock
+        dispatcher.budget.sleep = self.sleep
         return self
 
 
@@ -77,7 +77,7 @@ class Inbox(Adapter):
 
 async def running(inbox: Inbox) -> AsyncIterator[Daemon]:
     daemon = Daemon(Agent(Model.test(), "Answer."), adapters=[inbox], settings=settings())
-    daemon.replies.retry_delay = 0.001
+    daemon.replies.budget.retry_delay = 0.001
     await daemon.start()
     try:
         yield daemon
@@ -135,7 +135,7 @@ async def test_an_outage_longer_than_the_delivery_limit_delays_the_reply_only() 
     inbox = Inbox(failures=12)  # far more than the broker's delivery limit of 5
     async for daemon in running(inbox):
         time = FakeTime().use(daemon.replies)
-        daemon.replies.retry_delay = 1.0
+        daemon.replies.budget.retry_delay = 1.0
         await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to="inbox:1"))
         await drain(daemon)
         await daemon.broker.join()  # type: ignore[attr-defined]
@@ -169,7 +169,7 @@ async def test_a_retry_after_is_waited_out_even_past_the_delivery_limit() -> Non
     throttled = Throttled([30.0, 30.0, 30.0, 30.0, 30.0, 0.5, None, 600.0])
     async for daemon in running(throttled):
         time = FakeTime().use(daemon.replies)
-        daemon.replies.retry_delay = 1.0
+        daemon.replies.budget.retry_delay = 1.0
         await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to="inbox:1"))
         await drain(daemon)
         await daemon.broker.join()  # type: ignore[attr-defined]
@@ -183,7 +183,7 @@ async def test_a_delivery_failing_past_the_retry_budget_is_dead_lettered() -> No
     inbox = Inbox(failures=10_000)
     async for daemon in running(inbox):
         time = FakeTime().use(daemon.replies)
-        daemon.replies.retry_delay = 1.0
+        daemon.replies.budget.retry_delay = 1.0
         await publish_signal(daemon.broker, RuntimeSignal.create("x", reply_to="inbox:1"))
         await drain(daemon)
         await daemon.broker.join()  # type: ignore[attr-defined]

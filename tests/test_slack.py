@@ -23,12 +23,12 @@ from slack_sdk.signature import SignatureVerifier
 
 from loom import Agent, Model, ModelResponse, ProviderError
 from loom.adapters import Slack
-from loom.adapters.base import Reply, UndeliverableReply
 from loom.adapters.registry import adapters_from_settings
 from loom.adapters.slack import PERMANENT_ERRORS, SlackError, reply_text
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
+from loom.intake import Reply, UndeliverableReply
 from loom.providers.base import ModelRequest
 from loom.signals import RuntimeSignal
 from loom.state.base import StateUnavailable
@@ -132,7 +132,7 @@ async def started(adapter: Slack, agent: Agent | None = None, roles: Any = None)
     daemon = Daemon(
         agent or Agent(Model.test(), "Answer."), adapters=[adapter], settings=settings()
     )
-    daemon.replies.retry_delay = 0.001
+    daemon.replies.budget.retry_delay = 0.001
     await (daemon.start() if roles is None else daemon.start(roles))
     return daemon
 
@@ -569,7 +569,7 @@ async def test_slack_api_errors_and_rate_limits_are_retried_until_delivered(
 ) -> None:
     daemon, client = loom
     time = FakeTime().use(daemon.replies)
-    daemon.replies.retry_delay = 1.0
+    daemon.replies.budget.retry_delay = 1.0
     fake_slack.fail(
         rate_limited(retry_after=30),  # longer than the old 15 s of retries in all
         *[api_error("internal_error")] * 5,  # more failures than the delivery limit

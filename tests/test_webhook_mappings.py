@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from loom import Agent, Model, RuntimeSignal, SignalAdapter
 from loom.adapters import Webhook
-from loom.adapters.signing import sign
 from loom.adapters.webhook_mapping import lookup
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
+from loom.intake.signing import sign
 from tests.test_gateway_signals import published as published_raw
 from tests.test_webhooks import DEPLOYS, client_for, make_settings
 

@@ -15,10 +15,10 @@ import pytest
 
 from loom import Agent, Model, RuntimeSignal
 from loom.adapters import Alertmanager, GitHub
-from loom.adapters.signing import hmac_sha256, sign
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
+from loom.intake.signing import hmac_sha256, sign
 from tests.test_daemon_memory import drain
 from tests.test_gateway_signals import published as published_raw
 from tests.webhook_payloads import (
@@ -388,7 +388,7 @@ async def test_a_malformed_timestamp_is_401_before_anything_else(
 
 
 def test_verify_refuses_a_malformed_timestamp_with_a_signature_error() -> None:
-    from loom.adapters.signing import SignatureError, signature, verify
+    from loom.intake.signing import SignatureError, signature, verify
 
     for stamp in ("\u00b2", "\u0661\u0662", "9" * 5000, " "):
         headers = {"x-loom-timestamp": stamp, "x-loom-signature": signature("s", stamp, b"{}")}

@@ -61,3 +61,10 @@ def test_the_broker_package_names_no_exchange_or_queue_of_loom() -> None:
         text = source.read_text()
         named = sorted(name for name in names if f'"{name}"' in text)
         assert not named, f"{source.relative_to(package)} names {named}"
+
+
+def test_a_name_that_moved_to_the_wire_says_where_it_went() -> None:
+    with pytest.raises(ImportError, match=r"from loom.wire import ATTENTION_QUEUE"):
+        from loom.broker import ATTENTION_QUEUE  # noqa: F401
+    with pytest.raises(ImportError, match=r"from loom.wire import TOPOLOGY"):
+        from loom.broker.base import TOPOLOGY  # noqa: F401

@@ -366,7 +366,7 @@ class Cron(Adapter):
         """Claim ``fire`` and publish its signal, retrying a failed publish (with the claim
         released meanwhile) until the grace time ends."""
         context = self._require()
-        state = context.state
+        state = context.claims
         fire = fire.astimezone(UTC)
         key, done = fire_key(self.job_id, fire), fired_key(self.job_id, fire)
         signal = self.signal_for(fire)  # one id across retries
@@ -450,7 +450,7 @@ class Cron(Adapter):
         """Give back the claims of fires this replica won and did not record as done."""
         if self._context is None:
             return
-        state = self._context.state
+        state = self._context.claims
         for key in sorted(self._held):
             try:
                 # Only our own: a claim that lapsed may be another replica's by now.

@@ -128,7 +128,7 @@ class Heartbeat(Adapter):
         self._last_tick = tick
         key = f"heartbeat:{tick}"
         try:
-            holder = await context.state.claim(key, self.owner, max(10 * self.every, 60.0))
+            holder = await context.claims.claim(key, self.owner, max(10 * self.every, 60.0))
         except StateUnavailable:
             holder = None  # no way to agree; a heartbeat saying the state is down is news
         if holder is not None:
@@ -158,10 +158,10 @@ class Heartbeat(Adapter):
     async def _check_all(self) -> tuple[dict[str, Any], list[ProbeResult]]:
         context = self._require()
         broker_ok, state_ok, attention, work, stuck, *probed = await asyncio.gather(
-            _answer(context.broker.ping(), False),
-            _answer(context.state.ping(), False),
-            _answer(context.broker.queue_depth(ATTENTION_QUEUE), None),
-            _answer(context.broker.queue_depth(WORK_QUEUE), None),
+            _answer(context.ping_broker(), False),
+            _answer(context.ping_state(), False),
+            _answer(context.queue_depth(ATTENTION_QUEUE), None),
+            _answer(context.queue_depth(WORK_QUEUE), None),
             _answer(stuck_sessions(context, self.stuck_after), None),
             *(probe.check() for probe in self.probes),
         )
@@ -183,18 +183,18 @@ class Heartbeat(Adapter):
             status = "up" if result.up else "down"
             key = f"probe:{result.name}"
             try:
-                previous = await context.state.marker(key)
+                previous = await context.claims.marker(key)
             except StateUnavailable:
                 previous = None
             # A probe first seen up is no news; first seen down is.
             if previous == status or (previous is None and result.up):
                 with contextlib.suppress(StateUnavailable):
-                    await context.state.set_marker(key, status, _STATUS_TTL)
+                    await context.claims.set_marker(key, status, _STATUS_TTL)
                 continue
             signal = _transition_signal(result, tick, self.session_id)
             try:
                 await context.publish(signal)
-                await context.state.set_marker(key, status, _STATUS_TTL)
+                await context.claims.set_marker(key, status, _STATUS_TTL)
             except (BrokerUnavailable, StateUnavailable) as problem:
                 # Not remembered, so the next tick tries again.
                 logger.error("probe %s is %s, not yet reported: %s", result.name, status, problem)
@@ -207,7 +207,7 @@ class Heartbeat(Adapter):
         context = self._require()
         for probe in self.probes:
             with contextlib.suppress(StateUnavailable):
-                status = await context.state.marker(f"probe:{probe.name}")
+                status = await context.claims.marker(f"probe:{probe.name}")
                 if status is not None:
                     metrics.PROBE_UP.labels(probe.name).set(1 if status == "up" else 0)
 

@@ -254,7 +254,7 @@ class Slack(Adapter):
         channel, ts = signal.payload.get("channel"), signal.payload.get("ts")
         if not isinstance(channel, str) or not isinstance(ts, str):
             return signal
-        noted = await context.state.marker(message_key(channel, ts))
+        noted = await context.claims.marker(message_key(channel, ts))
         if noted is None:
             return signal
         try:

@@ -30,12 +30,11 @@ async def stuck_sessions(
         threshold = timeout + context.lease_ttl
     now = datetime.now(UTC)
     stuck: list[dict[str, Any]] = []
-    state = context.state
-    for held in await state.held_leases():
+    for held in await context.leases.held_leases():
         if held.held_for <= threshold:
             break  # longest held first: the rest are younger still
         session_id = held.lease.session_id
-        snapshot = await state.sessions.load(session_id)
+        snapshot = await context.sessions.load(session_id)
         finished = [
             run.finished_at for run in (snapshot.runs if snapshot else ()) if run.finished_at
         ]

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from loom.broker.base import (
     DEFAULT_DELIVERY_LIMIT,
+    MOVED_TO_WIRE,
     ORIGIN_HEADER,
     REASON_HEADER,
     Binding,
@@ -21,6 +22,7 @@ from loom.broker.base import (
     Handler,
     Message,
     Topology,
+    moved_to_wire,
     namespaced,
 )
 from loom.broker.memory import MemoryBroker
@@ -82,4 +84,6 @@ def __getattr__(name: str) -> Any:
         from loom.broker.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker
+    if name in MOVED_TO_WIRE:
+        raise moved_to_wire(__name__, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -222,3 +222,25 @@ class Broker(ABC):
     def consuming(self) -> bool:
         """True while at least one consumer is active."""
         return False
+
+
+MOVED_TO_WIRE = frozenset(
+    {"SIGNALS_EXCHANGE", "ATTENTION_QUEUE", "WORK_EXCHANGE", "WORK_QUEUE", "WORK_ROUTING_KEY",
+     "REPLIES_EXCHANGE", "REPLIES_QUEUE", "REPLY_ROUTING_KEY", "DEAD_LETTER_EXCHANGE",
+     "DEAD_LETTER_QUEUE", "TOPOLOGY", "EXCHANGES", "QUEUES", "WORK_QUEUES"}
+)  # fmt: skip
+"""Loom's own exchange and queue names, which this module held before the broker was
+handed its topology: importing one from here says where it went."""
+
+
+def moved_to_wire(module: str, name: str) -> ImportError:
+    return ImportError(
+        f"{name} is Loom's topology, no longer the broker's: import it from loom.wire "
+        f"(from loom.wire import {name}), not from {module}"
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED_TO_WIRE:
+        raise moved_to_wire(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

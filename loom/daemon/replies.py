@@ -127,7 +127,7 @@ class ReplyDispatcher:
             clock=clock,
             sleep=sleep,
         )
-        """The retry budget (its settings are also this dispatcher's attributes)."""
+        """The retry budget: how long, and how often, a failing reply is tried."""
         self.claim_ttl = settings.claim_ttl
         self.id = replica_id()
         """Names this dispatcher in the claims it holds (each attempt adds its own suffix)."""
@@ -139,47 +139,6 @@ class ReplyDispatcher:
     @property
     def consuming(self) -> bool:
         return self._tag is not None
-
-    # The budget's settings, read and set on the dispatcher as before (tests shorten them).
-    @property
-    def retry_delay(self) -> float:
-        return self.budget.retry_delay
-
-    @retry_delay.setter
-    def retry_delay(self, value: float) -> None:
-        self.budget.retry_delay = value
-
-    @property
-    def retry_budget(self) -> float:
-        return self.budget.budget
-
-    @retry_budget.setter
-    def retry_budget(self, value: float) -> None:
-        self.budget.budget = value
-
-    @property
-    def max_delay(self) -> float:
-        return self.budget.max_delay
-
-    @max_delay.setter
-    def max_delay(self, value: float) -> None:
-        self.budget.max_delay = value
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        return self.budget.clock
-
-    @clock.setter
-    def clock(self, value: Callable[[], float]) -> None:
-        self.budget.clock = value
-
-    @property
-    def sleep(self) -> Callable[[float], Awaitable[None]]:
-        return self.budget.sleep
-
-    @sleep.setter
-    def sleep(self, value: Callable[[float], Awaitable[None]]) -> None:
-        self.budget.sleep = value
 
     async def start(self) -> None:
         handler = count_dead_letters(self.budget.wrap(self.handle))

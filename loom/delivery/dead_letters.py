@@ -8,8 +8,12 @@ through ``dead_letter()`` below.
 
 from __future__ import annotations
 
+import logging
+
 from loom import metrics
-from loom.broker.base import Broker, Delivery, Handler, Message
+from loom.broker.base import Broker, BrokerUnavailable, Delivery, Handler, Message
+
+logger = logging.getLogger("loom.delivery")
 
 
 class _Counted(Delivery):
@@ -46,7 +50,14 @@ def count_dead_letters(handler: Handler) -> Handler:
         except Exception:
             # Settled here rather than by the broker, so a last delivery's retry is counted.
             if not delivery.settled:
-                await watched.retry()
+                try:
+                    await watched.retry()
+                except BrokerUnavailable as lost:
+                    # The connection is gone: RabbitMQ redelivers the unacked message itself.
+                    # The handler's own error is the one worth reporting.
+                    logger.warning(
+                        "message %s not handed back: %s", delivery.message.message_id, lost
+                    )
             raise
 
     return counted

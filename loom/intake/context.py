@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from loom.broker.base import Broker
+    from loom.core.session_store import SessionStore
     from loom.signals import RuntimeSignal
     from loom.state.base import State
+    from loom.state.claims import Claims
+    from loom.state.leases import Leases
 
 T = TypeVar("T")
 
@@ -58,13 +61,43 @@ class AdapterContext:
         """The agent's run timeout (None: runs may take any time)."""
 
     @property
+    def claims(self) -> Claims:
+        """Claims and markers in the shared state: how replicas agree on a tick or a fire,
+        and what an adapter remembers (a posted message, a probe's status)."""
+        return self._host.state
+
+    @property
+    def leases(self) -> Leases:
+        """The session leases, read-only by convention: who runs which session, how long."""
+        return self._host.state
+
+    @property
+    def sessions(self) -> SessionStore:
+        """The sessions' transcripts and runs (the stuck-run check reads their endings)."""
+        return self._host.state.sessions
+
+    async def ping_state(self) -> bool:
+        """Whether the shared state answers (a health report's line)."""
+        return await self._host.state.ping()
+
+    async def ping_broker(self) -> bool:
+        """Whether the broker answers (a health report's line)."""
+        return await self._host.broker.ping()
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (``BrokerUnavailable`` when the broker cannot say)."""
+        return await self._host.broker.queue_depth(queue)
+
+    @property
     def state(self) -> State:
-        """The shared state (claims, markers, leases, the session store)."""
+        """The whole shared state, for adapters written against the Daemon; the built-in
+        adapters use the narrow views above."""
         return self._host.state
 
     @property
     def broker(self) -> Broker:
-        """The broker, for its health and queue depths; publish through ``intake``."""
+        """The whole broker, for adapters written against the Daemon; publish through
+        ``publish`` or ``accept``, ask for health with ``ping_broker`` and ``queue_depth``."""
         return self._host.broker
 
     @property

@@ -79,15 +79,19 @@ async def decide_signals(
     """Decide on signals that name their session, in order, and act on the decisions."""
     duplicates = await ledger.claim(signals)
     views: Mapping[str, SessionView] = {}
+    if len(duplicates) != len(signals):
+        raise ValueError(f"a ledger claimed {len(duplicates)} of {len(signals)} signals")
     if policy.reads_session and not all(duplicates):
-        fresh = (s for s, duplicate in zip(signals, duplicates, strict=True) if not duplicate)
+        fresh = (s for i, s in enumerate(signals) if not duplicates[i])
         views = await ledger.views(list(dict.fromkeys(str(s.session_id) for s in fresh)))
     announce_received = hooks.wants("signal_received")
     decisions: list[SignalDecision] = []
-    for signal, duplicate in zip(signals, duplicates, strict=True):
+    # Indexing, not zip(strict=True): this runs for every signal, and the check above
+    # already holds the lengths equal.
+    for index, signal in enumerate(signals):
         if announce_received:
             await _announce(hooks, "signal_received", signal)
-        if duplicate:
+        if duplicates[index]:
             decisions.append(duplicate_decision(signal))
             continue
         session_id = str(signal.session_id)

@@ -89,6 +89,7 @@ class Session:
         self._lock = asyncio.Lock()
         self._queued = 0
         self._dedupe: OrderedDict[str, None] = OrderedDict()
+        self._ledger = _SessionLedger(self)
 
     @property
     def busy(self) -> bool:
@@ -229,45 +230,8 @@ class Session:
         """Let the attention policy decide what a signal deserves, and act on it."""
         signal = _to_signal(event, adapter, session_id=self.id)
         agent = self.agent
-        (decision,) = await decide_signals([signal], agent.attention, self, agent.hooks)
+        (decision,) = await decide_signals([signal], agent.attention, self._ledger, agent.hooks)
         return decision
-
-    # -- the decision step's ledger: this session's memory -----------------------------
-    async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
-        duplicates = []
-        for signal in signals:
-            key = signal.dedupe_key
-            duplicates.append(key is not None and key in self._dedupe)
-            if key is not None and key not in self._dedupe:
-                self._dedupe[key] = None
-                if len(self._dedupe) > MAX_REMEMBERED_DEDUPE_KEYS:
-                    self._dedupe.popitem(last=False)
-        return duplicates
-
-    async def views(self, session_ids: Sequence[str]) -> dict[str, SessionView]:
-        return {self.id: self.view()}
-
-    async def record(self, decisions: Sequence[SignalDecision]) -> None:
-        # A signal that wakes the session is the task of the run it starts; one kept
-        # without waking it waits in the working state for whichever run comes next.
-        for decision in decisions:
-            action = decision.action
-            if action.keeps_signal and not action.wakes_a_worker:
-                if len(self.pending_signals) == self.pending_signals.maxlen:
-                    logger.warning("session %s: pending signals full, oldest dropped", self.id)
-                self.pending_signals.append(decision.signal)
-
-    async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
-        woken = []
-        for decision in decisions:
-            signal = decision.signal
-            if decision.action.wakes_a_worker:
-                if decision.action.interrupts and self.current_run is not None:
-                    self.current_run.interrupt(f"interrupted by signal {signal.id}")
-                context = RunContext(metadata={"signal": signal.id})
-                decision = decision.with_run(self.start(signal.describe(), context=context))
-            woken.append(decision)
-        return woken
 
     def __repr__(self) -> str:
         return f"<Session {self.id} runs={len(self.runs)} busy={self.busy}>"
@@ -276,9 +240,60 @@ class Session:
 def _to_signal(
     event: RuntimeSignal | Mapping[str, Any], adapter: SignalAdapter | None, *, session_id: str
 ) -> RuntimeSignal:
+    """The event as a signal of the session that received it, whatever session it named:
+    that session decides on it, keeps it and runs for it."""
     if isinstance(event, RuntimeSignal):
-        return event if event.session_id else event.model_copy(update={"session_id": session_id})
+        if event.session_id == session_id:
+            return event
+        return event.model_copy(update={"session_id": session_id})
     if adapter is not None:
         return adapter.adapt(event, session_id=session_id)
-    fields = {**event, "session_id": event.get("session_id") or session_id}
-    return RuntimeSignal.model_validate(fields)
+    return RuntimeSignal.model_validate({**event, "session_id": session_id})
+
+
+class _SessionLedger:
+    """The decision step's ledger in one process: the session's own memory. Dedupe keys
+    are remembered per session (bounded); waking the session starts a run in it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
+        seen = self.session._dedupe
+        duplicates = []
+        for signal in signals:
+            key = signal.dedupe_key
+            duplicates.append(key is not None and key in seen)
+            if key is not None and key not in seen:
+                seen[key] = None
+                if len(seen) > MAX_REMEMBERED_DEDUPE_KEYS:
+                    seen.popitem(last=False)
+        return duplicates
+
+    async def views(self, session_ids: Sequence[str]) -> dict[str, SessionView]:
+        return {self.session.id: self.session.view()}
+
+    async def record(self, decisions: Sequence[SignalDecision]) -> None:
+        # A signal that wakes the session is the task of the run it starts; one kept
+        # without waking it waits in the working state for whichever run comes next.
+        pending = self.session.pending_signals
+        for decision in decisions:
+            action = decision.action
+            if action.keeps_signal and not action.wakes_a_worker:
+                if len(pending) == pending.maxlen:
+                    logger.warning(
+                        "session %s: pending signals full, oldest dropped", self.session.id
+                    )
+                pending.append(decision.signal)
+
+    async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
+        session, woken = self.session, []
+        for decision in decisions:
+            signal = decision.signal
+            if decision.action.wakes_a_worker:
+                if decision.action.interrupts and session.current_run is not None:
+                    session.current_run.interrupt(f"interrupted by signal {signal.id}")
+                context = RunContext(metadata={"signal": signal.id})
+                decision = decision.with_run(session.start(signal.describe(), context=context))
+            woken.append(decision)
+        return woken

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from loom.broker.rabbitmq import RabbitMQBroker
-from loom.state.redis import RedisState
+from loom.state.redis_state import RedisState
 from loom.wire import TOPOLOGY
 from tests.services import delete_redis_keys, require_rabbitmq, require_redis
 
