@@ -12,8 +12,25 @@ from typing import Protocol
 from loom.signals import RuntimeSignal
 
 
+@dataclass(frozen=True, slots=True)
+class Traits:
+    """What an action does, in the terms every backend acts on."""
+
+    keeps_signal: bool
+    """The signal joins the session's working state."""
+    wakes_a_worker: bool
+    """The session needs a run for this signal (and the run answers its sender)."""
+    interrupts: bool
+    """The session's current run is asked to stop for this signal."""
+    prompt_section: str | None
+    """The heading a run's input lists such signals under (None: never shown to a run)."""
+
+
 class Action(StrEnum):
-    """What a signal deserves. A ``str`` too: records and payloads carry its value."""
+    """What a signal deserves. A ``str`` too: records and payloads carry its value.
+
+    What each action does is its row in ``TRAITS``: the ledgers, the worker and the reply
+    path read the traits, never the names, so an action is added by a member and a row."""
 
     OBSERVE = "observe"
     """Kept in the session's working state; the next run sees it, none is started for it."""
@@ -25,28 +42,27 @@ class Action(StrEnum):
     """Forgotten (a duplicate, an expired or a muted signal); only the decision is kept."""
 
     @property
+    def traits(self) -> Traits:
+        return TRAITS[self._value_]
+
+    @property
     def keeps_signal(self) -> bool:
-        """The signal joins the session's working state."""
-        return self is not Action.DROP
+        return TRAITS[self._value_].keeps_signal
 
     @property
     def wakes_a_worker(self) -> bool:
-        """The session needs a run for this signal (and the run answers its sender)."""
-        return self is Action.QUEUE or self is Action.INTERRUPT
+        return TRAITS[self._value_].wakes_a_worker
 
     @property
     def interrupts(self) -> bool:
-        """The session's current run is asked to stop for this signal."""
-        return self is Action.INTERRUPT
+        return TRAITS[self._value_].interrupts
 
     @property
     def prompt_section(self) -> str:
-        """The heading a run's input lists such signals under."""
-        if self.wakes_a_worker:
-            return "Signals to handle"
-        if self is Action.OBSERVE:
-            return "Observed since your last run (for awareness)"
-        raise ValueError("a dropped signal is never shown to a run")
+        section = TRAITS[self._value_].prompt_section
+        if section is None:
+            raise ValueError(f"a signal decided {self.value!r} is never shown to a run")
+        return section
 
     @classmethod
     def parse(cls, value: object) -> Action:
@@ -57,6 +73,29 @@ class Action(StrEnum):
             return cls(value)
         known = ", ".join(action.value for action in cls)
         raise ValueError(f"unknown action {value!r}; actions are {known}")
+
+
+TO_HANDLE = "Signals to handle"
+TRAITS: dict[str, Traits] = {
+    Action.OBSERVE: Traits(
+        keeps_signal=True,
+        wakes_a_worker=False,
+        interrupts=False,
+        prompt_section="Observed since your last run (for awareness)",
+    ),
+    Action.QUEUE: Traits(
+        keeps_signal=True, wakes_a_worker=True, interrupts=False, prompt_section=TO_HANDLE
+    ),
+    Action.INTERRUPT: Traits(
+        keeps_signal=True, wakes_a_worker=True, interrupts=True, prompt_section=TO_HANDLE
+    ),
+    Action.DROP: Traits(
+        keeps_signal=False, wakes_a_worker=False, interrupts=False, prompt_section=None
+    ),
+}
+"""Each action's traits, by its value (an action without a row fails at import)."""
+if set(TRAITS) != {action.value for action in Action}:
+    raise RuntimeError(f"every Action needs a row in TRAITS: {sorted(set(Action) ^ set(TRAITS))}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +122,4 @@ class Decider(Protocol):
         ...
 
 
-__all__ = ["Action", "Decider", "SessionView"]
+__all__ = ["TRAITS", "Action", "Decider", "SessionView", "Traits"]

@@ -278,8 +278,8 @@ class _SessionLedger:
         # without waking it waits in the working state for whichever run comes next.
         pending = self.session.pending_signals
         for decision in decisions:
-            action = decision.action
-            if action.keeps_signal and not action.wakes_a_worker:
+            traits = decision.action.traits
+            if traits.keeps_signal and not traits.wakes_a_worker:
                 if len(pending) == pending.maxlen:
                     logger.warning(
                         "session %s: pending signals full, oldest dropped", self.session.id
