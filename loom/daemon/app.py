@@ -23,7 +23,7 @@ from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
 from loom.daemon.attention import AttentionConsumer
-from loom.daemon.http import build_app
+from loom.daemon.http import build_app, describe_routes
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -257,6 +257,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             raise
         app = build_app(self, gateway="gateway" in self.roles)
+        logger.info("serving %s", describe_routes(app, self.adapters))
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
         config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
         self._server = _Server(config)
