@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from loom.daemon.app import ROLES
 from loom.daemon.settings import Settings, mask_url
 from loom.policies.attention import SessionView
 from loom.signals import RuntimeSignal
@@ -48,6 +49,24 @@ def test_toml_file_and_environment_precedence(
     assert settings.model == "test"
     assert settings.http.port == 9100
     assert settings.shutdown_timeout == 9  # the environment wins
+
+
+def test_each_role_listens_on_its_own_port_unless_one_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LOOM_CONFIG", "LOOM_HTTP", "LOOM_HTTP__PORT"):
+        monkeypatch.delenv(name, raising=False)
+    http = Settings().http
+    ports = {role: http.port_for((role,)) for role in ROLES}
+    assert ports == {"gateway": 8080, "scheduler": 8081, "attention": 8082, "worker": 8083}
+    assert http.port_for(ROLES) == 8080  # loom run
+    monkeypatch.setenv("LOOM_HTTP__PORT", "8080")  # set, even to the default: it wins
+    assert Settings().http.port_for(("worker",)) == 8080
+    monkeypatch.delenv("LOOM_HTTP__PORT")
+    config = tmp_path / "loom.toml"
+    config.write_text("[http]\nport = 9100\n")
+    monkeypatch.setenv("LOOM_CONFIG", str(config))
+    assert Settings().http.port_for(("attention",)) == 9100
 
 
 def test_missing_config_file_is_a_clear_error(

@@ -9,7 +9,7 @@ Factories import their adapter on use, so reading the settings stays light.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +45,30 @@ whole settings object (an ``AdapterSettings``), for what several sections share.
 
 
 @dataclass(frozen=True, slots=True)
+class OffRoute:
+    """A route an entry serves once its section turns it on, and the hint a request to it
+    gets while nothing serves it. ``path`` is a Starlette path (``/webhooks/{name}``);
+    ``hint`` may name its parameters, ``{name}`` as sent and ``{NAME}`` in capitals (as in
+    an environment variable)."""
+
+    path: str
+    hint: str
+
+    def explain(self, params: Mapping[str, str]) -> str:
+        """The hint, with the request's path parameters filled in."""
+        values = {key: value[:64] for key, value in params.items()}
+        return self.hint.format(**values, **{k.upper(): v.upper() for k, v in values.items()})
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterEntry:
-    """One row of the table: settings section ``section`` builds adapters with ``build``."""
+    """One row of the table: settings section ``section`` builds adapters with ``build``;
+    ``off_routes`` say how to turn on the routes they serve, for a request that finds
+    none."""
 
     section: str
     build: Factory
+    off_routes: tuple[OffRoute, ...] = ()
 
 
 def _webhooks(webhooks: WebhookSettings, settings: AdapterSettings) -> list[Adapter]:
@@ -94,9 +113,36 @@ def _heartbeat(heartbeat: HeartbeatSettings, settings: AdapterSettings) -> list[
     return [Heartbeat.from_settings(heartbeat)]
 
 
+_SLACK_OFF = (
+    "Slack is off in this gateway: set LOOM_SLACK__SIGNING_SECRET to serve /slack/events "
+    "and /slack/interactions (docs/slack.md)"
+)
+
 TABLE: list[AdapterEntry] = [
-    AdapterEntry("webhooks", _webhooks),
-    AdapterEntry("slack", _slack),
+    AdapterEntry(
+        "webhooks",
+        _webhooks,
+        off_routes=(
+            OffRoute(
+                "/webhooks/github",
+                "the GitHub webhook is off: set LOOM_WEBHOOKS__GITHUB_SECRET (docs/webhooks.md)",
+            ),
+            OffRoute(
+                "/webhooks/{name}",
+                "no webhook mapping named {name!r} is configured: set "
+                "LOOM_WEBHOOKS__MAPPINGS__{NAME}__<FIELD> (e.g. __SUMMARY=alert.title) or "
+                "LOOM_WEBHOOKS__MAPPINGS as JSON (docs/webhooks.md)",
+            ),
+        ),
+    ),
+    AdapterEntry(
+        "slack",
+        _slack,
+        off_routes=(
+            OffRoute("/slack/events", _SLACK_OFF),
+            OffRoute("/slack/interactions", _SLACK_OFF),
+        ),
+    ),
     AdapterEntry("cron", _cron),
     AdapterEntry("heartbeat", _heartbeat),
 ]
@@ -125,6 +171,13 @@ def adapters_from_settings(settings: AdapterSettings) -> list[Adapter]:
     return configured
 
 
+def off_routes() -> list[OffRoute]:
+    """Every entry's off routes, those with path parameters last (``/webhooks/github``
+    before ``/webhooks/{name}``)."""
+    routes = [route for entry in TABLE for route in entry.off_routes]
+    return sorted(routes, key=lambda route: "{" in route.path)
+
+
 def merge_adapters(configured: Sequence[Adapter], given: Sequence[Adapter]) -> list[Adapter]:
     """``configured`` then ``given``; an adapter given in code replaces a configured one of
     the same name (one ``/webhooks/github`` route, one Slack app)."""
@@ -139,12 +192,14 @@ __all__ = [
     "CronJobSettings",
     "Factory",
     "HeartbeatSettings",
+    "OffRoute",
     "ProbeSettings",
     "SlackSettings",
     "WebhookMapping",
     "WebhookSettings",
     "adapters_from_settings",
     "merge_adapters",
+    "off_routes",
     "register",
     "unregister",
 ]

@@ -23,7 +23,7 @@ from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
 from loom.daemon.attention import AttentionConsumer
-from loom.daemon.http import build_app
+from loom.daemon.http import build_app, describe_routes
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -237,13 +237,15 @@ class Daemon:
 
     async def serve(self, roles: Iterable[str] = ROLES) -> None:
         """Run the roles and the HTTP server until SIGTERM or SIGINT, then drain."""
+        roles = tuple(roles)
         http = self.settings.http
+        port = http.port_for(roles)
         if not is_loopback(http.host) and self.settings.api_token is None:
             raise InsecureBinding(
-                f"refusing to listen on {http.host}:{http.port} without an API token: set "
+                f"refusing to listen on {http.host}:{port} without an API token: set "
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
             )
-        listener = bind(http.host, http.port)  # before anything starts: fail fast and clearly
+        listener = bind(http.host, port)  # before anything starts: fail fast and clearly
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -255,6 +257,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             raise
         app = build_app(self, gateway="gateway" in self.roles)
+        logger.info("serving %s", describe_routes(app, self.adapters))
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
         config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
         self._server = _Server(config)

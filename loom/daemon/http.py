@@ -16,9 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, compile_path
 
 from loom import tracing
+from loom.adapters.registry import OffRoute, off_routes
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.feedback_http import feedback_routes
 from loom.daemon.http_metrics import HTTPMetrics
@@ -138,10 +139,39 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         )
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
-    return Starlette(
+    # A gateway's request to a route that is off is told how to turn it on.
+    hints = [(compile_path(off.path)[0], off) for off in off_routes()] if gateway else []
+
+    async def not_found(request: Request, problem: Exception) -> Response:
+        assert isinstance(problem, HTTPException)
+        if problem.status_code == 404:
+            for pattern, off in hints:
+                if found := pattern.fullmatch(request.scope["path"]):
+                    return error(404, off.explain(found.groupdict()))
+        return await http_error(request, problem)
+
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(HTTPMetrics, routes=routes)],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: not_found},
+    )
+    app.state.off_routes = [off for _, off in hints]
+    return app
+
+
+def describe_routes(app: Starlette, adapters: Sequence[Adapter]) -> str:
+    """One line for the startup log: the routes served, the adapters, the routes off."""
+    served = [route for route in app.routes if isinstance(route, Route)]
+    routes = [
+        f"{','.join(sorted(set(route.methods or ['ANY']) - {'HEAD'}))} {route.path}"
+        for route in served
+    ]
+    paths = {route.path for route in served}
+    offs: list[OffRoute] = getattr(app.state, "off_routes", [])
+    off = [o.path for o in offs if "{" not in o.path and o.path not in paths]
+    names = ", ".join(adapter.name for adapter in adapters) or "none"
+    return f"routes {', '.join(routes)}; adapters {names}" + (
+        f"; off {', '.join(off)}" if off else ""
     )
 
 
@@ -160,6 +190,7 @@ __all__ = [
     "Served",
     "accept",
     "build_app",
+    "describe_routes",
     "error",
     "http_error",
     "read_body",

@@ -6,6 +6,7 @@ Environment variables win over the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,12 +31,25 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+ROLE_PORTS = {"gateway": 8080, "scheduler": 8081, "attention": 8082, "worker": 8083}
+"""Where a process of one role listens unless ``LOOM_HTTP__PORT`` says otherwise: the roles
+of the README's recipe each get their own, so they run side by side on one machine."""
+
+
 class HTTPSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    """Where the process listens when set; unset, ``port_for`` picks the role's own."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    def port_for(self, roles: Sequence[str]) -> int:
+        """The port a process of ``roles`` listens on: ``LOOM_HTTP__PORT`` when set, else
+        the one role's default (``ROLE_PORTS``), else 8080 (``loom run``, several roles)."""
+        if "port" in self.model_fields_set or len(roles) != 1:
+            return self.port
+        return ROLE_PORTS.get(roles[0], self.port)
 
 
 class ReplySettings(BaseModel):
@@ -185,6 +199,7 @@ def mask_url(url: str) -> str:
 
 
 __all__ = [
+    "ROLE_PORTS",
     "CronJobSettings",
     "FeedbackSettings",
     "HTTPSettings",
