@@ -108,6 +108,7 @@ class Slack(Adapter):
     """
 
     name = "slack"
+    reply_prefixes = ("slack:",)
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from loom.daemon.http_metrics import HTTPMetrics
 from loom.daemon.intake import accept
 from loom.daemon.openapi import build_openapi
 from loom.daemon.session_view import session_view
+from loom.intake import admission
 from loom.intake.adapter import Adapter
 from loom.intake.cloudevents import (
     CloudEventError,
@@ -131,6 +132,9 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
+        refused = admission.refusal(signal, daemon.adapters)
+        if refused is not None:
+            return error(422, refused)
         with tracing.continued(request.headers):  # the sender's trace, if it sent one
             return await context.accept(signal)
 
