@@ -4,6 +4,7 @@ open, and the process says so at start."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -124,3 +125,32 @@ async def test_the_start_says_how_inbound_routes_are_authenticated(
     else:
         [warning] = warnings
         assert logged in warning
+
+
+async def test_loom_send_signs_for_a_process_with_only_the_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loom import RuntimeSignal
+    from loom.daemon.cli import _post_to_running
+    from tests.integration.conftest import free_port
+    from tests.polling import eventually
+
+    settings = Settings(webhook_secret="whsec", http={"port": free_port()})
+    daemon = Daemon(Agent(Model.test()), settings=settings)
+    serving = asyncio.create_task(daemon.serve(["gateway"]))
+    url = f"http://127.0.0.1:{settings.http.port}/healthz"
+
+    async def listening() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        await eventually(listening, "the gateway to listen", timeout=30)
+        assert await _post_to_running(settings, RuntimeSignal.create("disk full")) == 0
+        assert '"accepted"' in capsys.readouterr().out
+    finally:
+        daemon.request_stop()
+        await serving
