@@ -19,8 +19,11 @@ format:
 	uv run ruff format .
 	uv run ruff check --fix .
 
+# Every bench/*.py, each with small sizes so the whole target takes about a minute
+# (tests/test_small_truths.py checks none is missing); run one alone for steadier figures.
 bench:  ## print benchmark figures
-	uv run python bench/kernel.py
+	uv run python bench/kernel.py --runs 200
 	uv run python bench/session_store.py
-	uv run python bench/providers.py
-	uv run python bench/pipeline.py
+	uv run python bench/providers.py --calls 50
+	uv run python bench/pipeline.py --n 300 --rounds 1 --latency-count 200
+	uv run python bench/gateway.py --n 500

@@ -90,7 +90,8 @@ class Agent:
     async def stream(
         self, task: Task, *, context: RunContext | None = None
     ) -> AsyncIterator[RunEvent]:
-        """Like ``run`` but yields the run's events as they happen."""
+        """Like ``run`` but yields the run's events as they happen; the model's answer is
+        streamed, its text arriving as ``model.token`` events."""
         async for event in self._anonymous_session().stream(task, context=context):
             yield event
 

@@ -34,6 +34,15 @@ what counts as whitespace differs between ECMA-262 (JSON Schema), Python and Rus
 (pydantic); naming the characters they disagree on makes the class the same in all three."""
 
 
+SAYS_SOMETHING: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["summary"], "properties": {"summary": {"pattern": VISIBLE}}},
+        {"required": ["payload"], "properties": {"payload": {"minProperties": 1}}},
+    ]
+}
+"""``RuntimeSignal.says_nothing`` as JSON Schema: what the gateway adds to the wire format."""
+
+
 def _signal_id() -> str:
     return f"sig_{uuid4().hex}"
 
@@ -89,10 +98,17 @@ class RuntimeSignal(BaseModel):
     ) -> RuntimeSignal:
         """A signal with ``summary``; the payload carries it as ``content`` too."""
         body = dict(payload or {})
-        body.setdefault("content", summary)
+        if re.search(VISIBLE, summary):  # a blank summary is no content
+            body.setdefault("content", summary)
         return cls(
             summary=summary, source=source, type=type, urgency=urgency, payload=body, **fields
         )
+
+    def says_nothing(self) -> bool:
+        """True when the summary is blank and the payload empty: nothing for a run to work
+        on. The gateway refuses such a signal (422, see ``SAYS_SOMETHING``); the wire format
+        still carries one, so a signal queued before the rule is still read and decided."""
+        return not self.payload and re.search(VISIBLE, self.summary) is None
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or _now())

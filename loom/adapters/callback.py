@@ -79,6 +79,7 @@ class Callbacks(Adapter):
     """Delivers replies to ``http(s)://`` addresses (always configured)."""
 
     name = "callbacks"
+    reply_prefixes = ("http://", "https://")
 
     def __init__(
         self,

@@ -108,6 +108,7 @@ class Slack(Adapter):
     """
 
     name = "slack"
+    reply_prefixes = ("slack:",)
 
     def __init__(
         self,
@@ -146,12 +147,24 @@ class Slack(Adapter):
         from starlette.routing import Route
 
         if not self.signing_secret:
+            replies = (
+                "replies to slack: addresses are still posted (with the bot token)"
+                if self.bot_token
+                else "and with no bot token either, replies to slack: addresses are "
+                "dead-lettered at once, not posted (set LOOM_SLACK__BOT_TOKEN)"
+            )
             logger.warning(
                 "Slack events are not served: no signing secret to check Slack's requests "
-                "with (replies are still posted); set LOOM_SLACK__SIGNING_SECRET or pass "
-                "Slack(signing_secret=...) to serve /slack/events and /slack/interactions"
+                "with; %s. Set LOOM_SLACK__SIGNING_SECRET or pass Slack(signing_secret=...) "
+                "to serve /slack/events and /slack/interactions",
+                replies,
             )
             return []
+        if not self.bot_token:  # a gateway needs none; a worker without it cannot post
+            logger.info(
+                "no Slack bot token in this process: a worker here dead-letters replies to "
+                "slack: addresses at once, not posted (set LOOM_SLACK__BOT_TOKEN on workers)"
+            )
         self._verifier = SignatureVerifier(self.signing_secret.get_secret_value())
         ctx = context_of(context)
 

@@ -23,7 +23,7 @@ from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
 from loom.daemon.attention import AttentionConsumer
-from loom.daemon.http import build_app, describe_routes
+from loom.daemon.http import build_app, credentials_warning, describe_routes
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -246,6 +246,13 @@ class Daemon:
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
             )
         listener = bind(http.host, port)  # before anything starts: fail fast and clearly
+        settings = self.settings
+        notice = credentials_warning(
+            api_token=settings.api_token is not None,
+            webhook_secret=settings.webhook_secret is not None,
+        )
+        if notice is not None:
+            logger.warning(notice)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

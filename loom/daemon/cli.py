@@ -174,12 +174,17 @@ async def _post_to_running(settings: Any, signal: Any) -> int:
 
     host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = f"http://{host}:{settings.http.port}/signals"
+    body = signal.model_dump_json().encode()
     headers = {"content-type": "application/json"}
     if settings.api_token is not None:
         headers["authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    elif settings.webhook_secret is not None:  # the process then wants a signature
+        from loom.intake.signing import sign
+
+        headers.update(sign(settings.webhook_secret.get_secret_value(), body))
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.post(url, content=signal.model_dump_json(), headers=headers)
+            response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as problem:
         print(
             f"loom: signal not sent: no loom process answers at {url} ({problem}); start one "

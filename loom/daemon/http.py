@@ -26,6 +26,7 @@ from loom.daemon.http_metrics import HTTPMetrics
 from loom.daemon.intake import accept
 from loom.daemon.openapi import build_openapi
 from loom.daemon.session_view import session_view
+from loom.intake import admission
 from loom.intake.adapter import Adapter
 from loom.intake.cloudevents import (
     CloudEventError,
@@ -35,7 +36,7 @@ from loom.intake.cloudevents import (
 )
 from loom.intake.context import AdapterContext
 from loom.intake.http import Endpoint, error, inbound_body, read_body
-from loom.intake.signing import authenticate
+from loom.intake.signing import authenticate, bearer
 from loom.policies.feedback import FeedbackPolicy
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
 from loom.state.base import State
@@ -65,19 +66,29 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
     token, secret = context.api_token, context.webhook_secret
 
     def refusal(request: Request, body: bytes | None = None) -> str | None:
-        """Why the request is refused, or None. With LOOM_API_TOKEN set it needs that bearer
-        token, or, for endpoints that pass the body, an X-Loom-Signature made with
-        LOOM_WEBHOOK_SECRET (see loom.intake.signing)."""
-        if token is None:
+        """Why a request to ``POST /signals`` is refused, or None. With no inbound credential
+        configured (development mode, loopback only) it is open; with LOOM_API_TOKEN or
+        LOOM_WEBHOOK_SECRET set it needs that bearer token or an X-Loom-Signature made with
+        that secret (see loom.intake.signing), whichever are configured."""
+        if token is None and secret is None:
             return None
         return authenticate(request.headers, body, token=token, secret=secret)
 
-    def authorized(request: Request) -> bool:
-        return refusal(request) is None
-
     def protected(endpoint: Endpoint) -> Endpoint:
+        """The sessions API: the bearer token, once any inbound credential is configured. A
+        signature covers a body, and ``GET /sessions/{id}`` has none, so with only
+        LOOM_WEBHOOK_SECRET set these routes are closed rather than open."""
+
         async def guarded(request: Request) -> Response:
-            if not authorized(request):
+            if token is None and secret is None:
+                return await endpoint(request)
+            if token is None:
+                return error(
+                    401,
+                    "the sessions API needs LOOM_API_TOKEN (LOOM_WEBHOOK_SECRET alone "
+                    "authenticates only signed POST /signals)",
+                )
+            if not bearer(request.headers, token):
                 return error(401, "missing or wrong bearer token (LOOM_API_TOKEN)")
             return await endpoint(request)
 
@@ -122,6 +133,9 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
+        refused = admission.refusal(signal, daemon.adapters)
+        if refused is not None:
+            return error(422, refused)
         with tracing.continued(request.headers):  # the sender's trace, if it sent one
             return await context.accept(signal)
 
@@ -175,6 +189,22 @@ def describe_routes(app: Starlette, adapters: Sequence[Adapter]) -> str:
     )
 
 
+def credentials_warning(*, api_token: bool, webhook_secret: bool) -> str | None:
+    """What a process logs at start about its inbound credentials, or None when the API
+    token is set."""
+    if api_token:
+        return None
+    if webhook_secret:
+        return (
+            "no LOOM_API_TOKEN: POST /signals needs an X-Loom-Signature (LOOM_WEBHOOK_SECRET) "
+            "and the sessions API is closed"
+        )
+    return (
+        "no LOOM_API_TOKEN: inbound routes accept unauthenticated requests "
+        "(development mode, loopback only)"
+    )
+
+
 async def http_error(request: Request, problem: Exception) -> Response:
     """Starlette's own answers (no such route, wrong method) in the same JSON shape as ours."""
     assert isinstance(problem, HTTPException)
@@ -190,6 +220,7 @@ __all__ = [
     "Served",
     "accept",
     "build_app",
+    "credentials_warning",
     "describe_routes",
     "error",
     "http_error",

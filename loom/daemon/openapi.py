@@ -8,13 +8,15 @@ their routes' paths through ``Adapter.openapi()``, made of the pieces in ``loom.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from loom._version import __version__
 from loom.intake.adapter import Adapter
+from loom.intake.admission import reply_prefixes
 from loom.intake.openapi import ERROR, answer, errors
-from loom.signals import SESSION_ID_PATTERN, VISIBLE, RuntimeSignal
+from loom.signals import SAYS_SOMETHING, SESSION_ID_PATTERN, VISIBLE, RuntimeSignal
 
 SESSION_PARAMETER = {
     "name": "session_id",
@@ -24,7 +26,18 @@ SESSION_PARAMETER = {
 }
 
 
-def _signal_paths() -> dict[str, Any]:
+def _signal_body(adapters: Sequence[Adapter]) -> dict[str, Any]:
+    """A RuntimeSignal the gateway accepts: it says something (``SAYS_SOMETHING``) and its
+    reply_to, if any, begins the way an address of one of the adapters does."""
+    prefixes = "|".join(re.escape(prefix) for prefix in reply_prefixes(adapters))
+    address: dict[str, Any] = (
+        {"type": "string", "pattern": f"^(?:{prefixes})"} if prefixes else {"not": {}}
+    )
+    deliverable = {"properties": {"reply_to": {"anyOf": [{"type": "null"}, address]}}}
+    return {"allOf": [{"$ref": "#/components/schemas/RuntimeSignal"}, SAYS_SOMETHING, deliverable]}
+
+
+def _signal_paths(adapters: Sequence[Adapter]) -> dict[str, Any]:
     accepted = {
         "type": "object",
         "required": ["id", "status"],
@@ -38,9 +51,7 @@ def _signal_paths() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/RuntimeSignal"}
-                        },
+                        "application/json": {"schema": _signal_body(adapters)},
                         "application/cloudevents+json": {
                             "schema": {"$ref": "#/components/schemas/CloudEvent"}
                         },
@@ -173,7 +184,7 @@ def build_openapi(adapters: Sequence[Adapter], *, gateway: bool) -> dict[str, An
     """The document for one process: its common routes, plus the inbound ones on a gateway."""
     paths = _process_paths()
     if gateway:
-        paths.update(_signal_paths())
+        paths.update(_signal_paths(adapters))
         paths.update(_feedback_paths())
         for adapter in adapters:
             paths.update(adapter.openapi())

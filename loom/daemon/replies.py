@@ -167,10 +167,12 @@ class ReplyDispatcher:
         adapter = self.adapter_for(reply.reply_to)
         if adapter is None:
             metrics.REPLIES.labels(adapter="none", outcome="undeliverable").inc()
-            await delivery.dead_letter(
+            reason = (
                 f"no adapter delivers replies to {_scheme(reply.reply_to)!r} addresses "
                 f"(run {reply.run_id}); configure the adapter, then replay the dead letters"
             )
+            logger.warning("reply of run %s dead-lettered: %s", reply.run_id, reason)
+            await delivery.dead_letter(reason)
             return
         key = f"{reply.run_id}:{_digest(reply)}"
         sent_key, sending_key = f"reply-sent:{key}", f"reply-sending:{key}"

@@ -28,6 +28,9 @@ class Adapter:
     """Base class of adapters; override what the adapter does, the rest does nothing."""
 
     name: str = "adapter"
+    reply_prefixes: tuple[str, ...] = ()
+    """How the addresses ``replies_to`` accepts begin (``"slack:"``, ``"https://"``): named
+    to a sender whose ``reply_to`` no adapter delivers to, and in the OpenAPI document."""
 
     def routes(self, context: AdapterContext) -> list[BaseRoute]:
         """Routes the gateway adds for this adapter."""

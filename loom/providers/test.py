@@ -105,13 +105,23 @@ class TestModel(ModelProvider):
 
 
 def _summary(request: ModelRequest, results: Sequence[Message]) -> str:
-    text = f"test model reply to {request.last_user_text()!r}"
+    text = f"test model reply to {_quoted(request.last_user_text())}"
     if results:
         shown = "; ".join(
-            f"{m.tool_name} {'failed' if m.is_error else 'returned'} {m.content!r}" for m in results
+            f"{m.tool_name} {'failed' if m.is_error else 'returned'} {_quoted(m.content)}"
+            for m in results
         )
         text += f"; tools: {shown}"
     return text
+
+
+def _quoted(text: str) -> str:
+    """``text`` quoted as ``repr`` quotes it, but with its line breaks kept: the reply is read
+    by people (in a Slack thread, say), where ``\\n`` would show as two characters."""
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return repr(text)
+    return "'" + "\n".join(repr(line)[1:-1] for line in lines) + "'"
 
 
 def _chunks(text: str, size: int = 16) -> list[str]:

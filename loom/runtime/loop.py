@@ -208,7 +208,7 @@ class AgentLoop:
 
     async def _call_model(self, state: _RunState, request: ModelRequest) -> ModelResponse:
         run = state.run
-        stream = self.generation.stream
+        stream = self.generation.stream or run.streamed
         run.emit(
             "model.request",
             iteration=request.iteration,

@@ -102,6 +102,9 @@ class Run:
         self._task: asyncio.Task[Any] | None = None
         self.cancel_reason: str | None = None
         self.interrupt_reason: str | None = None
+        self.streamed = False
+        """True for a run started to be streamed (``stream()``): its model calls stream,
+        and their text arrives as ``model.token`` events."""
 
     # -- for the loop -------------------------------------------------------------------
     def attach(self, task: asyncio.Task[Any]) -> None:

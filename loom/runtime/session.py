@@ -107,13 +107,16 @@ class Session:
         *,
         context: RunContext | None = None,
         signal: RuntimeSignal | None = None,
+        stream: bool = False,
     ) -> Run:
-        """Start a run now; it waits its turn behind this session's earlier runs."""
+        """Start a run now; it waits its turn behind this session's earlier runs. With
+        ``stream`` its model calls stream, and their text comes as ``model.token`` events."""
         text = render_task(task, context)
         metadata = dict(context.metadata) if context is not None else {}
         if isinstance(task, RuntimeTask) and task.metadata:
             metadata = {**task.metadata, **metadata}
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
+        run.streamed = stream
         self._queued += 1
         # The run's task logs with its own run and session ids, whoever started it.
         ids = contextvars.copy_context()
@@ -129,7 +132,9 @@ class Session:
     async def stream(
         self, task: Task, *, context: RunContext | None = None
     ) -> AsyncIterator[RunEvent]:
-        run = self.start(task, context=context)
+        """Like ``run`` but yields the run's events as they happen, the model's text as
+        ``model.token`` events (the provider is asked for a streamed response)."""
+        run = self.start(task, context=context, stream=True)
         async for event in run.events():
             yield event
 
