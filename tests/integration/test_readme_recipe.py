@@ -26,8 +26,6 @@ from tests.integration.conftest import LOG_TAIL, ROOT, Cluster
 from tests.polling import eventually
 from tests.services import in_ci
 
-README_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-README_STATE = "redis://127.0.0.1:6379/0"
 PORTS = {"gateway": 8080, "attention": 8082, "worker": 8083}
 """The recipe's roles and the default port each listens on (docs/daemon.md)."""
 
@@ -93,9 +91,14 @@ async def test_the_readme_recipe_runs_on_one_machine(cluster: Cluster, tmp_path:
         pytest.skip(message)
     block = recipe()
     assert [role for role in PORTS if f"loom {role}" in block] == list(PORTS)
-    block = block.replace(README_BROKER, cluster.rabbitmq_url).replace(
-        README_STATE, cluster.redis_url
-    )
+    # The README's own service URLs give way to the test's (LOOM_TEST_*_URL).
+    for name, url in (
+        ("LOOM_BROKER_URL", cluster.rabbitmq_url),
+        ("LOOM_STATE_URL", cluster.redis_url),
+    ):
+        written = re.search(rf"{name}=(\S+)", block)
+        assert written, f"the recipe sets no {name}"
+        block = block.replace(written.group(0), f"{name}={url}")
     log = tmp_path / "recipe.log"
 
     def output() -> str:
