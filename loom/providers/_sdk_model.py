@@ -4,6 +4,7 @@ retried the same way for every provider, never after streamed output went out.""
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -34,6 +35,15 @@ class SDKModel(ModelProvider):
 
     client_class = ""
     """The SDK's async client class, e.g. ``AsyncAnthropic``."""
+    key_variables: tuple[str, ...] = ()
+    """The environment variables the SDK reads a key from when none is given."""
+
+    def missing_credentials(self) -> str | None:
+        if self._client is not None or self._client_options.get("api_key"):
+            return None
+        if any(os.environ.get(name) for name in self.key_variables):
+            return None
+        return f"no {' or '.join(self.key_variables)} set"
 
     def sdk(self) -> ModuleType:
         """The SDK module, named like the provider (imported on first use, so ``import loom``

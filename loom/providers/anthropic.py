@@ -37,6 +37,7 @@ class AnthropicModel(SDKModel):
 
     provider = "anthropic"
     client_class = "AsyncAnthropic"
+    key_variables = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
     def __init__(
         self,
