@@ -185,17 +185,27 @@ class Daemon:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
-        await self.broker.start()
-        await self.state.start()
-        if "attention" in self.roles:
-            await self.attention_consumer.start()
-        if "worker" in self.roles:
-            self._warn_about_model()
-            await self.worker.start()
-            await self.replies.start()
-        if "scheduler" in self.roles:
-            for adapter in self.scheduled_adapters:
-                await adapter.start(self.adapter_context)
+        try:
+            await self.broker.start()
+            await self.state.start()
+            if "attention" in self.roles:
+                await self.attention_consumer.start()
+            if "worker" in self.roles:
+                self._warn_about_model()
+                await self.worker.start()
+                await self.replies.start()
+            if "scheduler" in self.roles:
+                for adapter in self.scheduled_adapters:
+                    await adapter.start(self.adapter_context)
+        except BaseException:
+            # Redis or RabbitMQ missing: close what did connect, so the process exits with
+            # the one line that says why, not with the connection's tasks torn down by the
+            # closing event loop ("Event loop is closed", "Task was destroyed").
+            with contextlib.suppress(Exception):
+                await self.broker.close()
+            with contextlib.suppress(Exception):
+                await self.state.close()
+            raise
         self.started = True
         logger.info(
             "loom started: roles %s, broker %s, state %s, model %s",
