@@ -73,6 +73,13 @@ def test_a_settings_error_is_one_line_naming_the_variable_and_the_place(
     assert line.startswith(f"loom: error: bad settings: {says}")
 
 
+def test_other_input_errors_are_one_line_naming_the_field() -> None:
+    done = loom("send", "hello", "--session", "not a session id!")
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith("loom: error: session_id: String should match pattern")
+
+
 @pytest.mark.parametrize(
     ("args", "settings", "says"),
     [

@@ -381,9 +381,16 @@ def _main(argv: Sequence[str] | None) -> int:
     except CommandError as problem:
         parser.exit(2, f"loom: error: {problem}\n")
     except (ValueError, FileNotFoundError) as problem:  # settings and model errors
+        from pydantic import ValidationError
+
+        from loom.errors import validation_details
         from loom.intake.settings import describe_settings_error
 
-        line = describe_settings_error(problem)  # one line, for a settings error
-        parser.exit(2, f"loom: error: {f'bad settings: {line}' if line else problem}\n")
+        # One line each: the settings name the variable; other input names its fields.
+        if line := describe_settings_error(problem):
+            parser.exit(2, f"loom: error: bad settings: {line}\n")
+        if isinstance(problem, ValidationError):
+            parser.exit(2, f"loom: error: {validation_details(problem)}\n")
+        parser.exit(2, f"loom: error: {problem}\n")
     parser.print_help()
     return 2

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,7 +68,9 @@ def describe_settings_error(
 
 def _describe(problem: Exception, env: Mapping[str, str]) -> str | None:
     if isinstance(problem, ValidationError):
-        return "; ".join(_describe_field(error["loc"], env, error) for error in problem.errors())
+        if problem.title not in _settings_models():
+            return None  # a signal's or a request's fields: not the settings
+        return "; ".join(_describe_field(error, env) for error in problem.errors())
     if isinstance(problem, tomllib.TOMLDecodeError):
         return f"LOOM_CONFIG {env.get('LOOM_CONFIG', '')!r} is not TOML: {problem}"
     if isinstance(problem, SettingsError):
@@ -77,8 +80,18 @@ def _describe(problem: Exception, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _describe_field(loc: Sequence[int | str], env: Mapping[str, str], error: object) -> str:
-    assert isinstance(error, dict)
+def _settings_models() -> set[str]:
+    """The names of every settings model (a ValidationError knows only its model's name)."""
+    names, todo = set(), [SettingsBase]
+    while todo:
+        model = todo.pop()
+        names.add(model.__name__)
+        todo.extend(model.__subclasses__())
+    return names
+
+
+def _describe_field(error: ErrorDetails, env: Mapping[str, str]) -> str:
+    loc = error["loc"]
     names = [str(part) for part in loc]
     upper = {name.upper(): name for name in env}
     # The deepest variable that is set names the place: LOOM_HTTP__PORT, or LOOM_HTTP when
