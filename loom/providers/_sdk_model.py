@@ -4,7 +4,6 @@ retried the same way for every provider, never after streamed output went out.""
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -39,11 +38,20 @@ class SDKModel(ModelProvider):
     """The environment variables the SDK reads a key from when none is given."""
 
     def missing_credentials(self) -> str | None:
-        if self._client is not None or self._client_options.get("api_key"):
-            return None
-        if any(os.environ.get(name) for name in self.key_variables):
+        # The SDK decides, as it will for the first call: the client is built (no request
+        # is sent), and one that resolved no credential is reported.
+        try:
+            client = self.client
+        except AuthenticationError as problem:
+            return str(problem)
+        if self.has_credentials(client):
             return None
         return f"no {' or '.join(self.key_variables)} set"
+
+    def has_credentials(self, client: Any) -> bool:
+        """Whether a built client found a credential (an SDK that builds none without one
+        keeps this default)."""
+        return True
 
     def sdk(self) -> ModuleType:
         """The SDK module, named like the provider (imported on first use, so ``import loom``
