@@ -78,18 +78,22 @@ class Model:
         )
 
     @staticmethod
-    def from_environment(environ: Mapping[str, str] | None = None) -> ModelProvider:
+    def from_environment(
+        environ: Mapping[str, str] | None = None, *, warn: bool = True
+    ) -> ModelProvider:
         """The default model: Anthropic if ``ANTHROPIC_API_KEY`` is set, else OpenAI if
-        ``OPENAI_API_KEY`` is, else the offline test model (with a warning)."""
+        ``OPENAI_API_KEY`` is, else the offline test model (with a warning, unless ``warn``
+        is False: the daemon warns itself, only in the roles that call the model)."""
         env = os.environ if environ is None else environ
         if env.get("ANTHROPIC_API_KEY"):
             return Model.anthropic()
         if env.get("OPENAI_API_KEY"):
             return Model.openai()
-        logger.warning(
-            "no model configured and no ANTHROPIC_API_KEY or OPENAI_API_KEY: "
-            "using the offline test model"
-        )
+        if warn:
+            logger.warning(
+                "no model configured and no ANTHROPIC_API_KEY or OPENAI_API_KEY: "
+                "using the offline test model"
+            )
         return TestModel()
 
     @staticmethod

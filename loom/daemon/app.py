@@ -32,6 +32,7 @@ from loom.intake.context import AdapterContext
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
+from loom.providers.test import TestModel
 from loom.state import State, state_from_url
 from loom.wire import broker_from_url
 
@@ -99,6 +100,7 @@ class Daemon:
         feedback: FeedbackPolicy | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._test_model_by_default = False
         self.agent = agent or self._agent_from_settings()
         if attention is None and self.settings.attention_rules:
             attention = AttentionPolicy(rules=self.settings.attention_rules)
@@ -158,8 +160,23 @@ class Daemon:
         self._server: _Server | None = None
 
     def _agent_from_settings(self) -> Agent:
-        model = Model.parse(self.settings.model) if self.settings.model else None
+        # Quietly: only the worker calls the model, so only it warns (at start).
+        spec = self.settings.model
+        model = Model.parse(spec) if spec else Model.from_environment(warn=False)
+        self._test_model_by_default = spec is None and isinstance(model, TestModel)
         return Agent(model, self.settings.instructions)
+
+    def _warn_about_model(self) -> None:
+        """Say once, at start, what will make the worker's runs fail or answer offline."""
+        if self._test_model_by_default:
+            logger.warning(
+                "no LOOM_MODEL and no ANTHROPIC_API_KEY or OPENAI_API_KEY: runs answer with "
+                "the offline test model"
+            )
+        elif (problem := self.agent.model.missing_credentials()) is not None:
+            logger.warning(
+                "model %s: %s; every run will fail until it is", self.agent.model.name, problem
+            )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, roles: Iterable[str] = ROLES) -> None:
@@ -168,16 +185,27 @@ class Daemon:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
-        await self.broker.start()
-        await self.state.start()
-        if "attention" in self.roles:
-            await self.attention_consumer.start()
-        if "worker" in self.roles:
-            await self.worker.start()
-            await self.replies.start()
-        if "scheduler" in self.roles:
-            for adapter in self.scheduled_adapters:
-                await adapter.start(self.adapter_context)
+        try:
+            await self.broker.start()
+            await self.state.start()
+            if "attention" in self.roles:
+                await self.attention_consumer.start()
+            if "worker" in self.roles:
+                self._warn_about_model()
+                await self.worker.start()
+                await self.replies.start()
+            if "scheduler" in self.roles:
+                for adapter in self.scheduled_adapters:
+                    await adapter.start(self.adapter_context)
+        except BaseException:
+            # Redis or RabbitMQ missing: close what did connect, so the process exits with
+            # the one line that says why, not with the connection's tasks torn down by the
+            # closing event loop ("Event loop is closed", "Task was destroyed").
+            with contextlib.suppress(Exception):
+                await self.broker.close()
+            with contextlib.suppress(Exception):
+                await self.state.close()
+            raise
         self.started = True
         logger.info(
             "loom started: roles %s, broker %s, state %s, model %s",

@@ -27,11 +27,23 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def limit(text: str) -> int:
+    """``--limit N`` of every command: a count of at least 1 (0 would mean nothing, or
+    everything, depending on who you ask: refused alike everywhere)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loom", description="Loom turns events into agent work.")
     parser.add_argument("--version", action="version", version=f"loom {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to run")
 
     for name, text in ROLE_HELP.items():
         role = commands.add_parser(name, help=text, description=text + ".")
@@ -49,14 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
         "broker: POST it to the running process's /signals).",
     )
     send.add_argument("summary", help="what happened")
-    send.add_argument("--source", default="cli")
-    send.add_argument("--type", default="message")
-    send.add_argument("--urgency", default="normal", choices=["low", "normal", "high", "critical"])
+    send.add_argument("--source", default="cli", help="who sent it (default: cli)")
+    send.add_argument("--type", default="message", help="what kind of event (default: message)")
+    send.add_argument(
+        "--urgency",
+        default="normal",
+        choices=["low", "normal", "high", "critical"],
+        help="how urgent (default: normal)",
+    )
     send.add_argument("--session", default=None, help="session id (default: LOOM_DEFAULT_SESSION)")
     send.add_argument("--payload", default=None, help="a JSON object")
-    send.add_argument("--dedupe-key", default=None)
+    send.add_argument(
+        "--dedupe-key", default=None, help="a signal with a key already seen is a duplicate"
+    )
 
-    commands.add_parser("config", help="print the effective settings, secrets masked")
+    commands.add_parser(
+        "config",
+        help="print the effective settings, secrets masked",
+        description="Print the effective settings (LOOM_* variables, LOOM_CONFIG) as JSON, "
+        "secrets masked.",
+    )
 
     feedback = commands.add_parser(
         "feedback",
@@ -65,15 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
         "verdicts, explicit feedback) from the state, oldest first.",
     )
     feedback.add_argument("--session", default=None, help="only this session's events")
-    feedback.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    feedback.add_argument("--limit", type=limit, default=20, help="how many (default 20)")
     feedback.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    dlq = commands.add_parser("dlq", help="inspect or replay dead letters")
-    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dlq = commands.add_parser(
+        "dlq",
+        help="inspect or replay dead letters",
+        description="Inspect or replay the dead letters of the RabbitMQ broker.",
+    )
+    dlq_commands = dlq.add_subparsers(
+        dest="dlq_command", metavar="ACTION", required=True, help="what to do"
+    )
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their reasons")
-    dlq_list.add_argument("--limit", type=int, default=20)
+    dlq_list.add_argument("--limit", type=limit, default=20, help="how many (default 20)")
     dlq_replay = dlq_commands.add_parser("replay", help="send dead letters back to their queue")
-    dlq_replay.add_argument("--limit", type=int, default=None)
+    dlq_replay.add_argument("--limit", type=limit, default=None, help="how many (default all)")
 
     ask = commands.add_parser(
         "ask",
@@ -192,8 +222,20 @@ async def _post_to_running(settings: Any, signal: Any) -> int:
             file=sys.stderr,
         )
         return 1
-    print(response.text)
-    return 0 if response.status_code in (200, 202) else 1
+    # The gateway's answer, printed as the amqp:// path prints its own: the same JSON
+    # ({"id", "status"}) whichever broker is configured.
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": response.text}
+    if response.status_code in (200, 202) and isinstance(answer, dict):
+        print(json.dumps(answer))
+        return 0
+    reason = answer.get("error", answer) if isinstance(answer, dict) else answer
+    print(
+        f"loom: signal not sent: {url} answered {response.status_code}: {reason}", file=sys.stderr
+    )
+    return 1
 
 
 async def _dlq(args: argparse.Namespace) -> int:
@@ -203,8 +245,13 @@ async def _dlq(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.broker_url.startswith("memory:"):
         raise CommandError("dead letters live in the broker: set LOOM_BROKER_URL to RabbitMQ")
+    from loom.broker.base import BrokerUnavailable
+
     broker = broker_from_url(settings.broker_url, namespace=settings.namespace)
-    await broker.start()
+    try:
+        await broker.start()
+    except BrokerUnavailable as problem:
+        raise CommandError(str(problem)) from problem
     try:
         if args.dlq_command == "list":
             for letter in await broker.dead_letters(args.limit):
@@ -237,8 +284,6 @@ async def _feedback(args: argparse.Namespace) -> int:
         raise CommandError(
             "feedback lives in the state of the running process: set LOOM_STATE_URL to Redis"
         )
-    if args.limit < 1:
-        raise CommandError("--limit must be at least 1")
     from loom.daemon.app import state_options
 
     state = state_from_url(settings.state_url, **state_options(settings.state_url, settings))
@@ -302,6 +347,20 @@ def _configure_logging(*, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:
+        # `loom config | head -1`: the reader is gone, and so is the need to write. Point
+        # stdout at /dev/null so the flush at exit does not raise again; exit 1 as Python's
+        # documentation recommends (the shell reports the pipe's last command anyway).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(verbose=args.verbose)
@@ -327,6 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as problem:
         parser.exit(2, f"loom: error: {problem}\n")
     except (ValueError, FileNotFoundError) as problem:  # settings and model errors
+        from pydantic import ValidationError
+
+        from loom.errors import validation_details
+        from loom.intake.settings import describe_settings_error
+
+        # One line each: the settings name the variable; other input names its fields.
+        if line := describe_settings_error(problem):
+            parser.exit(2, f"loom: error: bad settings: {line}\n")
+        if isinstance(problem, ValidationError):
+            parser.exit(2, f"loom: error: {validation_details(problem)}\n")
         parser.exit(2, f"loom: error: {problem}\n")
     parser.print_help()
     return 2

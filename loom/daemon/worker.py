@@ -24,7 +24,7 @@ from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
 from loom.delivery import backoff, count_dead_letters
 from loom.runtime.config import RunContext, SessionConfig
-from loom.runtime.run import Run, RunResult
+from loom.runtime.run import Run, RunResult, RunStatus
 from loom.runtime.session import Session
 from loom.state.base import State
 from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
@@ -383,10 +383,7 @@ class SessionWorker:
         finally:
             self._runs.pop(session_id, None)
             self._handled.pop(session_id, None)
-        logger.info(
-            "session %s run %s %s (%d signal(s))",
-            session_id, run.id, result.status.value, len(signals),
-        )  # fmt: skip
+        _log_outcome(session_id, result, len(signals))
         return result
 
     async def _poll_interrupts(self) -> None:
@@ -450,6 +447,20 @@ class SessionWorker:
                         await self.try_run(session_id)
             except Exception:
                 logger.exception("worker sweep failed; trying again")
+
+
+def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
+    """A failed run at WARNING with its reason (a missing key, a provider refusing): the
+    operator reading the log learns why without asking the API. Interrupted and cancelled
+    runs are part of the flow (a newer signal, a shutdown): INFO, with the reason too. The
+    reason goes through the log handler's redactor like every record."""
+    what = f"session {session_id} run {result.run_id} {result.status.value} ({signals} signal(s))"
+    if result.ok:
+        logger.info("%s", what)
+    elif result.status is RunStatus.FAILED:
+        logger.warning("%s: %s", what, result.error)
+    else:
+        logger.info("%s: %s", what, result.error)
 
 
 __all__ = ["FencedSessionStore", "SessionWorker", "render_run_input"]

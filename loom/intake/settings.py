@@ -7,22 +7,34 @@ section through a small one (``Slack()`` reads ``LOOM_SLACK__*``).
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from loom.logs import Redactor
+
+PREFIX = "LOOM_"
+NESTED = "__"
 
 
 class SettingsBase(BaseSettings):
     """A settings model read from ``LOOM_*`` and ``LOOM_CONFIG``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LOOM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=PREFIX, env_nested_delimiter=NESTED, extra="forbid", validate_default=True
     )
 
     @classmethod
@@ -43,4 +55,85 @@ class SettingsBase(BaseSettings):
         return tuple(sources)
 
 
-__all__ = ["SettingsBase"]
+def describe_settings_error(
+    problem: Exception, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """A settings error as one line naming the variable and the place in its value
+    (``LOOM_HTTP__PORT: Input should be a valid integer (got 'abc')``, ``LOOM_ATTENTION_RULES:
+    not JSON: Expecting value: line 1 column 12 (char 11)``), without pydantic's links; None
+    when ``problem`` is no settings error."""
+    line = _describe(problem, os.environ if environ is None else environ)
+    return None if line is None else Redactor()(line)  # URL passwords: it goes to a terminal
+
+
+def _describe(problem: Exception, env: Mapping[str, str]) -> str | None:
+    if isinstance(problem, ValidationError):
+        if problem.title not in _settings_models():
+            return None  # a signal's or a request's fields: not the settings
+        return "; ".join(_describe_field(error, env) for error in problem.errors())
+    if isinstance(problem, tomllib.TOMLDecodeError):
+        return f"LOOM_CONFIG {env.get('LOOM_CONFIG', '')!r} is not TOML: {problem}"
+    if isinstance(problem, SettingsError):
+        match = re.search(r'field "([^"]+)"', str(problem))
+        field = match.group(1) if match else ""
+        return _unparsable(field, env) or f"{PREFIX}{field.upper()}: {problem.__cause__ or problem}"
+    return None
+
+
+def _settings_models() -> set[str]:
+    """The names of every settings model (a ValidationError knows only its model's name)."""
+    names, todo = set(), [SettingsBase]
+    while todo:
+        model = todo.pop()
+        names.add(model.__name__)
+        todo.extend(model.__subclasses__())
+    return names
+
+
+def _describe_field(error: ErrorDetails, env: Mapping[str, str]) -> str:
+    loc = error["loc"]
+    names = [str(part) for part in loc]
+    upper = {name.upper(): name for name in env}
+    # The deepest variable that is set names the place: LOOM_HTTP__PORT, or LOOM_HTTP when
+    # the whole section came as JSON; the rest of the location is the place in its value.
+    for depth in range(len(names), 0, -1):
+        if all(isinstance(part, str) for part in loc[:depth]):
+            variable = PREFIX + NESTED.join(names[:depth]).upper()
+            if variable in upper:
+                where = upper[variable] + _position(loc[depth:])
+                break
+    else:
+        where = ".".join(names) or "settings"
+        below = PREFIX + NESTED.join(names).upper() + NESTED
+        setting = sorted(upper[name] for name in upper if name.startswith(below))
+        config = env.get("LOOM_CONFIG")
+        if setting:
+            where += f" (from {', '.join(setting)})"
+        elif config:
+            where += f" in {config}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    shown = isinstance(value, str | int | float) and repr(value) not in message
+    return f"{where}: {message}" + (f" (got {value!r})" if shown else "")
+
+
+def _position(rest: Sequence[int | str]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest)
+
+
+def _unparsable(field: str, env: Mapping[str, str]) -> str | None:
+    """The variable of section ``field`` whose value is not JSON, with the parser's position."""
+    variable = PREFIX + field.upper()
+    for name, value in sorted(env.items()):
+        upper = name.upper()
+        if upper != variable and not upper.startswith(variable + NESTED):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as problem:
+            if value.lstrip()[:1] in ("[", "{"):
+                return f"{name}: not JSON: {problem}"
+    return None
+
+
+__all__ = ["SettingsBase", "describe_settings_error"]

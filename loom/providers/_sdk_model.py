@@ -34,6 +34,24 @@ class SDKModel(ModelProvider):
 
     client_class = ""
     """The SDK's async client class, e.g. ``AsyncAnthropic``."""
+    key_variables: tuple[str, ...] = ()
+    """The environment variables the SDK reads a key from when none is given."""
+
+    def missing_credentials(self) -> str | None:
+        # The SDK decides, as it will for the first call: the client is built (no request
+        # is sent), and one that resolved no credential is reported.
+        try:
+            client = self.client
+        except AuthenticationError as problem:
+            return str(problem)
+        if self.has_credentials(client):
+            return None
+        return f"no {' or '.join(self.key_variables)} set"
+
+    def has_credentials(self, client: Any) -> bool:
+        """Whether a built client found a credential (an SDK that builds none without one
+        keeps this default)."""
+        return True
 
     def sdk(self) -> ModuleType:
         """The SDK module, named like the provider (imported on first use, so ``import loom``

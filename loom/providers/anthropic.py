@@ -37,6 +37,12 @@ class AnthropicModel(SDKModel):
 
     provider = "anthropic"
     client_class = "AsyncAnthropic"
+    key_variables = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+    def has_credentials(self, client: Any) -> bool:
+        # anthropic 2.x builds a client without any and refuses each request; a profile or
+        # workload identity resolves into ``credentials``.
+        return bool(client.api_key or client.auth_token or getattr(client, "credentials", None))
 
     def __init__(
         self,

@@ -98,6 +98,11 @@ class ModelProvider(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release network clients."""
 
+    def missing_credentials(self) -> str | None:
+        """What would make every call fail before it is sent (e.g. ``no ANTHROPIC_API_KEY
+        set``), or None: checked at start, so a process says so before its first run."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

@@ -44,6 +44,7 @@ class OpenAIModel(SDKModel):
 
     provider = "openai"
     client_class = "AsyncOpenAI"
+    key_variables = ("OPENAI_API_KEY",)
 
     def __init__(
         self,

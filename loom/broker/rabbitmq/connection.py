@@ -4,8 +4,9 @@ admin channels, and the errors it turns into ``BrokerUnavailable`` (passwords ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
@@ -28,6 +29,28 @@ def mask_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+_CONNECT_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection")
+
+
+@contextmanager
+def _first_attempt_quiet() -> Iterator[None]:
+    """Mute the libraries' own records of a failed first connect (an error, then
+    "Reconnecting after 5 seconds", though none follows): ``open`` raises BrokerUnavailable
+    with the reason, and a missing RabbitMQ is reported in that one line."""
+
+    def mute(record: logging.LogRecord) -> bool:
+        return False
+
+    loggers = [logging.getLogger(name) for name in _CONNECT_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(mute)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(mute)
 
 
 class Connection:
@@ -67,11 +90,12 @@ class Connection:
             if self.is_open:
                 return False
             try:
-                connection = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=self.connect_timeout,
-                    client_properties={"connection_name": f"loom {self.namespace}".strip()},
-                )
+                with _first_attempt_quiet():
+                    connection = await aio_pika.connect_robust(
+                        self._url,
+                        timeout=self.connect_timeout,
+                        client_properties={"connection_name": f"loom {self.namespace}".strip()},
+                    )
             except ERRORS as exc:
                 raise self.unavailable("cannot connect", exc) from exc
             try:
