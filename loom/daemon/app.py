@@ -274,13 +274,6 @@ class Daemon:
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
             )
         listener = bind(http.host, port)  # before anything starts: fail fast and clearly
-        settings = self.settings
-        notice = credentials_warning(
-            api_token=settings.api_token is not None,
-            webhook_secret=settings.webhook_secret is not None,
-        )
-        if notice is not None:
-            logger.warning(notice)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -293,6 +286,13 @@ class Daemon:
             raise
         app = build_app(self, gateway="gateway" in self.roles)
         logger.info("serving %s", describe_routes(app, self.adapters))
+        # Said once the process serves: a start that fails says only why it failed.
+        notice = credentials_warning(
+            api_token=self.settings.api_token is not None,
+            webhook_secret=self.settings.webhook_secret is not None,
+        )
+        if notice is not None:
+            logger.warning(notice)
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
         config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
         self._server = _Server(config)
