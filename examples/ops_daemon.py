@@ -20,6 +20,6 @@ daemon = Daemon(
         Slack(),
         Webhook("deploys", SignalAdapter(source="ci", summary=lambda e: e["title"])),
         Cron("*/5 * * * *", "Deployment health check is due", job_id="health", session_id="ops"),
-        Heartbeat(every=30, probes=[HttpProbe("api", "http://127.0.0.1:8081/healthz")]),
+        Heartbeat(every=30, probes=[HttpProbe("api", "http://127.0.0.1:9000/healthz")]),
     ],
 )

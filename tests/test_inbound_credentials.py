@@ -154,3 +154,19 @@ async def test_loom_send_signs_for_a_process_with_only_the_secret(
     finally:
         daemon.request_stop()
         await serving
+
+
+async def test_alertmanager_shut_out_by_the_secret_alone_is_told_what_lets_it_in() -> None:
+    """Alertmanager sends a bearer token and cannot sign: with only the webhook secret set,
+    its 401 names LOOM_API_TOKEN instead of asking for a signature it cannot make."""
+    daemon = Daemon(Agent(Model.test()), settings=Settings(webhook_secret="s3cret-for-hmac"))
+    await daemon.start(["gateway"])
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            answer = await client.post("/webhooks/alertmanager", json={"version": "4"})
+    finally:
+        await daemon.stop()
+    assert answer.status_code == 401
+    assert "set LOOM_API_TOKEN" in answer.json()["error"]
+    assert "X-Loom-Signature" not in answer.json()["error"]

@@ -58,10 +58,15 @@ def restore_logging() -> Iterator[None]:
         logging.getLogger(name).setLevel(was)
 
 
+@pytest.mark.parametrize("key_from", ["environment", "code"])
 async def test_a_run_failed_on_a_wrong_key_is_logged_at_warning_with_the_reason(
-    fake_llm: FakeLLMServer, no_keys: pytest.MonkeyPatch, restore_logging: None
+    fake_llm: FakeLLMServer, no_keys: pytest.MonkeyPatch, restore_logging: None, key_from: str
 ) -> None:
-    no_keys.setenv("ANTHROPIC_API_KEY", WRONG_KEY)
+    # A key passed in code is no setting nor variable the log handler knows to mask: the
+    # provider error itself must not carry it.
+    in_code = {"api_key": WRONG_KEY} if key_from == "code" else {}
+    if not in_code:
+        no_keys.setenv("ANTHROPIC_API_KEY", WRONG_KEY)
     # Loom's own handler (JSON, redacting), configured as `loom worker` does at start.
     log_stream = io.StringIO()
     configure(None, level="INFO", fmt="json", stream=log_stream)
@@ -69,7 +74,7 @@ async def test_a_run_failed_on_a_wrong_key_is_logged_at_warning_with_the_reason(
     refusal = anthropic_error(401, "authentication_error", f"invalid x-api-key {WRONG_KEY}")
     fake_llm.script(ANTHROPIC_MESSAGES, FakeReply(status=401, json=refusal))
     model = Model.anthropic(
-        "claude-sonnet-4-6", base_url=fake_llm.anthropic_base_url, retry=RetryPolicy(0)
+        "claude-sonnet-4-6", base_url=fake_llm.anthropic_base_url, retry=RetryPolicy(0), **in_code
     )
     agent = Agent(model, "Be brief.")
     broker = MemoryBroker(topology=TOPOLOGY)
@@ -93,6 +98,12 @@ async def test_a_run_failed_on_a_wrong_key_is_logged_at_warning_with_the_reason(
     assert "invalid x-api-key" in failed["msg"]
     assert failed["session_id"] == "ops"
     assert WRONG_KEY not in log_stream.getvalue()
+    snapshot = await agent.session_store.load("ops")
+    assert snapshot is not None
+    [run] = snapshot.runs
+    assert run.error is not None
+    assert "invalid x-api-key ***" in run.error  # nor in the result, its replies, the API
+    assert WRONG_KEY not in run.error
 
 
 async def served(settings: Settings, roles: tuple[str, ...]) -> None:

@@ -103,3 +103,38 @@ async def test_a_reply_no_adapter_delivers_is_logged_when_dead_lettered(
         assert any("carrier-pigeon" in r.getMessage() for r in caplog.records)
     finally:
         await daemon.stop()
+
+
+async def test_an_empty_reply_to_is_no_reply_to() -> None:
+    """An empty ``reply_to`` (a template with nothing to fill in) asks for no reply, as the
+    reply path has always read it: accepted."""
+    daemon = Daemon(Agent(Model.test()), settings=settings())
+    await daemon.start(["gateway"])
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            answer = await client.post("/signals", json={"summary": "x", "reply_to": ""})
+    finally:
+        await daemon.stop()
+    assert answer.status_code == 202, answer.text
+
+
+async def test_a_gateway_without_slack_accepts_slack_addresses_for_the_workers() -> None:
+    """A ``slack:`` address is a kind Loom delivers: in a split deployment the workers may
+    hold the bot token the gateway lacks. An unknown kind is still refused, naming both."""
+    daemon = Daemon(Agent(Model.test()), settings=settings())  # no Slack settings at all
+    await daemon.start(["gateway"])
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            slack = await client.post(
+                "/signals", json={"summary": "x", "reply_to": "slack:C1/1700000000.000100"}
+            )
+            pigeon = await client.post(
+                "/signals", json={"summary": "x", "reply_to": "carrier-pigeon:42"}
+            )
+    finally:
+        await daemon.stop()
+    assert slack.status_code == 202, slack.text
+    assert pigeon.status_code == 422
+    assert "http://, https://, slack:" in pigeon.json()["error"]

@@ -27,6 +27,7 @@ from typing import Any
 from starlette.responses import Response
 
 from loom.adapters.webhook import Webhook, WebhookError, json_object, webhook_openapi
+from loom.intake.context import AdapterContext
 from loom.signals import RuntimeSignal, Urgency, session_id_from
 
 SEVERITIES: dict[str, Urgency] = {
@@ -60,6 +61,18 @@ class Alertmanager(Webhook):
 
     def __init__(self, token: str | None = None) -> None:
         super().__init__("alertmanager", token=token)
+
+    def refusal(
+        self, context: AdapterContext, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
+        if (self.token or context.api_token) is None and context.webhook_secret is not None:
+            # Alertmanager cannot sign: the secret alone shuts it out, so say what lets it in.
+            return (
+                "Alertmanager authenticates with a bearer token (http_config.authorization), "
+                "and none is configured: set LOOM_API_TOKEN (LOOM_WEBHOOK_SECRET alone "
+                "refuses every alert)"
+            )
+        return super().refusal(context, headers, body)
 
     def to_signal(self, body: bytes, headers: Mapping[str, str]) -> RuntimeSignal | Response:
         note = json_object(body)

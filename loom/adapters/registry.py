@@ -69,6 +69,9 @@ class AdapterEntry:
     section: str
     build: Factory
     off_routes: tuple[OffRoute, ...] = ()
+    reply_prefixes: tuple[str, ...] = ()
+    """How the ``reply_to`` addresses begin that this entry's adapters deliver to once
+    configured: a gateway accepts them even where this process has not configured them."""
 
 
 def _webhooks(webhooks: WebhookSettings, settings: AdapterSettings) -> list[Adapter]:
@@ -122,6 +125,7 @@ TABLE: list[AdapterEntry] = [
     AdapterEntry(
         "webhooks",
         _webhooks,
+        reply_prefixes=("http://", "https://"),
         off_routes=(
             OffRoute(
                 "/webhooks/github",
@@ -138,6 +142,7 @@ TABLE: list[AdapterEntry] = [
     AdapterEntry(
         "slack",
         _slack,
+        reply_prefixes=("slack:",),
         off_routes=(
             OffRoute("/slack/events", _SLACK_OFF),
             OffRoute("/slack/interactions", _SLACK_OFF),
@@ -158,6 +163,11 @@ def register(entry: AdapterEntry) -> None:
 def unregister(section: str) -> None:
     """Take the entry of ``section`` out of the table, if there is one."""
     TABLE[:] = [entry for entry in TABLE if entry.section != section]
+
+
+def known_reply_prefixes() -> tuple[str, ...]:
+    """Every kind of ``reply_to`` address an entry of the table delivers to when on."""
+    return tuple(sorted({prefix for entry in TABLE for prefix in entry.reply_prefixes}))
 
 
 def adapters_from_settings(settings: AdapterSettings) -> list[Adapter]:
@@ -198,6 +208,7 @@ __all__ = [
     "WebhookMapping",
     "WebhookSettings",
     "adapters_from_settings",
+    "known_reply_prefixes",
     "merge_adapters",
     "off_routes",
     "register",

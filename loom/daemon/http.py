@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, compile_path
 
 from loom import tracing
-from loom.adapters.registry import OffRoute, off_routes
+from loom.adapters.registry import OffRoute, known_reply_prefixes, off_routes
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.feedback_http import feedback_routes
 from loom.daemon.http_metrics import HTTPMetrics
@@ -133,7 +133,7 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
-        refused = admission.refusal(signal, daemon.adapters)
+        refused = admission.refusal(signal, daemon.adapters, known_reply_prefixes())
         if refused is not None:
             return error(422, refused)
         with tracing.continued(request.headers):  # the sender's trace, if it sent one

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loom._version import __version__
+from loom.adapters.registry import known_reply_prefixes
 from loom.intake.adapter import Adapter
 from loom.intake.admission import reply_prefixes
 from loom.intake.openapi import ERROR, answer, errors
@@ -28,10 +29,14 @@ SESSION_PARAMETER = {
 
 def _signal_body(adapters: Sequence[Adapter]) -> dict[str, Any]:
     """A RuntimeSignal the gateway accepts: it says something (``SAYS_SOMETHING``) and its
-    reply_to, if any, begins the way an address of one of the adapters does."""
-    prefixes = "|".join(re.escape(prefix) for prefix in reply_prefixes(adapters))
+    reply_to, if any (an empty one is none), begins the way an address does that one of
+    the adapters here, or one Loom's adapters deliver once configured, delivers to."""
+    known = reply_prefixes(adapters, known_reply_prefixes())
+    prefixes = "|".join(re.escape(prefix) for prefix in known)
     address: dict[str, Any] = (
-        {"type": "string", "pattern": f"^(?:{prefixes})"} if prefixes else {"not": {}}
+        {"type": "string", "pattern": f"^(?:$|{prefixes})"}
+        if prefixes
+        else {"type": "string", "maxLength": 0}
     )
     deliverable = {"properties": {"reply_to": {"anyOf": [{"type": "null"}, address]}}}
     return {"allOf": [{"$ref": "#/components/schemas/RuntimeSignal"}, SAYS_SOMETHING, deliverable]}

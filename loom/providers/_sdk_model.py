@@ -84,7 +84,7 @@ class SDKModel(ModelProvider):
         streamed = False
 
         def classify(exc: Exception) -> ProviderError:
-            return classify_sdk_error(exc, sdk, self.provider)
+            return scrubbed(classify_sdk_error(exc, sdk, self.provider), self.secrets())
 
         async def counting(delta: StreamDelta) -> None:
             nonlocal streamed
@@ -105,6 +105,29 @@ class SDKModel(ModelProvider):
 
         return await call_with_retries(once, self.retry, classify)
 
+    def secrets(self) -> list[str]:
+        """The credentials the client holds (keys passed in code as well as read from the
+        environment): an error text that echoes one must not carry it any further."""
+        client = self._client
+        if client is None:
+            return []
+        found = (getattr(client, name, None) for name in ("api_key", "auth_token"))
+        return [value for value in found if isinstance(value, str) and value]
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+MASK = "***"
+
+
+def scrubbed(error: ProviderError, secrets: list[str]) -> ProviderError:
+    """``error`` with every credential in its message masked: provider and proxy errors
+    sometimes quote the key they refused, and the message goes to results, replies and logs.
+    """
+    text = str(error.args[0]) if error.args else ""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    error.args = (text, *error.args[1:])
+    return error
