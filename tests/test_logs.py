@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal, ToolCall, tool
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.logs import (
-    CHATTY_LOGGERS,
     Redactor,
     configure,
     current_context,
@@ -38,20 +36,6 @@ PROVIDER_KEY = "sk-ant-provider-key-99"
 SECRETS = (API_TOKEN, SIGNING_SECRET, BOT_TOKEN, BROKER_PASSWORD, REDIS_PASSWORD, PROVIDER_KEY)
 
 leaky = logging.getLogger("tests.leaky")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    for name, was in chatty.items():
-        logging.getLogger(name).setLevel(was)
 
 
 def secret_settings() -> Settings:

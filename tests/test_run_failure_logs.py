@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from loom.daemon import Daemon
 from loom.daemon.attention import pending_json
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
-from loom.logs import CHATTY_LOGGERS, configure
+from loom.logs import configure
 from loom.providers.retry import RetryPolicy
 from loom.state.memory_state import MemoryState
 from loom.wire import TOPOLOGY
@@ -42,20 +41,6 @@ def no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPat
     # No profile on disk either (the anthropic SDK looks for one under ~/.config).
     monkeypatch.setenv("HOME", str(tmp_path))
     return monkeypatch
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    for name, was in chatty.items():
-        logging.getLogger(name).setLevel(was)
 
 
 @pytest.mark.parametrize("key_from", ["environment", "code"])
