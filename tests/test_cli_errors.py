@@ -175,3 +175,27 @@ def test_limit_zero_is_refused_alike_everywhere(path: tuple[str, ...]) -> None:
     assert done.stderr.splitlines()[-1] == (
         f"loom {' '.join(path)}: error: argument --limit: must be at least 1, not 0"
     )
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "LOOM_API_TOKEN",
+        "LOOM_WEBHOOK_SECRET",
+        "LOOM_SLACK__SIGNING_SECRET",
+        "LOOM_SLACK__BOT_TOKEN",
+        "LOOM_WEBHOOKS__GITHUB_SECRET",
+        "LOOM_WEBHOOKS__MAPPINGS__DEPLOYS__TOKEN",
+    ],
+)
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_credential_is_a_configuration_error(variable: str, blank: str) -> None:
+    """A blank key (an empty value in a Kubernetes Secret, a compose file's unset
+    ``${TOKEN}``) stops the process naming the setting: it never turns authentication off."""
+    settings = {variable: blank}
+    if "MAPPINGS" in variable:
+        settings["LOOM_WEBHOOKS__MAPPINGS__DEPLOYS__SUMMARY"] = "title"
+    done = loom("config", **settings)
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith(f"loom: error: bad settings: {variable}: is empty"), line

@@ -921,3 +921,16 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
             for source in rest.split()[:-1]:
                 assert source in allowed, source
                 assert (REPO / source).exists(), source
+
+
+@pytest.mark.parametrize("key", ["apiToken", "webhookSecret", "slackBotToken", "anthropicApiKey"])
+def test_the_chart_refuses_a_blank_secret(helm: str, key: str) -> None:
+    """Empty leaves a secret unset; only spaces is a mistake that would reach the pods as a
+    blank credential: refused at render time, naming the value."""
+    done = _run(helm, "template", "loom", str(CHART), "--set-string", f"secrets.{key}=  ")
+    assert done.returncode != 0
+    assert f"/secrets/{key}" in done.stderr, done.stderr
+    assert (
+        _run(helm, "template", "loom", str(CHART), "--set-string", f"secrets.{key}=").returncode
+        == 0
+    )

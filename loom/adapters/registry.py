@@ -13,19 +13,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from loom.adapters.cron_settings import CronJobSettings, unique_jobs
 from loom.adapters.heartbeat_settings import HeartbeatSettings, ProbeSettings
 from loom.adapters.slack_settings import SlackSettings
 from loom.adapters.webhook_settings import WebhookMapping, WebhookSettings
 from loom.intake.adapter import Adapter
+from loom.intake.settings import Credential
 
 
 class AdapterSettings(BaseModel):
     """The settings sections of the built-in adapters (``Settings`` inherits them)."""
 
-    webhook_secret: SecretStr | None = None
+    webhook_secret: Credential | None = None
     """Key of ``X-Loom-Signature`` on inbound requests and on callbacks."""
     slack: SlackSettings = Field(default_factory=SlackSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -3,17 +3,17 @@ itself loads its SDK on first use."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
-from loom.intake.settings import SettingsBase
+from loom.intake.settings import Credential, SettingsBase
 
 
 class SlackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    signing_secret: SecretStr | None = None
-    bot_token: SecretStr | None = None
+    signing_secret: Credential | None = None
+    bot_token: Credential | None = None
     api_url: str = "https://slack.com/api/"
 
 

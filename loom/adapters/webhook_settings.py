@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loom.intake.settings import Credential
 from loom.signals import Urgency
 
 
@@ -33,9 +34,9 @@ class WebhookMapping(BaseModel):
     """Constant, with ``{path}`` placeholders filled from the body; unset: the name."""
     type: str = "webhook"
     """Constant, with ``{path}`` placeholders: ``deploy.{status}``."""
-    token: SecretStr | None = None
+    token: Credential | None = None
     """This webhook's own bearer token (instead of LOOM_API_TOKEN)."""
-    secret: SecretStr | None = None
+    secret: Credential | None = None
     """This webhook's own X-Loom-Signature secret (instead of LOOM_WEBHOOK_SECRET)."""
 
     @field_validator("summary", "session_id", "dedupe_key", "reply_to", "urgency")
@@ -51,7 +52,7 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    github_secret: SecretStr | None = None
+    github_secret: Credential | None = None
     """The GitHub webhook's secret; set, ``POST /webhooks/github`` is served."""
     mappings: dict[str, WebhookMapping] = Field(default_factory=dict)
     """Generic webhooks by name, each served at ``POST /webhooks/{name}``."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The adapters' sections, re-exported: ``from loom.daemon.settings import SlackSettings``.
 from loom.adapters.registry import (
@@ -22,7 +22,7 @@ from loom.adapters.registry import (
     WebhookMapping,
     WebhookSettings,
 )
-from loom.intake.settings import SettingsBase
+from loom.intake.settings import Credential, SettingsBase
 from loom.policies.attention import AttentionRule
 
 DEFAULT_INSTRUCTIONS = (
@@ -127,7 +127,7 @@ class Settings(SettingsBase, AdapterSettings):
     model: str | None = None
     """``provider:model`` or ``test``; unset: from ANTHROPIC_API_KEY / OPENAI_API_KEY."""
     instructions: str = DEFAULT_INSTRUCTIONS
-    api_token: SecretStr | None = None
+    api_token: Credential | None = None
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     replies: ReplySettings = Field(default_factory=ReplySettings)

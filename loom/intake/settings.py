@@ -13,8 +13,9 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -28,6 +29,20 @@ from loom.logs import Redactor
 
 PREFIX = "LOOM_"
 NESTED = "__"
+
+
+def _not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError(
+            "is empty: set a value, or unset it to go without (an empty credential is a "
+            "configuration error, never the absence of one)"
+        )
+    return value
+
+
+Credential = Annotated[SecretStr, AfterValidator(_not_blank)]
+"""A token or secret setting: unset, or not blank. A blank key in a Kubernetes Secret then
+stops the pod with the setting's name, instead of leaving a door open."""
 
 
 class SettingsBase(BaseSettings):
