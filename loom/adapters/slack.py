@@ -40,7 +40,7 @@ from loom.adapters.slack_settings import SlackSettings, slack_settings_from_envi
 from loom.errors import LoomError
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext, HasContext, context_of
-from loom.intake.http import error, inbound_body
+from loom.intake.http import error, inbound_body, parse_json
 from loom.intake.openapi import answer, errors
 from loom.intake.replies import Reply, UndeliverableReply
 from loom.signals import RuntimeSignal
@@ -230,8 +230,8 @@ class Slack(Adapter):
         if not isinstance(body, bytes):
             return body
         try:
-            envelope = json.loads(body)
-        except (ValueError, RecursionError) as problem:
+            envelope = parse_json(body)
+        except ValueError as problem:  # bad JSON, nested too deep, or not UTF-8
             return error(400, f"the body is not JSON: {problem}")
         if not isinstance(envelope, dict):
             return error(422, "the body must be a JSON object (a Slack Events API envelope)")

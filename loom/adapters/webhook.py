@@ -13,7 +13,6 @@ what is wrong.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from loom.adapters.webhook_mapping import WebhookError, body_schema, signal_adap
 from loom.errors import validation_details
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext, HasContext, context_of
-from loom.intake.http import error, inbound_body
+from loom.intake.http import error, inbound_body, parse_json
 from loom.intake.openapi import answer, errors
 from loom.intake.signing import authenticate
 from loom.signals import RuntimeSignal, SignalAdapter
@@ -144,8 +143,8 @@ class Webhook(Adapter):
 def json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a ``WebhookError`` saying what it is instead."""
     try:
-        event = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        event = parse_json(body)
+    except ValueError as problem:  # bad JSON, nested too deep, or not UTF-8
         raise WebhookError(f"the body is not JSON: {problem}") from problem
     if not isinstance(event, dict):
         raise WebhookError(f"the body must be a JSON object, not {type(event).__name__}")

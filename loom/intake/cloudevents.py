@@ -9,7 +9,6 @@ attributes ``loomsession`` and ``loomurgency`` choose the session and the urgenc
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from loom.errors import LoomError, validation_details
+from loom.intake.http import parse_json
 from loom.signals import RuntimeSignal
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -45,15 +45,15 @@ def parse_http(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         if body:
             if "json" in content_type:
                 try:
-                    event["data"] = json.loads(body)
-                except ValueError as problem:  # JSONDecodeError or UnicodeDecodeError
+                    event["data"] = parse_json(body)
+                except ValueError as problem:  # bad JSON, nested too deep, or not UTF-8
                     raise CloudEventError(f"data is not JSON: {problem}") from problem
             else:
                 event["data"] = body.decode("utf-8", "replace")
         return event
     try:
-        event = json.loads(body)
-    except ValueError as problem:  # JSONDecodeError or UnicodeDecodeError
+        event = parse_json(body)
+    except ValueError as problem:  # bad JSON, nested too deep, or not UTF-8
         raise CloudEventError(f"body is not JSON: {problem}") from problem
     if not isinstance(event, dict):
         raise CloudEventError("a structured CloudEvent must be a JSON object")

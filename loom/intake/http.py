@@ -9,12 +9,22 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import pydantic_core
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def parse_json(body: bytes | str) -> Any:
+    """A sender's JSON, parsed with a nesting limit (about 200 levels, pydantic's parser):
+    ``ValueError`` for JSON that is bad or nested deeper, which would otherwise exhaust
+    Python's recursion in whatever walks it next, and answer 500."""
+    return pydantic_core.from_json(body)
+
+
 """A Starlette endpoint: what a route calls with the request."""
 
 
@@ -65,4 +75,4 @@ async def read_body(request: Request, limit: int) -> bytes | Response:
     return b"".join(chunks)
 
 
-__all__ = ["Endpoint", "Limits", "error", "inbound_body", "read_body"]
+__all__ = ["Endpoint", "Limits", "error", "inbound_body", "parse_json", "read_body"]
