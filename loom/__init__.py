@@ -16,9 +16,13 @@ from loom.errors import (
     RunFailed,
 )
 from loom.generation import Generation
+from loom.knowledge import KnowledgePassage, KnowledgeQuery, KnowledgeSource
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
+from loom.policies.context import ContextProtocol
+from loom.policies.continuity import ContinuityPolicy
 from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
+from loom.policies.restore import SessionRestorePolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
 from loom.runtime.decisions import SignalDecision
@@ -35,11 +39,16 @@ __all__ = [
     "AttentionPolicy",
     "AuthenticationError",
     "Capability",
+    "ContextProtocol",
+    "ContinuityPolicy",
     "FeedbackEvent",
     "FeedbackPolicy",
     "FileSessionStore",
     "Generation",
     "InMemorySessionStore",
+    "KnowledgePassage",
+    "KnowledgeQuery",
+    "KnowledgeSource",
     "LoomError",
     "Message",
     "Model",
@@ -59,6 +68,7 @@ __all__ = [
     "RuntimeTask",
     "Session",
     "SessionConfig",
+    "SessionRestorePolicy",
     "SessionStore",
     "SignalAdapter",
     "SignalDecision",

@@ -12,8 +12,16 @@ from loom.capabilities import Capability
 from loom.core.hooks import Handler, HookManager
 from loom.core.session_store import SessionStore
 from loom.generation import Generation
+from loom.knowledge import (
+    KnowledgePassage,
+    KnowledgeQuery,
+    KnowledgeSource,
+    knowledge_tool,
+    resolve_knowledge,
+)
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
+from loom.policies.context import ContextProtocol
 from loom.providers.base import ModelProvider
 from loom.runtime.config import RunContext, Runtime, SessionConfig
 from loom.runtime.decisions import SignalDecision
@@ -47,6 +55,8 @@ class Agent:
         runtime: Runtime | None = None,
         session_store: SessionStore | None = None,
         attention: AttentionPolicy | None = None,
+        knowledge: Iterable[KnowledgeSource] = (),
+        knowledge_tool: bool = False,
         name: str = "agent",
         max_sessions: int = 1024,
     ) -> None:
@@ -54,9 +64,17 @@ class Agent:
         self.model = Model.from_environment() if model is None else Model.resolve(model)
         self.instructions = instructions
         self.generation = generation or Generation()
-        self.runtime = runtime or Runtime.sdk()
+        self.runtime = _with_context_manager(runtime or Runtime.sdk())
+        self.knowledge = tuple(knowledge)
+        names = [source.name for source in self.knowledge]
+        if len(set(names)) != len(names):
+            raise ValueError(f"knowledge source names must be unique, got {names}")
         self.capabilities = tuple(capabilities)
         self.tools = ToolRegistry(tools)
+        if knowledge_tool:
+            if not self.knowledge:
+                raise ValueError("knowledge_tool=True needs at least one knowledge source")
+            self.tools.add(_retrieval_tool(self.knowledge))
         for capability in self.capabilities:
             for capability_tool in capability.tools():
                 self.tools.add(capability_tool)
@@ -81,6 +99,12 @@ class Agent:
 
     def off(self, name: str, handler: Handler | None = None) -> None:
         self.hooks.off(name, handler)
+
+    # -- knowledge ---------------------------------------------------------------------
+    def resolve_knowledge(self, query: KnowledgeQuery) -> list[KnowledgePassage]:
+        """The agent's best passages for ``query``, scored, best first, each naming its
+        source document; pass them on with ``RunContext(knowledge=...)``."""
+        return resolve_knowledge(self.knowledge, query)
 
     # -- runs --------------------------------------------------------------------------
     async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:
@@ -143,6 +167,18 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<Agent {self.name} model={self.model.name} tools={len(self.tools)}>"
+
+
+def _with_context_manager(runtime: Runtime) -> Runtime:
+    """Presets for long work carry a context manager that summarises; ``Runtime.sdk`` keeps
+    the kernel's plain one (drop the oldest turns) unless a manager is set."""
+    if runtime.context is not None or runtime.name == "sdk":
+        return runtime
+    manager = ContextProtocol.manager(max_tokens=runtime.max_context_tokens)
+    return runtime.model_copy(update={"context": manager})
+
+
+_retrieval_tool = knowledge_tool
 
 
 def _session_of(event: RuntimeSignal | Mapping[str, Any]) -> str | None:

@@ -14,10 +14,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from loom.core.context import StoredContext
 from loom.core.messages import Message
 
 DEFAULT_MAX_MESSAGES = 2000
 DEFAULT_MAX_RUNS = 200
+CONTEXT_METADATA_KEY = "loom.context"
+"""Where the base store keeps a session's ``StoredContext`` for stores that have no place of
+their own for it (the memory, file and Redis stores keep it apart from the metadata)."""
 
 
 def utcnow() -> datetime:
@@ -110,6 +114,10 @@ class SessionSnapshot:
     runs: list[RunRecord]
     created_at: datetime
     updated_at: datetime
+    first_entry: int = 0
+    """The number of ``messages[0]`` counted from the session's first message ever stored."""
+    context: StoredContext | None = None
+    """The stored summary, handoff and calibration (``load_history`` fills it in)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, e.g. for the ``/sessions/{id}`` API."""
@@ -191,6 +199,19 @@ class SessionStore(ABC):
         Creates the session if it is new and sets its ``updated_at``. The metadata merge is
         shallow (top-level keys replace); values must be JSON-serialisable.
         """
+
+    async def load_context(self, session_id: str) -> StoredContext | None:
+        """The session's stored summary, handoff and calibration, or None."""
+        snapshot = await self.load(session_id)
+        stored = None if snapshot is None else snapshot.metadata.get(CONTEXT_METADATA_KEY)
+        return None if not isinstance(stored, dict) else StoredContext.from_dict(stored)
+
+    async def save_context(self, session_id: str, context: StoredContext) -> None:
+        """Replace the session's stored context. The transcript is not touched.
+
+        This default keeps it under a metadata key; stores override it to keep it apart.
+        """
+        await self.append(session_id, metadata={CONTEXT_METADATA_KEY: context.to_dict()})
 
     @abstractmethod
     async def delete(self, session_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import Broker, Delivery
+from loom.core.context import StoredContext
 from loom.core.session_store import SessionSnapshot, SessionStore
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
@@ -64,6 +65,13 @@ class FencedSessionStore(SessionStore):
     async def append(self, session_id: str, **changes: Any) -> None:
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
+
+    async def load_context(self, session_id: str) -> StoredContext | None:
+        return await self.inner.load_context(session_id)
+
+    async def save_context(self, session_id: str, context: StoredContext) -> None:
+        await self.state.check_fence(session_id, self.lease.token)
+        await self.inner.save_context(session_id, context)
 
     async def delete(self, session_id: str) -> None:
         await self.inner.delete(session_id)

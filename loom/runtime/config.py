@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loom.core.context import ContextPolicy, ContinuityPort, RestorePort
+from loom.knowledge.query import KnowledgePassage
+
 
 class Runtime(BaseModel):
     """The agent loop's limits. Start from a preset and override by keyword.
@@ -13,7 +16,7 @@ class Runtime(BaseModel):
     ``Runtime.sdk(max_iterations=10, timeout=60)``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     name: str = "sdk"
     max_iterations: int = Field(default=32, ge=1)
@@ -31,6 +34,12 @@ class Runtime(BaseModel):
     """Events kept per run (token events past it are streamed, not kept)."""
     criteria: tuple[str, ...] = ()
     """Acceptance criteria sent to the model with every request."""
+    context: ContextPolicy | None = None
+    """``ContextProtocol.manager(...)``; unset, the agent picks one (see ``Agent``)."""
+    continuity: ContinuityPort | None = None
+    """``ContinuityPolicy.handoff()``: a handoff is stored and injected after compaction."""
+    session_restore: RestorePort | None = None
+    """``SessionRestorePolicy``: what of a stored session enters each run; unset, all of it."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:
@@ -79,12 +88,14 @@ class RuntimeTask(BaseModel):
 
 
 class RunContext(BaseModel):
-    """Per-run extras: inputs shown to the model with the task, metadata kept on the run."""
+    """Per-run extras: inputs shown to the model with the task, metadata kept on the run,
+    and knowledge passages (``agent.resolve_knowledge(...)``) put in ``C_working``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    knowledge: tuple[KnowledgePassage, ...] = ()
 
 
 class SessionConfig(BaseModel):

@@ -21,16 +21,17 @@ from loom.generation import Generation
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
 from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
+from loom.runtime.context import (
+    SUMMARY_INSTRUCTIONS,
+    ContextWindow,
+    DropOldestTurns,
+    summary_prompt,
+)
 from loom.runtime.history import WorkingHistory, message_chars
 from loom.runtime.run import Artifact, Run, RunResult, RunStatus
 from loom.tools import ToolArgumentsError, ToolContext, ToolRegistry, render_result
 
 logger = logging.getLogger("loom.runtime")
-
-COMPACT_AT = 0.9
-"""Compact the working history when a request reaches this share of the context budget..."""
-COMPACT_TO = 0.7
-"""...down to this share, so compaction does not run again on the very next call."""
 
 
 class _ModelCallFailed(Exception):
@@ -49,6 +50,9 @@ class _RunState:
     open_calls: tuple[ToolCall, ...] = ()
     results: dict[str, Message] = field(default_factory=dict)
     started: set[str] = field(default_factory=set)
+    window: ContextWindow | None = None
+    last_request_chars: int = 0
+    input_tokens_seen: int = 0
 
     def append(self, message: Message) -> None:
         self.transcript.append(message)
@@ -78,11 +82,20 @@ class AgentLoop:
         user_message: Message,
         *,
         metadata: dict[str, Any] | None = None,
+        window: ContextWindow | None = None,
     ) -> tuple[RunResult, list[Message]]:
-        """Run to the end; returns the result and the messages the run added."""
+        """Run to the end; returns the result and the messages the run added.
+
+        ``window`` carries the session's stored summary and the context policy; without
+        one, ``history`` is compacted by dropping its oldest turns.
+        """
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
         state = _RunState(run, history, [], dict(metadata or {}))
+        state.window = window or ContextWindow(
+            DropOldestTurns(self.runtime.max_context_tokens), history
+        )
+        state.window.set_tools(self.tools.definitions())
         state.append(user_message)
         run.status = RunStatus.RUNNING
         run.input = user_message.content
@@ -97,6 +110,7 @@ class AgentLoop:
             )
         status, error = await self._guarded(state)
         self._close_open_calls(state, error or status.value)
+        self._calibrate(state)
         output = state.output
         result = RunResult(
             run_id=run.id,
@@ -168,17 +182,7 @@ class AgentLoop:
         for iteration in range(1, self.runtime.max_iterations + 1):
             if run.interrupt_requested():
                 return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
-            await self._compact_if_needed(state, iteration)
-            request = ModelRequest(
-                instructions=self.instructions,
-                messages=[*state.history.messages, *state.transcript],
-                tools=self.tools.definitions(),
-                generation=self.generation,
-                run_id=run.id,
-                session_id=run.session_id,
-                iteration=iteration,
-                context_chars=state.history.chars + state.transcript_chars,
-            )
+            request = await self._request(state, iteration)
             response = await self._call_model(state, request)
             state.append(response.message())
             state.output = response.text
@@ -391,32 +395,66 @@ class AgentLoop:
         state.results = {}
         state.started = set()
 
-    async def _compact_if_needed(self, state: _RunState, iteration: int) -> None:
-        budget = self.runtime.max_context_tokens * 4
-        used = state.history.chars + state.transcript_chars + len(self.instructions)
-        if used < budget * COMPACT_AT or not state.history.messages:
-            return
-        keep = int(budget * COMPACT_TO) - state.transcript_chars - len(self.instructions)
-        dropped = state.history.drop_oldest_turns(max(keep, 0))
-        after = state.history.chars + state.transcript_chars + len(self.instructions)
-        state.run.emit(
-            "context.compacted",
-            strategy="drop_oldest_turns",
-            dropped_messages=dropped,
-            rho_before=used / budget,
-            rho_after=after / budget,
+    async def _request(self, state: _RunState, iteration: int) -> ModelRequest:
+        """The next request, rendered from the context window (compacted if need be)."""
+        window = state.window
+        assert window is not None
+        self._calibrate(state)
+        run = state.run
+        instructions, compaction = await window.fit(
+            self.instructions,
+            state.transcript,
+            state.transcript_chars,
+            lambda previous, messages, budget: self._summarise(state, previous, messages, budget),
+            run.id,
         )
-        if self.hooks.wants("on_context_compact"):
-            await self.hooks.emit(
-                "on_context_compact",
-                run_id=state.run.id,
-                session_id=state.run.session_id,
-                strategy="drop_oldest_turns",
-                iteration=iteration,
-                rho=used / budget,
-                rho_after=after / budget,
-                dropped_messages=dropped,
-            )
+        if compaction is not None:
+            payload = compaction.payload(window.policy.max_tokens)
+            run.emit("context.compacted", **payload)
+            if self.hooks.wants("on_context_compact"):
+                await self.hooks.emit(
+                    "on_context_compact",
+                    run_id=run.id,
+                    session_id=run.session_id,
+                    iteration=iteration,
+                    **payload,
+                )
+        state.history = window.history
+        state.last_request_chars = window.request_chars(instructions, state.transcript_chars)
+        state.input_tokens_seen = state.usage.input_tokens
+        return ModelRequest(
+            instructions=instructions,
+            messages=[*window.history.messages, *state.transcript],
+            tools=self.tools.definitions(),
+            generation=self.generation,
+            run_id=run.id,
+            session_id=run.session_id,
+            iteration=iteration,
+            context_chars=window.history.chars + state.transcript_chars,
+        )
+
+    @staticmethod
+    def _calibrate(state: _RunState) -> None:
+        """Learn tokens per character from what the provider reported for the last request."""
+        if state.window is not None and state.last_request_chars:
+            reported = Usage(input_tokens=state.usage.input_tokens - state.input_tokens_seen)
+            state.window.counter.observe(state.last_request_chars, reported)
+            state.last_request_chars = 0
+
+    async def _summarise(
+        self, state: _RunState, previous: str | None, messages: Sequence[Message], budget: int
+    ) -> str:
+        request = ModelRequest(
+            instructions=SUMMARY_INSTRUCTIONS,
+            messages=[Message.user(summary_prompt(previous, messages, budget))],
+            tools=[],
+            generation=self.generation,
+            run_id=state.run.id,
+            session_id=state.run.session_id,
+        )
+        response = await self.provider.complete(request)
+        state.usage.add(apply_cost(response.usage, response.model or self.provider.name))
+        return response.text
 
 
 def describe_model_error(exc: BaseException) -> str:

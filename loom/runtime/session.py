@@ -17,10 +17,13 @@ from typing import Any, Protocol
 
 from loom import logs
 from loom.core.attention import Decider, SessionView
+from loom.core.context import StoredContext
 from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.core.session_store import RunRecord, SessionStore
+from loom.knowledge.query import KnowledgePassage, render_passages
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
+from loom.runtime.context import ContextWindow, DropOldestTurns
 from loom.runtime.decisions import SignalDecision, decide_signals
 from loom.runtime.events import RunEvent
 from loom.runtime.history import WorkingHistory
@@ -86,6 +89,8 @@ class Session:
         self.pending_signals: deque[RuntimeSignal] = deque(maxlen=MAX_PENDING_SIGNALS)
         self.current_run: Run | None = None
         self._history: WorkingHistory | None = None
+        self._first_entry = 0  # the session-wide number of the history's first message
+        self._stored = StoredContext()
         self._lock = asyncio.Lock()
         self._queued = 0
         self._dedupe: OrderedDict[str, None] = OrderedDict()
@@ -121,8 +126,11 @@ class Session:
         # The run's task logs with its own run and session ids, whoever started it.
         ids = contextvars.copy_context()
         ids.run(logs.bind, run_id=run.id, session_id=self.id)
+        knowledge = context.knowledge if context is not None else ()
         run.attach(
-            asyncio.get_running_loop().create_task(self._execute(run, text, metadata), context=ids)
+            asyncio.get_running_loop().create_task(
+                self._execute(run, text, metadata, knowledge), context=ids
+            )
         )
         return run
 
@@ -138,7 +146,13 @@ class Session:
         async for event in run.events():
             yield event
 
-    async def _execute(self, run: Run, text: str, metadata: dict[str, Any]) -> None:
+    async def _execute(
+        self,
+        run: Run,
+        text: str,
+        metadata: dict[str, Any],
+        knowledge: Sequence[KnowledgePassage] = (),
+    ) -> None:
         loop = self.agent.loop
         waiting = True
         try:
@@ -149,17 +163,21 @@ class Session:
                 waiting = False
                 if run.cancel_reason is not None:  # cancelled while waiting its turn
                     raise asyncio.CancelledError
-                history = await self._working_history()
+                window = self._window(await self._working_history(), knowledge)
                 user_message = Message.user(self._with_pending_signals(text))
                 self.current_run = run
                 try:
                     result, transcript = await loop.execute(
-                        run, history, user_message, metadata=metadata
+                        run, window.history, user_message, metadata=metadata, window=window
                     )
                 finally:
                     self.current_run = None
-                history.extend(transcript)
+                # What this run saw (restored, compacted) is what the next one starts from.
+                window.history.extend(transcript)
+                self._history, self._first_entry = window.history, window.first_entry
                 await self._record(result, transcript)
+                if self.store is not None and result.ok:
+                    await window.remember_calibration()
         except asyncio.CancelledError:
             if waiting:
                 self._queued -= 1
@@ -185,7 +203,44 @@ class Session:
             self._history = WorkingHistory(snapshot.messages if snapshot else ())
             if snapshot is not None:
                 self.metadata = {**snapshot.metadata, **self.metadata}
+                self._first_entry = snapshot.first_entry
+                self._stored = snapshot.context or StoredContext()
         return self._history
+
+    def _window(
+        self, history: WorkingHistory, knowledge: Sequence[KnowledgePassage]
+    ) -> ContextWindow:
+        """This run's context: the restore policy applied to the history, then the window."""
+        runtime = self.agent.runtime
+        messages, use_summary, items = history.messages, True, None
+        if runtime.session_restore is not None:
+            restored = runtime.session_restore.restore(messages)
+            messages, use_summary, items = (
+                restored.messages,
+                restored.summary,
+                restored.runtime_items,
+            )
+        working = [render_passages(knowledge)] if knowledge else []
+        return ContextWindow(
+            runtime.context or DropOldestTurns(runtime.max_context_tokens),
+            WorkingHistory(messages),
+            first_entry=self._first_entry + len(history.messages) - len(messages),
+            stored=self._stored,
+            use_summary=use_summary,
+            working=working,
+            runtime_items=items,
+            continuity=runtime.continuity,
+            save=self._save_context if self.store is not None else None,
+        )
+
+    async def _save_context(self, context: StoredContext) -> None:
+        assert self.store is not None
+        await self.store.save_context(self.id, context)
+
+    @property
+    def stored_context(self) -> StoredContext:
+        """The session's stored summary, handoff and calibration (as this process knows it)."""
+        return self._stored.copy()
 
     async def _record(self, result: RunResult, transcript: list[Message]) -> None:
         self.usage.add(result.usage)

@@ -7,6 +7,7 @@ Lines are one of::
     {"op": "append", "sid": ..., "at": ..., "messages": [...], "run": {...}, "meta": {...}}
     {"op": "delete", "sid": ..., "at": ...}
     {"op": "session", "sid": ..., "created_at": ..., "messages": [...], "runs": [...], ...}
+    {"op": "context", "sid": ..., "at": ..., "context": {"summary": ..., "handoff": ...}}
 
 The last kind is written by compaction, which replaces the log with the live, bounded state.
 """
@@ -26,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from loom.core.context import StoredContext
 from loom.core.messages import Message
 from loom.core.session_store import (
     DEFAULT_MAX_MESSAGES,
@@ -112,6 +114,17 @@ class FileSessionStore(SessionStore):
         await self._write_record(record)
         if self._needs_compaction(self._lines, len(await self._index())):
             await self.compact()
+
+    async def load_context(self, session_id: str) -> StoredContext | None:
+        state = (await self._index()).get(session_id)
+        return None if state is None or state.context is None else state.context.copy()
+
+    async def save_context(self, session_id: str, context: StoredContext) -> None:
+        # One line, like an append: the transcript lines before it stay as they are.
+        at = format_time(utcnow())
+        await self._write_record(
+            {"op": "context", "sid": session_id, "at": at, "context": context.to_dict()}
+        )
 
     async def delete(self, session_id: str) -> None:
         # Written even for an id this instance does not know: another process may have it.
@@ -300,6 +313,15 @@ def _decode(record: Any, max_messages: int, max_runs: int) -> _Change:
         return append
     if op == "delete":
         return lambda sessions: _discard(sessions, session_id)
+    if op == "context":
+        at = parse_time(record["at"])
+        context = StoredContext.from_dict(record["context"])
+
+        def remember(sessions: dict[str, SessionState]) -> None:
+            state = sessions.setdefault(session_id, SessionState(created_at=at, updated_at=at))
+            state.context = context
+
+        return remember
     if op == "session":
         state = SessionState.from_dict(record)
         # The log may have been compacted by an instance with larger bounds than ours.

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from loom.core.context import StoredContext
 from loom.core.messages import Message
 from loom.core.session_store import (
     DEFAULT_MAX_MESSAGES,
@@ -38,6 +39,9 @@ class SessionState:
     # Set once older messages were dropped: from then on the window must start at a user
     # message, even while a long turn that overflowed it is still being appended.
     cut: bool = False
+    appended: int = 0
+    """Messages ever appended: the window's first message is entry ``appended - len``."""
+    context: StoredContext | None = None
 
     def apply(
         self,
@@ -54,6 +58,7 @@ class SessionState:
         stored_run = None if run is None else run.copy()
         merged = copy.deepcopy(dict(metadata)) if metadata else {}
         self.messages.extend(messages)
+        self.appended += len(messages)
         if stored_run is not None:
             # Assigning to an existing key keeps its place, so an update never reorders runs.
             self.runs[stored_run.run_id] = stored_run
@@ -80,6 +85,8 @@ class SessionState:
             runs=[run.copy() for run in self.runs.values()],
             created_at=self.created_at,
             updated_at=self.updated_at,
+            first_entry=self.appended - len(self.messages),
+            context=None if self.context is None else self.context.copy(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,19 +98,25 @@ class SessionState:
             "messages": [message.to_dict() for message in self.messages],
             "runs": [run.to_dict() for run in self.runs.values()],
             "cut": self.cut,
+            "appended": self.appended,
+            "context": None if self.context is None else self.context.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionState:
         """The inverse of :meth:`to_dict`."""
         runs = [RunRecord.from_dict(item) for item in data.get("runs", ())]
+        messages = [Message.from_dict(item) for item in data.get("messages", ())]
+        context = data.get("context")
         return cls(
             created_at=parse_time(data["created_at"]),
             updated_at=parse_time(data["updated_at"]),
             metadata=dict(data.get("metadata") or {}),
-            messages=[Message.from_dict(item) for item in data.get("messages", ())],
+            messages=messages,
             runs={run.run_id: run for run in runs},
             cut=bool(data.get("cut", False)),
+            appended=int(data.get("appended", len(messages))),
+            context=None if context is None else StoredContext.from_dict(context),
         )
 
 
@@ -138,6 +151,15 @@ class InMemorySessionStore(SessionStore):
         )
         # Registered only after apply succeeded, so a failed first append creates nothing.
         self._sessions.setdefault(session_id, state)
+
+    async def load_context(self, session_id: str) -> StoredContext | None:
+        state = self._sessions.get(session_id)
+        return None if state is None or state.context is None else state.context.copy()
+
+    async def save_context(self, session_id: str, context: StoredContext) -> None:
+        at = utcnow()
+        state = self._sessions.setdefault(session_id, SessionState(created_at=at, updated_at=at))
+        state.context = context.copy()
 
     async def delete(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

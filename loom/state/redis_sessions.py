@@ -10,6 +10,7 @@ updates the index, so this store itself targets a single Redis, primary and repl
     {prefix}:s:{<sid>}:runs            HASH  run id -> run JSON
     {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
     {prefix}:s:{<sid>}:meta            HASH  metadata key -> value JSON
+    {prefix}:s:{<sid>}:context         STRING  the stored summary, handoff, calibration (JSON)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from loom.core.context import StoredContext
 from loom.core.messages import Message
 from loom.core.session_store import (
     DEFAULT_MAX_MESSAGES,
@@ -202,17 +204,21 @@ class RedisSessionStore(SessionStore):
                 pipe.hgetall(info_key)
                 pipe.lrange(messages_key, 0, -1)
                 pipe.hgetall(meta_key)
+                pipe.get(self._context_key(session_id))
                 if with_runs:
                     pipe.hgetall(runs_key)
                     pipe.zrange(order_key, 0, -1)
-                info, raw_messages, raw_meta, *run_parts = await pipe.execute()
+                info, raw_messages, raw_meta, raw_context, *run_parts = await pipe.execute()
         if not info:
             return None
         messages = [Message.from_dict(json.loads(item)) for item in raw_messages]
         # Fewer kept than ever appended: the list lost its head, so the window must start
         # at a user message (the same rule the in-memory store applies as it trims).
-        cut = int(info.get("appended", 0)) > len(messages)
-        del messages[: history_start(messages, self.max_messages, cut=cut)]
+        appended = int(info.get("appended", 0))
+        cut = appended > len(messages)
+        first_entry = appended - len(messages)
+        head = history_start(messages, self.max_messages, cut=cut)
+        del messages[:head]
         runs: list[RunRecord] = []
         if run_parts:
             raw_runs, order = run_parts
@@ -224,7 +230,28 @@ class RedisSessionStore(SessionStore):
             runs=runs[-self.max_runs :],
             created_at=parse_time(info["created_at"]),
             updated_at=parse_time(info["updated_at"]),
+            first_entry=first_entry + head,
+            context=None
+            if raw_context is None
+            else StoredContext.from_dict(json.loads(raw_context)),
         )
+
+    def _context_key(self, session_id: str) -> str:
+        return session_key(self.prefix, session_id, "context")
+
+    async def load_context(self, session_id: str) -> StoredContext | None:
+        with unavailable(self._where, self._password):
+            raw = await self._client.get(self._context_key(session_id))
+        return None if raw is None else StoredContext.from_dict(json.loads(raw))
+
+    async def save_context(self, session_id: str, context: StoredContext) -> None:
+        # Its own key: the transcript list is never rewritten, and the run-ending script
+        # that appends to it does not need to know of compaction.
+        ttl_ms = None if self.ttl is None else max(1, int(self.ttl * 1000))
+        with unavailable(self._where, self._password):
+            await self._client.set(
+                self._context_key(session_id), dumps(context.to_dict()), px=ttl_ms
+            )
 
     async def append(
         self,
@@ -256,7 +283,7 @@ class RedisSessionStore(SessionStore):
     async def delete(self, session_id: str) -> None:
         with unavailable(self._where, self._password):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(*self._keys(session_id))
+                pipe.delete(*self._keys(session_id), self._context_key(session_id))
                 pipe.zrem(self._index, session_id)
                 await pipe.execute()
 

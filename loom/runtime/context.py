@@ -1,0 +1,371 @@
+"""The context window of one run: partitions, calibrated token counts, compaction in steps.
+
+A request is rendered from the partitions in a fixed order: ``C_system`` (instructions),
+``C_working`` (handoff, evidence), ``C_memory`` (the stored summary), ``C_skill``, then
+``C_history`` (earlier turns and this run's transcript). Before each model call the window
+checks the request against the policy's ``max_tokens``; past ``trigger`` it compacts, step by
+step, down to ``target``: shorten old tool results, summarise the oldest turns with the model
+(stored with the session as "everything up to entry N"), drop the oldest turns. Cuts happen
+only where a user message begins, so no tool call is ever parted from its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from loom.core.context import ContextPolicy, ContextSummary, ContinuityPort, StoredContext
+from loom.core.messages import Message, Usage
+from loom.runtime.history import WorkingHistory, message_chars
+
+logger = logging.getLogger("loom.context")
+
+DEFAULT_TOKENS_PER_CHAR = 0.25
+"""The estimate until a provider reports real input tokens: four characters a token."""
+SUMMARY_INSTRUCTIONS = (
+    "You compact a long-running conversation so it can go on. Write a faithful summary of "
+    "the conversation you are given, extending the earlier summary if there is one: the "
+    "goals, decisions, facts learnt (with numbers and names), tool findings, and what is "
+    "still open. Write plain prose and lists, no preamble."
+)
+"""The instructions of a summarising request (so a ``Model.function`` can tell it apart)."""
+
+Summariser = Callable[[str | None, Sequence[Message], int], Awaitable[str]]
+"""``(previous summary, messages to fold in, token budget) -> new summary``."""
+Saver = Callable[[StoredContext], Awaitable[None]]
+
+
+def render_transcript(messages: Sequence[Message]) -> str:
+    """Messages as plain text for a summarising request."""
+    lines = []
+    for message in messages:
+        if message.role == "tool":
+            lines.append(f"[tool {message.tool_name} result] {message.content}")
+            continue
+        if message.content:
+            lines.append(f"[{message.role}] {message.content}")
+        for call in message.tool_calls:
+            arguments = json.dumps(call.arguments, default=str, ensure_ascii=False)
+            lines.append(f"[assistant calls {call.name}] {arguments}")
+    return "\n".join(lines)
+
+
+def summary_prompt(previous: str | None, messages: Sequence[Message], budget: int) -> str:
+    """The user message of a summarising request."""
+    earlier = f"Earlier summary:\n{previous}\n\n" if previous else ""
+    return (
+        f"{earlier}Conversation to fold in:\n{render_transcript(messages)}\n\n"
+        f"Write the new summary in at most about {budget} tokens."
+    )
+
+
+@dataclass(slots=True)
+class TokenCounter:
+    """Characters to tokens, calibrated by what the provider reported for the last request."""
+
+    tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR
+    calibrated: bool = False
+
+    def tokens(self, chars: int) -> int:
+        return math.ceil(chars * self.tokens_per_char)
+
+    def chars(self, tokens: float) -> int:
+        return int(tokens / self.tokens_per_char)
+
+    def observe(self, request_chars: int, usage: Usage) -> None:
+        if usage.input_tokens > 0 and request_chars > 0:
+            # Bounded, so one odd report (a cached prefix counted apart) cannot wreck it.
+            ratio = usage.input_tokens / request_chars
+            self.tokens_per_char = min(max(ratio, 0.02), 2.0)
+            self.calibrated = True
+
+
+@dataclass(slots=True)
+class Compaction:
+    """What one compaction did, as the ``on_context_compact`` hook reports it."""
+
+    tokens_before: int
+    tokens_after: int = 0
+    steps: list[str] = field(default_factory=list)
+    shortened_results: int = 0
+    summarized_upto: int | None = None
+    summary_error: str | None = None
+    dropped_messages: int = 0
+
+    @property
+    def strategy(self) -> str:
+        return self.steps[-1] if self.steps else "none"
+
+    def payload(self, max_tokens: int) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "steps": list(self.steps),
+            "rho": self.tokens_before / max_tokens,
+            "rho_after": self.tokens_after / max_tokens,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+            "shortened_results": self.shortened_results,
+            "summarized_upto": self.summarized_upto,
+            "summary_error": self.summary_error,
+            "dropped_messages": self.dropped_messages,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DropOldestTurns(ContextPolicy):
+    """The kernel's own policy when none is configured: drop whole turns past 90%."""
+
+    max_tokens: int
+    budgets: dict[str, int] = field(default_factory=dict)
+    trigger: float = 0.9
+    target: float = 0.7
+    compaction: tuple[str, ...] = ("drop_oldest_turns",)
+    keep_tool_result_chars: int = 2000
+
+
+class ContextWindow:
+    """One run's view of its session: what each request is rendered from.
+
+    ``history`` is this run's copy of the earlier turns (compaction shortens and drops in it,
+    never in the stored transcript); ``first_entry`` is the session-wide number of its first
+    message; ``stored`` is the session's stored context, updated in place and saved through
+    ``save`` whenever a summary is written.
+    """
+
+    def __init__(
+        self,
+        policy: ContextPolicy,
+        history: WorkingHistory,
+        *,
+        first_entry: int = 0,
+        stored: StoredContext | None = None,
+        use_summary: bool = True,
+        working: Sequence[str] = (),
+        runtime_items: int | None = None,
+        continuity: ContinuityPort | None = None,
+        save: Saver | None = None,
+    ) -> None:
+        self.policy = policy
+        self.history = history
+        self.first_entry = first_entry
+        self.stored = stored if stored is not None else StoredContext()
+        self.use_summary = use_summary
+        self.working = list(working)
+        self.runtime_items = runtime_items
+        self.continuity = continuity
+        self.save = save
+        self.counter = TokenCounter()
+        if self.stored.tokens_per_char is not None:
+            self.counter = TokenCounter(self.stored.tokens_per_char, calibrated=True)
+        self.summaries = 0
+        self._tool_chars = 0
+        self._skip_summarized()
+
+    def _skip_summarized(self) -> None:
+        """Leave out of the view what the stored summary already covers."""
+        summary = self.stored.summary
+        if summary is None or not self.use_summary or summary.upto <= self.first_entry:
+            return
+        skip = min(summary.upto - self.first_entry, len(self.history.messages))
+        messages = self.history.messages
+        while skip < len(messages) and messages[skip].role != "user":
+            skip += 1  # the summary ends where a turn begins; keep that boundary
+        self._drop_head(skip)
+
+    def _drop_head(self, count: int) -> None:
+        if count:
+            kept = self.history.messages[count:]
+            self.history = WorkingHistory(kept)
+            self.first_entry += count
+
+    # -- rendering -------------------------------------------------------------------------
+    def _budget(self, partition: str) -> int:
+        return self.policy.budgets.get(partition, self.policy.max_tokens)
+
+    def _fit(self, text: str, partition: str) -> str:
+        limit = self.counter.chars(self._budget(partition))
+        if len(text) <= limit:
+            return text
+        return text[: max(limit - 40, 0)] + "\n[cut to fit the context budget]"
+
+    def working_text(self) -> str:
+        items = list(self.working)
+        if self.stored.handoff is not None:
+            handoff = self.stored.handoff.render()
+            items.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
+        if self.runtime_items is not None:
+            items = items[: self.runtime_items]
+        return self._fit("\n\n".join(items), "C_working") if items else ""
+
+    def memory_text(self) -> str:
+        summary = self.stored.summary
+        if summary is None or not self.use_summary or not summary.text:
+            return ""
+        return self._fit(summary.text, "C_memory")
+
+    def instructions(self, system: str) -> str:
+        """C_system, then C_working and C_memory under their headings (C_skill is empty)."""
+        parts = [system] if system else []
+        if working := self.working_text():
+            parts.append(f"## Working state\n{working}")
+        if memory := self.memory_text():
+            parts.append(f"## Summary of the earlier conversation\n{memory}")
+        return "\n\n".join(parts)
+
+    def set_tools(self, definitions: Sequence[Any]) -> None:
+        self._tool_chars = sum(
+            len(d.name) + len(d.description) + len(json.dumps(d.parameters)) for d in definitions
+        )
+
+    def request_chars(self, instructions: str, transcript_chars: int) -> int:
+        return len(instructions) + self._tool_chars + self.history.chars + transcript_chars
+
+    # -- compaction ------------------------------------------------------------------------
+    async def fit(
+        self,
+        system: str,
+        transcript: Sequence[Message],
+        transcript_chars: int,
+        summarise: Summariser | None,
+        run_id: str = "",
+    ) -> tuple[str, Compaction | None]:
+        """The instructions of the next request, compacting first if it would be too big."""
+        instructions = self.instructions(system)
+        limit = self.policy.max_tokens
+        used = self.counter.tokens(self.request_chars(instructions, transcript_chars))
+        if used < limit * self.policy.trigger or not self.history.messages:
+            return instructions, None
+        report = Compaction(tokens_before=used)
+        target = limit * self.policy.target
+
+        def size() -> int:
+            return self.counter.tokens(self.request_chars(instructions, transcript_chars))
+
+        for step in self.policy.compaction:
+            if step == "shorten_tool_results":
+                shortened = self._shorten_tool_results()
+                if shortened:
+                    report.steps.append(step)
+                    report.shortened_results = shortened
+            elif step == "summarize" and summarise is not None:
+                await self._summarize(
+                    system, transcript, transcript_chars, summarise, run_id, report, target
+                )
+                instructions = self.instructions(system)
+            elif step == "drop_oldest_turns":
+                fixed = len(instructions) + self._tool_chars + transcript_chars
+                dropped = self._drop_turns(self.counter.chars(target) - fixed)
+                if dropped:
+                    report.steps.append(step)
+                    report.dropped_messages += dropped
+            if size() <= target:
+                break
+        if report.summary_error and size() > target and "drop_oldest_turns" not in report.steps:
+            # Summarising failed: dropping turns is the fallback whatever the steps say.
+            fixed = len(instructions) + self._tool_chars + transcript_chars
+            report.dropped_messages += self._drop_turns(self.counter.chars(target) - fixed)
+            report.steps.append("drop_oldest_turns")
+        report.tokens_after = size()
+        return instructions, report
+
+    def _shorten_tool_results(self) -> int:
+        keep = self.policy.keep_tool_result_chars
+        messages = self.history.messages
+        changed = 0
+        # Results of the newest turn stay whole: the model may still be reading them.
+        last_turn = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
+        for index in range(last_turn):
+            message = messages[index]
+            if message.role == "tool" and len(message.content) > keep:
+                cut = len(message.content) - keep
+                content = f"{message.content[:keep]}\n[shortened: {cut} characters left out]"
+                messages[index] = replace(message, content=content)
+                changed += 1
+        if changed:
+            self.history = WorkingHistory(messages)
+        return changed
+
+    def _cut_for(self, target_chars: int) -> int:
+        """The first user message from which the remaining history fits ``target_chars``."""
+        messages = self.history.messages
+        chars = self.history.chars
+        cut = 0
+        while cut < len(messages) and chars > target_chars:
+            chars -= message_chars(messages[cut])
+            cut += 1
+            while cut < len(messages) and messages[cut].role != "user":
+                chars -= message_chars(messages[cut])
+                cut += 1
+        return cut
+
+    def _drop_turns(self, target_chars: int) -> int:
+        cut = self._cut_for(max(target_chars, 0))
+        self._drop_head(cut)
+        return cut
+
+    async def _summarize(
+        self,
+        system: str,
+        transcript: Sequence[Message],
+        transcript_chars: int,
+        summarise: Summariser,
+        run_id: str,
+        report: Compaction,
+        target: float,
+    ) -> None:
+        memory_budget = self._budget("C_memory")
+        room = (
+            self.counter.chars(target - memory_budget)
+            - len(system)
+            - len(self.working_text())
+            - self._tool_chars
+            - transcript_chars
+        )
+        cut = self._cut_for(max(room, 0))
+        if cut == 0:
+            return
+        folded = self.history.messages[:cut]
+        previous = self.stored.summary.text if self.stored.summary and self.use_summary else None
+        try:
+            text = (await summarise(previous, folded, memory_budget)).strip()
+            if not text:
+                raise ValueError("the model answered with an empty summary")
+        except Exception as exc:  # the run goes on: the next step drops turns instead
+            logger.warning("summarising the context failed: %s", exc)
+            report.summary_error = f"{type(exc).__name__}: {exc}"
+            return
+        upto = self.first_entry + cut
+        self._drop_head(cut)
+        self.stored.summary = ContextSummary(upto=upto, text=text, run_id=run_id)
+        self.use_summary = True
+        self.summaries += 1
+        report.steps.append("summarize")
+        report.summarized_upto = upto
+        if self.continuity is not None:
+            goal = next((m.content for m in transcript if m.role == "user"), "")
+            self.stored.handoff = self.continuity.handoff(
+                goal=goal,
+                summary=text,
+                recent=[*self.history.messages, *transcript],
+                risks=(),
+                upto=upto,
+            )
+        self.stored.tokens_per_char = self.counter.tokens_per_char
+        if self.save is not None:
+            # Under the run's fencing token: a run that lost its session cannot write.
+            await self.save(self.stored.copy())
+
+    async def remember_calibration(self) -> None:
+        """Store the calibration learnt in this run if it moved by more than a tenth."""
+        stored = self.stored.tokens_per_char
+        ratio = self.counter.tokens_per_char
+        if not self.counter.calibrated or self.save is None:
+            return
+        if stored is not None and abs(ratio - stored) <= 0.1 * stored:
+            return
+        self.stored.tokens_per_char = ratio
+        await self.save(self.stored.copy())
