@@ -582,3 +582,36 @@ async def test_redis_store_needs_a_decoding_client(redis_url: tuple[str, str]) -
     with pytest.raises(ValueError, match="decode_responses"):
         RedisSessionStore(client)
     await client.aclose()
+
+
+async def test_the_stored_context_is_kept_apart_and_entries_keep_their_numbers(
+    make_store: StoreFactory,
+) -> None:
+    from loom.core.context import ContextSummary, Handoff, StoredContext
+
+    store = make_store(max_messages=8)
+    assert await store.load_context("s") is None
+    for i in range(5):
+        await store.append("s", messages=turn(i))
+    snapshot = await store.load_history("s")
+    assert snapshot is not None
+    # Five turns of four messages, eight kept: entries 12 to 19, numbered from the first ever.
+    assert snapshot.first_entry == 12
+    assert snapshot.messages[0].content == turn(3)[0].content
+    assert snapshot.context is None
+    summary = ContextSummary(upto=12, text="turns 0 to 2", run_id="r1")
+    handoff = Handoff(goal="g", state="s", open_items=("o",), risks=("r",), upto=12)
+    await store.save_context("s", StoredContext(summary, handoff, tokens_per_char=0.3))
+    again = await store.load_history("s")
+    assert again is not None
+    for loaded in (await store.load_context("s"), again.context):
+        assert loaded is not None
+        assert loaded.summary == summary
+        assert loaded.handoff == handoff
+        assert loaded.tokens_per_char == 0.3
+    after = await store.load("s")
+    assert after is not None
+    assert "loom.context" not in after.metadata  # apart from the metadata
+    assert [m.content for m in after.messages] == [m.content for m in snapshot.messages]
+    await store.delete("s")
+    assert await store.load_context("s") is None
