@@ -33,6 +33,7 @@ from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
 from loom.providers.test import TestModel
+from loom.runtime.config import Runtime
 from loom.state import State, state_from_url
 from loom.wire import broker_from_url
 
@@ -164,7 +165,16 @@ class Daemon:
         spec = self.settings.model
         model = Model.parse(spec) if spec else Model.from_environment(warn=False)
         self._test_model_by_default = spec is None and isinstance(model, TestModel)
-        return Agent(model, self.settings.instructions)
+        context = self.settings.context
+        runtime = Runtime.sdk(context=context.manager(), continuity=context.continuity())
+        knowledge = context.knowledge()
+        return Agent(
+            model,
+            self.settings.instructions,
+            runtime=runtime,
+            knowledge=knowledge,
+            knowledge_tool=context.knowledge_tool and bool(knowledge),
+        )
 
     def _warn_about_model(self) -> None:
         """Say once, at start, what will make the worker's runs fail or answer offline."""

@@ -13,6 +13,7 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
     """A session as JSON: working state, runs with the signals each handled, last reply;
     None for a session nothing is known of."""
     snapshot = await state.sessions.load(session_id)
+    stored = await state.sessions.load_context(session_id)
     runs = [record.to_dict() for record in snapshot.runs] if snapshot else []
     last_reply = next((r["output"] for r in reversed(runs) if r["status"] == "completed"), None)
     holder = await state.lease_holder(session_id)
@@ -30,6 +31,9 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
         "decisions": [json.loads(d) for d in decisions],
         "runs": runs,
         "last_reply": last_reply,
+        # What compaction kept: "everything up to entry N" and the handoff it injects.
+        "summary": None if stored is None or stored.summary is None else stored.summary.to_dict(),
+        "handoff": None if stored is None or stored.handoff is None else stored.handoff.to_dict(),
     }
 
 

@@ -22,6 +22,7 @@ from loom.adapters.registry import (
     WebhookMapping,
     WebhookSettings,
 )
+from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
 from loom.policies.attention import AttentionRule
 
@@ -133,6 +134,7 @@ class Settings(SettingsBase, AdapterSettings):
     replies: ReplySettings = Field(default_factory=ReplySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    context: ContextSettings = Field(default_factory=ContextSettings)
     publish_timeout: float = Field(default=10.0, gt=0)
     """Seconds a publish waits for RabbitMQ's confirmation (riding out a reconnect) before
     the gateway answers 503."""
@@ -200,6 +202,7 @@ def mask_url(url: str) -> str:
 
 __all__ = [
     "ROLE_PORTS",
+    "ContextSettings",
     "CronJobSettings",
     "FeedbackSettings",
     "HTTPSettings",
