@@ -613,5 +613,12 @@ async def test_the_stored_context_is_kept_apart_and_entries_keep_their_numbers(
     assert after is not None
     assert "loom.context" not in after.metadata  # apart from the metadata
     assert [m.content for m in after.messages] == [m.content for m in snapshot.messages]
+    # A run's load may leave out what a summary covers; what it keeps stays numbered.
+    await store.save_context("s", StoredContext(ContextSummary(upto=16, text="to 3")))
+    history = await store.load_history("s")
+    assert history is not None
+    assert 12 <= history.first_entry <= 16
+    assert history.first_entry + len(history.messages) == 20
+    assert history.messages[-4:] == turn(4)
     await store.delete("s")
     assert await store.load_context("s") is None

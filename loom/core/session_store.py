@@ -181,7 +181,8 @@ class SessionStore(ABC):
     async def load_history(self, session_id: str) -> SessionSnapshot | None:
         """Like ``load`` but ``runs`` may be left empty: what starting a run needs.
 
-        Stores where the run records cost something to read override this.
+        It may also leave out the messages the stored summary covers (``first_entry`` then
+        says where the messages begin). Stores where reading costs something override this.
         """
         return await self.load(session_id)
 

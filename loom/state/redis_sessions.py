@@ -154,6 +154,30 @@ return 1
 """
 
 
+# What a run needs, in one step: the info, the metadata, the stored context, and only the
+# messages its summary does not cover (a long session's head is never sent or parsed).
+_LOAD_HISTORY = """
+local info, messages, meta, context = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stored = redis.call('GET', context)
+local length = redis.call('LLEN', messages)
+local start = 0
+if stored then
+  local ok, decoded = pcall(cjson.decode, stored)
+  if ok and type(decoded) == 'table' and type(decoded['summary']) == 'table' then
+    local upto = tonumber(decoded['summary']['upto']) or 0
+    local first = (tonumber(redis.call('HGET', info, 'appended')) or 0) - length
+    if upto > first then start = math.min(upto - first, length) end
+  end
+end
+return {redis.call('HGETALL', info), start, redis.call('LRANGE', messages, start, -1),
+        redis.call('HGETALL', meta), stored or ''}
+"""
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class RedisSessionStore(SessionStore):
     """Transcripts, runs and metadata of sessions in Redis, shared by every replica.
 
@@ -186,6 +210,7 @@ class RedisSessionStore(SessionStore):
         self.ttl = ttl
         self._index = f"{prefix}:sessions"
         self._append = self._client.register_script(_APPEND)
+        self._load_history = self._client.register_script(_LOAD_HISTORY)
 
     def _keys(self, session_id: str) -> list[str]:
         return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
@@ -194,8 +219,35 @@ class RedisSessionStore(SessionStore):
         return await self._load(session_id, with_runs=True)
 
     async def load_history(self, session_id: str) -> SessionSnapshot | None:
-        # A run needs the transcript, not the run records: skip reading and parsing them.
-        return await self._load(session_id, with_runs=False)
+        """The transcript without the run records and without the entries the stored
+        summary covers (``first_entry`` says where the messages begin)."""
+        info_key, messages_key, _, _, meta_key = self._keys(session_id)
+        keys = [info_key, messages_key, meta_key, self._context_key(session_id)]
+        with unavailable(self._where, self._password):
+            raw_info, start, raw_messages, raw_meta, raw_context = await self._load_history(
+                keys=keys, args=[]
+            )
+        info = _pairs(texts(raw_info))
+        if not info:
+            return None
+        messages = [Message.from_dict(json.loads(item)) for item in raw_messages]
+        appended = int(info.get("appended", 0))
+        start = int(start)
+        # The same window rule as ``load``, applied to the part after the summary (which
+        # begins at a user message, where every summary ends).
+        total = start + len(messages)
+        head = history_start(messages, self.max_messages, cut=appended > total or start > 0)
+        del messages[:head]
+        return SessionSnapshot(
+            session_id=session_id,
+            metadata={key: json.loads(value) for key, value in _pairs(texts(raw_meta)).items()},
+            messages=messages,
+            runs=[],
+            created_at=parse_time(info["created_at"]),
+            updated_at=parse_time(info["updated_at"]),
+            first_entry=appended - total + start + head,
+            context=StoredContext.from_dict(json.loads(raw_context)) if raw_context else None,
+        )
 
     async def _load(self, session_id: str, *, with_runs: bool) -> SessionSnapshot | None:
         info_key, messages_key, runs_key, order_key, meta_key = self._keys(session_id)
