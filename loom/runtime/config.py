@@ -31,6 +31,8 @@ class Runtime(BaseModel):
     """Events kept per run (token events past it are streamed, not kept)."""
     criteria: tuple[str, ...] = ()
     """Acceptance criteria sent to the model with every request."""
+    approval_ttl: float = Field(default=86_400.0, gt=0)
+    """Seconds a tool call waits for a person's approval; then it is denied as expired."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:

@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loom.core.checkpoints import MemoryToolJournal, RunCheckpoint
+from loom.core.governance import Governor, RateLimits
 from loom.core.hooks import HookManager
-from loom.core.messages import Message, ToolCall, Usage
+from loom.core.messages import Message
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
 from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
-from loom.runtime.history import WorkingHistory, message_chars
-from loom.runtime.run import Artifact, Run, RunResult, RunStatus
-from loom.tools import ToolArgumentsError, ToolContext, ToolRegistry, render_result
+from loom.runtime.history import WorkingHistory
+from loom.runtime.run import Artifact, Run, RunResult, RunStatus, RunSuspended
+from loom.runtime.run_state import RunState
+from loom.runtime.tool_calls import ToolCalls
+from loom.tools import ToolRegistry
 
 logger = logging.getLogger("loom.runtime")
 
@@ -37,22 +40,8 @@ class _ModelCallFailed(Exception):
     """A model call failed; the run ends failed with this reason."""
 
 
-@dataclass(slots=True)
-class _RunState:
-    run: Run
-    history: WorkingHistory
-    transcript: list[Message]
-    metadata: dict[str, Any]
-    usage: Usage = field(default_factory=Usage)
-    transcript_chars: int = 0
-    output: str = ""
-    open_calls: tuple[ToolCall, ...] = ()
-    results: dict[str, Message] = field(default_factory=dict)
-    started: set[str] = field(default_factory=set)
-
-    def append(self, message: Message) -> None:
-        self.transcript.append(message)
-        self.transcript_chars += message_chars(message)
+class _Suspended(Exception):
+    """The run was suspended while it waited for approvals; its checkpoint is kept."""
 
 
 @dataclass(slots=True)
@@ -65,11 +54,22 @@ class AgentLoop:
     runtime: Runtime
     generation: Generation
     hooks: HookManager
+    governor: Governor | None = None
+    rate_limits: RateLimits | None = None
+    calls: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
         if self.runtime.criteria:
             criteria = "\n".join(f"- {c}" for c in self.runtime.criteria)
             self.instructions = f"{self.instructions}\n\nAcceptance criteria:\n{criteria}".strip()
+        self.calls = ToolCalls(
+            self.tools, self.runtime, self.hooks, self.governor, self.rate_limits
+        )
+
+    def govern(self, governor: Governor | None, rate_limits: RateLimits | None) -> None:
+        """Use ``governor`` (and ``rate_limits`` for its limits) for every later call."""
+        self.governor = self.calls.governor = governor
+        self.rate_limits = self.calls.rate_limits = rate_limits
 
     async def execute(
         self,
@@ -79,10 +79,10 @@ class AgentLoop:
         *,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[RunResult, list[Message]]:
-        """Run to the end; returns the result and the messages the run added."""
-        started_at = datetime.now(UTC)
-        clock = time.perf_counter()
-        state = _RunState(run, history, [], dict(metadata or {}))
+        """Run to the end; returns the result and the messages the run added. A run
+        suspended while waiting for approvals returns ``awaiting_approval`` with its
+        checkpoint and adds nothing yet."""
+        state = RunState(run, history, [], dict(metadata or {}), started_at=datetime.now(UTC))
         state.append(user_message)
         run.status = RunStatus.RUNNING
         run.input = user_message.content
@@ -95,8 +95,30 @@ class AgentLoop:
                 prompt=user_message.content,
                 context=state.metadata,
             )
-        status, error = await self._guarded(state)
-        self._close_open_calls(state, error or status.value)
+        return await self._finish(state, await self._guarded(state))
+
+    async def resume(
+        self, run: Run, history: WorkingHistory, checkpoint: RunCheckpoint
+    ) -> tuple[RunResult, list[Message]]:
+        """Go on with a run from its checkpoint (in any process): the turn's decided calls
+        run (each at most once, through ``run.journal``), then the loop continues. Returns
+        like ``execute``, the transcript holding the whole run's messages."""
+        state = RunState.from_checkpoint(run, history, checkpoint)
+        state.journal = run.journal or MemoryToolJournal()
+        run.status = RunStatus.RUNNING
+        run.input = checkpoint.input
+        run.emit("run.resumed", approvals=[a.to_dict() for a in checkpoint.approvals])
+        return await self._finish(state, await self._guarded(state, resuming=True))
+
+    async def _finish(
+        self, state: RunState, outcome: tuple[RunStatus, str | None]
+    ) -> tuple[RunResult, list[Message]]:
+        run, (status, error) = state.run, outcome
+        checkpoint = None
+        if status is RunStatus.AWAITING_APPROVAL:
+            checkpoint = state.checkpoint()
+        else:
+            self.calls.close_open_calls(state, error or status.value)
         output = state.output
         result = RunResult(
             run_id=run.id,
@@ -105,21 +127,32 @@ class AgentLoop:
             output=output,
             error=error,
             usage=state.usage,
-            duration=time.perf_counter() - clock,
+            duration=state.elapsed(),
             artifacts=(Artifact("text", f"run://{run.id}/output", output),)
             if status is RunStatus.COMPLETED
             else (),
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
+            started_at=state.started_at,
+            finished_at=None if checkpoint else datetime.now(UTC),
             metadata=state.metadata,
+            approvals=checkpoint.pending if checkpoint else (),
+            checkpoint=checkpoint,
         )
-        return result, state.transcript
+        return result, [] if checkpoint else state.transcript
 
     async def conclude(self, run: Run, result: RunResult) -> None:
         """Announce the end (terminal event, hooks) and release everyone waiting."""
         # The outcome is decided: from here cancel() and interrupt() refuse, and even a
         # cancellation arriving while a hook runs cannot leave the run unfinished.
         run.status = result.status
+        if result.status is RunStatus.AWAITING_APPROVAL:
+            # Suspended, not ended: the run goes on wherever its decisions arrive.
+            run.emit(
+                "run.suspended",
+                approvals=[a.to_dict() for a in result.approvals],
+                usage=result.usage.to_dict(),
+            )
+            run.finish(result)
+            return
         run.emit(
             f"run.{result.status.value}",  # type: ignore[arg-type]
             output=result.output,
@@ -147,10 +180,20 @@ class AgentLoop:
         finally:
             run.finish(result)
 
-    async def _guarded(self, state: _RunState) -> tuple[RunStatus, str | None]:
+    async def _guarded(
+        self, state: RunState, *, resuming: bool = False
+    ) -> tuple[RunStatus, str | None]:
         run = state.run
+        limit = self.runtime.timeout
         try:
-            async with asyncio.timeout(self.runtime.timeout):
+            async with asyncio.timeout(
+                None if limit is None else max(limit - state.worked, 0.0)
+            ) as deadline:
+                state.deadline = deadline
+                if resuming:
+                    stopped = await self._settle_turn(state)
+                    if stopped is not None:
+                        return stopped
                 return await self._steps(state)
         except TimeoutError:
             return RunStatus.FAILED, f"run timed out after {self.runtime.timeout:g}s"
@@ -162,12 +205,15 @@ class AgentLoop:
             return RunStatus.CANCELLED, run.cancel_reason
         except _ModelCallFailed as failure:
             return RunStatus.FAILED, str(failure)
+        except _Suspended:
+            return RunStatus.AWAITING_APPROVAL, None
 
-    async def _steps(self, state: _RunState) -> tuple[RunStatus, str | None]:
+    async def _steps(self, state: RunState) -> tuple[RunStatus, str | None]:
         run = state.run
-        for iteration in range(1, self.runtime.max_iterations + 1):
+        for iteration in range(state.iteration + 1, self.runtime.max_iterations + 1):
             if run.interrupt_requested():
                 return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+            state.iteration = iteration
             await self._compact_if_needed(state, iteration)
             request = ModelRequest(
                 instructions=self.instructions,
@@ -184,17 +230,66 @@ class AgentLoop:
             state.output = response.text
             if not response.tool_calls:
                 return self._final(response)
-            state.open_calls = response.tool_calls
-            state.results = {}
-            await self._run_tools(state, response.tool_calls, iteration)
-            if run.interrupt_requested():
-                return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
-            self._close_open_calls(state, "")
+            if await self.calls.review(state, response.tool_calls):
+                await self._wait_for_people(state)
+            stopped = await self._settle_turn(state)
+            if stopped is not None:
+                return stopped
         return (
             RunStatus.FAILED,
             f"max iterations reached: {self.runtime.max_iterations} model calls "
             "without a final answer",
         )
+
+    async def _settle_turn(self, state: RunState) -> tuple[RunStatus, str | None] | None:
+        """Run the turn's calls that may run and close the turn; a status if the run stops."""
+        run = state.run
+        if run.interrupt_requested():
+            return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        if any(not a.decided for a in state.approvals.values()):
+            await self._wait_for_people(state)  # resumed before every decision came
+            if run.interrupt_requested():
+                return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        await self.calls.run(state)
+        if run.interrupt_requested():
+            return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        self.calls.close_open_calls(state, "")
+        return None
+
+    async def _wait_for_people(self, state: RunState) -> None:
+        """Pause the run until every approval is decided; its checkpoint is taken first,
+        and from then on its calls are journaled. The wait does not count as work: the
+        run's deadline moves by as long as it lasted."""
+        run = state.run
+        state.journal = state.journal or run.journal or MemoryToolJournal()
+        pending = [a for a in state.approvals.values() if not a.decided]
+        checkpoint = state.checkpoint()
+        run.pause(
+            RunResult(
+                run_id=run.id,
+                session_id=run.session_id,
+                status=RunStatus.AWAITING_APPROVAL,
+                output=state.output,
+                usage=state.usage,
+                duration=state.elapsed(),
+                started_at=state.started_at,
+                metadata=state.metadata,
+                approvals=tuple(pending),
+                checkpoint=checkpoint,
+            )
+        )
+        clock = time.perf_counter()
+        try:
+            decided = await run.decisions()
+        except RunSuspended:
+            raise _Suspended from None
+        finally:
+            waited = time.perf_counter() - clock
+            state.waited += waited
+            if state.deadline is not None and state.deadline.when() is not None:
+                state.deadline.reschedule(state.deadline.when() + waited)  # type: ignore[operator]
+        self.calls.settle_approvals(state, decided)
+        run.resume()
 
     @staticmethod
     def _final(response: ModelResponse) -> tuple[RunStatus, str | None]:
@@ -206,7 +301,7 @@ class AgentLoop:
             return RunStatus.FAILED, "the request exceeded the model's context window"
         return RunStatus.COMPLETED, None
 
-    async def _call_model(self, state: _RunState, request: ModelRequest) -> ModelResponse:
+    async def _call_model(self, state: RunState, request: ModelRequest) -> ModelResponse:
         run = state.run
         stream = self.generation.stream or run.streamed
         run.emit(
@@ -276,122 +371,7 @@ class AgentLoop:
             )
         return response
 
-    async def _run_tools(self, state: _RunState, calls: Sequence[ToolCall], iteration: int) -> None:
-        limit = asyncio.Semaphore(self.runtime.max_parallel_tools)
-
-        async def bounded(call: ToolCall) -> None:
-            async with limit:
-                await self._run_tool(state, call, iteration)
-
-        for batch in self._batches(calls):
-            if state.run.interrupt_requested():
-                return
-            if len(batch) == 1:
-                await self._run_tool(state, batch[0], iteration)
-            else:
-                await asyncio.gather(*(bounded(call) for call in batch))
-
-    def _batches(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
-        """Consecutive concurrency-safe calls run together; any other call runs alone."""
-        batches: list[list[ToolCall]] = []
-        for call in calls:
-            if self._safe(call) and batches and self._safe(batches[-1][-1]):
-                batches[-1].append(call)
-            else:
-                batches.append([call])
-        return batches
-
-    def _safe(self, call: ToolCall) -> bool:
-        tool = self.tools.get(call.name)
-        return tool is None or tool.concurrency_safe
-
-    async def _run_tool(self, state: _RunState, call: ToolCall, iteration: int) -> None:
-        run = state.run
-        if self.hooks.wants("before_tool"):
-            await self.hooks.emit(
-                "before_tool",
-                run_id=run.id,
-                session_id=run.session_id,
-                tool_name=call.name,
-                arguments=call.arguments,
-                tool_call_id=call.id,
-                iteration=iteration,
-            )
-        run.emit(
-            "tool.started", tool_call_id=call.id, tool_name=call.name, arguments=call.arguments
-        )
-        clock = time.perf_counter()
-        state.started.add(call.id)
-        content, is_error = await self._invoke(state, call)
-        limit = self.runtime.max_tool_result_chars
-        if len(content) > limit:
-            content = f"{content[:limit]}\n[truncated: {len(content) - limit} more characters]"
-        state.results[call.id] = Message.tool_result(call, content, is_error=is_error)
-        run.emit(
-            "tool.completed",
-            tool_call_id=call.id,
-            tool_name=call.name,
-            is_error=is_error,
-            output=content,
-            duration=time.perf_counter() - clock,
-        )
-        if self.hooks.wants("after_tool"):
-            await self.hooks.emit(
-                "after_tool",
-                run_id=run.id,
-                session_id=run.session_id,
-                tool_name=call.name,
-                arguments=call.arguments,
-                tool_call_id=call.id,
-                result=content,
-                success=not is_error,
-                iteration=iteration,
-            )
-
-    async def _invoke(self, state: _RunState, call: ToolCall) -> tuple[str, bool]:
-        tool = self.tools.get(call.name)
-        if tool is None:
-            known = ", ".join(t.name for t in self.tools) or "none"
-            return f"unknown tool {call.name!r}; available tools: {known}", True
-        if call.raw_arguments is not None and not call.arguments:
-            return (
-                f"arguments for tool {call.name!r} are not a JSON object: "
-                f"{call.raw_arguments[:500]!r}",
-                True,
-            )
-        context = ToolContext(
-            run_id=state.run.id,
-            session_id=state.run.session_id,
-            tool_call_id=call.id,
-            metadata=state.metadata,
-        )
-        try:
-            async with asyncio.timeout(self.runtime.tool_timeout):
-                value = await tool.invoke(call.arguments, context)
-        except ToolArgumentsError as exc:
-            return str(exc), True
-        except TimeoutError:
-            return f"tool {call.name!r} timed out after {self.runtime.tool_timeout:g}s", True
-        except Exception as exc:
-            logger.warning("tool %s raised %s: %s", call.name, type(exc).__name__, exc)
-            return f"tool {call.name!r} failed: {type(exc).__name__}: {exc}", True
-        return render_result(value), False
-
-    def _close_open_calls(self, state: _RunState, reason: str) -> None:
-        """Append the results of the last turn's calls, in call order, filling any gap."""
-        if not state.open_calls:
-            return
-        for call in state.open_calls:
-            what = "stopped before finishing" if call.id in state.started else "not run"
-            message = state.results.get(call.id) or Message.tool_result(
-                call, f"{what}: {reason}", is_error=True
-            )
-            state.append(message)
-        state.open_calls = ()
-        state.results = {}
-        state.started = set()
-
-    async def _compact_if_needed(self, state: _RunState, iteration: int) -> None:
+    async def _compact_if_needed(self, state: RunState, iteration: int) -> None:
         budget = self.runtime.max_context_tokens * 4
         used = state.history.chars + state.transcript_chars + len(self.instructions)
         if used < budget * COMPACT_AT or not state.history.messages:

@@ -12,11 +12,13 @@ import json
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from loom import logs
+from loom.core.approvals import Approval, UnknownApproval
 from loom.core.attention import Decider, SessionView
+from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.core.session_store import RunRecord, SessionStore
@@ -35,6 +37,7 @@ MAX_REMEMBERED_DEDUPE_KEYS = 1_000
 MAX_RUNS_KEPT = 100
 
 Task = str | RuntimeTask
+Outcome = tuple[RunResult, list[Message]]
 
 
 class SessionHost(Protocol):
@@ -117,13 +120,50 @@ class Session:
             metadata = {**task.metadata, **metadata}
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         run.streamed = stream
+        return self._launch(run, lambda history: self.agent.loop.execute(
+            run, history, Message.user(self._with_pending_signals(text)), metadata=metadata
+        ))  # fmt: skip
+
+    def resume(self, checkpoint: RunCheckpoint, *, journal: ToolJournal | None = None) -> Run:
+        """Go on with a run suspended while it waited for approvals (same run id), from its
+        checkpoint: the decided calls run, each at most once through ``journal``."""
+        if checkpoint.session_id != self.id:
+            raise ValueError(
+                f"checkpoint of session {checkpoint.session_id!r} resumed in session {self.id!r}"
+            )
+        run = Run(checkpoint.run_id, self.id, max_events=self.agent.runtime.max_events)
+        run.journal = journal
+        return self._launch(run, lambda history: self.agent.loop.resume(run, history, checkpoint))
+
+    def _launch(self, run: Run, body: Callable[[WorkingHistory], Awaitable[Outcome]]) -> Run:
         self._queued += 1
         # The run's task logs with its own run and session ids, whoever started it.
         ids = contextvars.copy_context()
         ids.run(logs.bind, run_id=run.id, session_id=self.id)
-        run.attach(
-            asyncio.get_running_loop().create_task(self._execute(run, text, metadata), context=ids)
-        )
+        run.attach(asyncio.get_running_loop().create_task(self._execute(run, body), context=ids))
+        return run
+
+    def approve(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Approve a call the session's current run waits for (see ``Run.approve``)."""
+        return self._waiting_run(approval_id).approve(approval_id, message, by=by)
+
+    def deny(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Deny a call the session's current run waits for (see ``Run.deny``)."""
+        return self._waiting_run(approval_id).deny(approval_id, message, by=by)
+
+    @property
+    def approvals(self) -> tuple[Approval, ...]:
+        """The approvals the session's current run waits for."""
+        return self.current_run.approvals if self.current_run is not None else ()
+
+    def _waiting_run(self, approval_id: str) -> Run:
+        run = self.current_run
+        if run is None or all(a.id != approval_id for a in run.approvals):
+            raise UnknownApproval(f"session {self.id} waits for no approval {approval_id!r}")
         return run
 
     async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:
@@ -138,7 +178,9 @@ class Session:
         async for event in run.events():
             yield event
 
-    async def _execute(self, run: Run, text: str, metadata: dict[str, Any]) -> None:
+    async def _execute(
+        self, run: Run, body: Callable[[WorkingHistory], Awaitable[Outcome]]
+    ) -> None:
         loop = self.agent.loop
         waiting = True
         try:
@@ -150,16 +192,14 @@ class Session:
                 if run.cancel_reason is not None:  # cancelled while waiting its turn
                     raise asyncio.CancelledError
                 history = await self._working_history()
-                user_message = Message.user(self._with_pending_signals(text))
                 self.current_run = run
                 try:
-                    result, transcript = await loop.execute(
-                        run, history, user_message, metadata=metadata
-                    )
+                    result, transcript = await body(history)
                 finally:
                     self.current_run = None
-                history.extend(transcript)
-                await self._record(result, transcript)
+                if result.status is not RunStatus.AWAITING_APPROVAL:  # suspended: not ended
+                    history.extend(transcript)
+                    await self._record(result, transcript)
         except asyncio.CancelledError:
             if waiting:
                 self._queued -= 1
