@@ -258,8 +258,7 @@ class AgentLoop:
 
     async def _wait_for_people(self, state: RunState) -> None:
         """Pause the run until every approval is decided; its checkpoint is taken first,
-        and from then on its calls are journaled. The wait does not count as work: the
-        run's deadline moves by as long as it lasted."""
+        and from then on its calls are journaled. The wait does not count as work."""
         run = state.run
         state.journal = state.journal or run.journal or MemoryToolJournal()
         pending = [a for a in state.approvals.values() if not a.decided]
@@ -278,16 +277,21 @@ class AgentLoop:
                 checkpoint=checkpoint,
             )
         )
+        # The deadline stops while people decide, and goes on with the time that was left.
+        deadline, loop = state.deadline, asyncio.get_running_loop()
+        due = deadline.when() if deadline is not None else None
+        left = None if due is None else due - loop.time()
+        if deadline is not None:
+            deadline.reschedule(None)
         clock = time.perf_counter()
         try:
             decided = await run.decisions()
         except RunSuspended:
             raise _Suspended from None
         finally:
-            waited = time.perf_counter() - clock
-            state.waited += waited
-            if state.deadline is not None and state.deadline.when() is not None:
-                state.deadline.reschedule(state.deadline.when() + waited)  # type: ignore[operator]
+            state.waited += time.perf_counter() - clock
+            if deadline is not None and left is not None:
+                deadline.reschedule(loop.time() + left)
         self.calls.settle_approvals(state, decided)
         run.resume()
 

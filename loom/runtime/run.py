@@ -173,6 +173,7 @@ class Run:
                     self._approvals[approval.id] = approval.expire(now)
             waiting = [a for a in self._approvals.values() if not a.decided]
             if not waiting or self.interrupt_requested():
+                self._paused = None
                 return tuple(self._approvals.values())
             soonest = min(a.expires_at for a in waiting)
             self._decided.clear()
@@ -249,6 +250,8 @@ class Run:
             raise UnknownApproval(f"run {self.id} waits for no approval {approval_id!r}")
         decided = approval.decide(decision, message=message, digest=digest, by=by)
         self._approvals[approval_id] = decided
+        if all(a.decided for a in self._approvals.values()):
+            self._paused = None  # wait() now waits for what comes next
         self._decided.set()
         return decided
 
@@ -258,6 +261,7 @@ class Run:
         if self.status is not RunStatus.AWAITING_APPROVAL or self.done():
             return False
         self._suspend = True
+        self._paused = None  # wait() returns once the run has handed back its checkpoint
         self._decided.set()
         return True
 
@@ -299,6 +303,7 @@ class Run:
         if self.done() or self.status.finished or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
+        self._paused = None
         # A task cancelled before its first step never runs its body, so nothing would end
         # the run and wait() would hang; such a task sees cancel_reason when it starts.
         if self._task is not None and not _not_started(self._task):
@@ -310,7 +315,8 @@ class Run:
         if self.done() or self.status.finished:
             return False
         self.interrupt_reason = self.interrupt_reason or reason
-        self._decided.set()  # a run waiting for approvals stops waiting
+        self._paused = None  # a run waiting for approvals stops waiting
+        self._decided.set()
         return True
 
     def __repr__(self) -> str:

@@ -107,9 +107,7 @@ class ToolCalls:
             return await self.governor.review(self._info(state, tool, call))
         except Exception as exc:
             logger.exception("governance review of %s failed; the call is denied", call.name)
-            return Ruling(
-                Verdict.DENY, f"the governance check failed: {type(exc).__name__}", "error"
-            )
+            return _failed_closed(exc)
 
     @staticmethod
     def _info(state: RunState, tool: Tool[..., Any], call: ToolCall) -> ToolCallInfo:
@@ -140,11 +138,11 @@ class ToolCalls:
             if approval.approved:
                 continue
             call = next(c for c in state.open_calls if c.id == approval.call_id)
-            who = (
-                f" by {approval.decided_by}" if approval.decided_by and not approval.lapsed else ""
-            )
             why = approval.message or "no reason given"
-            what = "approval expired" if approval.lapsed else f"denied by a person{who}"
+            if approval.lapsed:
+                what = "approval expired"
+            else:
+                what = "denied by " + (approval.decided_by or "a person")
             content = f"tool call not run: {what}: {why}"
             state.results[call.id] = Message.tool_result(call, content, is_error=True)
             state.run.emit(
@@ -282,9 +280,7 @@ class ToolCalls:
             return await self.governor.admit(self._info(state, tool, call), self.rate_limits)
         except Exception as exc:
             logger.exception("governance admission of %s failed; the call is denied", call.name)
-            return Ruling(
-                Verdict.DENY, f"the governance check failed: {type(exc).__name__}", "error"
-            )
+            return _failed_closed(exc)
 
     @staticmethod
     def _announce_denial(state: RunState, call: ToolCall, ruling: Ruling) -> None:
