@@ -370,3 +370,47 @@ def test_requires_approval_must_be_a_flag_or_a_callable() -> None:
     assert (plain.requires_approval, plain.idempotent) == (False, False)
     with pytest.raises(ValueError, match="requires_approval must be"):
         tool(name="x", requires_approval="always")(lambda: None)  # type: ignore[call-overload]
+
+
+# -- where an agent gets its governance ----------------------------------------------------
+
+
+def test_an_agent_takes_the_runtimes_governance_or_its_presets() -> None:
+    from loom import Agent, Runtime
+    from loom.state.memory_rate_limits import MemoryRateLimits
+
+    mine = GovernancePolicy.deny_all("no")
+    assert Agent("test", runtime=Runtime.long_running(governance=mine)).governance is mine
+    supervised = Agent("test", runtime=Runtime.supervised()).governance
+    assert isinstance(supervised, GovernancePolicy)
+    assert supervised.approve_writes
+    for runtime in (None, Runtime.sdk(), Runtime.autonomous()):
+        agent = Agent("test", runtime=runtime)
+        assert isinstance(agent.governance, GovernancePolicy)
+        assert not agent.governance.approve_writes
+        assert not agent.governance.allow_destructive
+        assert isinstance(agent.rate_limits, MemoryRateLimits)
+
+
+def test_runtime_governance_must_be_a_governor() -> None:
+    from pydantic import ValidationError
+
+    from loom import Runtime
+
+    with pytest.raises(ValidationError, match="governance must be a GovernancePolicy"):
+        Runtime(governance="deny everything")
+
+
+def test_a_denial_is_counted_by_rule_and_tool_with_bounded_labels() -> None:
+    from prometheus_client import REGISTRY
+
+    from loom import metrics
+
+    def count(rule: str, tool: str) -> float:
+        labels = {"rule": rule, "tool": tool}
+        return REGISTRY.get_sample_value("loom_governance_denials_total", labels) or 0.0
+
+    before = count("veto", "shell"), count("other", "shell")
+    metrics.governance_denied("veto", "shell")
+    metrics.governance_denied("made-up rule", "shell")
+    assert (count("veto", "shell"), count("other", "shell")) == (before[0] + 1, before[1] + 1)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+
+from loom.core.governance import Governor
+
+
+def _governor(value: Any) -> Governor | None:
+    """A governance policy is anything with ``review`` and ``admit`` (the Governor port)."""
+    if value is None or (
+        callable(getattr(value, "review", None)) and callable(getattr(value, "admit", None))
+    ):
+        return cast("Governor | None", value)
+    raise ValueError(
+        f"governance must be a GovernancePolicy (or a Governor: review and admit), not {value!r}"
+    )
 
 
 class Runtime(BaseModel):
@@ -31,6 +44,9 @@ class Runtime(BaseModel):
     """Events kept per run (token events past it are streamed, not kept)."""
     criteria: tuple[str, ...] = ()
     """Acceptance criteria sent to the model with every request."""
+    governance: Annotated[Governor | None, PlainValidator(_governor)] = None
+    """Which tool calls may run, need approval, or are rate limited; None: the preset's
+    (``GovernancePolicy.supervised()`` for ``supervised``, else ``GovernancePolicy.default()``)."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:
