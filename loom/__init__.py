@@ -19,6 +19,7 @@ from loom.generation import Generation
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
 from loom.runtime.decisions import SignalDecision
@@ -39,6 +40,7 @@ __all__ = [
     "FeedbackPolicy",
     "FileSessionStore",
     "Generation",
+    "GovernancePolicy",
     "InMemorySessionStore",
     "LoomError",
     "Message",

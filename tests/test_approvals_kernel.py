@@ -360,7 +360,7 @@ async def test_a_call_started_before_a_crash_is_not_run_again() -> None:
     assert "api was up (recorded)" in result.output
 
     # An idempotent tool is simply run again.
-    status.idempotent = True
+    status.idempotent = True  # as @tool(idempotent=True) would set it
     journal = MemoryToolJournal()
     await journal.finished(run.id, "c1", "restarted api (recorded)", False)
     await journal.started(run.id, "c2")

@@ -1,4 +1,4 @@
-"""Policies that steer the runtime: attention and feedback (governance comes later)."""
+"""Policies that steer the runtime: attention, feedback and governance."""
 
 from loom.policies.attention import (
     ACTIONS,
@@ -9,6 +9,7 @@ from loom.policies.attention import (
     SignalDecision,
 )
 from loom.policies.feedback import ExplicitFeedback, FeedbackEvent, FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 
 __all__ = [
     "ACTIONS",
@@ -18,6 +19,7 @@ __all__ = [
     "ExplicitFeedback",
     "FeedbackEvent",
     "FeedbackPolicy",
+    "GovernancePolicy",
     "SessionView",
     "SignalDecision",
 ]

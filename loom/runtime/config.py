@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+
+from loom.core.governance import Governor
+
+
+def _governor(value: Any) -> Governor | None:
+    """A governance policy is anything with ``review`` and ``admit`` (the Governor port)."""
+    if value is None or (
+        callable(getattr(value, "review", None)) and callable(getattr(value, "admit", None))
+    ):
+        return cast("Governor | None", value)
+    raise ValueError(
+        f"governance must be a GovernancePolicy (or a Governor: review and admit), not {value!r}"
+    )
 
 
 class Runtime(BaseModel):
@@ -33,6 +46,9 @@ class Runtime(BaseModel):
     """Acceptance criteria sent to the model with every request."""
     approval_ttl: float = Field(default=86_400.0, gt=0)
     """Seconds a tool call waits for a person's approval; then it is denied as expired."""
+    governance: Annotated[Governor | None, PlainValidator(_governor)] = None
+    """Which tool calls may run, need approval, or are rate limited; None: the preset's
+    (``GovernancePolicy.supervised()`` for ``supervised``, else ``GovernancePolicy.default()``)."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:

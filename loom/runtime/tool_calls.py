@@ -111,16 +111,11 @@ class ToolCalls:
 
     @staticmethod
     def _info(state: RunState, tool: Tool[..., Any], call: ToolCall) -> ToolCallInfo:
-        return ToolCallInfo(
-            tool=call.name,
-            arguments=state.arguments_of(call),
+        return tool.call_info(
+            state.arguments_of(call),
             call_id=call.id,
             run_id=state.run.id,
             session_id=state.run.session_id,
-            read_only=tool.read_only,
-            destructive=tool.destructive,
-            idempotent=getattr(tool, "idempotent", False),
-            requires_approval=getattr(tool, "requires_approval", False),
         )
 
     def _deny(self, state: RunState, call: ToolCall, ruling: Ruling) -> None:
@@ -230,7 +225,7 @@ class ToolCalls:
         if entry is not None and entry.finished:
             return entry.content, entry.is_error
         tool = self.tools.get(call.name)
-        if entry is not None and not getattr(tool, "idempotent", False):
+        if entry is not None and not (tool is not None and tool.idempotent):
             await journal.finished(run_id, call.id, UNKNOWN_OUTCOME, True)
             return UNKNOWN_OUTCOME, True
         await journal.started(run_id, call.id)
@@ -285,7 +280,7 @@ class ToolCalls:
     @staticmethod
     def _announce_denial(state: RunState, call: ToolCall, ruling: Ruling) -> None:
         """A governance denial: the ``tool.denied`` event and the denials metric."""
-        metrics.GOVERNANCE_DENIALS.labels(call.name).inc()
+        metrics.governance_denied(ruling.rule, call.name)
         state.run.emit(
             "tool.denied",
             tool_call_id=call.id,
