@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from loom.errors import LoomError
 
@@ -212,8 +212,34 @@ class ApprovalExpired(ApprovalError):
     status = 410
 
 
+class ApprovalDesk(Protocol):
+    """Where a person's decision is taken (the daemon: in the shared state, then an
+    ``approval`` signal resumes the run on any worker)."""
+
+    async def decide(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: Decision,
+        *,
+        message: str | None = None,
+        digest: str | None = None,
+        by: str | None = None,
+    ) -> Approval:
+        """Record the decision and return the approval as decided (the first decision,
+        when the same one was taken before). Raises ``UnknownApproval`` (404),
+        ``ApprovalDigestMismatch`` (409), ``ApprovalAlreadyDecided`` (409, naming the first
+        decision) or ``ApprovalExpired`` (410)."""
+        ...
+
+    async def pending(self, session_id: str) -> tuple[Approval, ...]:
+        """The session's approvals still waiting for a decision."""
+        ...
+
+
 __all__ = [
     "Approval",
+    "ApprovalDesk",
     "ApprovalAlreadyDecided",
     "ApprovalDigestMismatch",
     "ApprovalError",
