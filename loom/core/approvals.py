@@ -239,8 +239,8 @@ class ApprovalDesk(Protocol):
 
 __all__ = [
     "Approval",
-    "ApprovalDesk",
     "ApprovalAlreadyDecided",
+    "ApprovalDesk",
     "ApprovalDigestMismatch",
     "ApprovalError",
     "ApprovalExpired",

@@ -12,7 +12,8 @@ The ports, one module each, are what callers type against:
 
 ``State`` adds connecting, the health check, the URL it was made from, and on the same
 backend the kernel's session store (``state.sessions``: transcripts and run records) and
-governance's rate-limit counters (``state.rate_limits``); ``state_from_url`` makes one.
+governance's rate-limit counters (``state.rate_limits``) and the runs waiting for people
+(``state.suspensions``); ``state_from_url`` makes one.
 Implementations: ``MemoryState`` (one process) and ``RedisState``. The port classes and
 their values are also importable from here (the import path of old).
 """
@@ -25,6 +26,7 @@ from loom.errors import LoomError
 from loom.state.claims import Claims, Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 from loom.state.leases import HeldLease, Lease, Leases, StaleFencingToken, replica_id
+from loom.state.suspensions import Suspensions
 from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
@@ -48,6 +50,8 @@ class State(Claims, WorkingState, Leases, FeedbackLog):
     rate_limits: RateLimits
     """Governance's rate-limit counters on the same backend (shared by every replica on
     Redis)."""
+    suspensions: Suspensions
+    """Runs suspended while they wait for approvals: checkpoints, decisions, journals."""
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ from loom.state.redis_sessions import (
     texts,
     url_password,
 )
+from loom.state.redis_suspensions import RedisSuspensions
 from loom.state.redis_working import RedisWorkingState, milliseconds
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
@@ -124,6 +125,13 @@ class RedisState(RedisWorkingState, State):
         )
         self.rate_limits = RedisRateLimits(
             self._client, prefix=prefix, where=self.url, password=self._password
+        )
+        self.suspensions = RedisSuspensions(
+            self._client,
+            prefix=prefix,
+            where=self.url,
+            password=self._password,
+            keep_ms=self._keep_ms,
         )
         self._register_working_scripts()
         register = self._client.register_script
