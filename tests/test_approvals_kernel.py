@@ -386,3 +386,26 @@ async def test_governance_admits_calls_only_when_they_run() -> None:
     run.deny(approval.id)
     await run.wait()
     assert rules.admitted == []  # a denied call takes no rate-limit use
+
+
+async def test_an_approval_signal_decides_for_the_waiting_run_in_one_process() -> None:
+    from loom import RuntimeSignal
+
+    effects = Effects()
+    script = turns(ToolCall("c1", "restart", {"service": "api"}))
+    agent, _, _ = make_agent(script, ask("restart"), effects)
+    run = agent.session("ops").start("restart")
+    (approval,) = (await run.wait()).approvals
+
+    decision = await agent.receive(
+        RuntimeSignal.create(
+            "approved in chat",
+            type="approval",
+            session_id="ops",
+            payload={"approval_id": approval.id, "decision": "approve", "by": "carol"},
+        )
+    )
+
+    assert decision.action == "resume"
+    assert (await run.wait()).status is RunStatus.COMPLETED
+    assert effects.done == [("restart", {"service": "api"})]

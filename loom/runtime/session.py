@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Protocol
 
 from loom import logs
-from loom.core.approvals import Approval, UnknownApproval
+from loom.core.approvals import Approval, ApprovalError, Decision, UnknownApproval
 from loom.core.attention import Decider, SessionView
 from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.hooks import HookManager
@@ -159,6 +159,26 @@ class Session:
     def approvals(self) -> tuple[Approval, ...]:
         """The approvals the session's current run waits for."""
         return self.current_run.approvals if self.current_run is not None else ()
+
+    def take_decision(self, signal: RuntimeSignal) -> Approval | None:
+        """Apply the decision an ``approval`` signal carries (``approval_id``, ``decision``,
+        and optionally ``message``, ``digest``, ``by`` in its payload) to the run waiting for
+        it; a decision that cannot be taken is logged and ignored."""
+        payload = signal.payload
+        try:
+            approval_id = str(payload["approval_id"])
+            return self._waiting_run(approval_id).decide(
+                approval_id,
+                Decision(payload["decision"]),
+                message=payload.get("message"),
+                digest=payload.get("digest"),
+                by=payload.get("by"),
+            )
+        except (KeyError, ValueError, ApprovalError) as problem:
+            logger.warning(
+                "session %s: approval signal %s ignored: %s", self.id, signal.id, problem
+            )
+            return None
 
     def _waiting_run(self, approval_id: str) -> Run:
         run = self.current_run
@@ -335,7 +355,9 @@ class _SessionLedger:
         session, woken = self.session, []
         for decision in decisions:
             signal = decision.signal
-            if decision.action.wakes_a_worker:
+            if decision.action.resumes:
+                session.take_decision(signal)
+            elif decision.action.wakes_a_worker:
                 if decision.action.interrupts and session.current_run is not None:
                     session.current_run.interrupt(f"interrupted by signal {signal.id}")
                 context = RunContext(metadata={"signal": signal.id})
