@@ -10,8 +10,9 @@ from loom.wire import PendingSignal
 
 
 async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
-    """A session as JSON: working state, runs with the signals each handled, last reply;
-    None for a session nothing is known of."""
+    """A session as JSON: working state, runs with the signals each handled, last reply,
+    the run waiting for people and its pending approvals; None for a session nothing is
+    known of."""
     snapshot = await state.sessions.load(session_id)
     runs = [record.to_dict() for record in snapshot.runs] if snapshot else []
     last_reply = next((r["output"] for r in reversed(runs) if r["status"] == "completed"), None)
@@ -19,7 +20,8 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
     pending = await state.pending(session_id)
     in_flight = await state.in_flight(session_id)
     decisions = await state.decisions(session_id, 50)
-    if snapshot is None and not (pending or in_flight or decisions or holder):
+    suspended = await state.suspensions.load(session_id)
+    if snapshot is None and not (pending or in_flight or decisions or holder or suspended):
         return None
     return {
         "session_id": session_id,
@@ -30,6 +32,8 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
         "decisions": [json.loads(d) for d in decisions],
         "runs": runs,
         "last_reply": last_reply,
+        "awaiting_run": suspended.run_id if suspended else None,
+        "approvals": [a.to_dict() for a in suspended.pending] if suspended else [],
     }
 
 

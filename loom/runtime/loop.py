@@ -66,6 +66,11 @@ class AgentLoop:
             self.tools, self.runtime, self.hooks, self.governor, self.rate_limits
         )
 
+    def retune(self, runtime: Runtime) -> None:
+        """Use ``runtime``'s limits for every later run (the daemon's settings override
+        some of the agent's)."""
+        self.runtime = self.calls.runtime = runtime
+
     def govern(self, governor: Governor | None, rate_limits: RateLimits | None) -> None:
         """Use ``governor`` (and ``rate_limits`` for its limits) for every later call."""
         self.governor = self.calls.governor = governor

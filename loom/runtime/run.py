@@ -127,6 +127,9 @@ class Run:
         self._decided = asyncio.Event()
         self._changed = asyncio.get_running_loop().create_future()
         self._suspend = False
+        self.checkpointed = False
+        """True once the run has had a checkpoint (it paused for approvals, or was resumed
+        from one): its end also ends the checkpoint."""
 
     # -- for the loop -------------------------------------------------------------------
     def attach(self, task: asyncio.Task[Any]) -> None:
@@ -154,6 +157,7 @@ class Run:
     def pause(self, result: RunResult) -> None:
         """The run waits for people: ``wait()`` returns ``result`` until they decide."""
         self.status = RunStatus.AWAITING_APPROVAL
+        self.checkpointed = True
         self._paused = result
         self._approvals = {a.id: a for a in result.approvals}
         self._decided.clear()
@@ -254,6 +258,15 @@ class Run:
             self._paused = None  # wait() now waits for what comes next
         self._decided.set()
         return decided
+
+    def record_decision(self, approval: Approval) -> None:
+        """Take a decision already taken elsewhere (the daemon's state, which checked it):
+        the run goes on once every approval it waits for is decided."""
+        if approval.decided and approval.id in self._approvals:
+            self._approvals[approval.id] = approval
+            if all(a.decided for a in self._approvals.values()):
+                self._paused = None
+            self._decided.set()
 
     def suspend(self) -> bool:
         """Stop waiting here: the run ends in this process as ``awaiting_approval`` with a

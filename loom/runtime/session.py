@@ -133,6 +133,7 @@ class Session:
             )
         run = Run(checkpoint.run_id, self.id, max_events=self.agent.runtime.max_events)
         run.journal = journal
+        run.checkpointed = True
         return self._launch(run, lambda history: self.agent.loop.resume(run, history, checkpoint))
 
     def _launch(self, run: Run, body: Callable[[WorkingHistory], Awaitable[Outcome]]) -> Run:
