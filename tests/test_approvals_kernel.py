@@ -409,3 +409,20 @@ async def test_an_approval_signal_decides_for_the_waiting_run_in_one_process() -
     assert decision.action == "resume"
     assert (await run.wait()).status is RunStatus.COMPLETED
     assert effects.done == [("restart", {"service": "api"})]
+
+
+async def test_a_call_denied_while_suspended_is_not_run_on_resume() -> None:
+    effects = Effects()
+    script = turns(ToolCall("c1", "restart", {"service": "api"}))
+    agent, _, _ = make_agent(script, ask("restart"), effects)
+    run = agent.session("ops").start("go")
+    (approval,) = (await run.wait()).approvals
+    run.suspend()
+    checkpoint = (await run.wait()).checkpoint
+    assert checkpoint is not None
+
+    denied = checkpoint.with_approval(approval.decide("deny", message="no", by="bob"))
+    result = await agent.session("ops").resume(denied, journal=MemoryToolJournal()).wait()
+
+    assert effects.done == []
+    assert "denied by bob: no" in result.output

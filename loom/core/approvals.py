@@ -208,7 +208,13 @@ class ApprovalAlreadyDecided(ApprovalError):
         self.approval = approval
 
 
-class ApprovalExpired(ApprovalError):
+class ApprovalGone(ApprovalError):
+    """The run no longer waits for the approval (it ended without a decision on it)."""
+
+    status = 410
+
+
+class ApprovalExpired(ApprovalGone):
     status = 410
 
 
@@ -244,6 +250,7 @@ __all__ = [
     "ApprovalDigestMismatch",
     "ApprovalError",
     "ApprovalExpired",
+    "ApprovalGone",
     "Decision",
     "UnknownApproval",
     "argument_digest",

@@ -47,12 +47,13 @@ class StateApprovalDesk:
         self,
         session_id: str,
         approval_id: str,
-        decision: Decision,
+        decision: Decision | str,
         *,
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
     ) -> Approval:
+        decision = Decision(decision)
         approval, fresh = await self.suspensions.decide(
             session_id, approval_id, decision, message=message, digest=digest, by=by
         )

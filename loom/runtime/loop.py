@@ -113,6 +113,7 @@ class AgentLoop:
         run.status = RunStatus.RUNNING
         run.input = checkpoint.input
         run.emit("run.resumed", approvals=[a.to_dict() for a in checkpoint.approvals])
+        self.calls.settle_approvals(state, [a for a in checkpoint.approvals if a.decided])
         return await self._finish(state, await self._guarded(state, resuming=True))
 
     async def _finish(

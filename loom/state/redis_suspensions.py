@@ -27,15 +27,22 @@ from loom.core.approvals import Approval, Decision
 from loom.core.checkpoints import JournalEntry, RunCheckpoint
 from loom.state.leases import StaleFencingToken
 from loom.state.redis_sessions import session_key, unavailable
-from loom.state.suspensions import Suspensions, decided, resumable_at
+from loom.state.suspensions import (
+    CLOSED_TTL,
+    Suspensions,
+    closed_approvals,
+    decide_closed,
+    decided,
+    resumable_at,
+)
 
 # Fenced writes: KEYS[1] fence, KEYS[2] issued token; ARGV[1] token, ARGV[2] keep (ms).
-# Answers the newer token when the write's is stale (and writes nothing).
+# Answers 'stale:<newer token>' when the write's is stale (and writes nothing).
 _FENCE = """
 local token = tonumber(ARGV[1])
 local newest = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
                         tonumber(redis.call('GET', KEYS[2]) or '0'))
-if token < newest then return string.format('%d', newest) end
+if token < newest then return string.format('stale:%d', newest) end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else
@@ -58,16 +65,30 @@ return false
 """
 )
 
-# KEYS[3] checkpoint, KEYS[4] index, KEYS[5] journal; ARGV[3] run id, ARGV[4] session id.
+# KEYS[3] checkpoint, KEYS[4] index, KEYS[5] journal, KEYS[6..] the approvals' closed keys;
+# ARGV[3] the checkpoint as read, ARGV[4] session id, ARGV[5] closed TTL (ms), ARGV[6..]
+# the approvals as they ended. Answers 'changed' (writing nothing) when the checkpoint is
+# no longer the one read: a decision landed meanwhile, and the caller reads again.
 DISCARD = (
     _FENCE
     + """
 local stored = redis.call('GET', KEYS[3])
-if stored and cjson.decode(stored)['run_id'] == ARGV[3] then
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[4], ARGV[4])
-end
+if stored ~= ARGV[3] then return 'changed' end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('DEL', KEYS[5])
+for i = 6, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[5])
+end
+return false
+"""
+)
+
+# KEYS[3] journal (a run that never had a checkpoint here).
+FORGET_JOURNAL = (
+    _FENCE
+    + """
+redis.call('DEL', KEYS[3])
 return false
 """
 )
@@ -105,6 +126,7 @@ class RedisSuspensions(Suspensions):
         self._keep_ms = keep_ms
         self._save = client.register_script(SAVE)
         self._discard = client.register_script(DISCARD)
+        self._forget_journal = client.register_script(FORGET_JOURNAL)
         self._journal = client.register_script(JOURNAL)
 
     def _key(self, session_id: str, part: str) -> str:
@@ -119,15 +141,20 @@ class RedisSuspensions(Suspensions):
 
     async def _fenced(
         self, script: Any, session_id: str, token: int, keys: list[str], *args: Any
-    ) -> None:
+    ) -> str | None:
+        """Run a fenced script; its answer (None for none), or ``StaleFencingToken``."""
         with unavailable(self._where, self._password):
-            newer = await script(
+            answer = await script(
                 keys=[*self._fence_keys(session_id), *keys], args=[token, self._keep_ms, *args]
             )
-        if newer is not None:
+        if answer is None:
+            return None
+        text = answer.decode() if isinstance(answer, bytes) else str(answer)
+        if text.startswith("stale:"):
             raise StaleFencingToken(
-                f"session {session_id}: fencing token {token} is older than {int(newer)}"
+                f"session {session_id}: fencing token {token} is older than {text[6:]}"
             )
+        return text
 
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         session_id = checkpoint.session_id
@@ -164,6 +191,11 @@ class RedisSuspensions(Suspensions):
                         await pipe.watch(key)
                         raw = await pipe.get(key)
                         stored = None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
+                        if stored is None or stored.approval(approval_id) is None:
+                            await pipe.unwatch()  # type: ignore[no-untyped-call]
+                            return await self._decide_closed(
+                                session_id, approval_id, decision, digest
+                            )
                         checkpoint, approval, fresh = decided(
                             stored,
                             approval_id,
@@ -186,17 +218,40 @@ class RedisSuspensions(Suspensions):
                         continue  # written meanwhile: decide on what is there now
 
     async def discard(self, session_id: str, run_id: str, token: int) -> None:
-        await self._fenced(
-            self._discard,
-            session_id,
-            token,
-            [
-                self._key(session_id, "suspended"),
-                self._index,
-                self._key(session_id, f"journal:{run_id}"),
-            ],
-            run_id,
-            session_id,
+        key = self._key(session_id, "suspended")
+        journal = self._key(session_id, f"journal:{run_id}")
+        while True:
+            with unavailable(self._where, self._password):
+                raw = await self._client.get(key)
+            stored = None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
+            if stored is None or stored.run_id != run_id:
+                await self._fenced(self._forget_journal, session_id, token, [journal])
+                return
+            closed = closed_approvals(stored)
+            answer = await self._fenced(
+                self._discard,
+                session_id,
+                token,
+                [key, self._index, journal, *(self._closed_key(a.id) for a in closed)],
+                raw,
+                session_id,
+                int(CLOSED_TTL * 1000),
+                *(json.dumps(a.to_dict(), separators=(",", ":")) for a in closed),
+            )
+            if answer != "changed":
+                return
+
+    def _closed_key(self, approval_id: str) -> str:
+        return f"{self._prefix}:approval:{approval_id}"
+
+    async def _decide_closed(
+        self, session_id: str, approval_id: str, decision: Decision, digest: str | None
+    ) -> tuple[Approval, bool]:
+        with unavailable(self._where, self._password):
+            raw = await self._client.get(self._closed_key(approval_id))
+        closed = None if raw is None else Approval.from_dict(json.loads(raw))
+        return decide_closed(
+            closed, decision, session_id=session_id, approval_id=approval_id, digest=digest
         )
 
     async def resumable(self, now: datetime, limit: int = 100) -> list[str]:

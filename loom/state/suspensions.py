@@ -11,10 +11,17 @@ implementation; ``RedisSuspensions`` (``loom.state.redis_suspensions``) the shar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from loom.core.approvals import Approval, Decision, UnknownApproval
+from loom.core.approvals import (
+    Approval,
+    ApprovalExpired,
+    ApprovalGone,
+    Decision,
+    UnknownApproval,
+)
 from loom.core.checkpoints import JournalEntry, RunCheckpoint
 
 Fence = Callable[[str, int], Awaitable[None]]
@@ -51,7 +58,9 @@ class Suspensions(ABC):
     @abstractmethod
     async def discard(self, session_id: str, run_id: str, token: int) -> None:
         """The run ``run_id`` ended: forget its checkpoint and journal (fenced; a
-        checkpoint of another run is left alone)."""
+        checkpoint of another run is left alone). Its approvals are remembered as they
+        ended for ``CLOSED_TTL``, so a late decision is answered truthfully (already
+        decided, expired, or gone) rather than as unknown."""
 
     @abstractmethod
     async def resumable(self, now: datetime, limit: int = 100) -> list[str]:
@@ -82,6 +91,39 @@ class Suspensions(ABC):
         is_error: bool,
         token: int,
     ) -> None: ...
+
+
+CLOSED_TTL = 7 * 86_400.0
+"""Seconds an ended run's approvals are remembered (see ``Suspensions.discard``)."""
+MAX_CLOSED = 10_000
+"""Ended approvals the memory backend remembers."""
+
+
+def closed_approvals(checkpoint: RunCheckpoint, now: datetime | None = None) -> list[Approval]:
+    """How the checkpoint's approvals ended: decided, expired, or left undecided."""
+    now = now or datetime.now(UTC)
+    return [a.expire(now) if not a.decided and a.expired(now) else a for a in checkpoint.approvals]
+
+
+def decide_closed(
+    approval: Approval | None,
+    decision: Decision,
+    *,
+    session_id: str,
+    approval_id: str,
+    digest: str | None,
+) -> tuple[Approval, bool]:
+    """A decision on an approval whose run ended: the same one again is answered with the
+    first; anything else says why it cannot be taken."""
+    if approval is None or approval.session_id != session_id:
+        raise UnknownApproval(f"session {session_id!r} waits for no approval {approval_id!r}")
+    if approval.lapsed:
+        raise ApprovalExpired(
+            f"approval {approval_id} expired at {approval.expires_at.isoformat()}"
+        )
+    if not approval.decided:
+        raise ApprovalGone(f"approval {approval_id}: its run ended without waiting for it")
+    return approval.decide(decision, digest=digest), False
 
 
 def resumable_at(checkpoint: RunCheckpoint) -> datetime:
@@ -119,6 +161,7 @@ class MemorySuspensions(Suspensions):
         self._fence = fence
         self._checkpoints: dict[str, RunCheckpoint] = {}
         self._journals: dict[tuple[str, str], dict[str, JournalEntry]] = {}
+        self._closed: OrderedDict[str, Approval] = OrderedDict()
 
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         await self._fence(checkpoint.session_id, token)
@@ -137,8 +180,17 @@ class MemorySuspensions(Suspensions):
         digest: str | None = None,
         by: str | None = None,
     ) -> tuple[Approval, bool]:
+        stored = self._checkpoints.get(session_id)
+        if stored is None or stored.approval(approval_id) is None:
+            return decide_closed(
+                self._closed.get(approval_id),
+                decision,
+                session_id=session_id,
+                approval_id=approval_id,
+                digest=digest,
+            )
         checkpoint, approval, fresh = decided(
-            self._checkpoints.get(session_id),
+            stored,
             approval_id,
             decision,
             session_id=session_id,
@@ -154,6 +206,10 @@ class MemorySuspensions(Suspensions):
         checkpoint = self._checkpoints.get(session_id)
         if checkpoint is not None and checkpoint.run_id == run_id:
             del self._checkpoints[session_id]
+            for approval in closed_approvals(checkpoint):
+                self._closed[approval.id] = approval
+            while len(self._closed) > MAX_CLOSED:
+                self._closed.popitem(last=False)
         self._journals.pop((session_id, run_id), None)
 
     async def resumable(self, now: datetime, limit: int = 100) -> list[str]:
@@ -189,4 +245,12 @@ class MemorySuspensions(Suspensions):
         )
 
 
-__all__ = ["Fence", "MemorySuspensions", "Suspensions", "resumable_at"]
+__all__ = [
+    "CLOSED_TTL",
+    "Fence",
+    "MemorySuspensions",
+    "Suspensions",
+    "closed_approvals",
+    "decide_closed",
+    "resumable_at",
+]

@@ -197,3 +197,37 @@ async def test_the_journal_records_starts_and_results(backend: Backend) -> None:
     assert (entries["c1"].finished, entries["c2"].finished) == (False, True)
     assert (entries["c2"].content, entries["c2"].is_error) == ("done ✓", False)
     assert await peer.suspensions.journal("s", "run_2") == {}
+
+
+async def test_a_late_decision_after_the_run_ended_is_answered_truthfully(
+    backend: Backend,
+) -> None:
+    from loom.core.approvals import ApprovalGone
+
+    state = backend.new()
+    peer = backend.peer(state)
+    token = await leased(state, "s")
+    await state.suspensions.save(checkpoint("s", "run_1"), token)
+    (approval,) = (await state.suspensions.load("s")).pending  # type: ignore[union-attr]
+    await state.suspensions.decide("s", approval.id, Decision.APPROVE, by="alice")
+    await state.suspensions.discard("s", "run_1", token)
+
+    again, fresh = await peer.suspensions.decide("s", approval.id, Decision.APPROVE)
+    assert (again.decided_by, fresh) == ("alice", False)
+    with pytest.raises(ApprovalAlreadyDecided, match="approve by alice"):
+        await peer.suspensions.decide("s", approval.id, Decision.DENY)
+    with pytest.raises(UnknownApproval):
+        await peer.suspensions.decide("other", approval.id, Decision.APPROVE)
+
+    # A run that ended without a decision (interrupted), and one whose approval expired.
+    await state.suspensions.save(checkpoint("s", "run_2"), token)
+    (left,) = (await state.suspensions.load("s")).pending  # type: ignore[union-attr]
+    await state.suspensions.discard("s", "run_2", token)
+    with pytest.raises(ApprovalGone):
+        await peer.suspensions.decide("s", left.id, Decision.APPROVE)
+    await state.suspensions.save(checkpoint("s", "run_3", ttl=0.01), token)
+    (lapsed,) = (await state.suspensions.load("s")).pending  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)
+    await state.suspensions.discard("s", "run_3", token)
+    with pytest.raises(ApprovalExpired):
+        await peer.suspensions.decide("s", lapsed.id, Decision.DENY)
