@@ -16,6 +16,7 @@ from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.wire import publish_signal
+from tests.polling import eventually
 
 ran: list[str] = []
 
@@ -180,9 +181,11 @@ async def test_an_expired_approval_is_gone_and_its_call_denied() -> None:
                 headers={"authorization": "Bearer tok"},
             )
         assert late.status_code == 410
-        async with asyncio.timeout(5):  # the worker's sweep resumes it, denied as expired
-            while await daemon.state.suspensions.load("ops") is not None:
-                await asyncio.sleep(0.05)
+
+        async def resumed() -> bool:  # by the worker's sweep, the call denied as expired
+            return await daemon.state.suspensions.load("ops") is None
+
+        await eventually(resumed, "the expired run to resume", timeout=10)
         await drain(daemon)
         snapshot = await daemon.state.sessions.load("ops")
         assert snapshot is not None
@@ -199,9 +202,9 @@ async def test_a_decision_within_the_hold_goes_on_without_suspending() -> None:
     await daemon.start()
     try:
         await publish_signal(daemon.broker, RuntimeSignal.create("restart api", session_id="ops"))
-        async with asyncio.timeout(5):
-            while (checkpoint := await daemon.state.suspensions.load("ops")) is None:
-                await asyncio.sleep(0.01)
+        checkpoint = await eventually(
+            lambda: daemon.state.suspensions.load("ops"), "the run to pause", timeout=10
+        )
         assert daemon.worker.active_sessions == ["ops"]  # held, not suspended
         await daemon.approvals.decide("ops", checkpoint.pending[0].id, "approve", by="alice")
         await drain(daemon)
