@@ -22,6 +22,7 @@ from loom.policies.attention import AttentionPolicy
 from loom.policies.context import ContextProtocol
 from loom.policies.continuity import ContinuityPolicy
 from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 from loom.policies.restore import SessionRestorePolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
@@ -45,6 +46,7 @@ __all__ = [
     "FeedbackPolicy",
     "FileSessionStore",
     "Generation",
+    "GovernancePolicy",
     "InMemorySessionStore",
     "KnowledgePassage",
     "KnowledgeQuery",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from loom.capabilities import Capability
+from loom.core.governance import Governor, RateLimits
 from loom.core.hooks import Handler, HookManager
 from loom.core.session_store import SessionStore
 from loom.generation import Generation
@@ -22,6 +23,7 @@ from loom.knowledge import (
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.context import ContextProtocol
+from loom.policies.governance import GovernancePolicy
 from loom.providers.base import ModelProvider
 from loom.runtime.config import RunContext, Runtime, SessionConfig
 from loom.runtime.decisions import SignalDecision
@@ -30,6 +32,7 @@ from loom.runtime.loop import AgentLoop
 from loom.runtime.run import RunResult
 from loom.runtime.session import Session, Task
 from loom.signals import RuntimeSignal, SignalAdapter
+from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
 from loom.tools import Tool, ToolRegistry
 
@@ -80,6 +83,10 @@ class Agent:
                 self.tools.add(capability_tool)
         self.session_store: SessionStore = session_store or InMemorySessionStore()
         self.attention = attention or AttentionPolicy.default()
+        self.governance: Governor = self.runtime.governance or _preset_governance(self.runtime)
+        self.rate_limits: RateLimits = MemoryRateLimits()
+        """Where ``governance`` counts rate-limited calls: this process's memory; the daemon
+        puts its state backend's here, so every replica shares one count."""
         self.hooks = HookManager()
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Session] = OrderedDict()
@@ -90,7 +97,15 @@ class Agent:
             runtime=self.runtime,
             generation=self.generation,
             hooks=self.hooks,
+            governor=self.governance,
+            rate_limits=self.rate_limits,
         )
+
+    def share_rate_limits(self, limits: RateLimits) -> None:
+        """Count governance rate limits in ``limits`` (the daemon: its state backend, so
+        every replica shares one count) instead of this process's memory."""
+        self.rate_limits = limits
+        self.loop.govern(self.governance, limits)
 
     # -- hooks -------------------------------------------------------------------------
     def on(self, name: str, handler: Handler) -> Handler:
@@ -176,6 +191,13 @@ def _with_context_manager(runtime: Runtime) -> Runtime:
         return runtime
     manager = ContextProtocol.manager(max_tokens=runtime.max_context_tokens)
     return runtime.model_copy(update={"context": manager})
+
+
+def _preset_governance(runtime: Runtime) -> GovernancePolicy:
+    """The governance a preset brings when ``Runtime(governance=...)`` names none."""
+    if runtime.name == "supervised":
+        return GovernancePolicy.supervised()
+    return GovernancePolicy.default()
 
 
 _retrieval_tool = knowledge_tool

@@ -121,10 +121,37 @@ QUALITY_VERDICTS = Counter(
     "loom_quality_verdicts_total", "Quality verdicts on runs, by verdict (pass, fail).", ["verdict"]
 )
 GOVERNANCE_DENIALS = Counter(
-    "loom_governance_denials_total", "Tool calls the governance policy denied, by tool.", ["tool"]
+    "loom_governance_denials_total",
+    "Tool calls governance denied, by rule (deny, allow, read_only, destructive, veto, "
+    "rate_limit, hook, error, approval for a denied approval) and tool.",
+    ["rule", "tool"],
 )
-"""Loom has no governance step yet: the GovernancePolicy's check before each tool call will
-record its denials here. Defined now so alerts and dashboards can rely on the name."""
+GOVERNANCE_RULES = frozenset(
+    {"deny", "allow", "read_only", "destructive", "veto", "approval", "rate_limit", "hook", "error"}
+)
+"""The values of the ``rule`` label (``loom.core.governance.Ruling.rule``); others count
+as ``other``."""
+APPROVALS_REQUESTED = Counter(
+    "loom_approvals_requested_total", "Tool calls that asked a person for approval."
+)
+APPROVALS_DECIDED = Counter(
+    "loom_approvals_decided_total",
+    "Approval requests a person decided, by decision (approve, deny).",
+    ["decision"],
+)
+APPROVALS_EXPIRED = Counter(
+    "loom_approvals_expired_total", "Approval requests nobody decided in time (denied as expired)."
+)
+APPROVAL_DECISION_SECONDS = Histogram(
+    "loom_approval_decision_seconds",
+    "Time from an approval request to its decision.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+SUSPENDED_RUNS = Gauge(
+    "loom_suspended_runs",
+    "Runs suspended while they await approvals (holding no worker slot and no lease), as "
+    "counted by the process that serves it.",
+)
 HTTP_REQUESTS = Counter(
     "loom_http_requests_total",
     "HTTP requests served, by route template (never the raw path) and status code.",
@@ -153,6 +180,12 @@ def signal_received(source: str, type_: str) -> None:
 def decided(action: str) -> None:
     """Count an attention decision."""
     _child(DECISIONS, action).inc()
+
+
+def governance_denied(rule: str, tool: str) -> None:
+    """Count a tool call governance denied: ``rule`` is the ``Ruling``'s, ``tool`` the name
+    of one of the agent's tools (or ``unknown``), so both labels stay bounded."""
+    _child(GOVERNANCE_DENIALS, rule if rule in GOVERNANCE_RULES else OTHER, tool).inc()
 
 
 _children: dict[tuple[Any, ...], Any] = {}

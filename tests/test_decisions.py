@@ -20,8 +20,15 @@ from loom.wire import TOPOLOGY
 
 def test_an_action_knows_what_it_does() -> None:
     assert [a for a in Action if a.keeps_signal] == [Action.OBSERVE, Action.QUEUE, Action.INTERRUPT]
-    assert [a for a in Action if a.wakes_a_worker] == [Action.QUEUE, Action.INTERRUPT]
+    assert [a for a in Action if a.wakes_a_worker] == [
+        Action.QUEUE,
+        Action.INTERRUPT,
+        Action.RESUME,
+    ]
     assert [a for a in Action if a.interrupts] == [Action.INTERRUPT]
+    assert [a for a in Action if a.resumes] == [Action.RESUME]
+    with pytest.raises(ValueError, match="never shown"):
+        _ = Action.RESUME.prompt_section
     assert Action.QUEUE.prompt_section == Action.INTERRUPT.prompt_section == "Signals to handle"
     assert Action.OBSERVE.prompt_section.startswith("Observed since your last run")
     with pytest.raises(ValueError, match="never shown"):
@@ -138,3 +145,25 @@ async def test_a_session_decides_on_what_it_receives_as_its_own() -> None:
     assert [first.signal.session_id, second.signal.session_id] == ["ops", "ops"]
     assert seen == ["ops", "ops"]
     assert [s.summary for s in ops.pending_signals] == ["one", "two"]
+
+
+async def test_no_rule_can_drop_a_decision_on_an_approval() -> None:
+    def drop_everything(signal: RuntimeSignal, view: SessionView) -> tuple[str, str]:
+        return "drop", "muted"
+
+    policy = AttentionPolicy.custom(drop_everything)
+    approval = RuntimeSignal.create(
+        "approved",
+        type="approval",
+        session_id="ops",
+        payload={"approval_id": "apr_1", "decision": "approve"},
+    )
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
+    await broker.start()
+    consumer = AttentionConsumer(broker, state, policy, hooks=Agent(Model.test()).hooks)
+
+    actions = await consumer.decide_many([approval, RuntimeSignal.create("x", session_id="ops")])
+
+    assert actions == [Action.RESUME, Action.DROP]
+    assert await state.ready_sessions() == ["ops"]  # a worker looks at the suspended run
+    assert await state.pending("ops") == []  # the decision is in the state, not a task

@@ -11,6 +11,9 @@ from typing import Protocol
 
 from loom.signals import RuntimeSignal
 
+APPROVAL_SIGNAL = "approval"
+"""The ``type`` of a signal that carries a decision on an approval (``Action.RESUME``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Traits:
@@ -24,6 +27,8 @@ class Traits:
     """The session's current run is asked to stop for this signal."""
     prompt_section: str | None
     """The heading a run's input lists such signals under (None: never shown to a run)."""
+    resumes: bool = False
+    """The signal carries a person's decision: the session's run waiting for it goes on."""
 
 
 class Action(StrEnum):
@@ -40,6 +45,9 @@ class Action(StrEnum):
     """A run handles it now: the current run is interrupted at its next step boundary."""
     DROP = "drop"
     """Forgotten (a duplicate, an expired or a muted signal); only the decision is kept."""
+    RESUME = "resume"
+    """A decision on an approval (a signal of type ``approval``): the run waiting for it
+    goes on. The decision step gives it to every approval signal, whatever the policy."""
 
     @property
     def traits(self) -> Traits:
@@ -56,6 +64,10 @@ class Action(StrEnum):
     @property
     def interrupts(self) -> bool:
         return TRAITS[self._value_].interrupts
+
+    @property
+    def resumes(self) -> bool:
+        return TRAITS[self._value_].resumes
 
     @property
     def prompt_section(self) -> str:
@@ -92,6 +104,13 @@ TRAITS: dict[str, Traits] = {
     Action.DROP: Traits(
         keeps_signal=False, wakes_a_worker=False, interrupts=False, prompt_section=None
     ),
+    Action.RESUME: Traits(
+        keeps_signal=False,
+        wakes_a_worker=True,
+        interrupts=False,
+        prompt_section=None,
+        resumes=True,
+    ),
 }
 """Each action's traits, by its value (an action without a row fails at import)."""
 if set(TRAITS) != {action.value for action in Action}:
@@ -122,4 +141,4 @@ class Decider(Protocol):
         ...
 
 
-__all__ = ["TRAITS", "Action", "Decider", "SessionView", "Traits"]
+__all__ = ["APPROVAL_SIGNAL", "TRAITS", "Action", "Decider", "SessionView", "Traits"]

@@ -1,7 +1,9 @@
 """Hooks: ``agent.on(name, fn)`` observers of the run lifecycle.
 
 Handlers observe; they cannot change a run. A handler that raises is logged and the run
-goes on, because an audit or UI callback must never be the reason work fails.
+goes on, because an audit or UI callback must never be the reason work fails. The one
+exception is ``before_tool``, which governs: its handlers may return ``DenyCall(reason)``
+or new arguments (a dict), and one that raises denies the call (a check fails closed).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 logger = logging.getLogger("loom.hooks")
@@ -29,6 +32,14 @@ HOOK_NAMES: frozenset[str] = frozenset(
 )
 
 Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DenyCall:
+    """Returned by a ``before_tool`` handler: the call does not run, and the model is told
+    ``reason`` as the call's error result."""
+
+    reason: str
 
 
 class HookManager:
@@ -68,6 +79,26 @@ class HookManager:
                     await outcome
             except Exception:
                 logger.exception("hook handler %r for %s failed; the run goes on", handler, name)
+
+    async def consult(self, name: str, **payload: Any) -> list[Any]:
+        """Call ``name``'s handlers and return what they answered (``None`` left out). A
+        handler that raises propagates: the caller decides what a failed check means.
+        ``"*"`` handlers only observe, as with ``emit``."""
+        answers = []
+        for handler in self._handlers.get(name, ()):
+            outcome = handler(event_name=name, **payload)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            if outcome is not None:
+                answers.append(outcome)
+        for handler in self._handlers.get("*", ()):
+            try:
+                outcome = handler(event_name=name, **payload)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                logger.exception("hook handler %r for %s failed; the run goes on", handler, name)
+        return answers
 
 
 class HookSource(Protocol):

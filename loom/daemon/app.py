@@ -22,6 +22,7 @@ from loom import metrics, tracing
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
+from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
 from loom.daemon.replies import ReplyDispatcher
@@ -119,8 +120,14 @@ class Daemon:
             max_feedback=self.feedback.max_events,
             max_session_feedback=self.feedback.max_session_events,
         )
-        # Runs keep their transcripts where every replica can read them, and so does feedback.
+        # Runs keep their transcripts where every replica can read them, and so does feedback;
+        # governance's rate limits count across replicas.
         self.agent.session_store = self.state.sessions
+        self.agent.share_rate_limits(self.state.rate_limits)
+        if self.settings.approvals.ttl is not None:
+            ttl = {"approval_ttl": self.settings.approvals.ttl}
+            self.agent.runtime = self.agent.runtime.model_copy(update=ttl)
+            self.agent.loop.retune(self.agent.runtime)
         self.feedback.bind(self.state)
         self.feedback.attach(self.agent)
         metrics.instrument(self.agent)
@@ -144,6 +151,7 @@ class Daemon:
             sweep_interval=worker.sweep_interval,
             prefetch=worker.prefetch,
             max_attempts=worker.max_attempts,
+            approvals=self.settings.approvals,
         )
         self.replies = ReplyDispatcher(
             self.broker,
@@ -157,6 +165,9 @@ class Daemon:
         self.draining = False
         self.adapter_context = _adapter_context(self)
         """What adapters are handed (``routes``, ``start``): never the Daemon itself."""
+        self.approvals = StateApprovalDesk(self.state.suspensions, self.adapter_context.publish)
+        """Where decisions on approvals are taken (HTTP, ``loom approve``, Slack)."""
+        self.adapter_context.approvals = self.approvals
         self._stop = asyncio.Event()
         self._server: _Server | None = None
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loom._version import __version__
+from loom.daemon import cli_approve
 
 ROLE_HELP = {
     "run": "run every role (gateway, scheduler, attention, worker) in one process",
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list.add_argument("--limit", type=limit, default=20, help="how many (default 20)")
     dlq_replay = dlq_commands.add_parser("replay", help="send dead letters back to their queue")
     dlq_replay.add_argument("--limit", type=limit, default=None, help="how many (default all)")
+
+    cli_approve.add_parser(commands)
 
     ask = commands.add_parser(
         "ask",
@@ -383,6 +386,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return asyncio.run(_feedback(args))
         if args.command == "ask":
             return asyncio.run(_ask(args))
+        if args.command == "approve":
+            return asyncio.run(cli_approve.approve(args))
     except CommandError as problem:
         parser.exit(2, f"loom: error: {problem}\n")
     except (ValueError, FileNotFoundError) as problem:  # settings and model errors

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route, compile_path
 
 from loom import tracing
 from loom.adapters.registry import OffRoute, known_reply_prefixes, off_routes
+from loom.daemon.approvals import StateApprovalDesk, approval_routes
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.feedback_http import feedback_routes
 from loom.daemon.http_metrics import HTTPMetrics
@@ -56,6 +57,9 @@ class Served(Protocol):
 
     @property
     def feedback(self) -> FeedbackPolicy: ...
+
+    @property
+    def approvals(self) -> StateApprovalDesk: ...
 
     async def readiness(self) -> dict[str, bool]: ...
 
@@ -151,6 +155,7 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         routes.extend(
             feedback_routes(daemon.feedback, daemon.state, context.max_body_bytes, protected)
         )
+        routes.extend(approval_routes(daemon.approvals, context.max_body_bytes, refusal))
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
     # A gateway's request to a route that is off is told how to turn it on.

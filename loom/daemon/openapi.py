@@ -121,6 +121,52 @@ def _feedback_paths() -> dict[str, Any]:
     }
 
 
+def _approval_paths() -> dict[str, Any]:
+    decision = {
+        "type": "object",
+        "required": ["decision"],
+        "additionalProperties": False,
+        "properties": {
+            "decision": {"enum": ["approve", "deny"]},
+            "message": {"type": ["string", "null"], "maxLength": 4000},
+            "digest": {"type": ["string", "null"], "maxLength": 200},
+            "by": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        },
+    }
+    approval_id = {
+        "name": "approval_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    return {
+        "/sessions/{session_id}/approvals/{approval_id}": {
+            "post": {
+                "summary": "Approve or deny a tool call a run waits for",
+                "security": [{"bearer": []}, {"signature": []}],
+                "parameters": [SESSION_PARAMETER, approval_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": decision}},
+                },
+                "responses": {
+                    "200": answer(
+                        "Decided (or the same decision was taken before).",
+                        {
+                            "type": "object",
+                            "required": ["approval"],
+                            "properties": {"approval": {"type": "object"}},
+                        },
+                    ),
+                    "409": answer("Wrong digest, or already decided otherwise.", ERROR),
+                    "410": answer("The approval expired.", ERROR),
+                    **errors(400, 401, 404, 413, 422, 503),
+                },
+            }
+        }
+    }
+
+
 def _process_paths() -> dict[str, Any]:
     return {
         "/healthz": {
@@ -191,6 +237,7 @@ def build_openapi(adapters: Sequence[Adapter], *, gateway: bool) -> dict[str, An
     if gateway:
         paths.update(_signal_paths(adapters))
         paths.update(_feedback_paths())
+        paths.update(_approval_paths())
         for adapter in adapters:
             paths.update(adapter.openapi())
     signal_schema = RuntimeSignal.model_json_schema(ref_template="#/components/schemas/{model}")

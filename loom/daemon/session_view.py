@@ -10,8 +10,9 @@ from loom.wire import PendingSignal
 
 
 async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
-    """A session as JSON: working state, runs with the signals each handled, last reply;
-    None for a session nothing is known of."""
+    """A session as JSON: working state, runs with the signals each handled, last reply,
+    the run waiting for people and its pending approvals; None for a session nothing is
+    known of."""
     snapshot = await state.sessions.load(session_id)
     stored = await state.sessions.load_context(session_id)
     runs = [record.to_dict() for record in snapshot.runs] if snapshot else []
@@ -20,7 +21,8 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
     pending = await state.pending(session_id)
     in_flight = await state.in_flight(session_id)
     decisions = await state.decisions(session_id, 50)
-    if snapshot is None and not (pending or in_flight or decisions or holder):
+    suspended = await state.suspensions.load(session_id)
+    if snapshot is None and not (pending or in_flight or decisions or holder or suspended):
         return None
     return {
         "session_id": session_id,
@@ -34,6 +36,8 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
         # What compaction kept: "everything up to entry N" and the handoff it injects.
         "summary": None if stored is None or stored.summary is None else stored.summary.to_dict(),
         "handoff": None if stored is None or stored.handoff is None else stored.handoff.to_dict(),
+        "awaiting_run": suspended.run_id if suspended else None,
+        "approvals": [a.to_dict() for a in suspended.pending] if suspended else [],
     }
 
 

@@ -86,6 +86,21 @@ class WorkerSettings(BaseModel):
     session takes new signals again. Redis and RabbitMQ outages do not count."""
 
 
+class ApprovalSettings(BaseModel):
+    """Tool calls waiting for a person (``LOOM_APPROVALS__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float | None = Field(default=None, gt=0)
+    """Seconds a call waits for a decision before it is denied as expired (unset: the
+    agent's ``Runtime.approval_ttl``, 24 hours by default)."""
+    hold: float = Field(default=2.0, ge=0)
+    """Seconds a worker keeps a paused run (and its slot and lease) before it suspends it
+    to the state: a decision within them resumes the run at once."""
+    poll: float = Field(default=0.02, gt=0, le=5)
+    """How often a worker holding a paused run looks for its decisions."""
+
+
 class LogSettings(BaseModel):
     """Structured logs (loom.logs): every record carries the signal, session and run ids."""
 
@@ -131,6 +146,7 @@ class Settings(SettingsBase, AdapterSettings):
     api_token: Credential | None = None
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     replies: ReplySettings = Field(default_factory=ReplySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)

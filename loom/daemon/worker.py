@@ -19,10 +19,13 @@ from typing import Any
 from loom import logs, metrics, tracing
 from loom.agent import Agent
 from loom.broker.base import Broker, Delivery
+from loom.core.checkpoints import RunCheckpoint
 from loom.core.context import StoredContext
 from loom.core.session_store import SessionSnapshot, SessionStore
+from loom.daemon.awaiting import AwaitingRuns, FencedJournal, can_resume
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
+from loom.daemon.settings import ApprovalSettings
 from loom.delivery import backoff, count_dead_letters
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult, RunStatus
@@ -32,6 +35,9 @@ from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
 from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
+
+PAUSED = "paused_for_approval"
+"""Metadata of a run that paused for approvals: its ending also forgets its checkpoint."""
 
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
@@ -96,11 +102,13 @@ class SessionWorker:
         interrupt_poll: float = 0.1,
         owner: str | None = None,
         max_attempts: int = 5,
+        approvals: ApprovalSettings | None = None,
     ) -> None:
         self.agent = agent
         self.broker = broker
         self.state = state
         self.poison = PoisonGuard(broker, state, max_attempts=max_attempts)
+        self.awaiting = AwaitingRuns(state.suspensions, broker, approvals or ApprovalSettings())
         self.owner = owner or replica_id()
         self.lease_ttl = lease_ttl
         self.sweep_interval = sweep_interval
@@ -215,14 +223,19 @@ class SessionWorker:
         released = False
         again = False
         handed_back = failed = False
+        waiting = False  # a run of the session is suspended, waiting for people
         try:
             # Signals a run that died (or was handed back) left in flight: their wait was
             # recorded when that run took them.
             left = set(await self.state.in_flight(session_id))
+            checkpoint = await self.state.suspensions.load(session_id)
+            if checkpoint is not None:
+                waiting = not await self._go_on_with(lease, checkpoint)
+                left = set()  # the suspended run's signals: answered, or still waiting
             recovering = bool(left)
             if left:
                 metrics.LEASE_TAKEOVERS.inc()
-            while not self._stopping:
+            while not self._stopping and not waiting:
                 await self._hold(lease)
                 taken = await self.state.take_pending(session_id)
                 if not taken:
@@ -231,6 +244,9 @@ class SessionWorker:
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
                 result = await self._run_once(lease, signals, fresh)
+                if result.status is RunStatus.AWAITING_APPROVAL:
+                    waiting = True  # suspended: its signals stay in flight until it ends
+                    break
                 await self._hold(lease)
                 if result.started_at is None:
                     # The run never started (e.g. the store was unreachable): its signals
@@ -238,9 +254,7 @@ class SessionWorker:
                     raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
                 # Replies are confirmed on the broker before the signals are let go of: a
                 # crash in between runs the session again rather than losing the answer.
-                for reply in replies_for(result, signals):
-                    await publish_reply(self.broker, reply)
-                await self.state.finish_in_flight(session_id)
+                await self._conclude(lease, result, signals)
                 if recovering:  # signals an earlier attempt left went through this time
                     recovering = False
                     await self.poison.recovered(session_id)
@@ -249,7 +263,8 @@ class SessionWorker:
             # A signal recorded after the last take and before the release found the lease
             # held and left the session to us: look once more now that it is free. Also when
             # stopping: then the loop above left such signals for another worker to find.
-            if await self.state.pending_count(session_id):
+            # Not while a run waits for people: new signals wait for it to end.
+            if not waiting and await self.state.pending_count(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -283,6 +298,66 @@ class SessionWorker:
             retry = asyncio.create_task(self.try_run(session_id))
             self._retries.add(retry)
             retry.add_done_callback(self._retries.discard)
+
+    async def _conclude(
+        self, lease: Lease, result: RunResult, signals: Sequence[PendingSignal]
+    ) -> None:
+        """A run ended: answer its signals, forget its checkpoint if it had one, and let go
+        of the signals (in that order: a crash in between answers again rather than lose
+        the answer, and never runs the signals again while a checkpoint remains)."""
+        await self._hold(lease)
+        for reply in replies_for(result, signals):
+            await publish_reply(self.broker, reply)
+        if result.metadata.get(PAUSED):
+            await self.awaiting.ended(lease, result.run_id)
+        await self.state.finish_in_flight(lease.session_id)
+
+    async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
+        """The session has a suspended run: resume it when its decisions are in (or one
+        expired), or end it when a signal interrupts it. False while it still waits."""
+        session_id = lease.session_id
+        signals = [PendingSignal.from_json(t) for t in await self.state.in_flight(session_id)]
+        ended = await self._recorded(session_id, checkpoint.run_id)
+        if ended is not None:  # a worker died after storing its end: finish that
+            await self._conclude(lease, ended, signals)
+            return True
+        interrupting = next(
+            (
+                pending.signal
+                for pending in map(PendingSignal.from_json, await self.state.pending(session_id))
+                if pending.action.interrupts
+            ),
+            None,
+        )
+        if not can_resume(checkpoint) and interrupting is None:
+            return False
+        store = FencedSessionStore(self.agent.session_store, self.state, lease)
+        session = Session(self.agent, SessionConfig(id=session_id), store=store)
+        run = session.resume(checkpoint, journal=FencedJournal(self.state.suspensions, lease))
+        if interrupting is not None and not can_resume(checkpoint):
+            run.interrupt(f"interrupted by signal {interrupting.id} while waiting for approval")
+        logs.bind(run_id=run.id)
+        result = await self._watch(lease, run, signals)
+        _log_outcome(session_id, result, len(signals))
+        if result.status is RunStatus.AWAITING_APPROVAL:
+            return False  # it asked again, and waits again
+        await self._conclude(lease, result, signals)
+        return True
+
+    async def _recorded(self, session_id: str, run_id: str) -> RunResult | None:
+        """The run's stored ending, if it has one (a suspended run that already ended)."""
+        snapshot = await self.agent.session_store.load(session_id)
+        record = next((r for r in snapshot.runs if r.run_id == run_id), None) if snapshot else None
+        if record is None:
+            return None
+        return RunResult(
+            record.run_id,
+            session_id,
+            RunStatus(record.status),
+            output=record.output,
+            error=record.error,
+            metadata={**record.metadata, PAUSED: True},
+        )
 
     async def _count_failure(self, lease: Lease, problem: Exception) -> None:
         """Count the failure; at the limit the signals in flight go to the dead letters."""
@@ -378,10 +453,18 @@ class SessionWorker:
             if pending.action.wakes_a_worker:
                 waited = (now - pending.signal.observed_at).total_seconds()
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
+        result = await self._watch(lease, run, signals)
+        _log_outcome(session_id, result, len(signals))
+        return result
+
+    async def _watch(self, lease: Lease, run: Run, signals: list[PendingSignal]) -> RunResult:
+        """Follow the run to its end or its suspension; interrupts and a lost lease reach
+        it meanwhile."""
+        session_id = lease.session_id
         self._runs[session_id] = run
         self._handled[session_id] = {p.signal.id for p in signals}
         try:
-            result = await run.wait()
+            result = await self.awaiting.follow(lease, run, signals)
         except asyncio.CancelledError:
             # Shutdown: stop the run itself too, so it cannot write after handing back.
             run.cancel("the worker is shutting down; the session is handed back")
@@ -391,7 +474,8 @@ class SessionWorker:
         finally:
             self._runs.pop(session_id, None)
             self._handled.pop(session_id, None)
-        _log_outcome(session_id, result, len(signals))
+        if run.checkpointed:
+            result.metadata[PAUSED] = True
         return result
 
     async def _poll_interrupts(self) -> None:
@@ -448,7 +532,12 @@ class SessionWorker:
         while True:
             await asyncio.sleep(self.sweep_interval)
             try:
-                for session_id in await self.state.ready_sessions():
+                now = datetime.now(UTC)
+                ready = await self.state.ready_sessions()
+                # Suspended runs whose decisions are in (even if their signal was lost) or
+                # whose approvals expired.
+                ready += await self.state.suspensions.resumable(now)
+                for session_id in dict.fromkeys(ready):
                     if self._stopping:
                         return
                     if session_id not in self._active and not self._slots.locked():

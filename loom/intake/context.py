@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from loom.core.approvals import ApprovalDesk
 from loom.intake.port import Host, Intake
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class AdapterContext:
         dedupe_ttl: float = 86_400.0,
         lease_ttl: float = 15.0,
         runtime_timeout: float | None = None,
+        approvals: ApprovalDesk | None = None,
     ) -> None:
         self._host = host
         self.intake = Intake(host, publish_timeout=publish_timeout, dedupe_ttl=dedupe_ttl)
@@ -59,6 +61,9 @@ class AdapterContext:
         """Seconds a worker's session lease lasts unless renewed."""
         self.runtime_timeout = runtime_timeout
         """The agent's run timeout (None: runs may take any time)."""
+        self.approvals = approvals
+        """Where a person's decision on a tool call is taken (Slack's Approve and Deny
+        buttons); None where the process takes none."""
 
     @property
     def claims(self) -> Claims:

@@ -1,4 +1,5 @@
-"""Policies that steer the runtime: attention, feedback, context, continuity and restore."""
+"""Policies that steer the runtime: attention, feedback, governance, context, continuity
+and restore."""
 
 from loom.policies.attention import (
     ACTIONS,
@@ -11,6 +12,7 @@ from loom.policies.attention import (
 from loom.policies.context import ContextManager, ContextProtocol
 from loom.policies.continuity import ContinuityPolicy, HandoffContinuity
 from loom.policies.feedback import ExplicitFeedback, FeedbackEvent, FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 from loom.policies.restore import SessionRestorePolicy
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "ExplicitFeedback",
     "FeedbackEvent",
     "FeedbackPolicy",
+    "GovernancePolicy",
     "HandoffContinuity",
     "SessionRestorePolicy",
     "SessionView",

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from loom.core.context import ContextPolicy, ContinuityPort, RestorePort
+from loom.core.governance import Governor
 from loom.knowledge.query import KnowledgePassage
+
+
+def _governor(value: Any) -> Governor | None:
+    """A governance policy is anything with ``review`` and ``admit`` (the Governor port)."""
+    if value is None or (
+        callable(getattr(value, "review", None)) and callable(getattr(value, "admit", None))
+    ):
+        return cast("Governor | None", value)
+    raise ValueError(
+        f"governance must be a GovernancePolicy (or a Governor: review and admit), not {value!r}"
+    )
 
 
 class Runtime(BaseModel):
@@ -40,6 +52,11 @@ class Runtime(BaseModel):
     """``ContinuityPolicy.handoff()``: a handoff is stored and injected after compaction."""
     session_restore: RestorePort | None = None
     """``SessionRestorePolicy``: what of a stored session enters each run; unset, all of it."""
+    approval_ttl: float = Field(default=86_400.0, gt=0)
+    """Seconds a tool call waits for a person's approval; then it is denied as expired."""
+    governance: Annotated[Governor | None, PlainValidator(_governor)] = None
+    """Which tool calls may run, need approval, or are rate limited; None: the preset's
+    (``GovernancePolicy.supervised()`` for ``supervised``, else ``GovernancePolicy.default()``)."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from loom.core.attention import Action, Decider, SessionView
+from loom.core.attention import APPROVAL_SIGNAL, Action, Decider, SessionView
 from loom.core.hooks import HookManager
 from loom.logs import log_context
 from loom.signals import RuntimeSignal
@@ -64,6 +64,9 @@ class SignalLedger(Protocol):
         ...
 
 
+RESUME_REASON = "a decision on an approval: the run waiting for it goes on"
+
+
 def duplicate_decision(signal: RuntimeSignal) -> SignalDecision:
     return SignalDecision(
         Action.DROP, f"duplicate dedupe_key {signal.dedupe_key!r}", signal, duplicate=True
@@ -95,6 +98,9 @@ async def decide_signals(
             decisions.append(duplicate_decision(signal))
             continue
         session_id = str(signal.session_id)
+        if signal.type == APPROVAL_SIGNAL:  # a person decided: no rule may drop that
+            decisions.append(SignalDecision(Action.RESUME, RESUME_REASON, signal))
+            continue
         action, reason = policy.decide(signal, views.get(session_id) or SessionView(session_id))
         decisions.append(SignalDecision(Action.parse(action), reason, signal))
     await ledger.record(decisions)

@@ -15,6 +15,10 @@ RunEventType = Literal[
     "model.response",
     "tool.started",
     "tool.completed",
+    "tool.denied",
+    "run.awaiting_approval",
+    "run.resumed",
+    "run.suspended",
     "context.compacted",
     "run.completed",
     "run.failed",
@@ -23,7 +27,7 @@ RunEventType = Literal[
 ]
 
 TERMINAL_EVENTS: frozenset[str] = frozenset(
-    {"run.completed", "run.failed", "run.cancelled", "run.interrupted"}
+    {"run.completed", "run.failed", "run.cancelled", "run.interrupted", "run.suspended"}
 )
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loom.core.checkpoints import MemoryToolJournal, RunCheckpoint
+from loom.core.governance import Governor, RateLimits
 from loom.core.hooks import HookManager
-from loom.core.messages import Message, ToolCall, Usage
+from loom.core.messages import Message, Usage
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
@@ -27,9 +29,11 @@ from loom.runtime.context import (
     DropOldestTurns,
     summary_prompt,
 )
-from loom.runtime.history import WorkingHistory, message_chars
-from loom.runtime.run import Artifact, Run, RunResult, RunStatus
-from loom.tools import ToolArgumentsError, ToolContext, ToolRegistry, render_result
+from loom.runtime.history import WorkingHistory
+from loom.runtime.run import Artifact, Run, RunResult, RunStatus, RunSuspended
+from loom.runtime.run_state import RunState
+from loom.runtime.tool_calls import ToolCalls
+from loom.tools import ToolRegistry
 
 logger = logging.getLogger("loom.runtime")
 
@@ -38,25 +42,8 @@ class _ModelCallFailed(Exception):
     """A model call failed; the run ends failed with this reason."""
 
 
-@dataclass(slots=True)
-class _RunState:
-    run: Run
-    history: WorkingHistory
-    transcript: list[Message]
-    metadata: dict[str, Any]
-    usage: Usage = field(default_factory=Usage)
-    transcript_chars: int = 0
-    output: str = ""
-    open_calls: tuple[ToolCall, ...] = ()
-    results: dict[str, Message] = field(default_factory=dict)
-    started: set[str] = field(default_factory=set)
-    window: ContextWindow | None = None
-    last_request_chars: int = 0
-    input_tokens_seen: int = 0
-
-    def append(self, message: Message) -> None:
-        self.transcript.append(message)
-        self.transcript_chars += message_chars(message)
+class _Suspended(Exception):
+    """The run was suspended while it waited for approvals; its checkpoint is kept."""
 
 
 @dataclass(slots=True)
@@ -69,11 +56,27 @@ class AgentLoop:
     runtime: Runtime
     generation: Generation
     hooks: HookManager
+    governor: Governor | None = None
+    rate_limits: RateLimits | None = None
+    calls: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
         if self.runtime.criteria:
             criteria = "\n".join(f"- {c}" for c in self.runtime.criteria)
             self.instructions = f"{self.instructions}\n\nAcceptance criteria:\n{criteria}".strip()
+        self.calls = ToolCalls(
+            self.tools, self.runtime, self.hooks, self.governor, self.rate_limits
+        )
+
+    def retune(self, runtime: Runtime) -> None:
+        """Use ``runtime``'s limits for every later run (the daemon's settings override
+        some of the agent's)."""
+        self.runtime = self.calls.runtime = runtime
+
+    def govern(self, governor: Governor | None, rate_limits: RateLimits | None) -> None:
+        """Use ``governor`` (and ``rate_limits`` for its limits) for every later call."""
+        self.governor = self.calls.governor = governor
+        self.rate_limits = self.calls.rate_limits = rate_limits
 
     async def execute(
         self,
@@ -84,18 +87,15 @@ class AgentLoop:
         metadata: dict[str, Any] | None = None,
         window: ContextWindow | None = None,
     ) -> tuple[RunResult, list[Message]]:
-        """Run to the end; returns the result and the messages the run added.
+        """Run to the end; returns the result and the messages the run added. A run
+        suspended while waiting for approvals returns ``awaiting_approval`` with its
+        checkpoint and adds nothing yet.
 
         ``window`` carries the session's stored summary and the context policy; without
         one, ``history`` is compacted by dropping its oldest turns.
         """
-        started_at = datetime.now(UTC)
-        clock = time.perf_counter()
-        state = _RunState(run, history, [], dict(metadata or {}))
-        state.window = window or ContextWindow(
-            DropOldestTurns(self.runtime.max_context_tokens), history
-        )
-        state.window.set_tools(self.tools.definitions())
+        state = RunState(run, history, [], dict(metadata or {}), started_at=datetime.now(UTC))
+        self._open_window(state, window)
         state.append(user_message)
         run.status = RunStatus.RUNNING
         run.input = user_message.content
@@ -108,9 +108,44 @@ class AgentLoop:
                 prompt=user_message.content,
                 context=state.metadata,
             )
-        status, error = await self._guarded(state)
-        self._close_open_calls(state, error or status.value)
+        return await self._finish(state, await self._guarded(state))
+
+    async def resume(
+        self,
+        run: Run,
+        history: WorkingHistory,
+        checkpoint: RunCheckpoint,
+        *,
+        window: ContextWindow | None = None,
+    ) -> tuple[RunResult, list[Message]]:
+        """Go on with a run from its checkpoint (in any process): the turn's decided calls
+        run (each at most once, through ``run.journal``), then the loop continues. Returns
+        like ``execute``, the transcript holding the whole run's messages."""
+        state = RunState.from_checkpoint(run, history, checkpoint)
+        self._open_window(state, window)
+        state.journal = run.journal or MemoryToolJournal()
+        run.status = RunStatus.RUNNING
+        run.input = checkpoint.input
+        run.emit("run.resumed", approvals=[a.to_dict() for a in checkpoint.approvals])
+        self.calls.settle_approvals(state, [a for a in checkpoint.approvals if a.decided])
+        return await self._finish(state, await self._guarded(state, resuming=True))
+
+    def _open_window(self, state: RunState, window: ContextWindow | None) -> None:
+        state.window = window or ContextWindow(
+            DropOldestTurns(self.runtime.max_context_tokens), state.history
+        )
+        state.window.set_tools(self.tools.definitions())
+
+    async def _finish(
+        self, state: RunState, outcome: tuple[RunStatus, str | None]
+    ) -> tuple[RunResult, list[Message]]:
+        run, (status, error) = state.run, outcome
         self._calibrate(state)
+        checkpoint = None
+        if status is RunStatus.AWAITING_APPROVAL:
+            checkpoint = state.checkpoint()
+        else:
+            self.calls.close_open_calls(state, error or status.value)
         output = state.output
         result = RunResult(
             run_id=run.id,
@@ -119,21 +154,32 @@ class AgentLoop:
             output=output,
             error=error,
             usage=state.usage,
-            duration=time.perf_counter() - clock,
+            duration=state.elapsed(),
             artifacts=(Artifact("text", f"run://{run.id}/output", output),)
             if status is RunStatus.COMPLETED
             else (),
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
+            started_at=state.started_at,
+            finished_at=None if checkpoint else datetime.now(UTC),
             metadata=state.metadata,
+            approvals=checkpoint.pending if checkpoint else (),
+            checkpoint=checkpoint,
         )
-        return result, state.transcript
+        return result, [] if checkpoint else state.transcript
 
     async def conclude(self, run: Run, result: RunResult) -> None:
         """Announce the end (terminal event, hooks) and release everyone waiting."""
         # The outcome is decided: from here cancel() and interrupt() refuse, and even a
         # cancellation arriving while a hook runs cannot leave the run unfinished.
         run.status = result.status
+        if result.status is RunStatus.AWAITING_APPROVAL:
+            # Suspended, not ended: the run goes on wherever its decisions arrive.
+            run.emit(
+                "run.suspended",
+                approvals=[a.to_dict() for a in result.approvals],
+                usage=result.usage.to_dict(),
+            )
+            run.finish(result)
+            return
         run.emit(
             f"run.{result.status.value}",  # type: ignore[arg-type]
             output=result.output,
@@ -161,10 +207,20 @@ class AgentLoop:
         finally:
             run.finish(result)
 
-    async def _guarded(self, state: _RunState) -> tuple[RunStatus, str | None]:
+    async def _guarded(
+        self, state: RunState, *, resuming: bool = False
+    ) -> tuple[RunStatus, str | None]:
         run = state.run
+        limit = self.runtime.timeout
         try:
-            async with asyncio.timeout(self.runtime.timeout):
+            async with asyncio.timeout(
+                None if limit is None else max(limit - state.worked, 0.0)
+            ) as deadline:
+                state.deadline = deadline
+                if resuming:
+                    stopped = await self._settle_turn(state)
+                    if stopped is not None:
+                        return stopped
                 return await self._steps(state)
         except TimeoutError:
             return RunStatus.FAILED, f"run timed out after {self.runtime.timeout:g}s"
@@ -176,29 +232,85 @@ class AgentLoop:
             return RunStatus.CANCELLED, run.cancel_reason
         except _ModelCallFailed as failure:
             return RunStatus.FAILED, str(failure)
+        except _Suspended:
+            return RunStatus.AWAITING_APPROVAL, None
 
-    async def _steps(self, state: _RunState) -> tuple[RunStatus, str | None]:
+    async def _steps(self, state: RunState) -> tuple[RunStatus, str | None]:
         run = state.run
-        for iteration in range(1, self.runtime.max_iterations + 1):
+        for iteration in range(state.iteration + 1, self.runtime.max_iterations + 1):
             if run.interrupt_requested():
                 return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+            state.iteration = iteration
             request = await self._request(state, iteration)
             response = await self._call_model(state, request)
             state.append(response.message())
             state.output = response.text
             if not response.tool_calls:
                 return self._final(response)
-            state.open_calls = response.tool_calls
-            state.results = {}
-            await self._run_tools(state, response.tool_calls, iteration)
-            if run.interrupt_requested():
-                return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
-            self._close_open_calls(state, "")
+            if await self.calls.review(state, response.tool_calls):
+                await self._wait_for_people(state)
+            stopped = await self._settle_turn(state)
+            if stopped is not None:
+                return stopped
         return (
             RunStatus.FAILED,
             f"max iterations reached: {self.runtime.max_iterations} model calls "
             "without a final answer",
         )
+
+    async def _settle_turn(self, state: RunState) -> tuple[RunStatus, str | None] | None:
+        """Run the turn's calls that may run and close the turn; a status if the run stops."""
+        run = state.run
+        if run.interrupt_requested():
+            return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        if any(not a.decided for a in state.approvals.values()):
+            await self._wait_for_people(state)  # resumed before every decision came
+            if run.interrupt_requested():
+                return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        await self.calls.run(state)
+        if run.interrupt_requested():
+            return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        self.calls.close_open_calls(state, "")
+        return None
+
+    async def _wait_for_people(self, state: RunState) -> None:
+        """Pause the run until every approval is decided; its checkpoint is taken first,
+        and from then on its calls are journaled. The wait does not count as work."""
+        run = state.run
+        state.journal = state.journal or run.journal or MemoryToolJournal()
+        pending = [a for a in state.approvals.values() if not a.decided]
+        checkpoint = state.checkpoint()
+        run.pause(
+            RunResult(
+                run_id=run.id,
+                session_id=run.session_id,
+                status=RunStatus.AWAITING_APPROVAL,
+                output=state.output,
+                usage=state.usage,
+                duration=state.elapsed(),
+                started_at=state.started_at,
+                metadata=state.metadata,
+                approvals=tuple(pending),
+                checkpoint=checkpoint,
+            )
+        )
+        # The deadline stops while people decide, and goes on with the time that was left.
+        deadline, loop = state.deadline, asyncio.get_running_loop()
+        due = deadline.when() if deadline is not None else None
+        left = None if due is None else due - loop.time()
+        if deadline is not None:
+            deadline.reschedule(None)
+        clock = time.perf_counter()
+        try:
+            decided = await run.decisions()
+        except RunSuspended:
+            raise _Suspended from None
+        finally:
+            state.waited += time.perf_counter() - clock
+            if deadline is not None and left is not None:
+                deadline.reschedule(loop.time() + left)
+        self.calls.settle_approvals(state, decided)
+        run.resume()
 
     @staticmethod
     def _final(response: ModelResponse) -> tuple[RunStatus, str | None]:
@@ -210,7 +322,7 @@ class AgentLoop:
             return RunStatus.FAILED, "the request exceeded the model's context window"
         return RunStatus.COMPLETED, None
 
-    async def _call_model(self, state: _RunState, request: ModelRequest) -> ModelResponse:
+    async def _call_model(self, state: RunState, request: ModelRequest) -> ModelResponse:
         run = state.run
         stream = self.generation.stream or run.streamed
         run.emit(
@@ -280,122 +392,7 @@ class AgentLoop:
             )
         return response
 
-    async def _run_tools(self, state: _RunState, calls: Sequence[ToolCall], iteration: int) -> None:
-        limit = asyncio.Semaphore(self.runtime.max_parallel_tools)
-
-        async def bounded(call: ToolCall) -> None:
-            async with limit:
-                await self._run_tool(state, call, iteration)
-
-        for batch in self._batches(calls):
-            if state.run.interrupt_requested():
-                return
-            if len(batch) == 1:
-                await self._run_tool(state, batch[0], iteration)
-            else:
-                await asyncio.gather(*(bounded(call) for call in batch))
-
-    def _batches(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
-        """Consecutive concurrency-safe calls run together; any other call runs alone."""
-        batches: list[list[ToolCall]] = []
-        for call in calls:
-            if self._safe(call) and batches and self._safe(batches[-1][-1]):
-                batches[-1].append(call)
-            else:
-                batches.append([call])
-        return batches
-
-    def _safe(self, call: ToolCall) -> bool:
-        tool = self.tools.get(call.name)
-        return tool is None or tool.concurrency_safe
-
-    async def _run_tool(self, state: _RunState, call: ToolCall, iteration: int) -> None:
-        run = state.run
-        if self.hooks.wants("before_tool"):
-            await self.hooks.emit(
-                "before_tool",
-                run_id=run.id,
-                session_id=run.session_id,
-                tool_name=call.name,
-                arguments=call.arguments,
-                tool_call_id=call.id,
-                iteration=iteration,
-            )
-        run.emit(
-            "tool.started", tool_call_id=call.id, tool_name=call.name, arguments=call.arguments
-        )
-        clock = time.perf_counter()
-        state.started.add(call.id)
-        content, is_error = await self._invoke(state, call)
-        limit = self.runtime.max_tool_result_chars
-        if len(content) > limit:
-            content = f"{content[:limit]}\n[truncated: {len(content) - limit} more characters]"
-        state.results[call.id] = Message.tool_result(call, content, is_error=is_error)
-        run.emit(
-            "tool.completed",
-            tool_call_id=call.id,
-            tool_name=call.name,
-            is_error=is_error,
-            output=content,
-            duration=time.perf_counter() - clock,
-        )
-        if self.hooks.wants("after_tool"):
-            await self.hooks.emit(
-                "after_tool",
-                run_id=run.id,
-                session_id=run.session_id,
-                tool_name=call.name,
-                arguments=call.arguments,
-                tool_call_id=call.id,
-                result=content,
-                success=not is_error,
-                iteration=iteration,
-            )
-
-    async def _invoke(self, state: _RunState, call: ToolCall) -> tuple[str, bool]:
-        tool = self.tools.get(call.name)
-        if tool is None:
-            known = ", ".join(t.name for t in self.tools) or "none"
-            return f"unknown tool {call.name!r}; available tools: {known}", True
-        if call.raw_arguments is not None and not call.arguments:
-            return (
-                f"arguments for tool {call.name!r} are not a JSON object: "
-                f"{call.raw_arguments[:500]!r}",
-                True,
-            )
-        context = ToolContext(
-            run_id=state.run.id,
-            session_id=state.run.session_id,
-            tool_call_id=call.id,
-            metadata=state.metadata,
-        )
-        try:
-            async with asyncio.timeout(self.runtime.tool_timeout):
-                value = await tool.invoke(call.arguments, context)
-        except ToolArgumentsError as exc:
-            return str(exc), True
-        except TimeoutError:
-            return f"tool {call.name!r} timed out after {self.runtime.tool_timeout:g}s", True
-        except Exception as exc:
-            logger.warning("tool %s raised %s: %s", call.name, type(exc).__name__, exc)
-            return f"tool {call.name!r} failed: {type(exc).__name__}: {exc}", True
-        return render_result(value), False
-
-    def _close_open_calls(self, state: _RunState, reason: str) -> None:
-        """Append the results of the last turn's calls, in call order, filling any gap."""
-        if not state.open_calls:
-            return
-        for call in state.open_calls:
-            what = "stopped before finishing" if call.id in state.started else "not run"
-            message = state.results.get(call.id) or Message.tool_result(
-                call, f"{what}: {reason}", is_error=True
-            )
-            state.append(message)
-        state.open_calls = ()
-        state.results = {}
-        state.started = set()
-
-    async def _request(self, state: _RunState, iteration: int) -> ModelRequest:
+    async def _request(self, state: RunState, iteration: int) -> ModelRequest:
         """The next request, rendered from the context window (compacted if need be)."""
         window = state.window
         assert window is not None
@@ -434,7 +431,7 @@ class AgentLoop:
         )
 
     @staticmethod
-    def _calibrate(state: _RunState) -> None:
+    def _calibrate(state: RunState) -> None:
         """Learn tokens per character from what the provider reported for the last request."""
         if state.window is not None and state.last_request_chars:
             reported = Usage(input_tokens=state.usage.input_tokens - state.input_tokens_seen)
@@ -442,7 +439,7 @@ class AgentLoop:
             state.last_request_chars = 0
 
     async def _summarise(
-        self, state: _RunState, previous: str | None, messages: Sequence[Message], budget: int
+        self, state: RunState, previous: str | None, messages: Sequence[Message], budget: int
     ) -> str:
         request = ModelRequest(
             instructions=SUMMARY_INSTRUCTIONS,

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from loom.core.approvals import Approval, Decision, UnknownApproval
+from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.messages import Usage
 from loom.errors import RunFailed
 from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
 
 _STREAMED_ONLY = frozenset({"model.token", "model.thinking", "model.tool_input"})
+
+
+class RunSuspended(Exception):
+    """The run was suspended while waiting for approvals (see ``Run.suspend``)."""
 
 
 class RunStatus(StrEnum):
@@ -24,10 +31,12 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Paused: calls of its last model turn wait for a person's decision."""
 
     @property
     def finished(self) -> bool:
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,10 @@ class RunResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    approvals: tuple[Approval, ...] = ()
+    """While ``awaiting_approval``: the calls waiting for a decision."""
+    checkpoint: RunCheckpoint | None = None
+    """While ``awaiting_approval``: everything needed to resume the run in any process."""
 
     @property
     def ok(self) -> bool:
@@ -80,6 +93,7 @@ class RunResult:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "metadata": self.metadata,
+            **({"approvals": [a.to_dict() for a in self.approvals]} if self.approvals else {}),
         }
 
 
@@ -105,6 +119,17 @@ class Run:
         self.streamed = False
         """True for a run started to be streamed (``stream()``): its model calls stream,
         and their text arrives as ``model.token`` events."""
+        self.journal: ToolJournal | None = None
+        """Where the run records its tool calls once it has a checkpoint (the daemon sets
+        one on the shared state; a run that never leaves its process needs none)."""
+        self._paused: RunResult | None = None
+        self._approvals: dict[str, Approval] = {}
+        self._decided = asyncio.Event()
+        self._changed = asyncio.get_running_loop().create_future()
+        self._suspend = False
+        self.checkpointed = False
+        """True once the run has had a checkpoint (it paused for approvals, or was resumed
+        from one): its end also ends the checkpoint."""
 
     # -- for the loop -------------------------------------------------------------------
     def attach(self, task: asyncio.Task[Any]) -> None:
@@ -129,6 +154,52 @@ class Run:
         if not self._done.done():
             self._done.set_result(result)
 
+    def pause(self, result: RunResult) -> None:
+        """The run waits for people: ``wait()`` returns ``result`` until they decide."""
+        self.status = RunStatus.AWAITING_APPROVAL
+        self.checkpointed = True
+        self._paused = result
+        self._approvals = {a.id: a for a in result.approvals}
+        self._decided.clear()
+        self.emit("run.awaiting_approval", approvals=[a.to_dict() for a in result.approvals])
+        self._notify()
+
+    async def decisions(self) -> tuple[Approval, ...]:
+        """Wait until every pending approval is decided (expiry decides one as denied);
+        raises ``RunSuspended`` when the run is to be suspended instead."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._suspend:
+                raise RunSuspended(self.id)
+            now = datetime.now(UTC)
+            for approval in list(self._approvals.values()):
+                if not approval.decided and approval.expired(now):
+                    self._approvals[approval.id] = approval.expire(now)
+            waiting = [a for a in self._approvals.values() if not a.decided]
+            if not waiting or self.interrupt_requested():
+                self._paused = None
+                return tuple(self._approvals.values())
+            soonest = min(a.expires_at for a in waiting)
+            self._decided.clear()
+            delay = max((soonest - now).total_seconds(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(loop.time() + delay):
+                    await self._decided.wait()
+
+    def resume(self) -> None:
+        """The people decided: the run goes on."""
+        decided = [a.to_dict() for a in self._approvals.values()]
+        self.status = RunStatus.RUNNING
+        self._paused = None
+        self._approvals = {}
+        self.emit("run.resumed", approvals=decided)
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        if not changed.done():
+            changed.set_result(None)
+
     def fail_unexpectedly(self, error: BaseException) -> None:
         if not self._done.done():
             self._done.set_exception(error)
@@ -141,8 +212,71 @@ class Run:
         return self._done.done()
 
     async def wait(self) -> RunResult:
+        """The run's result once it ends, or, while it waits for approvals, a result with
+        status ``awaiting_approval`` naming them (wait again after deciding them)."""
+        while not self._done.done():
+            if self._paused is not None:
+                return self._paused
+            await asyncio.wait((self._done, self._changed), return_when=asyncio.FIRST_COMPLETED)
         result: RunResult = await asyncio.shield(self._done)
         return result
+
+    @property
+    def approvals(self) -> tuple[Approval, ...]:
+        """The approvals the run waits for (empty unless ``awaiting_approval``)."""
+        return tuple(a for a in self._approvals.values() if not a.decided)
+
+    def approve(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Let the call waiting under ``approval_id`` run."""
+        return self.decide(approval_id, Decision.APPROVE, message=message, by=by)
+
+    def deny(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Refuse the call waiting under ``approval_id``; the model is told, with ``message``."""
+        return self.decide(approval_id, Decision.DENY, message=message, by=by)
+
+    def decide(
+        self,
+        approval_id: str,
+        decision: Decision | str,
+        *,
+        message: str | None = None,
+        digest: str | None = None,
+        by: str | None = None,
+    ) -> Approval:
+        """Record a decision; raises an ``ApprovalError`` saying why it cannot be taken
+        (unknown, already decided otherwise, digest of other arguments, expired)."""
+        approval = self._approvals.get(approval_id)
+        if approval is None:
+            raise UnknownApproval(f"run {self.id} waits for no approval {approval_id!r}")
+        decided = approval.decide(decision, message=message, digest=digest, by=by)
+        self._approvals[approval_id] = decided
+        if all(a.decided for a in self._approvals.values()):
+            self._paused = None  # wait() now waits for what comes next
+        self._decided.set()
+        return decided
+
+    def record_decision(self, approval: Approval) -> None:
+        """Take a decision already taken elsewhere (the daemon's state, which checked it):
+        the run goes on once every approval it waits for is decided."""
+        if approval.decided and approval.id in self._approvals:
+            self._approvals[approval.id] = approval
+            if all(a.decided for a in self._approvals.values()):
+                self._paused = None
+            self._decided.set()
+
+    def suspend(self) -> bool:
+        """Stop waiting here: the run ends in this process as ``awaiting_approval`` with a
+        checkpoint, to be resumed from it wherever its decisions arrive (the daemon)."""
+        if self.status is not RunStatus.AWAITING_APPROVAL or self.done():
+            return False
+        self._suspend = True
+        self._paused = None  # wait() returns once the run has handed back its checkpoint
+        self._decided.set()
+        return True
 
     def __await__(self) -> Any:
         return self.wait().__await__()
@@ -182,6 +316,7 @@ class Run:
         if self.done() or self.status.finished or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
+        self._paused = None
         # A task cancelled before its first step never runs its body, so nothing would end
         # the run and wait() would hang; such a task sees cancel_reason when it starts.
         if self._task is not None and not _not_started(self._task):
@@ -193,6 +328,8 @@ class Run:
         if self.done() or self.status.finished:
             return False
         self.interrupt_reason = self.interrupt_reason or reason
+        self._paused = None  # a run waiting for approvals stops waiting
+        self._decided.set()
         return True
 
     def __repr__(self) -> str:

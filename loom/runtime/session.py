@@ -12,11 +12,13 @@ import json
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from loom import logs
+from loom.core.approvals import Approval, ApprovalError, Decision, UnknownApproval
 from loom.core.attention import Decider, SessionView
+from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.context import StoredContext
 from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
@@ -38,6 +40,7 @@ MAX_REMEMBERED_DEDUPE_KEYS = 1_000
 MAX_RUNS_KEPT = 100
 
 Task = str | RuntimeTask
+Outcome = tuple[RunResult, list[Message]]
 
 
 class SessionHost(Protocol):
@@ -122,16 +125,86 @@ class Session:
             metadata = {**task.metadata, **metadata}
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         run.streamed = stream
+        knowledge = context.knowledge if context is not None else ()
+        return self._launch(run, lambda window: self.agent.loop.execute(
+            run,
+            window.history,
+            Message.user(self._with_pending_signals(text)),
+            metadata=metadata,
+            window=window,
+        ), knowledge)  # fmt: skip
+
+    def resume(self, checkpoint: RunCheckpoint, *, journal: ToolJournal | None = None) -> Run:
+        """Go on with a run suspended while it waited for approvals (same run id), from its
+        checkpoint: the decided calls run, each at most once through ``journal``."""
+        if checkpoint.session_id != self.id:
+            raise ValueError(
+                f"checkpoint of session {checkpoint.session_id!r} resumed in session {self.id!r}"
+            )
+        run = Run(checkpoint.run_id, self.id, max_events=self.agent.runtime.max_events)
+        run.journal = journal
+        run.checkpointed = True
+        return self._launch(
+            run,
+            lambda window: self.agent.loop.resume(run, window.history, checkpoint, window=window),
+        )
+
+    def _launch(
+        self,
+        run: Run,
+        body: Callable[[ContextWindow], Awaitable[Outcome]],
+        knowledge: Sequence[KnowledgePassage] = (),
+    ) -> Run:
         self._queued += 1
         # The run's task logs with its own run and session ids, whoever started it.
         ids = contextvars.copy_context()
         ids.run(logs.bind, run_id=run.id, session_id=self.id)
-        knowledge = context.knowledge if context is not None else ()
         run.attach(
-            asyncio.get_running_loop().create_task(
-                self._execute(run, text, metadata, knowledge), context=ids
-            )
+            asyncio.get_running_loop().create_task(self._execute(run, body, knowledge), context=ids)
         )
+        return run
+
+    def approve(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Approve a call the session's current run waits for (see ``Run.approve``)."""
+        return self._waiting_run(approval_id).approve(approval_id, message, by=by)
+
+    def deny(
+        self, approval_id: str, message: str | None = None, *, by: str | None = None
+    ) -> Approval:
+        """Deny a call the session's current run waits for (see ``Run.deny``)."""
+        return self._waiting_run(approval_id).deny(approval_id, message, by=by)
+
+    @property
+    def approvals(self) -> tuple[Approval, ...]:
+        """The approvals the session's current run waits for."""
+        return self.current_run.approvals if self.current_run is not None else ()
+
+    def take_decision(self, signal: RuntimeSignal) -> Approval | None:
+        """Apply the decision an ``approval`` signal carries (``approval_id``, ``decision``,
+        and optionally ``message``, ``digest``, ``by`` in its payload) to the run waiting for
+        it; a decision that cannot be taken is logged and ignored."""
+        payload = signal.payload
+        try:
+            approval_id = str(payload["approval_id"])
+            return self._waiting_run(approval_id).decide(
+                approval_id,
+                Decision(payload["decision"]),
+                message=payload.get("message"),
+                digest=payload.get("digest"),
+                by=payload.get("by"),
+            )
+        except (KeyError, ValueError, ApprovalError) as problem:
+            logger.warning(
+                "session %s: approval signal %s ignored: %s", self.id, signal.id, problem
+            )
+            return None
+
+    def _waiting_run(self, approval_id: str) -> Run:
+        run = self.current_run
+        if run is None or all(a.id != approval_id for a in run.approvals):
+            raise UnknownApproval(f"session {self.id} waits for no approval {approval_id!r}")
         return run
 
     async def run(self, task: Task, *, context: RunContext | None = None) -> RunResult:
@@ -149,8 +222,7 @@ class Session:
     async def _execute(
         self,
         run: Run,
-        text: str,
-        metadata: dict[str, Any],
+        body: Callable[[ContextWindow], Awaitable[Outcome]],
         knowledge: Sequence[KnowledgePassage] = (),
     ) -> None:
         loop = self.agent.loop
@@ -164,20 +236,18 @@ class Session:
                 if run.cancel_reason is not None:  # cancelled while waiting its turn
                     raise asyncio.CancelledError
                 window = self._window(await self._working_history(), knowledge)
-                user_message = Message.user(self._with_pending_signals(text))
                 self.current_run = run
                 try:
-                    result, transcript = await loop.execute(
-                        run, window.history, user_message, metadata=metadata, window=window
-                    )
+                    result, transcript = await body(window)
                 finally:
                     self.current_run = None
-                # What this run saw (restored, compacted) is what the next one starts from.
-                window.history.extend(transcript)
-                self._history, self._first_entry = window.history, window.first_entry
-                await self._record(result, transcript)
-                if self.store is not None and result.ok:
-                    await window.remember_calibration()
+                if result.status is not RunStatus.AWAITING_APPROVAL:  # suspended: not ended
+                    # What this run saw (restored, compacted) is what the next one starts from.
+                    window.history.extend(transcript)
+                    self._history, self._first_entry = window.history, window.first_entry
+                    await self._record(result, transcript)
+                    if self.store is not None and result.ok:
+                        await window.remember_calibration()
         except asyncio.CancelledError:
             if waiting:
                 self._queued -= 1
@@ -350,7 +420,9 @@ class _SessionLedger:
         session, woken = self.session, []
         for decision in decisions:
             signal = decision.signal
-            if decision.action.wakes_a_worker:
+            if decision.action.resumes:
+                session.take_decision(signal)
+            elif decision.action.wakes_a_worker:
                 if decision.action.interrupts and session.current_run is not None:
                     session.current_run.interrupt(f"interrupted by signal {signal.id}")
                 context = RunContext(metadata={"signal": signal.id})

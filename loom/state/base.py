@@ -10,20 +10,23 @@ The ports, one module each, are what callers type against:
   check);
 - ``FeedbackLog`` (``loom.state.feedback_log``): feedback events (the feedback policy).
 
-``State`` adds connecting, the health check, the URL it was made from and the kernel's
-session store on the same backend (``state.sessions``: transcripts and run records);
-``state_from_url`` makes one. Implementations: ``MemoryState`` (one process) and
-``RedisState``. The port classes and their values are also importable from here (the
-import path of old).
+``State`` adds connecting, the health check, the URL it was made from, and on the same
+backend the kernel's session store (``state.sessions``: transcripts and run records) and
+governance's rate-limit counters (``state.rate_limits``) and the runs waiting for people
+(``state.suspensions``); ``state_from_url`` makes one.
+Implementations: ``MemoryState`` (one process) and ``RedisState``. The port classes and
+their values are also importable from here (the import path of old).
 """
 
 from __future__ import annotations
 
+from loom.core.governance import RateLimits
 from loom.core.session_store import SessionStore
 from loom.errors import LoomError
 from loom.state.claims import Claims, Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 from loom.state.leases import HeldLease, Lease, Leases, StaleFencingToken, replica_id
+from loom.state.suspensions import Suspensions
 from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
@@ -44,6 +47,11 @@ class State(Claims, WorkingState, Leases, FeedbackLog):
     url: str = ""
     sessions: SessionStore
     """Transcripts and run records, the kernel's session store on the same backend."""
+    rate_limits: RateLimits
+    """Governance's rate-limit counters on the same backend (shared by every replica on
+    Redis)."""
+    suspensions: Suspensions
+    """Runs suspended while they wait for approvals: checkpoints, decisions, journals."""
 
     def __init__(
         self,

@@ -19,7 +19,9 @@ from loom.state.base import State
 from loom.state.claims import Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
+from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
+from loom.state.suspensions import MemorySuspensions
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
 DEFAULT_MAX_DEDUPE_KEYS = 100_000
@@ -84,6 +86,8 @@ class MemoryState(State):
         )
         self._feedback: deque[str] = deque(maxlen=max_feedback)  # of every session
         self.sessions = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)
+        self.rate_limits = MemoryRateLimits(clock=clock)
+        self.suspensions = MemorySuspensions(self.check_fence)
         self.max_dedupe_keys = max_dedupe_keys
         self._clock = clock
         self._dedupe: dict[str, float] = {}  # key -> expiry, in insertion order

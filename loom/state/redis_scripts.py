@@ -237,3 +237,24 @@ __all__ = [
     "SET_RISK",
     "TAKE_PENDING",
 ]
+
+# A sliding-window rate limit: the key is a sorted set of uses scored by the server's time
+# in microseconds (one clock for every replica); uses older than the window go first. A
+# use is added only while fewer than the limit remain; otherwise the answer is the
+# microseconds until the oldest leaves the window. The key expires one window after the
+# last use, so idle limits leave nothing behind. ARGV: limit, window (us), a unique member.
+TAKE_RATE_LIMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+return false
+"""

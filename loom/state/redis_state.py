@@ -46,6 +46,7 @@ from loom.state.base import State, StateUnavailable
 from loom.state.claims import Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
+from loom.state.redis_rate_limits import RedisRateLimits
 from loom.state.redis_sessions import (
     DEFAULT_SOCKET_TIMEOUT,
     RedisSessionStore,
@@ -55,6 +56,7 @@ from loom.state.redis_sessions import (
     texts,
     url_password,
 )
+from loom.state.redis_suspensions import RedisSuspensions
 from loom.state.redis_working import RedisWorkingState, milliseconds
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
@@ -120,6 +122,16 @@ class RedisState(RedisWorkingState, State):
             max_messages=max_messages,
             max_runs=max_runs,
             ttl=transcript_ttl,
+        )
+        self.rate_limits = RedisRateLimits(
+            self._client, prefix=prefix, where=self.url, password=self._password
+        )
+        self.suspensions = RedisSuspensions(
+            self._client,
+            prefix=prefix,
+            where=self.url,
+            password=self._password,
+            keep_ms=self._keep_ms,
         )
         self._register_working_scripts()
         register = self._client.register_script

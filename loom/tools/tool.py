@@ -17,10 +17,12 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
+from loom.core.governance import ToolCallInfo
 from loom.tools.context import ToolContext
 from loom.tools.schema import build_argument_spec, parse_docstring
 
 P = ParamSpec("P")
+ApprovalRule = Callable[[ToolCallInfo], bool]
 R = TypeVar("R")
 
 # Anthropic and OpenAI both reject tool names outside this pattern.
@@ -58,6 +60,8 @@ class Tool(Generic[P, R]):
         read_only: bool = False,
         destructive: bool = False,
         concurrency_safe: bool | None = None,
+        requires_approval: bool | ApprovalRule = False,
+        idempotent: bool = False,
         localns: Mapping[str, Any] | None = None,
     ) -> None:
         # First, so attributes copied from fn.__dict__ cannot shadow ours.
@@ -77,6 +81,17 @@ class Tool(Generic[P, R]):
         self.destructive = destructive
         # Reads can safely overlap; anything that writes must opt in explicitly.
         self.concurrency_safe = read_only if concurrency_safe is None else concurrency_safe
+        if not isinstance(requires_approval, bool) and not callable(requires_approval):
+            raise ValueError(
+                f"tool {name!r}: requires_approval must be True, False or a callable on the "
+                f"call, not {requires_approval!r}"
+            )
+        self.requires_approval = requires_approval
+        """A person approves each call first: always (True), or when the rule on the call
+        (a ``ToolCallInfo``) returns True."""
+        self.idempotent = idempotent
+        """Running a call twice does no more than running it once: after a crash, a call
+        found started but not finished may run again."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self._spec = build_argument_spec(fn, name, param_docs, localns)
         self.parameters = self._spec.schema
@@ -85,10 +100,33 @@ class Tool(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
+    def call_info(
+        self,
+        arguments: Mapping[str, Any],
+        *,
+        call_id: str = "",
+        run_id: str = "",
+        session_id: str = "",
+    ) -> ToolCallInfo:
+        """One call of this tool as governance rules see it: its arguments and the tool's
+        flags."""
+        return ToolCallInfo(
+            tool=self.name,
+            arguments=arguments,
+            call_id=call_id,
+            run_id=run_id,
+            session_id=session_id,
+            read_only=self.read_only,
+            destructive=self.destructive,
+            idempotent=self.idempotent,
+            requires_approval=self.requires_approval,
+        )
+
     def __repr__(self) -> str:
         return (
             f"Tool(name={self.name!r}, read_only={self.read_only}, "
-            f"destructive={self.destructive}, concurrency_safe={self.concurrency_safe})"
+            f"destructive={self.destructive}, concurrency_safe={self.concurrency_safe}, "
+            f"requires_approval={self.requires_approval!r}, idempotent={self.idempotent})"
         )
 
     async def invoke(self, arguments: Mapping[str, Any], context: ToolContext | None = None) -> Any:
@@ -149,6 +187,8 @@ def tool(
     read_only: bool = False,
     destructive: bool = False,
     concurrency_safe: bool | None = None,
+    requires_approval: bool | ApprovalRule = False,
+    idempotent: bool = False,
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -161,10 +201,14 @@ def tool(
     read_only: bool = False,
     destructive: bool = False,
     concurrency_safe: bool | None = None,
+    requires_approval: bool | ApprovalRule = False,
+    idempotent: bool = False,
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make ``fn`` a tool; use as ``@tool``, ``@tool()`` or ``@tool(name=..., ...)``.
 
-    ``concurrency_safe`` defaults to ``read_only``.
+    ``concurrency_safe`` defaults to ``read_only``. ``requires_approval`` (True, or a
+    callable on the ``ToolCallInfo`` returning True) makes each call wait for a person's
+    approval; ``idempotent=True`` lets a call interrupted by a crash run again.
     """
 
     def decorate(func: Callable[P, R]) -> Tool[P, R]:
@@ -175,6 +219,8 @@ def tool(
             read_only=read_only,
             destructive=destructive,
             concurrency_safe=concurrency_safe,
+            requires_approval=requires_approval,
+            idempotent=idempotent,
             # The decorating frame's locals resolve hints that name locally defined types
             # under `from __future__ import annotations`.
             localns=sys._getframe(2 if fn is not None else 1).f_locals,

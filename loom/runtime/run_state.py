@@ -1,0 +1,106 @@
+"""What a run carries between its steps, in one process (``RunState``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from loom.core.approvals import Approval
+from loom.core.checkpoints import RunCheckpoint, ToolJournal
+from loom.core.messages import Message, ToolCall, Usage
+from loom.runtime.context import ContextWindow
+from loom.runtime.history import WorkingHistory, message_chars
+from loom.runtime.run import Run
+
+
+@dataclass(slots=True)
+class RunState:
+    run: Run
+    history: WorkingHistory
+    transcript: list[Message]
+    metadata: dict[str, Any]
+    started_at: datetime
+    usage: Usage = field(default_factory=Usage)
+    transcript_chars: int = 0
+    output: str = ""
+    iteration: int = 0
+    open_calls: tuple[ToolCall, ...] = ()
+    """The last model turn's calls, until each has its result in the transcript."""
+    results: dict[str, Message] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    arguments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Arguments a ``before_tool`` hook rewrote, by call id (the call runs with these)."""
+    approvals: dict[str, Approval] = field(default_factory=dict)
+    """This turn's approvals, by call id."""
+    journal: ToolJournal | None = None
+    """Set once the run has a checkpoint: from then on every call is journaled."""
+    worked: float = 0.0
+    """Seconds worked in earlier stretches (other processes, before a suspension)."""
+    clock: float = field(default_factory=time.perf_counter)
+    waited: float = 0.0
+    """Seconds of this stretch spent waiting for people (not counted as work)."""
+    deadline: asyncio.Timeout | None = None
+    """The run's timeout, stopped while it waits for people."""
+    window: ContextWindow | None = None
+    """What the run's requests are rendered from (partitions, budgets, compaction)."""
+    last_request_chars: int = 0
+    input_tokens_seen: int = 0
+
+    def append(self, message: Message) -> None:
+        self.transcript.append(message)
+        self.transcript_chars += message_chars(message)
+
+    def elapsed(self) -> float:
+        """Seconds the run has worked, waits for people excluded."""
+        return self.worked + time.perf_counter() - self.clock - self.waited
+
+    def arguments_of(self, call: ToolCall) -> dict[str, Any]:
+        return self.arguments.get(call.id, call.arguments)
+
+    def checkpoint(self) -> RunCheckpoint:
+        return RunCheckpoint(
+            run_id=self.run.id,
+            session_id=self.run.session_id,
+            input=self.run.input,
+            iteration=self.iteration,
+            transcript=tuple(self.transcript),
+            calls=tuple(
+                ToolCall(c.id, c.name, self.arguments_of(c), c.raw_arguments)
+                for c in self.open_calls
+            ),
+            results=dict(self.results),
+            approvals=tuple(self.approvals.values()),
+            usage=self.usage,
+            output=self.output,
+            metadata=self.metadata,
+            started_at=self.started_at,
+            elapsed=self.elapsed(),
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, run: Run, history: WorkingHistory, checkpoint: RunCheckpoint
+    ) -> RunState:
+        state = cls(
+            run=run,
+            history=history,
+            transcript=[],
+            metadata=dict(checkpoint.metadata),
+            started_at=checkpoint.started_at or datetime.now().astimezone(),
+            usage=checkpoint.usage,
+            output=checkpoint.output,
+            iteration=checkpoint.iteration,
+            open_calls=checkpoint.calls,
+            results=dict(checkpoint.results),
+            approvals={a.call_id: a for a in checkpoint.approvals},
+            worked=checkpoint.elapsed,
+        )
+        for message in checkpoint.transcript:
+            state.append(message)
+        return state
+
+
+__all__ = ["RunState"]

@@ -1,0 +1,259 @@
+"""Durable approvals in the daemon, in one process (memory broker and state): a paused run
+is suspended without a slot or a lease, decided over HTTP, resumed with the same run id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from loom import Agent, Model, ModelRequest, ModelResponse, RuntimeSignal, ToolCall, tool
+from loom.daemon.app import Daemon
+from loom.daemon.http import build_app
+from loom.daemon.settings import Settings
+from loom.wire import publish_signal
+from tests.polling import eventually
+
+ran: list[str] = []
+
+
+@tool(requires_approval=True)
+def restart(service: str) -> str:
+    """Restart a service."""
+    ran.append(service)
+    return f"{service} restarted"
+
+
+def script(request: ModelRequest) -> ModelResponse | str:
+    """Restart what the user names; then report the tool results."""
+    results = [m for m in request.messages if m.role == "tool"]
+    if request.messages[-1].role == "user":
+        service = request.messages[-1].content.rsplit(" ", 1)[-1]
+        return ModelResponse.of_tool_calls(
+            ToolCall(f"c-{service}", "restart", {"service": service})
+        )
+    return "; ".join(m.content for m in results[-1:])
+
+
+def make_daemon(**overrides: Any) -> Daemon:
+    ran.clear()
+    approvals = {"hold": 0.0, **overrides.pop("approvals", {})}
+    settings = Settings(
+        broker_url="memory://",
+        state_url="memory://",
+        api_token="tok",
+        worker={"lease_ttl": 2.0, "sweep_interval": 0.05},
+        approvals=approvals,
+        **overrides,
+    )
+    return Daemon(Agent(Model.function(script), tools=[restart]), settings=settings)
+
+
+async def drain(daemon: Daemon, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            await daemon.broker.join()  # type: ignore[attr-defined]
+            await daemon.worker.run_until_idle()
+            if not await daemon.state.ready_sessions() and not daemon.worker.active_sessions:
+                return
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    daemon = make_daemon()
+    await daemon.start()
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://loom", headers={"authorization": "Bearer tok"}
+    ) as client:
+        yield daemon, client
+    await daemon.stop()
+
+
+async def ask(daemon: Daemon, text: str, session: str = "ops", **fields: Any) -> RuntimeSignal:
+    signal = RuntimeSignal.create(text, session_id=session, **fields)
+    await publish_signal(daemon.broker, signal)
+    await drain(daemon)
+    return signal
+
+
+async def pending_approval(client: httpx.AsyncClient, session: str = "ops") -> dict[str, Any]:
+    view = (await client.get(f"/sessions/{session}")).json()
+    (approval,) = view["approvals"]
+    assert view["awaiting_run"] == approval["run_id"]
+    return dict(approval)
+
+
+async def test_a_suspended_run_holds_nothing_and_resumes_on_an_http_decision(
+    served: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    daemon, client = served
+    signal = await ask(daemon, "please restart api")
+
+    approval = await pending_approval(client)
+    assert (approval["tool"], approval["arguments"]) == ("restart", {"service": "api"})
+    assert ran == []
+    assert daemon.worker.active_sessions == []
+    assert await daemon.state.lease_holder("ops") is None  # no lease held while waiting
+    in_flight = [json.loads(t)["signal"]["id"] for t in await daemon.state.in_flight("ops")]
+    assert in_flight == [signal.id]  # the signal stays accepted and unanswered
+
+    answer = await client.post(
+        f"/sessions/ops/approvals/{approval['id']}",
+        json={"decision": "approve", "digest": approval["digest"], "by": "alice"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["approval"]["decision"] == "approve"
+    await drain(daemon)
+
+    assert ran == ["api"]
+    snapshot = await daemon.state.sessions.load("ops")
+    assert snapshot is not None
+    (record,) = snapshot.runs
+    assert (record.run_id, record.status) == (approval["run_id"], "completed")
+    assert record.output == "api restarted"
+    assert await daemon.state.in_flight("ops") == []
+    assert await daemon.state.suspensions.load("ops") is None
+    view = (await client.get("/sessions/ops")).json()
+    assert (view["approvals"], view["awaiting_run"]) == ([], None)
+    roles = [m.role for m in snapshot.messages]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_bad_decisions_get_clear_answers(
+    served: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    daemon, client = served
+    await ask(daemon, "please restart api")
+    approval = await pending_approval(client)
+    url = f"/sessions/ops/approvals/{approval['id']}"
+
+    unknown = await client.post("/sessions/ops/approvals/apr_nope", json={"decision": "approve"})
+    assert unknown.status_code == 404
+    elsewhere = await client.post(
+        f"/sessions/nobody/approvals/{approval['id']}", json={"decision": "approve"}
+    )
+    assert elsewhere.status_code == 404
+    digest = await client.post(url, json={"decision": "approve", "digest": "sha256:0"})
+    assert digest.status_code == 409
+    assert "digest" in digest.json()["error"]
+    malformed = await client.post(url, json={"decision": "maybe"})
+    assert malformed.status_code == 422
+    assert "decision" in malformed.json()["error"]
+    extra = await client.post(url, json={"decision": "deny", "because": "x"})
+    assert extra.status_code == 422
+    assert "because" in extra.json()["error"]
+    unauthenticated = await client.post(
+        url, json={"decision": "deny"}, headers={"authorization": "Bearer wrong"}
+    )
+    assert unauthenticated.status_code == 401
+
+    first = await client.post(url, json={"decision": "deny", "message": "no", "by": "bob"})
+    assert first.status_code == 200
+    same = await client.post(url, json={"decision": "deny", "by": "carol"})
+    assert same.status_code == 200  # the same decision again: harmless, the first kept
+    assert same.json()["approval"]["decided_by"] == "bob"
+    other = await client.post(url, json={"decision": "approve"})
+    assert other.status_code == 409
+    assert "already decided: deny by bob" in other.json()["error"]
+    await drain(daemon)
+    assert ran == []
+
+
+async def test_an_expired_approval_is_gone_and_its_call_denied() -> None:
+    daemon = make_daemon(approvals={"ttl": 0.2})
+    await daemon.start()
+    try:
+        await ask(daemon, "please restart api")
+        checkpoint = await daemon.state.suspensions.load("ops")
+        assert checkpoint is not None
+        (approval,) = checkpoint.pending
+        await asyncio.sleep(0.3)
+        transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            late = await client.post(
+                f"/sessions/ops/approvals/{approval.id}",
+                json={"decision": "approve"},
+                headers={"authorization": "Bearer tok"},
+            )
+        assert late.status_code == 410
+
+        async def resumed() -> bool:  # by the worker's sweep, the call denied as expired
+            return await daemon.state.suspensions.load("ops") is None
+
+        await eventually(resumed, "the expired run to resume", timeout=10)
+        await drain(daemon)
+        snapshot = await daemon.state.sessions.load("ops")
+        assert snapshot is not None
+        (record,) = snapshot.runs
+        assert record.status == "completed"
+        assert "approval expired" in record.output
+        assert ran == []
+    finally:
+        await daemon.stop()
+
+
+async def test_a_decision_within_the_hold_goes_on_without_suspending() -> None:
+    daemon = make_daemon(approvals={"hold": 30.0})
+    await daemon.start()
+    try:
+        await publish_signal(daemon.broker, RuntimeSignal.create("restart api", session_id="ops"))
+        checkpoint = await eventually(
+            lambda: daemon.state.suspensions.load("ops"), "the run to pause", timeout=10
+        )
+        assert daemon.worker.active_sessions == ["ops"]  # held, not suspended
+        await daemon.approvals.decide("ops", checkpoint.pending[0].id, "approve", by="alice")
+        await drain(daemon)
+        assert ran == ["api"]
+        snapshot = await daemon.state.sessions.load("ops")
+        assert snapshot is not None
+        assert [r.run_id for r in snapshot.runs] == [checkpoint.run_id]
+        assert await daemon.state.suspensions.load("ops") is None
+    finally:
+        await daemon.stop()
+
+
+async def test_signals_for_a_suspended_session_wait_and_an_interrupt_ends_it(
+    served: tuple[Daemon, httpx.AsyncClient],
+) -> None:
+    daemon, client = served
+    await ask(daemon, "please restart api")
+    approval = await pending_approval(client)
+
+    await ask(daemon, "also restart web")  # queued: waits behind the suspended run
+    assert await daemon.state.suspensions.load("ops") is not None
+    assert len(await daemon.state.pending("ops")) == 1
+    assert ran == []
+
+    await ask(daemon, "page: restart db", urgency="critical")  # interrupts it
+    await drain(daemon)
+
+    snapshot = await daemon.state.sessions.load("ops")
+    assert snapshot is not None
+    statuses = [(r.run_id == approval["run_id"], r.status) for r in snapshot.runs]
+    assert statuses[0] == (True, "interrupted")
+    tool_results = [m for m in snapshot.messages if m.role == "tool"]
+    assert tool_results[0].tool_call_id == "c-api"
+    assert tool_results[0].is_error  # the waiting call was closed, not left dangling
+    assert ran == []  # the next run asks again (restart needs approval)
+    assert await daemon.state.pending("ops") == []
+
+
+async def test_a_thousand_suspended_sessions_hold_no_slot_and_no_lease() -> None:
+    daemon = make_daemon()
+    await daemon.start()
+    try:
+        for index in range(1000):
+            signal = RuntimeSignal.create(f"restart s{index}", session_id=f"s{index}")
+            await publish_signal(daemon.broker, signal)
+        await drain(daemon, timeout=60)
+        assert await daemon.state.suspensions.count() == 1000
+        assert daemon.worker.active_sessions == []
+        assert await daemon.state.held_leases(limit=2000) == []
+        assert ran == []
+    finally:
+        await daemon.stop()
