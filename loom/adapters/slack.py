@@ -231,7 +231,8 @@ class Slack(Adapter):
         }
         form = {"type": "object", "required": ["payload"], "properties": {"payload": {}}}
         interactions = {
-            "summary": "Slack interactivity (block_actions: button presses)",
+            "summary": "Slack interactivity (block_actions: button presses; Approve / Deny "
+            "on an approval request decides it)",
             "security": [],
             "parameters": signature,
             "requestBody": {
@@ -239,7 +240,10 @@ class Slack(Adapter):
                 "content": {"application/x-www-form-urlencoded": {"schema": form}},
             },
             "responses": {
-                "200": answer("Acknowledged (empty body, as Slack wants)."),
+                "200": answer(
+                    "Acknowledged (empty body, as Slack wants); a refused approval press is "
+                    "answered with an ephemeral notice in Slack."
+                ),
                 **errors(400, 401, 413, 422, 503),
             },
         }
