@@ -311,3 +311,54 @@ async def test_a_receivers_retry_after_sets_the_least_pause() -> None:
     await callbacks.aclose()
     assert callback_module._seconds("Wed, 21 Oct 2026 07:28:00 GMT") is None
     assert callback_module._seconds(" 5 ") == 5.0
+
+
+async def test_a_request_for_approval_is_a_signed_callback_with_the_approvals(
+    server: CallbackServer,
+) -> None:
+    """A paused run's callback names each call and where to decide it; it is no failure,
+    and its idempotency key differs from the later answer's (same run id)."""
+    from loom.core.approvals import Approval
+    from loom.intake.signing import verify_callback
+
+    approval = Approval.request(
+        tool="delete_namespace", arguments={"name": "staging", "force": True},
+        call_id="call_1", run_id="run_1", session_id="ops/eu", ttl=3600,
+        reason="destructive tool",
+    )  # fmt: skip
+    request = Reply(
+        server.url(), "ops/eu", "run_1", "awaiting_approval", "Deleting staging.",
+        extra={"approvals": [approval.to_dict()]},
+    )  # fmt: skip
+    callbacks = Callbacks(secret="cb-secret", allow_private=True)
+    try:
+        await callbacks.send_reply(request)
+        await callbacks.send_reply(Reply(server.url(), "ops/eu", "run_1", "completed", "Done."))
+        with pytest.raises(UndeliverableReply, match="malformed approval"):
+            await callbacks.send_reply(
+                Reply(
+                    server.url(), "s", "run_2", "awaiting_approval", "", extra={"approvals": [{}]}
+                )
+            )
+    finally:
+        await callbacks.aclose()
+    paused, answered = server.wait_for(2)
+    verify_callback("cb-secret", paused.body, paused.headers)  # raises unless valid
+    body = json.loads(paused.body)
+    assert (body["status"], body["output"], body["error"]) == (
+        "awaiting_approval", "Deleting staging.", None
+    )  # fmt: skip
+    assert body["approvals"] == [
+        {
+            "id": approval.id,
+            "tool": "delete_namespace",
+            "arguments": {"name": "staging", "force": True},
+            "digest": approval.digest,
+            "reason": "destructive tool",
+            "expires_at": approval.expires_at.isoformat(),
+            "decide_path": f"/sessions/ops/eu/approvals/{approval.id}",
+        }
+    ]
+    assert "approvals" not in json.loads(answered.body)
+    assert answered.headers["idempotency-key"] == "run_1"
+    assert paused.headers["idempotency-key"].startswith("run_1:approvals:")

@@ -17,10 +17,12 @@ import pytest
 from loom import Agent, Model, RuntimeSignal
 from loom.broker.base import Message
 from loom.broker.memory import MemoryBroker
+from loom.core.approvals import Approval
 from loom.daemon.app import Daemon
 from loom.daemon.replies import ReplyDispatcher, publish_reply
 from loom.daemon.settings import ReplySettings
 from loom.intake import Adapter, Reply, UndeliverableReply
+from loom.intake.replies import AWAITING_APPROVAL
 from loom.state.base import StateUnavailable
 from loom.state.memory_state import MemoryState
 from loom.wire import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KEY, TOPOLOGY, publish_signal
@@ -255,6 +257,42 @@ async def test_a_reply_delivered_before_a_crash_is_not_sent_again(inbox: Inbox) 
     await publish_reply(broker, reply)  # the same reply redelivered
     await broker.join()
     assert [r.output for r in inbox.replies] == ["hello"]
+    await dispatcher.stop(1)
+    await broker.close()
+
+
+def approval_request(run_id: str, *approval_ids: str) -> Reply:
+    """A paused run's request for decisions on ``approval_ids``."""
+    approvals = [
+        Approval.request(
+            tool="restart", arguments={"service": "api"}, call_id=f"call_{i}", run_id=run_id,
+            session_id="s", ttl=3600,
+        ).to_dict() | {"id": approval_id}
+        for i, approval_id in enumerate(approval_ids)
+    ]  # fmt: skip
+    return Reply(
+        "inbox:1", "s", run_id, AWAITING_APPROVAL, "so far", extra={"approvals": approvals}
+    )
+
+
+async def test_each_pause_of_a_run_and_its_answer_are_all_delivered(inbox: Inbox) -> None:
+    """A run pauses twice and then answers, each time with its run id to the same address:
+    three replies, none taken for a copy of another (and each copy still sent once)."""
+    broker, state = MemoryBroker(topology=TOPOLOGY), MemoryState()
+    await broker.start()
+    dispatcher = ReplyDispatcher(broker, state, [inbox])
+    await dispatcher.start()
+    first, second = approval_request("run_1", "apr_a"), approval_request("run_1", "apr_b")
+    answer = Reply("inbox:1", "s", "run_1", "completed", "done")
+    for reply in (first, first, second, answer, second, answer):
+        await publish_reply(broker, reply)
+    await broker.join()
+    assert [(r.status, r.output) for r in inbox.replies] == [
+        (AWAITING_APPROVAL, "so far"), (AWAITING_APPROVAL, "so far"), ("completed", "done")
+    ]  # fmt: skip
+    assert [[a.id for a in r.approvals()] for r in inbox.replies] == [["apr_a"], ["apr_b"], []]
+    assert not inbox.replies[0].ok
+    assert inbox.replies[0].awaiting_approval
     await dispatcher.stop(1)
     await broker.close()
 

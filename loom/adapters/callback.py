@@ -11,6 +11,12 @@ A signal whose ``reply_to`` is a URL gets the finished run's answer there::
     {"run_id": ..., "session_id": ..., "status": "completed", "output": ..., "error": null,
      "signal_ids": [...]}
 
+A run paused for approval sends ``"status": "awaiting_approval"`` (the text so far in
+``output``; not a failure, the answer follows in a later callback) and ``"approvals"``: per
+call its ``id``, ``tool``, ``arguments``, ``digest``, ``reason``, ``expires_at`` and
+``decide_path`` (``/sessions/{session}/approvals/{id}``: POST the decision there). Its
+idempotency-key is the run id and the approvals (``Reply.key``), so it never hides the answer.
+
 A non-2xx answer (redirects are not followed), a timeout or a connection error raises, so
 the reply dispatcher retries it and dead-letters it past the retry budget
 (``LOOM_REPLIES__RETRY_BUDGET``); a refused address is dead-lettered at once. Without a
@@ -32,7 +38,7 @@ import json
 import logging
 import re
 import socket
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._version import __version__
 from loom.errors import LoomError
@@ -116,21 +122,11 @@ class Callbacks(Adapter):
         where = f"{url.scheme}://{url.netloc.decode()}{url.path}"  # no query: it may hold tokens
         if not url.host:
             raise CallbackRefused(f"callback to {where}: the URL names no host")
-        body = json.dumps(
-            {
-                "run_id": reply.run_id,
-                "session_id": reply.session_id,
-                "status": reply.status,
-                "output": reply.output,
-                "error": reply.error,
-                "signal_ids": list(reply.signal_ids),
-            },
-            ensure_ascii=False,
-        ).encode()
+        body = json.dumps(callback_body(reply), ensure_ascii=False).encode()
         headers = {
             "content-type": "application/json",
             "user-agent": f"loom/{__version__}",
-            "idempotency-key": reply.run_id,
+            "idempotency-key": reply.key,
         }
         if self.secret:
             headers.update(sign_callback(self.secret, body))
@@ -192,6 +188,37 @@ class Callbacks(Adapter):
             await client.aclose()
 
 
+def callback_body(reply: Reply) -> dict[str, Any]:
+    """The JSON a callback carries; a paused run's request adds ``approvals``, each with
+    the path that decides it (``POST`` there, see docs/webhooks.md)."""
+    body: dict[str, Any] = {
+        "run_id": reply.run_id,
+        "session_id": reply.session_id,
+        "status": reply.status,
+        "output": reply.output,
+        "error": reply.error,
+        "signal_ids": list(reply.signal_ids),
+    }
+    if reply.awaiting_approval:
+        try:
+            approvals = reply.approvals()
+        except ValueError as problem:
+            raise CallbackRefused(f"run {reply.run_id}: {problem}") from problem
+        body["approvals"] = [
+            {
+                "id": approval.id,
+                "tool": approval.tool,
+                "arguments": approval.arguments,
+                "digest": approval.digest,
+                "reason": approval.reason,
+                "expires_at": approval.expires_at.isoformat(),
+                "decide_path": f"/sessions/{approval.session_id}/approvals/{approval.id}",
+            }
+            for approval in approvals
+        ]
+    return body
+
+
 # NAT64 with the well-known prefix (RFC 6052): the IPv4 address is the low 32 bits.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # Never public, whatever they embed: the local-use NAT64 prefix (RFC 8215; where the IPv4
@@ -235,4 +262,4 @@ def _seconds(value: str | None) -> float | None:
     return float(value.strip())
 
 
-__all__ = ["CallbackError", "Callbacks", "public"]
+__all__ = ["CallbackError", "Callbacks", "callback_body", "public"]

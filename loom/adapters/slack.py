@@ -10,8 +10,14 @@ dead-letters it at once when no retry can help (``channel_not_found``, ``invalid
 Each answer posted is noted in state (``slack-message:{channel}:{ts}``: session and run), so
 a reaction to it reaches that session as feedback on that run. See docs/slack.md.
 
+Approvals: a paused run's request (a reply with status ``awaiting_approval``) is posted as
+a message with each call's tool, arguments, digest and Approve / Deny buttons; a press of
+one decides at the process's ``ApprovalDesk`` instead of becoming a signal, allowed only
+to ``LOOM_SLACK__APPROVERS`` when set (see ``loom.adapters.slack_approvals``).
+
 Least privilege: the signing secret is only needed to serve the routes (without it there
-are none), the bot token only to post replies; a worker needs just the token.
+are none), the bot token only to post replies and to answer approval presses (notices,
+the updated request); a worker needs just the token.
 
 slack_sdk and aiohttp are imported on first use, so ``import loom.adapters`` stays light.
 """
@@ -21,22 +27,30 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from pydantic import SecretStr
 
+from loom.adapters.slack_approval_blocks import request_message
+from loom.adapters.slack_approvals import ApprovalButtons
 from loom.adapters.slack_events import (
     Ignored,
     SessionPer,
     SlackPayloadError,
+    approval_presses,
     event_signal,
     in_session,
     interaction_signals,
     message_key,
     parse_address,
 )
-from loom.adapters.slack_settings import SlackSettings, slack_settings_from_environment
+from loom.adapters.slack_settings import (
+    SlackSettings,
+    slack_settings_from_environment,
+    user_ids,
+)
 from loom.errors import LoomError
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext, HasContext, context_of
@@ -104,7 +118,8 @@ class Slack(Adapter):
     """The Slack app: ``Slack()`` reads ``LOOM_SLACK__*``; keyword arguments override them.
 
     ``session_per="thread"`` (default) gives every thread its own session; ``"channel"``
-    one session per channel.
+    one session per channel. ``approvers``: the Slack user ids who may press Approve or
+    Deny (``LOOM_SLACK__APPROVERS``); None lets everyone who can press them decide.
     """
 
     name = "slack"
@@ -118,9 +133,10 @@ class Slack(Adapter):
         api_url: str | None = None,
         session_per: SessionPer = "thread",
         timeout: float = 10.0,
+        approvers: Sequence[str] | None = None,
         settings: SlackSettings | None = None,
     ) -> None:
-        if settings is None and None in (signing_secret, bot_token, api_url):
+        if settings is None and None in (signing_secret, bot_token, api_url, approvers):
             settings = slack_settings_from_environment()
         if session_per not in ("thread", "channel"):
             raise ValueError(f"session_per must be 'thread' or 'channel', not {session_per!r}")
@@ -131,6 +147,11 @@ class Slack(Adapter):
             self.signing_secret = self.signing_secret or _secret(settings.signing_secret)
             self.bot_token = self.bot_token or _secret(settings.bot_token)
             self.api_url = api_url or settings.api_url
+            approvers = approvers if approvers is not None else settings.approvers
+        if approvers is not None:
+            approvers = user_ids(list(approvers))  # the setting's check: ids, not empty
+        self.approvals = ApprovalButtons(self._web_client, approvers)
+        """Approve and Deny presses (``approvals.approvers``: who may decide, None: all)."""
         self.session_per: SessionPer = session_per
         self.timeout = timeout
         self._state: Claims | None = None
@@ -163,7 +184,8 @@ class Slack(Adapter):
         if not self.bot_token:  # a gateway needs none; a worker without it cannot post
             logger.info(
                 "no Slack bot token in this process: a worker here dead-letters replies to "
-                "slack: addresses at once, not posted (set LOOM_SLACK__BOT_TOKEN on workers)"
+                "slack: addresses at once, not posted, and approval presses are decided "
+                "without a notice or an updated message (set LOOM_SLACK__BOT_TOKEN)"
             )
         self._verifier = SignatureVerifier(self.signing_secret.get_secret_value())
         ctx = context_of(context)
@@ -209,7 +231,8 @@ class Slack(Adapter):
         }
         form = {"type": "object", "required": ["payload"], "properties": {"payload": {}}}
         interactions = {
-            "summary": "Slack interactivity (block_actions: button presses)",
+            "summary": "Slack interactivity (block_actions: button presses; Approve / Deny "
+            "on an approval request decides it)",
             "security": [],
             "parameters": signature,
             "requestBody": {
@@ -217,7 +240,10 @@ class Slack(Adapter):
                 "content": {"application/x-www-form-urlencoded": {"schema": form}},
             },
             "responses": {
-                "200": answer("Acknowledged (empty body, as Slack wants)."),
+                "200": answer(
+                    "Acknowledged (empty body, as Slack wants); a refused approval press is "
+                    "answered with an ephemeral notice in Slack."
+                ),
                 **errors(400, 401, 413, 422, 503),
             },
         }
@@ -300,9 +326,13 @@ class Slack(Adapter):
         if not isinstance(payload, dict):
             return error(422, "the interaction payload must be a JSON object")
         try:
+            presses = approval_presses(payload)
             outcome = interaction_signals(payload, session_per=self.session_per)
         except SlackPayloadError as problem:
             return error(422, str(problem))
+        for press in presses:  # decisions, not signals
+            if not await self.approvals.press(press, context.approvals):
+                return error(503, "the decision could not be recorded now: press again")
         if isinstance(outcome, Ignored):
             return Response(status_code=200)
         for signal in outcome:
@@ -362,9 +392,18 @@ class Slack(Adapter):
         except SlackPayloadError as problem:
             raise SlackUndeliverable(str(problem)) from problem
         client = self._web_client()
+        message: dict[str, Any] = {"text": reply_text(reply)}
+        if reply.awaiting_approval:
+            try:
+                approvals = reply.approvals()
+            except ValueError as problem:
+                raise SlackUndeliverable(f"run {reply.run_id}: {problem}") from problem
+            if approvals:
+                text, blocks = request_message(reply.session_id, reply.output, approvals)
+                message = {"text": text, "blocks": blocks}
         try:
             response = await client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=reply_text(reply)
+                channel=channel, thread_ts=thread_ts, **message
             )
         except SlackApiError as problem:
             raise _api_error(channel, problem.response) from problem
@@ -414,9 +453,12 @@ class Slack(Adapter):
 
 
 def reply_text(reply: Reply) -> str:
-    """What goes to Slack: the answer of a completed run, else plainly that it failed."""
+    """What goes to Slack: the answer of a completed run, that it waits for a decision
+    (the request's blocks show what), else plainly that it failed."""
     if reply.ok:
         text = reply.output.strip() or "(I finished without a written answer.)"
+    elif reply.awaiting_approval:
+        text = ":raised_hand: Waiting for approval before I go on."
     elif reply.status == "cancelled":
         text = f":no_entry_sign: The run was cancelled: {reply.error or 'no reason given'}"
     else:

@@ -17,12 +17,15 @@ roots (a direct message's: the DM's session).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from loom.adapters.slack_approval_blocks import ACTION_PREFIX
+from loom.core.approvals import Decision
 from loom.errors import LoomError
 from loom.signals import RuntimeSignal
 
@@ -113,11 +116,131 @@ def event_signal(
     return Ignored(f"event type {event_type!r} is not handled")
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalPress:
+    """A press of an approval's Approve or Deny button (not a signal: it decides)."""
+
+    decision: Decision
+    session_id: str
+    approval_id: str
+    digest: str
+    user: str
+    channel: str
+    message_ts: str
+    thread_ts: str
+    blocks: tuple[Mapping[str, Any], ...] | None
+    """The blocks of the message pressed on (to update it), when Slack sent them."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pressed:
+    """Where a ``block_actions`` payload's buttons were pressed, and by whom."""
+
+    user: str
+    team: str
+    channel: str
+    message_ts: str
+    thread_ts: str
+    message: Mapping[str, Any]
+    trigger: str | None
+    actions: list[Mapping[str, Any]]
+
+
 def interaction_signals(
     payload: Mapping[str, Any], *, session_per: SessionPer = "thread"
 ) -> list[RuntimeSignal] | Ignored:
     """One high-urgency signal per action of a ``block_actions`` payload (a button press),
-    in the session of the thread of the message that holds the buttons."""
+    in the session of the thread of the message that holds the buttons. Approval buttons
+    (``approval_presses``) make no signal."""
+    pressed = _pressed(payload)
+    if isinstance(pressed, Ignored):
+        return pressed
+    signals = []
+    for index, action in enumerate(pressed.actions):
+        where = f"payload.actions[{index}]"
+        action_id = _text(action, "action_id", where, limit=255)
+        if action_id.startswith(ACTION_PREFIX):
+            continue
+        action_ts = _ts(action, "action_ts", where)
+        value = _action_value(action, where)
+        shown = f" = {value}" if value and value != action_id else ""
+        team, channel, thread_ts = pressed.team, pressed.channel, pressed.thread_ts
+        signals.append(
+            RuntimeSignal.create(
+                f"{pressed.user} clicked {action_id}{shown}",
+                source="slack",
+                type="interaction",
+                urgency="high",
+                payload={
+                    "action_id": action_id,
+                    "value": value,
+                    "block_id": action.get("block_id"),
+                    "user": pressed.user,
+                    "team": team,
+                    "channel": channel,
+                    "message_ts": pressed.message_ts,
+                    "thread_ts": thread_ts,
+                },
+                session_id=session_for(team, channel, thread_ts, session_per),
+                reply_to=reply_address(channel, thread_ts),
+                # A trigger id names one click; several actions in it differ by action_id.
+                dedupe_key=f"slack:{team}:action:{pressed.trigger or action_ts}:{action_id}",
+            )
+        )
+    if not signals:
+        return Ignored("only approval buttons were pressed")
+    return signals
+
+
+def approval_presses(payload: Mapping[str, Any]) -> list[ApprovalPress]:
+    """The approval buttons (``action_id`` ``loom_approval_approve:...`` or ``..._deny:...``)
+    pressed in a ``block_actions`` payload; raises SlackPayloadError when one is malformed."""
+    pressed = _pressed(payload)
+    if isinstance(pressed, Ignored):
+        return []
+    blocks = pressed.message.get("blocks")
+    kept = None
+    if isinstance(blocks, list):
+        kept = tuple(block for block in blocks if isinstance(block, Mapping))
+    presses = []
+    for index, action in enumerate(pressed.actions):
+        where = f"payload.actions[{index}]"
+        action_id = _text(action, "action_id", where, limit=255)
+        if not action_id.startswith(ACTION_PREFIX):
+            continue
+        kind = action_id.removeprefix(ACTION_PREFIX).partition(":")[0]
+        if kind not in (Decision.APPROVE.value, Decision.DENY.value):
+            raise SlackPayloadError(f"{where}.action_id {_show(action_id)} is no approval button")
+        value = _action_value(action, where)
+        try:
+            named = json.loads(value or "")
+        except ValueError:
+            named = None
+        fields = ("session_id", "approval_id", "digest")
+        if not isinstance(named, Mapping) or not all(
+            isinstance(named.get(key), str) and named.get(key) for key in fields
+        ):
+            raise SlackPayloadError(
+                f"{where}.value must name the session_id, approval_id and digest of an "
+                f"approval, got {_show(value)}"
+            )
+        presses.append(
+            ApprovalPress(
+                decision=Decision(kind),
+                session_id=named["session_id"],
+                approval_id=named["approval_id"],
+                digest=named["digest"],
+                user=pressed.user,
+                channel=pressed.channel,
+                message_ts=pressed.message_ts,
+                thread_ts=pressed.thread_ts,
+                blocks=kept,
+            )
+        )
+    return presses
+
+
+def _pressed(payload: Mapping[str, Any]) -> _Pressed | Ignored:
     kind = _text(payload, "type", "payload")
     if kind != "block_actions":
         return Ignored(f"interaction type {kind!r} is not handled")
@@ -151,38 +274,10 @@ def interaction_signals(
     actions = payload.get("actions")
     if not isinstance(actions, list) or not actions:
         raise SlackPayloadError(f"payload.actions must be a non-empty list, got {_show(actions)}")
-    signals = []
     for index, action in enumerate(actions):
         if not isinstance(action, Mapping):
             raise SlackPayloadError(f"payload.actions[{index}] must be an object")
-        where = f"payload.actions[{index}]"
-        action_id = _text(action, "action_id", where, limit=255)
-        action_ts = _ts(action, "action_ts", where)
-        value = _action_value(action, where)
-        shown = f" = {value}" if value and value != action_id else ""
-        signals.append(
-            RuntimeSignal.create(
-                f"{user} clicked {action_id}{shown}",
-                source="slack",
-                type="interaction",
-                urgency="high",
-                payload={
-                    "action_id": action_id,
-                    "value": value,
-                    "block_id": action.get("block_id"),
-                    "user": user,
-                    "team": team,
-                    "channel": channel,
-                    "message_ts": message_ts,
-                    "thread_ts": thread_ts,
-                },
-                session_id=session_for(team, channel, thread_ts, session_per),
-                reply_to=reply_address(channel, thread_ts),
-                # A trigger id names one click; several actions in it differ by action_id.
-                dedupe_key=f"slack:{team}:action:{trigger or action_ts}:{action_id}",
-            )
-        )
-    return signals
+    return _Pressed(user, team, channel, message_ts, thread_ts, message, trigger, actions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,9 +474,11 @@ def _optional_ts(data: Mapping[str, Any], key: str, where: str) -> str | None:
 
 
 __all__ = [
+    "ApprovalPress",
     "Ignored",
     "SessionPer",
     "SlackPayloadError",
+    "approval_presses",
     "event_signal",
     "in_session",
     "interaction_signals",

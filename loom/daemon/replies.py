@@ -4,10 +4,12 @@ The worker publishes one ``Reply`` per distinct ``reply_to`` of the signals a ru
 confirmed, before it lets go of those signals; the reply dispatcher (worker role) consumes
 ``loom.replies`` and hands each reply to the adapter that serves its address.
 
-Once: before sending, the dispatcher claims ``reply-sending:{run}:{digest}`` for a short
+Once: before sending, the dispatcher claims ``reply-sending:{key}:{digest}`` for a short
 while (``LOOM_REPLIES__CLAIM_TTL``), so a second copy of a reply (``publish_reply``'s own
 retry can make one) waits instead of posting it too; after sending it marks
-``reply-sent:{run}:{digest}`` for a week, so a redelivery after a crash is acked unsent.
+``reply-sent:{key}:{digest}`` for a week, so a redelivery after a crash is acked unsent.
+``key`` is the run id for a run's answer, and the run id and its approvals for a paused
+run's request for decisions (``Reply.key``), so neither hides the other.
 
 Retries run on a time budget, not on the broker's delivery limit: after a failed delivery
 the dispatcher pauses (doubling from ``LOOM_REPLIES__RETRY_DELAY``, at least the error's
@@ -76,7 +78,7 @@ def replies_for(result: RunResult, signals: Sequence[PendingSignal]) -> list[Rep
 
 async def publish_reply(broker: Broker, reply: Reply, *, attempts: int = 3) -> None:
     """Publish ``reply`` (confirmed); a broker hiccup is retried before giving up."""
-    message = Message(body=reply.to_json(), message_id=f"{reply.run_id}:{_digest(reply)}")
+    message = Message(body=reply.to_json(), message_id=f"{reply.key}:{_digest(reply)}")
     for attempt in range(1, attempts + 1):
         try:
             await broker.publish(REPLIES_EXCHANGE, REPLY_ROUTING_KEY, message)
@@ -177,7 +179,8 @@ class ReplyDispatcher:
             logger.warning("reply of run %s dead-lettered: %s", reply.run_id, reason)
             await delivery.dead_letter(reason)
             return
-        key = f"{reply.run_id}:{_digest(reply)}"
+        # A run's answer and each of its requests for approval are replies of their own.
+        key = f"{reply.key}:{_digest(reply)}"
         sent_key, sending_key = f"reply-sent:{key}", f"reply-sending:{key}"
         # Each attempt is its own owner, so two copies in one process also exclude each other.
         owner = f"{self.id}:{uuid.uuid4().hex[:8]}"

@@ -6,11 +6,16 @@ The worker publishes them, the reply dispatcher hands each to the adapter that
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from loom.core.approvals import Approval
 from loom.errors import LoomError
+
+AWAITING_APPROVAL = "awaiting_approval"
+"""A reply's status while its run waits for a person: not an answer, and not a failure."""
 
 
 class UndeliverableReply(LoomError):
@@ -30,7 +35,9 @@ class Reply:
     session_id: str
     run_id: str
     status: str
-    """The run's status: ``completed``, ``failed``, ``cancelled`` or ``interrupted``."""
+    """The run's status: ``completed``, ``failed``, ``cancelled`` or ``interrupted``; or
+    ``awaiting_approval`` for the request of a paused run (``extra["approvals"]`` lists the
+    calls waiting, as ``Approval.to_dict()``; its final answer follows in another reply)."""
     output: str
     error: str | None = None
     signal_ids: tuple[str, ...] = ()
@@ -44,7 +51,42 @@ class Reply:
 
     @property
     def ok(self) -> bool:
+        """True for a completed run's answer (not for a request for approval)."""
         return self.status == "completed"
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """True for a paused run's request for decisions: neither an answer nor a failure."""
+        return self.status == AWAITING_APPROVAL
+
+    @property
+    def key(self) -> str:
+        """What tells this reply from the run's others: the run id for its answer; for a
+        request, the run id and its approvals (a run may pause more than once, and its
+        answer comes later with the same run id). Callbacks send it as Idempotency-Key."""
+        if not self.awaiting_approval:
+            return self.run_id
+        listed = self.extra.get("approvals")
+        ids = sorted(
+            str(entry.get("id"))
+            for entry in (listed if isinstance(listed, list) else [])
+            if isinstance(entry, dict)
+        )
+        digest = hashlib.sha256("+".join(ids).encode()).hexdigest()[:16]
+        return f"{self.run_id}:approvals:{digest}"
+
+    def approvals(self) -> tuple[Approval, ...]:
+        """The approvals a request names (``extra["approvals"]``); raises ``ValueError``
+        when one is malformed."""
+        listed = self.extra.get("approvals") or []
+        if not isinstance(listed, list):
+            raise ValueError("a reply's extra.approvals must be a list")
+        try:
+            return tuple(Approval.from_dict(entry) for entry in listed)
+        except (KeyError, TypeError, AttributeError) as problem:
+            raise ValueError(
+                f"a reply's extra.approvals holds a malformed approval: {problem!r}"
+            ) from problem
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False).encode()
@@ -71,4 +113,4 @@ class Reply:
         return cls(**data)
 
 
-__all__ = ["Reply", "UndeliverableReply"]
+__all__ = ["AWAITING_APPROVAL", "Reply", "UndeliverableReply"]

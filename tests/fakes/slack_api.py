@@ -1,4 +1,5 @@
-"""A fake Slack Web API on loopback: records ``chat.postMessage`` calls, answers failures.
+"""A fake Slack Web API on loopback: records ``chat.postMessage``, ``chat.postEphemeral``
+and ``chat.update`` calls, answers failures.
 
 A Starlette app served by uvicorn on ``127.0.0.1`` (free port) in a background thread, so
 slack_sdk's ``AsyncWebClient`` talks real HTTP to it::
@@ -35,7 +36,15 @@ from starlette.routing import Route
 
 from tests.fakes.threaded_server import ThreadedServer
 
-__all__ = ["FakeSlackAPI", "PostedMessage", "SlackFailure", "api_error", "rate_limited"]
+__all__ = [
+    "EphemeralMessage",
+    "FakeSlackAPI",
+    "PostedMessage",
+    "SlackFailure",
+    "UpdatedMessage",
+    "api_error",
+    "rate_limited",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,28 @@ class PostedMessage:
     ts: str
     """The timestamp the fake gave the new message."""
     token: str | None
+    blocks: list[dict[str, Any]] | None = None
+    """The Block Kit blocks, when the call sent any."""
+
+
+@dataclass(frozen=True)
+class EphemeralMessage:
+    """One ``chat.postEphemeral`` call: a message only ``user`` sees."""
+
+    channel: str
+    user: str
+    text: str
+    thread_ts: str | None
+
+
+@dataclass(frozen=True)
+class UpdatedMessage:
+    """One ``chat.update`` call: the message ``ts`` in ``channel`` replaced."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,8 @@ class FakeSlackAPI:
         self.host = host
         self.port = 0
         self.messages: list[PostedMessage] = []
+        self.ephemerals: list[EphemeralMessage] = []
+        self.updates: list[UpdatedMessage] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         """Every call (method, arguments), failed ones included."""
         self._failures: collections.deque[SlackFailure] = collections.deque()
@@ -119,15 +152,29 @@ class FakeSlackAPI:
             return JSONResponse(failure.body, failure.status, headers=failure.headers)
         if token != self.token:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
-        if method != "chat.postMessage":
+        if method not in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
             return JSONResponse({"ok": False, "error": "unknown_method"})
         channel = arguments.get("channel")
         if not channel:
             return JSONResponse({"ok": False, "error": "channel_not_found"})
+        blocks = arguments.get("blocks")
+        if isinstance(blocks, str):  # form-encoded calls send blocks as JSON text
+            blocks = json.loads(blocks)
+        text = arguments.get("text") or ""
+        if method == "chat.postEphemeral":
+            ephemeral = EphemeralMessage(
+                channel, arguments.get("user", ""), text, arguments.get("thread_ts")
+            )
+            with self._lock:
+                self.ephemerals.append(ephemeral)
+            return JSONResponse({"ok": True, "message_ts": f"{int(time.time())}.000000"})
+        if method == "chat.update":
+            ts = arguments.get("ts", "")
+            with self._lock:
+                self.updates.append(UpdatedMessage(channel, ts, text, blocks))
+            return JSONResponse({"ok": True, "channel": channel, "ts": ts, "text": text})
         ts = f"{int(time.time())}.{next(self._ts):06d}"
-        message = PostedMessage(
-            channel, arguments.get("text") or "", arguments.get("thread_ts"), ts, token
-        )
+        message = PostedMessage(channel, text, arguments.get("thread_ts"), ts, token, blocks)
         with self._lock:
             self.messages.append(message)
         return JSONResponse(
