@@ -47,9 +47,6 @@ from loom.wire.topology import REPLIES_EXCHANGE, REPLIES_QUEUE, REPLY_ROUTING_KE
 
 logger = logging.getLogger("loom.replies")
 
-AWAITING_APPROVAL = "awaiting_approval"
-"""A reply's status when it asks people to decide (``extra["approvals"]``), not an answer."""
-
 SENT_TTL = 7 * 86_400.0
 """Seconds a delivered reply is remembered, so redeliveries within it are not sent again."""
 
@@ -251,12 +248,7 @@ class ReplyDispatcher:
 
 
 def _digest(reply: Reply) -> str:
-    """What tells a run's replies apart: the address, and for a request to approve, the
-    approvals it asks for (a run may ask several times before its one final answer)."""
-    key = reply.reply_to
-    if reply.status == AWAITING_APPROVAL:
-        key += "|" + ",".join(str(a.get("id")) for a in reply.extra.get("approvals", ()))
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return hashlib.sha256(reply.reply_to.encode()).hexdigest()[:16]
 
 
 def _scheme(address: str) -> str:
