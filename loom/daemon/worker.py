@@ -552,6 +552,8 @@ def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
     runs are part of the flow (a newer signal, a shutdown): INFO, with the reason too. The
     reason goes through the log handler's redactor like every record."""
     what = f"session {session_id} run {result.run_id} {result.status.value} ({signals} signal(s))"
+    if result.status is RunStatus.AWAITING_APPROVAL:
+        return  # not an outcome: the run is suspended (logged by loom.daemon.awaiting)
     if result.ok:
         logger.info("%s", what)
     elif result.status is RunStatus.FAILED:
