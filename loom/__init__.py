@@ -7,6 +7,8 @@ stays light: brokers, state backends and vendor SDKs are imported only where use
 from loom._version import __version__
 from loom.agent import Agent
 from loom.capabilities import Capability
+from loom.core.approvals import Approval
+from loom.core.hooks import DenyCall
 from loom.core.messages import Message, ToolCall, Usage
 from loom.errors import (
     AuthenticationError,
@@ -36,12 +38,14 @@ from loom.tools import Tool, ToolContext, tool
 
 __all__ = [
     "Agent",
+    "Approval",
     "Artifact",
     "AttentionPolicy",
     "AuthenticationError",
     "Capability",
     "ContextProtocol",
     "ContinuityPolicy",
+    "DenyCall",
     "FeedbackEvent",
     "FeedbackPolicy",
     "FileSessionStore",

@@ -182,6 +182,15 @@ def decided(action: str) -> None:
     _child(DECISIONS, action).inc()
 
 
+def approval_decided(approval: Any) -> None:
+    """Count a decision a person took on an approval (``loom.core.approvals.Approval``),
+    and how long it waited for it."""
+    APPROVALS_DECIDED.labels(approval.decision.value).inc()
+    if approval.requested_at is not None and approval.decided_at is not None:
+        waited = (approval.decided_at - approval.requested_at).total_seconds()
+        APPROVAL_DECISION_SECONDS.observe(max(waited, 0.0))
+
+
 def governance_denied(rule: str, tool: str) -> None:
     """Count a tool call governance denied: ``rule`` is the ``Ruling``'s, ``tool`` the name
     of one of the agent's tools (or ``unknown``), so both labels stay bounded."""

@@ -426,3 +426,37 @@ async def test_a_call_denied_while_suspended_is_not_run_on_resume() -> None:
 
     assert effects.done == []
     assert "denied by bob: no" in result.output
+
+
+async def test_approval_metrics_count_requests_decisions_and_expiries() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        value("loom_approvals_requested_total"),
+        value("loom_approvals_decided_total", decision="deny"),
+        value("loom_approvals_expired_total"),
+        value("loom_approval_decision_seconds_count"),
+    )
+    effects = Effects()
+    script = turns(ToolCall("c1", "restart", {"service": "api"}))
+    agent, _, _ = make_agent(script, ask("restart"), effects)
+    run = agent.session("ops").start("go")
+    (approval,) = (await run.wait()).approvals
+    run.deny(approval.id)
+    await run.wait()
+    expiring, _, _ = make_agent(script, ask("restart"), effects, approval_ttl=0.01)
+    late = expiring.session("ops").start("go")
+    await late.wait()
+    await asyncio.sleep(0.05)
+    await late.wait()
+
+    after = (
+        value("loom_approvals_requested_total"),
+        value("loom_approvals_decided_total", decision="deny"),
+        value("loom_approvals_expired_total"),
+        value("loom_approval_decision_seconds_count"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 1]

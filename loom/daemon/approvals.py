@@ -58,10 +58,7 @@ class StateApprovalDesk:
             session_id, approval_id, decision, message=message, digest=digest, by=by
         )
         if fresh:
-            metrics.APPROVALS_DECIDED.labels(decision.value).inc()
-            if approval.requested_at is not None and approval.decided_at is not None:
-                waited = (approval.decided_at - approval.requested_at).total_seconds()
-                metrics.APPROVAL_DECISION_SECONDS.observe(max(waited, 0.0))
+            metrics.approval_decided(approval)
             logger.info(
                 "session %s: approval %s (%s) %sd by %s",
                 session_id, approval.id, approval.tool, decision.value, by or "someone",

@@ -95,7 +95,6 @@ class AwaitingRuns:
         request must find the run in the state)."""
         assert result.checkpoint is not None
         await self.suspensions.save(result.checkpoint, lease.token)
-        metrics.APPROVALS_REQUESTED.inc(len(result.approvals))
         await self.count()
         extra = {"approvals": [a.to_dict() for a in result.approvals]}
         for reply in replies_for(result, signals):

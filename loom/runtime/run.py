@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from loom import metrics
 from loom.core.approvals import Approval, Decision, UnknownApproval
 from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.messages import Usage
@@ -158,6 +159,7 @@ class Run:
         """The run waits for people: ``wait()`` returns ``result`` until they decide."""
         self.status = RunStatus.AWAITING_APPROVAL
         self.checkpointed = True
+        metrics.APPROVALS_REQUESTED.inc(len(result.approvals))
         self._paused = result
         self._approvals = {a.id: a for a in result.approvals}
         self._decided.clear()
@@ -253,6 +255,8 @@ class Run:
         if approval is None:
             raise UnknownApproval(f"run {self.id} waits for no approval {approval_id!r}")
         decided = approval.decide(decision, message=message, digest=digest, by=by)
+        if decided is not approval:
+            metrics.approval_decided(decided)
         self._approvals[approval_id] = decided
         if all(a.decided for a in self._approvals.values()):
             self._paused = None  # wait() now waits for what comes next

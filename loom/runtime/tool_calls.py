@@ -135,6 +135,7 @@ class ToolCalls:
             call = next(c for c in state.open_calls if c.id == approval.call_id)
             why = approval.message or "no reason given"
             if approval.lapsed:
+                metrics.APPROVALS_EXPIRED.inc()
                 what = "approval expired"
             else:
                 what = "denied by " + (approval.decided_by or "a person")
