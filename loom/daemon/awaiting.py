@@ -107,6 +107,8 @@ class AwaitingRuns:
         until = loop.time() + self.settings.hold
         while loop.time() < until:
             await asyncio.sleep(min(self.settings.poll, max(until - loop.time(), 0.0)))
+            if run.suspending:  # the worker is stopping: the run goes on elsewhere
+                return False
             if run.status is not RunStatus.AWAITING_APPROVAL or not run.approvals:
                 return True
             checkpoint = await self.suspensions.load(session_id)

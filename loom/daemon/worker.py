@@ -150,6 +150,8 @@ class SessionWorker:
         scaling on the work queue, starts one if none is left).
         """
         self._stopping = True
+        for run in list(self._runs.values()):
+            run.suspend()  # a run waiting for people goes on elsewhere, not after a timeout
         if self._tag is not None:
             tag, self._tag = self._tag, None
             metrics.CONSUMERS.labels(WORK_QUEUE).dec()
@@ -446,6 +448,9 @@ class SessionWorker:
             "worker": self.owner,
         }
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        # Should the run pause for approvals, its calls from then on are journaled in the
+        # state, so a worker that resumes it after a crash never runs one twice.
+        run.journal = FencedJournal(self.state.suspensions, lease)
         logs.bind(run_id=run.id)  # until _run_once's log context ends
         now = datetime.now(UTC)
         for pending in fresh:
@@ -466,8 +471,10 @@ class SessionWorker:
         try:
             result = await self.awaiting.follow(lease, run, signals)
         except asyncio.CancelledError:
-            # Shutdown: stop the run itself too, so it cannot write after handing back.
-            run.cancel("the worker is shutting down; the session is handed back")
+            # Shutdown: stop the run itself too, so it cannot write after handing back. A
+            # run waiting for people is suspended instead: its checkpoint is in the state.
+            if not run.suspend():
+                run.cancel("the worker is shutting down; the session is handed back")
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(run.wait(), 5)
             raise

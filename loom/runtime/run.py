@@ -272,6 +272,11 @@ class Run:
                 self._paused = None
             self._decided.set()
 
+    @property
+    def suspending(self) -> bool:
+        """``suspend()`` was asked for: the run hands back its checkpoint."""
+        return self._suspend
+
     def suspend(self) -> bool:
         """Stop waiting here: the run ends in this process as ``awaiting_approval`` with a
         checkpoint, to be resumed from it wherever its decisions arrive (the daemon)."""
