@@ -332,6 +332,31 @@ async def test_a_press_after_the_first_decision_names_it(
     assert desk.approvals[approval.id].decision is Decision.DENY
 
 
+async def test_the_same_press_again_is_told_it_was_decided_before(
+    fake_slack: FakeSlackAPI, gateway_for: Any
+) -> None:
+    """A second press of the same button, by the approver who decided or another one, is
+    answered with the first decision (Slack shows an error on a slow answer: people retry)."""
+    approval = restart()
+    message = await posted_request(fake_slack, approval)
+    desk = MemoryDesk(approval)
+    _, client = await gateway_for(desk, [USER, "U0007"])
+    async with client:
+        press = press_payload(message, button(message, "Approve", approval))
+        assert (await post_interaction(client, press)).status_code == 200
+        assert fake_slack.ephemerals == []  # the decision itself: no notice
+        assert (await post_interaction(client, press)).status_code == 200
+        other = press_payload(message, button(message, "Approve", approval), user="U0007")
+        assert (await post_interaction(client, other)).status_code == 200
+    mine, theirs = fake_slack.ephemerals
+    assert (mine.user, theirs.user) == (USER, "U0007")
+    for notice in (mine, theirs):
+        assert notice.text.startswith("It was already decided: ")
+        assert f"Approved by <@{USER}>" in notice.text
+    assert desk.approvals[approval.id].decided_by == f"slack:{USER}"
+    assert len(fake_slack.updates) == 3
+
+
 async def test_an_expired_or_unknown_approval_gets_a_notice(
     fake_slack: FakeSlackAPI, gateway_for: Any
 ) -> None:

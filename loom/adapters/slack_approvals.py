@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from loom.adapters.slack_approval_blocks import (
@@ -75,6 +76,7 @@ class ApprovalButtons:
                 press, ":warning: This Loom cannot take approval decisions here: nothing decided."
             )
             return True
+        pressed_at = datetime.now(UTC)
         try:
             approval = await desk.decide(
                 press.session_id,
@@ -99,7 +101,13 @@ class ApprovalButtons:
             "approval %s in session %s: %s by slack:%s",
             approval.id, approval.session_id, press.decision.value, press.user,
         )  # fmt: skip
-        if approval.decided_by != f"slack:{press.user}":  # the same decision, taken before
+        # The desk answers the same decision taken before with that first one: tell the
+        # presser, even when it was their own earlier press (Slack shows an error when an
+        # answer is slow, and people press again). A decision taken now is stamped after
+        # ``pressed_at`` by this process; one taken before carries an earlier stamp.
+        decided_at = approval.decided_at
+        taken_before = decided_at is not None and decided_at < pressed_at
+        if taken_before or approval.decided_by != f"slack:{press.user}":
             await self._notice(press, f"It was already decided: {outcome_text(approval)}")
         await self._update(press, decided_blocks(press.blocks, approval), approval)
         return True
