@@ -17,7 +17,7 @@ from loom.adapters import Slack
 from loom.adapters.slack import reply_text
 from loom.adapters.slack_approval_blocks import MAX_APPROVALS, request_message
 from loom.adapters.slack_settings import SlackSettings
-from loom.core.approvals import Approval, Decision, UnknownApproval
+from loom.core.approvals import Approval, Decided, Decision, UnknownApproval
 from loom.daemon.app import Daemon
 from loom.intake import Reply
 from loom.intake.replies import AWAITING_APPROVAL
@@ -57,14 +57,14 @@ class MemoryDesk:
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
-    ) -> Approval:
+    ) -> Decided:
         self.calls.append((session_id, approval_id, decision, digest, by))
         approval = self.approvals.get(approval_id)
         if approval is None or approval.session_id != session_id:
             raise UnknownApproval(f"no approval {approval_id} in session {session_id}")
         decided = approval.decide(decision, message=message, digest=digest, by=by)
         self.approvals[approval_id] = decided
-        return decided
+        return Decided(decided, decided is not approval)
 
     async def pending(self, session_id: str) -> tuple[Approval, ...]:
         return tuple(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from loom.adapters.slack_approval_blocks import (
@@ -76,9 +75,8 @@ class ApprovalButtons:
                 press, ":warning: This Loom cannot take approval decisions here: nothing decided."
             )
             return True
-        pressed_at = datetime.now(UTC)
         try:
-            approval = await desk.decide(
+            decided = await desk.decide(
                 press.session_id,
                 press.approval_id,
                 press.decision,
@@ -97,17 +95,15 @@ class ApprovalButtons:
                 press, ":warning: Your decision could not be recorded just now: press again."
             )
             return False
-        logger.info(
-            "approval %s in session %s: %s by slack:%s",
-            approval.id, approval.session_id, press.decision.value, press.user,
-        )  # fmt: skip
-        # The desk answers the same decision taken before with that first one: tell the
-        # presser, even when it was their own earlier press (Slack shows an error when an
-        # answer is slow, and people press again). A decision taken now is stamped after
-        # ``pressed_at`` by this process; one taken before carries an earlier stamp.
-        decided_at = approval.decided_at
-        taken_before = decided_at is not None and decided_at < pressed_at
-        if taken_before or approval.decided_by != f"slack:{press.user}":
+        approval = decided.approval
+        if decided.fresh:
+            logger.info(
+                "approval %s in session %s: %s by slack:%s",
+                approval.id, approval.session_id, press.decision.value, press.user,
+            )  # fmt: skip
+        else:
+            # The same decision taken before, maybe by this very user (Slack shows an error
+            # when an answer is slow, and people press again): say so.
             await self._notice(press, f"It was already decided: {outcome_text(approval)}")
         await self._update(press, decided_blocks(press.blocks, approval), approval)
         return True

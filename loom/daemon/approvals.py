@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loom import metrics
-from loom.core.approvals import Approval, ApprovalError, Decision
+from loom.core.approvals import Approval, ApprovalError, Decided, Decision
 from loom.core.attention import APPROVAL_SIGNAL
 from loom.errors import validation_details
 from loom.intake.http import error, read_body
@@ -52,7 +52,7 @@ class StateApprovalDesk:
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
-    ) -> Approval:
+    ) -> Decided:
         decision = Decision(decision)
         approval, fresh = await self.suspensions.decide(
             session_id, approval_id, decision, message=message, digest=digest, by=by
@@ -66,7 +66,7 @@ class StateApprovalDesk:
         # Announced again on a repeated decision too: the first announcement may be the
         # one that was lost (its dedupe key keeps it to one resume).
         await self._announce(approval)
-        return approval
+        return Decided(approval, fresh)
 
     async def pending(self, session_id: str) -> tuple[Approval, ...]:
         checkpoint = await self.suspensions.load(session_id)
@@ -135,7 +135,7 @@ def approval_routes(
         except ValidationError as problem:
             return error(422, f"invalid decision: {validation_details(problem)}")
         try:
-            approval = await desk.decide(
+            decided = await desk.decide(
                 session_id,
                 approval_id,
                 Decision(wanted.decision),
@@ -147,7 +147,7 @@ def approval_routes(
             return error(problem.status, str(problem))
         except StateUnavailable as problem:
             return error(503, f"state unavailable, decision not taken: {problem}")
-        return JSONResponse({"approval": approval.to_dict()})
+        return JSONResponse({"approval": decided.approval.to_dict(), "fresh": decided.fresh})
 
     return [
         Route(

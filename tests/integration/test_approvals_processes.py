@@ -1,5 +1,5 @@
-"""Durable approvals across real processes on RabbitMQ and Redis: decided over HTTP, the CLI
-and a signed Slack button; resumed by a worker other than the one that paused the run; kill -9
+"""Durable approvals across real processes on RabbitMQ and Redis: decided over HTTP and the
+CLI (a signed Slack button: test_approvals_slack.py); resumed by a worker other than the one that paused the run; kill -9
 while the run waits and while the approved call runs (its effect, counted in a file outside
 Redis, happens exactly once); every process restarted before the decision; one rate limit
 held across three workers."""
