@@ -207,22 +207,30 @@ async def test_a_rule_that_raises_denies_the_call_naming_the_rule() -> None:
     assert "the tool's approval rule" in ruling.reason
 
 
-async def test_a_rule_answering_neither_bool_nor_str_fails_closed() -> None:
+async def test_a_rule_answering_neither_bool_nor_str_fails_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     policy = GovernancePolicy.default(veto=[lambda c: 1])
     ruling = await policy.review(call())
     assert (ruling.verdict, ruling.rule) == (Verdict.DENY, "error")
-    assert "not a bool or a str" in ruling.reason
+    assert "(TypeError)" in ruling.reason
+    assert "not a bool or a str" in caplog.text  # the detail is logged
     odd_approval = GovernancePolicy.default(require_approval=lambda c: "yes")
     assert await verdict(odd_approval, call()) == (Verdict.DENY, "error")
 
 
-async def test_a_long_error_message_is_cut() -> None:
+async def test_a_rules_error_text_is_logged_cut_and_never_shown_to_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def chatty(info: ToolCallInfo) -> bool:
-        raise RuntimeError("x" * 5000)
+        raise RuntimeError("token=s3cret " + "x" * 5000)
 
     ruling = await GovernancePolicy.default(veto=[chatty]).review(call())
     assert ruling.rule == "error"
-    assert len(ruling.reason) < 400
+    assert "s3cret" not in ruling.reason
+    assert "(RuntimeError)" in ruling.reason
+    assert "token=" in caplog.text
+    assert "x" * 300 not in caplog.text  # cut
 
 
 async def test_a_rate_limit_backend_that_fails_denies_the_call() -> None:

@@ -107,16 +107,19 @@ class DecisionBody(BaseModel):
     digest: str | None = Field(default=None, max_length=200)
     """The digest the person was shown: a decision on other arguments is refused (409)."""
     by: str | None = Field(default=None, min_length=1, max_length=200)
-    """Who decides (kept with the decision); ``api`` when not given."""
+    """Who decides, kept with the decision as ``api:<by>`` (``api`` when not given)."""
 
 
 def approval_routes(
     desk: StateApprovalDesk,
     max_body_bytes: int,
     refusal: Callable[[Request, bytes], str | None],
+    signed_only: Callable[[Request], bool],
 ) -> list[BaseRoute]:
     """The decision route; ``refusal`` says why a request is not authenticated (the bearer
-    token or a signature, as for ``POST /signals``)."""
+    token or a signature, as for ``POST /signals``). ``signed_only`` tells a request that
+    authenticated by a signature alone: a signature covers the body, not the path, so such
+    a decision must name its call by ``digest``, or a captured one could decide another."""
     limit = min(MAX_DECISION_BODY, max_body_bytes)
 
     async def post_decision(request: Request) -> Response:
@@ -134,6 +137,12 @@ def approval_routes(
             wanted = DecisionBody.model_validate_json(body)
         except ValidationError as problem:
             return error(422, f"invalid decision: {validation_details(problem)}")
+        if wanted.digest is None and signed_only(request):
+            return error(
+                422,
+                "invalid decision: digest: a decision authenticated by X-Loom-Signature "
+                "must carry the call's digest (GET /sessions/{id} lists it)",
+            )
         try:
             decided = await desk.decide(
                 session_id,
@@ -141,7 +150,7 @@ def approval_routes(
                 Decision(wanted.decision),
                 message=wanted.message,
                 digest=wanted.digest,
-                by=wanted.by or "api",
+                by=f"api:{wanted.by}" if wanted.by else "api",
             )
         except ApprovalError as problem:
             return error(problem.status, str(problem))

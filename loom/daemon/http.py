@@ -78,6 +78,12 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
             return None
         return authenticate(request.headers, body, token=token, secret=secret)
 
+    def signed_only(request: Request) -> bool:
+        """An authenticated request that holds no valid bearer token: it was signed."""
+        if token is None and secret is None:
+            return False
+        return token is None or not bearer(request.headers, token)
+
     def protected(endpoint: Endpoint) -> Endpoint:
         """The sessions API: the bearer token, once any inbound credential is configured. A
         signature covers a body, and ``GET /sessions/{id}`` has none, so with only
@@ -155,7 +161,9 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         routes.extend(
             feedback_routes(daemon.feedback, daemon.state, context.max_body_bytes, protected)
         )
-        routes.extend(approval_routes(daemon.approvals, context.max_body_bytes, refusal))
+        routes.extend(
+            approval_routes(daemon.approvals, context.max_body_bytes, refusal, signed_only)
+        )
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
     # A gateway's request to a route that is off is told how to turn it on.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -265,8 +266,13 @@ class SessionWorker:
             # A signal recorded after the last take and before the release found the lease
             # held and left the session to us: look once more now that it is free. Also when
             # stopping: then the loop above left such signals for another worker to find.
-            # Not while a run waits for people: new signals wait for it to end.
-            if not waiting and await self.state.pending_count(session_id):
+            # Not while a run waits for people: new signals wait for it to end; but a
+            # decision that came after the last look (its notice was dropped while we held
+            # the session) must not wait for a sweep.
+            if waiting:
+                checkpoint = await self.state.suspensions.load(session_id)
+                again = checkpoint is not None and can_resume(checkpoint)
+            elif await self.state.pending_count(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -304,15 +310,16 @@ class SessionWorker:
     async def _conclude(
         self, lease: Lease, result: RunResult, signals: Sequence[PendingSignal]
     ) -> None:
-        """A run ended: answer its signals, forget its checkpoint if it had one, and let go
-        of the signals (in that order: a crash in between answers again rather than lose
-        the answer, and never runs the signals again while a checkpoint remains)."""
+        """A run ended: answer its signals, let go of them, then forget its checkpoint if it
+        had one. In that order: a crash in between answers again rather than lose the
+        answer, and while the checkpoint remains a takeover finds the run's stored end
+        (``_recorded``) instead of running its signals again."""
         await self._hold(lease)
         for reply in replies_for(result, signals):
             await publish_reply(self.broker, reply)
+        await self.state.finish_in_flight(lease.session_id)
         if result.metadata.get(PAUSED):
             await self.awaiting.ended(lease, result.run_id)
-        await self.state.finish_in_flight(lease.session_id)
 
     async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
         """The session has a suspended run: resume it when its decisions are in (or one
@@ -332,9 +339,14 @@ class SessionWorker:
             None,
         )
         if not can_resume(checkpoint) and interrupting is None:
+            # Still waiting. Ask again: a worker may have died between keeping the run and
+            # asking (each request is delivered once, so this repeats none).
+            await self.awaiting.ask_again(checkpoint, signals)
             return False
         store = FencedSessionStore(self.agent.session_store, self.state, lease)
         session = Session(self.agent, SessionConfig(id=session_id), store=store)
+        here = {"fencing_token": lease.token, "worker": self.owner}
+        checkpoint = dataclasses.replace(checkpoint, metadata={**checkpoint.metadata, **here})
         run = session.resume(checkpoint, journal=FencedJournal(self.state.suspensions, lease))
         if interrupting is not None and not can_resume(checkpoint):
             run.interrupt(f"interrupted by signal {interrupting.id} while waiting for approval")
@@ -344,6 +356,7 @@ class SessionWorker:
         if result.status is RunStatus.AWAITING_APPROVAL:
             return False  # it asked again, and waits again
         await self._conclude(lease, result, signals)
+        await self.poison.recovered(session_id)
         return True
 
     async def _recorded(self, session_id: str, run_id: str) -> RunResult | None:
@@ -364,7 +377,12 @@ class SessionWorker:
     async def _count_failure(self, lease: Lease, problem: Exception) -> None:
         """Count the failure; at the limit the signals in flight go to the dead letters."""
         try:
-            await self.poison.failed(lease, problem)
+            if await self.poison.failed(lease, problem):
+                # Its signals were given up (and answered as failed): a run suspended for
+                # them must not go on later.
+                checkpoint = await self.state.suspensions.load(lease.session_id)
+                if checkpoint is not None:
+                    await self.awaiting.ended(lease, checkpoint.run_id)
         except Exception as counting:  # the signals stay in flight: nothing is lost
             logger.warning("session %s: failure not counted: %s", lease.session_id, counting)
 
@@ -475,6 +493,14 @@ class SessionWorker:
             # run waiting for people is suspended instead: its checkpoint is in the state.
             if not run.suspend():
                 run.cancel("the worker is shutting down; the session is handed back")
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(run.wait(), 5)
+            raise
+        except Exception:
+            # Keeping or asking for a paused run failed (the state or the broker is down):
+            # the run must not wait on in this process, where nobody can decide for it. Its
+            # signals stay in flight for the next attempt.
+            run.cancel("the worker could not keep the run waiting for approval")
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(run.wait(), 5)
             raise

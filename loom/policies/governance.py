@@ -352,16 +352,18 @@ def _ask(call: ToolCallInfo, why: str) -> Ruling:
 
 
 def _failed(name: str, call: ToolCallInfo, exc: Exception) -> Ruling:
-    """Fail closed: the call is denied, naming the rule and the error's type and message."""
+    """Fail closed: the call is denied, naming the rule and the error's type. The error's
+    text goes to the log only: it may quote the call's arguments or a secret, and the
+    model (and whoever reads its output) must not see it."""
     detail = str(exc) or "no message"
     if len(detail) > _MAX_ERROR_TEXT:
         detail = detail[: _MAX_ERROR_TEXT - 3] + "..."
     logger.warning(
-        "governance rule failed; call denied",
-        extra={"rule": name, "tool": call.tool, "error": type(exc).__name__},
-    )
+        "governance rule %s failed on %s (%s: %s); call denied",
+        name, call.tool, type(exc).__name__, detail,
+    )  # fmt: skip
     reason = (
-        f"Tool {call.tool!r} is denied: {name} failed ({type(exc).__name__}: {detail}), "
+        f"Tool {call.tool!r} is denied: {name} failed ({type(exc).__name__}), "
         "and a failing governance rule denies the call."
     )
     return Ruling(Verdict.DENY, reason, "error")

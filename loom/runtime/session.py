@@ -203,7 +203,7 @@ class Session:
 
     def _waiting_run(self, approval_id: str) -> Run:
         run = self.current_run
-        if run is None or all(a.id != approval_id for a in run.approvals):
+        if run is None or not run.knows(approval_id):
             raise UnknownApproval(f"session {self.id} waits for no approval {approval_id!r}")
         return run
 

@@ -1,8 +1,8 @@
 """Durable approvals across real processes on RabbitMQ and Redis: decided over HTTP and the
-CLI (a signed Slack button: test_approvals_slack.py); resumed by a worker other than the one that paused the run; kill -9
-while the run waits and while the approved call runs (its effect, counted in a file outside
-Redis, happens exactly once); every process restarted before the decision; one rate limit
-held across three workers."""
+CLI (a signed Slack button: test_approvals_slack.py); resumed by a worker other than the one
+that paused the run; kill -9 while the run waits and while the approved call runs (its
+effect, counted in a file outside Redis, happens exactly once); every process restarted
+before the decision; one rate limit held across three workers."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ async def test_a_decision_over_http_resumes_the_run_on_another_worker(
     await eventually(lambda: _forgotten(cluster), "the ended run's checkpoint to go", timeout=10)
     again = await decide(gateway, checkpoint, "deny")
     assert again.status_code == 409
-    assert "already decided: approve by alice" in again.json()["error"]
+    assert "already decided: approve by api:alice" in again.json()["error"]
 
 
 @pytest.mark.timeout(180)
