@@ -125,10 +125,8 @@ def parse_response(response: Any) -> ModelResponse:
     )
 
 
-async def stream_response(
-    client: Any, params: dict[str, Any], on_delta: DeltaHandler
-) -> ModelResponse:
-    stream = await client.responses.create(**params, stream=True)
+async def stream_response(stream: Any, on_delta: DeltaHandler) -> ModelResponse:
+    """The response read from a Responses API event stream, its deltas passed on."""
     calls: dict[str, tuple[str, str]] = {}
     final: Any = None
     async for event in stream:
