@@ -36,6 +36,14 @@ from loom.core.session_store import (
     utcnow,
 )
 from loom.state.base import StateUnavailable
+from loom.state.redis_history import (
+    DEFAULT_HOLD_BYTES,
+    DEFAULT_HOLD_SECONDS,
+    LOAD_SINCE,
+    HeldHistories,
+    HeldHistory,
+    weight,
+)
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 _STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")
@@ -115,6 +123,11 @@ def session_key(prefix: str, session_id: str, part: str) -> str:
     return f"{prefix}:s:{{{session_id}}}:{part}"
 
 
+def as_dict(flat: Sequence[str]) -> dict[str, str]:
+    """A script's HGETALL reply (a flat key, value list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -148,7 +161,7 @@ for i = 9 + n, #ARGV, 2 do redis.call('HSET', meta, ARGV[i], ARGV[i + 1]) end
 if ttl > 0 then
   for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
-return 1
+return tonumber(redis.call('HGET', info, 'appended') or 0)
 """
 
 
@@ -159,7 +172,9 @@ class RedisSessionStore(SessionStore):
     its owner) or a URL (the store makes and closes its own client). The list keeps the
     newest ``max_messages`` raw messages and ``load`` applies the window rule of
     ``trim_history`` to them, so a window never starts mid-turn. ``ttl`` (seconds) makes a
-    session's keys expire that long after its last append; None keeps them.
+    session's keys expire that long after its last append; None keeps them. ``load_history``
+    reads only the messages appended since the store last read the session, within
+    ``hold_bytes`` of parsed transcripts held for ``hold_seconds`` after their last use.
     """
 
     def __init__(
@@ -170,6 +185,8 @@ class RedisSessionStore(SessionStore):
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         ttl: float | None = None,
+        hold_bytes: int = DEFAULT_HOLD_BYTES,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
     ) -> None:
         super().__init__(max_messages=max_messages, max_runs=max_runs)
         if isinstance(client, str):
@@ -184,6 +201,10 @@ class RedisSessionStore(SessionStore):
         self.ttl = ttl
         self._index = f"{prefix}:sessions"
         self._append = self._client.register_script(_APPEND)
+        self._load_since = self._client.register_script(LOAD_SINCE)
+        self.held = HeldHistories(hold_bytes, hold_seconds)
+        """The parsed transcripts this store holds (bounded by ``hold_bytes`` and by
+        ``hold_seconds`` since each was last used)."""
 
     def _keys(self, session_id: str) -> list[str]:
         return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
@@ -192,8 +213,35 @@ class RedisSessionStore(SessionStore):
         return await self._load(session_id, with_runs=True)
 
     async def load_history(self, session_id: str) -> SessionSnapshot | None:
-        # A run needs the transcript, not the run records: skip reading and parsing them.
-        return await self._load(session_id, with_runs=False)
+        # A run needs the transcript, not the run records; and of the transcript only what
+        # was appended since this store last read it (see loom.state.redis_history).
+        info_key, messages_key, _, _, meta_key = self._keys(session_id)
+        held = self.held.get(session_id)
+        version = ("", -1) if held is None else (held.created_at, held.appended)
+        with unavailable(self._where, self._password):
+            reply = await self._load_since(keys=[info_key, messages_key, meta_key], args=version)
+        if not reply:
+            self.held.drop(session_id)
+            return None
+        raw_info, raw_meta, mode, items, length = reply
+        info = as_dict(raw_info)
+        appended = int(info.get("appended", 0))
+        if held is not None and text(mode) == "since":
+            held = held.extended(appended, items, int(length))
+        else:
+            held = HeldHistory.parsed(info["created_at"], appended, items)
+        self.held.put(session_id, held)
+        messages = list(held.messages)
+        cut = appended > len(messages)
+        del messages[: history_start(messages, self.max_messages, cut=cut)]
+        return SessionSnapshot(
+            session_id=session_id,
+            metadata={key: json.loads(value) for key, value in as_dict(raw_meta).items()},
+            messages=messages,
+            runs=[],
+            created_at=parse_time(info["created_at"]),
+            updated_at=parse_time(info["updated_at"]),
+        )
 
     async def _load(self, session_id: str, *, with_runs: bool) -> SessionSnapshot | None:
         info_key, messages_key, runs_key, order_key, meta_key = self._keys(session_id)
@@ -251,9 +299,18 @@ class RedisSessionStore(SessionStore):
             *pairs,
         ]
         with unavailable(self._where, self._password):
-            await self._append(keys=[*self._keys(session_id), self._index], args=args)
+            appended = await self._append(keys=[*self._keys(session_id), self._index], args=args)
+        held = self.held.get(session_id)
+        if held is not None and messages and int(appended) == held.appended + len(messages):
+            # Nobody appended in between: the mirror takes these very messages, unparsed.
+            weights = [weight(item) for item in encoded]
+            self.held.put(
+                session_id,
+                held.with_messages(int(appended), messages, weights, self.max_messages),
+            )
 
     async def delete(self, session_id: str) -> None:
+        self.held.drop(session_id)
         with unavailable(self._where, self._password):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(*self._keys(session_id))
