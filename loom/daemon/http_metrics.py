@@ -36,12 +36,23 @@ class HTTPMetrics:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
+        self._templates = {id(route): str(getattr(route, "path", UNMATCHED)) for route in routes}
+
+    def template(self, scope: Scope) -> str:
+        """The route template of a request the router has seen: the router leaves the route
+        it chose in ``scope["route"]`` (the first full match, else the first partial one,
+        as ``route_template`` finds), so the routes are not matched a second time."""
+        chosen = scope.get("route")
+        if chosen is None:
+            return UNMATCHED
+        known = self._templates.get(id(chosen))
+        # A route inside a mount overwrites the mount's entry: match again for those.
+        return known if known is not None else route_template(self.routes, scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = route_template(self.routes, scope)
         status = 500  # what the server answers when the app raises before responding
         started = time.perf_counter()
 
@@ -54,5 +65,6 @@ class HTTPMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
+            route = self.template(scope)
             metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
             metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
