@@ -8,6 +8,7 @@ text and generation extensions; and check each message is serialised once, withi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -340,3 +341,26 @@ def test_the_cache_is_bounded_and_its_answers_stay_right() -> None:
         assert cache.size <= 100
     assert 0 < len(cache) <= 100 // len(dumps("message 0000"))
     assert cache(messages[0]) == (dumps("message 0000"),)  # evicted, built again
+
+
+async def test_a_long_history_met_first_lets_the_event_loop_run() -> None:
+    cache = WireCache(lambda m: (dumps(m.content),), lambda f: len(f[0]))
+    messages = [Message.user(f"m{i}") for i in range(5)]
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    await cache.fill(messages, slice_seconds=0.0)  # yields after every message it builds
+    task.cancel()
+    assert turns - before >= len(messages) - 1
+    assert len(cache) == len(messages)
+    turns_after_fill = turns
+    await cache.fill(messages, slice_seconds=0.0)  # all held: nothing built, no yield
+    assert turns == turns_after_fill

@@ -77,6 +77,7 @@ class AnthropicModel(SDKModel):
         params = self.request_params(request)
         if on_delta is not None:
             params["stream"] = True
+        await self._wire.fill(request.messages)
         body = spliced_body(params, "messages", anthropic_turns_json(self._wire, request.messages))
 
         async def attempt(deltas: DeltaHandler | None) -> Any:
@@ -248,24 +249,24 @@ def _blocks_size(blocks: Blocks) -> int:
 
 
 def anthropic_turns_json(cache: WireCache[Blocks], messages: Sequence[Message]) -> bytes:
-    """The ``messages`` array of a request, each message serialised once (kept in ``cache``)."""
+    """The ``messages`` array of a request, each message serialised once (kept in ``cache``).
+
+    Adjacent messages of one role make one turn; a turn of one message is that message's
+    own ``turn``, and most are (assistant and tool turns alternate)."""
     turns: list[bytes] = []
-    run: list[Blocks] = []  # the messages of the turn being gathered
-
-    def close() -> None:
-        if len(run) == 1:
-            turns.append(run[0].turn)
-        elif run:
-            blocks = json_array(piece for part in run for piece in part.fragments)
-            turns.append(b'{"role":"' + run[0].role + b'","content":' + blocks + b"}")
-
-    for message in messages:
-        blocks = cache(message)
+    group: list[Blocks] = []  # the messages of the turn being gathered
+    for blocks in cache.values(messages):
         if not blocks.fragments:
             continue
-        if run and blocks.role != run[0].role:
-            close()
-            run = []
-        run.append(blocks)
-    close()
+        if group and blocks.role != group[0].role:
+            turns.append(group[0].turn if len(group) == 1 else _merged_turn(group))
+            group = []
+        group.append(blocks)
+    if group:
+        turns.append(group[0].turn if len(group) == 1 else _merged_turn(group))
     return json_array(turns)
+
+
+def _merged_turn(group: Sequence[Blocks]) -> bytes:
+    content = json_array(piece for blocks in group for piece in blocks.fragments)
+    return b'{"role":"' + group[0].role + b'","content":' + content + b"}"

@@ -84,6 +84,7 @@ class OpenAIModel(SDKModel):
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         streaming = on_delta is not None
+        await self._wire.fill(request.messages)
         if self.api == "responses":
             params = responses_params(self.model, request, reasoning=self.reasoning)
             if streaming:

@@ -10,9 +10,12 @@ keeps the bytes, and sends the body through the client's raw request path
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, Generic, TypeVar
 
 from loom.core.messages import Message
@@ -23,9 +26,15 @@ ENTRY_OVERHEAD = 200
 """About what an entry costs besides its bytes (the key, the tuple, the dict slot)."""
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+FILL_SLICE = 0.0005
+"""Seconds of serialising after which ``WireCache.fill`` lets the event loop run."""
+
+
 def dumps(value: Any) -> bytes:
     """JSON as the SDKs send it (their ``openapi_dumps`` defaults)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 V = TypeVar("V")
@@ -53,6 +62,34 @@ class WireCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    async def fill(self, messages: Sequence[Message], slice_seconds: float = FILL_SLICE) -> None:
+        """Build the entries of ``messages`` not held yet, letting the event loop run after
+        each ``slice_seconds`` of work: a long history met for the first time (a session
+        this process just took over) does not stall the other sessions on the loop."""
+        entries = self._entries
+        began = time.perf_counter()
+        for message in messages:
+            entry = entries.get(id(message))
+            if entry is None or entry[0] is not message:
+                self(message)
+                if time.perf_counter() - began > slice_seconds:
+                    await asyncio.sleep(0)
+                    began = time.perf_counter()
+
+    def values(self, messages: Sequence[Message]) -> list[V]:
+        """``self(message)`` for each message; the loop kept here, as it runs per call."""
+        entries, refresh = self._entries, self._entries.move_to_end
+        found: list[V] = []
+        for message in messages:
+            key = id(message)
+            entry = entries.get(key)
+            if entry is not None and entry[0] is message:
+                refresh(key)
+                found.append(entry[1])
+            else:
+                found.append(self(message))
+        return found
 
     def __call__(self, message: Message) -> V:
         key = id(message)
@@ -103,7 +140,4 @@ def array_of(
     cache: WireCache[Fragments], messages: Sequence[Message], before: Sequence[bytes] = ()
 ) -> bytes:
     """The JSON array of every message's items, after ``before``."""
-    items = list(before)
-    for message in messages:
-        items.extend(cache(message))
-    return json_array(items)
+    return json_array(chain(before, chain.from_iterable(cache.values(messages))))
