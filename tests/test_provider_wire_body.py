@@ -333,14 +333,14 @@ async def test_each_message_is_serialised_once(
     assert built == messages  # the first five once, then only the three added
 
 
-def test_the_cache_is_bounded_and_its_answers_stay_right() -> None:
+async def test_the_cache_is_bounded_and_its_answers_stay_right() -> None:
     cache = WireCache(lambda m: (dumps(m.content),), lambda f: len(f[0]), max_bytes=100)
     messages = [Message.user(f"message {i:04d}") for i in range(50)]
     for message in messages:
-        assert cache(message) == (dumps(message.content),)
+        assert (await cache.values([message])) == [(dumps(message.content),)]
         assert cache.size <= 100
     assert 0 < len(cache) <= 100 // len(dumps("message 0000"))
-    assert cache(messages[0]) == (dumps("message 0000"),)  # evicted, built again
+    assert (await cache.values(messages[:1])) == [(dumps("message 0000"),)]  # built again
 
 
 async def test_a_long_history_met_first_lets_the_event_loop_run() -> None:
@@ -357,10 +357,10 @@ async def test_a_long_history_met_first_lets_the_event_loop_run() -> None:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = turns
-    await cache.fill(messages, slice_seconds=0.0)  # yields after every message it builds
+    await cache.values(messages, slice_seconds=0.0)  # yields after every message it builds
     task.cancel()
     assert turns - before >= len(messages) - 1
     assert len(cache) == len(messages)
     turns_after_fill = turns
-    await cache.fill(messages, slice_seconds=0.0)  # all held: nothing built, no yield
+    await cache.values(messages, slice_seconds=0.0)  # all held: nothing built, no yield
     assert turns == turns_after_fill

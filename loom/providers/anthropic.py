@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from loom.core.messages import Message, ToolCall, Usage
@@ -77,8 +77,8 @@ class AnthropicModel(SDKModel):
         params = self.request_params(request)
         if on_delta is not None:
             params["stream"] = True
-        await self._wire.fill(request.messages)
-        body = spliced_body(params, "messages", anthropic_turns_json(self._wire, request.messages))
+        turns = anthropic_turns_json(await self._wire.values(request.messages))
+        body = spliced_body(params, "messages", turns)
 
         async def attempt(deltas: DeltaHandler | None) -> Any:
             if deltas is None:
@@ -248,14 +248,14 @@ def _blocks_size(blocks: Blocks) -> int:
     return sum(map(len, blocks.fragments)) + len(blocks.turn) + ENTRY_OVERHEAD
 
 
-def anthropic_turns_json(cache: WireCache[Blocks], messages: Sequence[Message]) -> bytes:
-    """The ``messages`` array of a request, each message serialised once (kept in ``cache``).
+def anthropic_turns_json(messages: Iterable[Blocks]) -> bytes:
+    """The ``messages`` array of a request from its messages' serialised blocks.
 
     Adjacent messages of one role make one turn; a turn of one message is that message's
     own ``turn``, and most are (assistant and tool turns alternate)."""
     turns: list[bytes] = []
     group: list[Blocks] = []  # the messages of the turn being gathered
-    for blocks in cache.values(messages):
+    for blocks in messages:
         if not blocks.fragments:
             continue
         if group and blocks.role != group[0].role:

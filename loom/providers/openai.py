@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from loom.core.messages import Message, Usage
@@ -84,17 +83,17 @@ class OpenAIModel(SDKModel):
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         streaming = on_delta is not None
-        await self._wire.fill(request.messages)
+        wire = await self._wire.values(request.messages)
         if self.api == "responses":
             params = responses_params(self.model, request, reasoning=self.reasoning)
             if streaming:
                 params["stream"] = True
-            body = spliced_body(params, "input", self._response_input(request.messages))
+            body = spliced_body(params, "input", array_of(wire))
         else:
             params = self.chat_params(request)
             if streaming:  # with usage in the last chunk
                 params.update(stream=True, stream_options={"include_usage": True})
-            body = spliced_body(params, "messages", self._chat_messages(request))
+            body = spliced_body(params, "messages", self._chat_messages(request, wire))
 
         async def attempt(deltas: DeltaHandler | None) -> ModelResponse:
             if self.api == "responses":
@@ -136,16 +135,13 @@ class OpenAIModel(SDKModel):
             stream_cls=AsyncStream[ResponseStreamEvent],
         )
 
-    def _chat_messages(self, request: ModelRequest) -> bytes:
+    def _chat_messages(self, request: ModelRequest, wire: list[Fragments]) -> bytes:
         system = (
             (dumps({"role": "system", "content": request.instructions}),)
             if request.instructions
             else ()
         )
-        return array_of(self._wire, request.messages, system)
-
-    def _response_input(self, messages: Sequence[Message]) -> bytes:
-        return array_of(self._wire, messages)
+        return array_of(wire, system)
 
     # -- chat completions --------------------------------------------------------------
     def chat_params(self, request: ModelRequest) -> dict[str, Any]:

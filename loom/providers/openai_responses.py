@@ -24,10 +24,10 @@ _INCOMPLETE: dict[str, StopReason] = {
 
 
 def responses_params(model: str, request: ModelRequest, *, reasoning: bool) -> dict[str, Any]:
+    """The request's fields but its ``input`` (sent serialised, see loom.providers.wire_body)."""
     generation = request.generation
     params: dict[str, Any] = {
         "model": model,
-        "input": to_response_input(request.messages),
         # Stateless: the transcript is ours, so nothing is kept server-side.
         "store": False,
     }

@@ -29,7 +29,7 @@ ENTRY_OVERHEAD = 200
 # One encoder for every call: ``json.dumps`` with options builds a new one each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 FILL_SLICE = 0.0005
-"""Seconds of serialising after which ``WireCache.fill`` lets the event loop run."""
+"""Seconds of serialising after which ``WireCache.values`` lets the event loop run."""
 
 
 def dumps(value: Any) -> bytes:
@@ -63,32 +63,29 @@ class WireCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def fill(self, messages: Sequence[Message], slice_seconds: float = FILL_SLICE) -> None:
-        """Build the entries of ``messages`` not held yet, letting the event loop run after
-        each ``slice_seconds`` of work: a long history met for the first time (a session
-        this process just took over) does not stall the other sessions on the loop."""
-        entries = self._entries
-        began = time.perf_counter()
-        for message in messages:
-            entry = entries.get(id(message))
-            if entry is None or entry[0] is not message:
-                self(message)
-                if time.perf_counter() - began > slice_seconds:
-                    await asyncio.sleep(0)
-                    began = time.perf_counter()
-
-    def values(self, messages: Sequence[Message]) -> list[V]:
-        """``self(message)`` for each message; the loop kept here, as it runs per call."""
+    async def values(
+        self, messages: Sequence[Message], slice_seconds: float = FILL_SLICE
+    ) -> list[V]:
+        """``self(message)`` for each message, in one pass (it runs for every call). Building
+        the ones not held lets the event loop run after each ``slice_seconds`` of work: a long
+        history met for the first time (a session this process just took over) does not
+        stall the other sessions on the loop."""
         entries, refresh = self._entries, self._entries.move_to_end
         found: list[V] = []
+        began = 0.0
         for message in messages:
             key = id(message)
             entry = entries.get(key)
             if entry is not None and entry[0] is message:
                 refresh(key)
                 found.append(entry[1])
-            else:
-                found.append(self(message))
+                continue
+            if not began:
+                began = time.perf_counter()
+            found.append(self(message))
+            if time.perf_counter() - began > slice_seconds:
+                await asyncio.sleep(0)
+                began = time.perf_counter()
         return found
 
     def __call__(self, message: Message) -> V:
@@ -136,8 +133,6 @@ def spliced_body(params: Mapping[str, Any], key: str, array: bytes) -> bytes:
     return head + b"}" if rest == b"{}" else head + b"," + rest[1:]
 
 
-def array_of(
-    cache: WireCache[Fragments], messages: Sequence[Message], before: Sequence[bytes] = ()
-) -> bytes:
-    """The JSON array of every message's items, after ``before``."""
-    return json_array(chain(before, chain.from_iterable(cache.values(messages))))
+def array_of(values: Iterable[Fragments], before: Sequence[bytes] = ()) -> bytes:
+    """The JSON array of the items of every message (their ``values``), after ``before``."""
+    return json_array(chain(before, chain.from_iterable(values)))
