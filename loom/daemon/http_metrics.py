@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loom import metrics
 
 UNMATCHED = "unmatched"
+
+# The metrics' children by label values, found once instead of by ``labels()`` per request.
+_requests: dict[tuple[str, int], Any] = {}
+_durations: dict[str, Any] = {}
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -66,5 +71,12 @@ class HTTPMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = self.template(scope)
-            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-            metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+            counted = _requests.get((route, status))
+            if counted is None:  # routes and status codes are few: every pair is kept
+                counted = metrics.HTTP_REQUESTS.labels(route, str(status))
+                _requests[route, status] = counted
+            counted.inc()
+            timed = _durations.get(route)
+            if timed is None:
+                timed = _durations[route] = metrics.HTTP_DURATION.labels(route)
+            timed.observe(time.perf_counter() - started)
