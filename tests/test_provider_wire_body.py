@@ -364,3 +364,35 @@ async def test_a_long_history_met_first_lets_the_event_loop_run() -> None:
     turns_after_fill = turns
     await cache.values(messages, slice_seconds=0.0)  # all held: nothing built, no yield
     assert turns == turns_after_fill
+
+
+@pytest.mark.parametrize("deployment", [None, "my-deployment"])
+async def test_an_azure_client_posts_where_its_own_method_would(deployment: str | None) -> None:
+    import httpx2
+
+    seen: list[tuple[str, Any]] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        seen.append((str(request.url), json.loads(request.content)))
+        return httpx2.Response(200, json=openai_chat(text="ok", model="gpt-4o"))
+
+    client = openai.AsyncAzureOpenAI(
+        api_key="k",
+        api_version="2024-10-21",
+        azure_endpoint="https://example.openai.azure.com",
+        azure_deployment=deployment,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+    )
+    model = OpenAIModel("gpt-4o:custom", client=client)
+    messages = [Message.user("hi")]
+    try:
+        await model.complete(ModelRequest("", messages, (), Generation()))
+        await client.chat.completions.create(
+            model="gpt-4o:custom", messages=[{"role": "user", "content": "hi"}]
+        )
+    finally:
+        await client.close()
+    (loom_url, loom_body), (sdk_url, sdk_body) = seen
+    assert loom_url == sdk_url
+    assert loom_body == sdk_body

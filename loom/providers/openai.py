@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from typing import Any, Literal
+from urllib.parse import quote
 
 from loom.core.messages import Message, Usage
 from loom.errors import ProviderError
@@ -33,6 +34,8 @@ from loom.providers.retry import RetryPolicy
 from loom.providers.wire_body import Fragments, array_of, dumps, fragments_cache, spliced_body
 
 logger = logging.getLogger("loom.providers")
+PATH_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+"""What a URL path segment holds unescaped (RFC 3986 ``pchar``)."""
 
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _FINISH_REASONS: dict[str, StopReason] = {
@@ -114,13 +117,24 @@ class OpenAIModel(SDKModel):
         from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
         return await self.client.post(
-            "/chat/completions",
+            self._chat_path(),
             content=body,
             cast_to=ChatCompletion,
             options={"security": {"bearer_auth": True}},
             stream=stream,
             stream_cls=AsyncStream[ChatCompletionChunk],
         )
+
+    def _chat_path(self) -> str:
+        """``/chat/completions``; on an Azure client without a deployment in its URL, that
+        of the model's deployment, as its ``chat.completions.create`` would route it (the
+        client reads the model from a body it is not given here)."""
+        from openai import AsyncAzureOpenAI
+
+        client = self.client
+        if isinstance(client, AsyncAzureOpenAI) and "/deployments" not in client.base_url.path:
+            return f"/deployments/{quote(self.model, safe=PATH_SEGMENT_SAFE)}/chat/completions"
+        return "/chat/completions"
 
     async def _post_responses(self, body: bytes, *, stream: bool) -> Any:
         from openai import AsyncStream
