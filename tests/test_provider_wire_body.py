@@ -396,3 +396,37 @@ async def test_an_azure_client_posts_where_its_own_method_would(deployment: str 
     (loom_url, loom_body), (sdk_url, sdk_body) = seen
     assert loom_url == sdk_url
     assert loom_body == sdk_body
+
+
+async def test_a_vertex_client_gets_the_sdk_method_it_routes_by() -> None:
+    import httpx2
+
+    seen: list[tuple[str, Any]] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        seen.append((str(request.url), json.loads(request.content)))
+        return httpx2.Response(200, json=anthropic_message(text="ok"))
+
+    client = anthropic.AsyncAnthropicVertex(
+        region="us-east5",
+        project_id="proj",
+        access_token="tok",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+    )
+    model = AnthropicModel("claude-sonnet-4-6", client=client)  # type: ignore[arg-type]
+    generation = Generation(max_output_tokens=50, temperature=0.2)
+    try:
+        reply = await model.complete(ModelRequest("", [Message.user("hi")], (), generation))
+        await client.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"temperature": 0.2},
+        )
+    finally:
+        await client.close()
+    assert reply.text == "ok"
+    (loom_url, loom_body), (sdk_url, sdk_body) = seen
+    assert loom_url == sdk_url
+    assert loom_body == sdk_body

@@ -87,6 +87,13 @@ class AnthropicModel(SDKModel):
 
         return self.parse_message(await self.call(attempt, on_delta))
 
+    def _raw_path(self) -> bool:
+        """Whether the client takes a body as bytes: the Vertex and Bedrock clients rewrite
+        the body's fields (the model goes into the URL), so they get the SDK's methods."""
+        from anthropic import AsyncAnthropic
+
+        return isinstance(self.client, AsyncAnthropic)
+
     async def _post(self, body: bytes, *, stream: bool) -> Any:
         # The body goes as bytes through ``client.post``, the path ``messages.create`` ends
         # in, without the SDK's copy of every argument: its auth, errors and stream types stay.
@@ -94,6 +101,8 @@ class AnthropicModel(SDKModel):
         from anthropic.types import Message as WireMessage
         from anthropic.types import RawMessageStreamEvent
 
+        if not self._raw_path():
+            return await self.client.messages.create(**sdk_arguments(body, stream=stream))
         return await self.client.post(
             "/v1/messages",
             content=body,
@@ -108,7 +117,11 @@ class AnthropicModel(SDKModel):
         tool_block: tuple[str | None, str | None] = (None, None)
         # The SDK's own stream helper, as ``messages.stream`` returns it (its events are read
         # by their ``type``, like the other providers' streams).
-        manager: Any = AsyncMessageStreamManager(self._post(body, stream=True))
+        manager: Any = (
+            AsyncMessageStreamManager(self._post(body, stream=True))
+            if self._raw_path()
+            else self.client.messages.stream(**sdk_arguments(body, stream=False))
+        )
         async with manager as stream:
             async for event in stream:
                 kind = event.type
@@ -195,6 +208,22 @@ class AnthropicModel(SDKModel):
             model=message.model or self.model,
             provider_data={"anthropic_thinking": thinking} if thinking else None,
         )
+
+
+SDK_FIELDS = ("model", "max_tokens", "messages", "system", "tools", "stop_sequences", "thinking")
+"""The request fields Loom sends that ``messages.create`` names; the rest go as extra_body."""
+
+
+def sdk_arguments(body: bytes, *, stream: bool) -> dict[str, Any]:
+    """The arguments of ``messages.create`` (or ``.stream``) that send ``body``."""
+    fields = json.loads(body)
+    fields.pop("stream", None)
+    arguments = {name: fields.pop(name) for name in SDK_FIELDS if name in fields}
+    if stream:
+        arguments["stream"] = True
+    if fields:
+        arguments["extra_body"] = fields
+    return arguments
 
 
 def anthropic_blocks(message: Message) -> list[dict[str, Any]]:
