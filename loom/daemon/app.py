@@ -315,7 +315,11 @@ class Daemon:
         if notice is not None:
             logger.warning(notice)
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
+        # access_log=False: at "warning" its INFO lines are dropped anyway, but their
+        # arguments (client address, quoted path) were still worked out for every request.
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", log_config=None, access_log=False
+        )
         self._server = _Server(config)
         server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
         logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])

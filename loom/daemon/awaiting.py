@@ -96,9 +96,7 @@ class AwaitingRuns:
         await self.count()
         await self._request(result, signals)
 
-    async def ask_again(
-        self, checkpoint: RunCheckpoint, signals: Sequence[PendingSignal]
-    ) -> None:
+    async def ask_again(self, checkpoint: RunCheckpoint, signals: Sequence[PendingSignal]) -> None:
         """Send the suspended run's requests again (a reply is delivered once by its key:
         a request already delivered is not repeated)."""
         pending = checkpoint.pending
