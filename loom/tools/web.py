@@ -85,6 +85,8 @@ class Web:
             resolver=resolver,
         )
         self.search_backend = search
+        # Loading the CA bundle costs milliseconds: once per capability, not per fetch.
+        self._ssl = httpx.create_ssl_context(trust_env=False)
         self._inner = transport
         """The transport under the guard (tests: a recording one); default httpx's."""
 
@@ -97,7 +99,7 @@ class Web:
 
     async def _fetch(self, url: str) -> Page:
         current = _parse(url)
-        transport = GuardedTransport(self.guard, self._inner)
+        transport = GuardedTransport(self.guard, self._inner, ssl_context=self._ssl)
         headers = {"User-Agent": self.options.user_agent, "Accept-Encoding": "gzip, deflate"}
         async with httpx.AsyncClient(
             transport=transport,

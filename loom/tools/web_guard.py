@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -124,12 +125,20 @@ class AddressGuard:
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that connects only to addresses ``guard`` checked."""
 
-    def __init__(self, guard: AddressGuard, inner: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        guard: AddressGuard,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.guard = guard
         # No proxies from the environment (they would connect for us, unchecked), and no
         # kept-alive connection shared between two names on one address.
         self.inner = inner or httpx.AsyncHTTPTransport(
-            trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+            verify=ssl_context or httpx.create_ssl_context(trust_env=False),
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
