@@ -33,6 +33,7 @@ from loom.intake.context import AdapterContext
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 from loom.providers.test import TestModel
 from loom.runtime.config import Runtime
 from loom.state import State, state_from_url
@@ -177,7 +178,13 @@ class Daemon:
         model = Model.parse(spec) if spec else Model.from_environment(warn=False)
         self._test_model_by_default = spec is None and isinstance(model, TestModel)
         context = self.settings.context
-        runtime = Runtime.sdk(context=context.manager(), continuity=context.continuity())
+        capabilities = self.settings.capabilities
+        # A configured shell or writable files root is the operator saying destructive
+        # calls may run; the shell's own approval rule still asks a person per command.
+        governance = GovernancePolicy.default(allow_destructive=capabilities.destructive)
+        runtime = Runtime.sdk(
+            context=context.manager(), continuity=context.continuity(), governance=governance
+        )
         knowledge = context.knowledge()
         return Agent(
             model,
@@ -185,6 +192,7 @@ class Daemon:
             runtime=runtime,
             knowledge=knowledge,
             knowledge_tool=context.knowledge_tool and bool(knowledge),
+            capabilities=capabilities.build(),
         )
 
     def _warn_about_model(self) -> None:

@@ -22,6 +22,7 @@ from loom.adapters.registry import (
     WebhookMapping,
     WebhookSettings,
 )
+from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
 from loom.policies.attention import AttentionRule
@@ -151,6 +152,8 @@ class Settings(SettingsBase, AdapterSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    capabilities: CapabilitiesSettings = Field(default_factory=CapabilitiesSettings)
+    """The default agent's built-in capabilities (LOOM_CAPABILITIES, JSON): none unless set."""
     publish_timeout: float = Field(default=10.0, gt=0)
     """Seconds a publish waits for RabbitMQ's confirmation (riding out a reconnect) before
     the gateway answers 503."""

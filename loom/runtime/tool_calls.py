@@ -263,6 +263,7 @@ class ToolCalls:
             session_id=state.run.session_id,
             tool_call_id=call.id,
             metadata=state.metadata,
+            interrupted=state.run.interrupt_requested,
         )
         try:
             async with asyncio.timeout(self.runtime.tool_timeout):
