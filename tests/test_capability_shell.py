@@ -221,9 +221,22 @@ async def test_the_run_waits_for_approval_of_the_exact_command(tmp_path: Path) -
     assert script.tool_results() == ["exit code 0\nok\n"]
 
 
-async def test_the_default_governance_denies_the_destructive_shell(tmp_path: Path) -> None:
+async def test_the_default_governance_asks_before_the_destructive_shell(tmp_path: Path) -> None:
     script = Script([[("run_command", {"command": "touch x"})], "finished"])
     agent = Agent(script.model, capabilities=[Capability.shell(cwd=tmp_path)])
+    run = agent.session("ops").start("go")
+    paused = await run.wait()
+    assert paused.status is RunStatus.AWAITING_APPROVAL  # asked, not refused
+    run.deny(paused.approvals[0].id, "no")
+    assert (await run.wait()).ok
+    assert not (tmp_path / "x").exists()
+
+
+async def test_without_approval_the_default_governance_denies_the_shell(tmp_path: Path) -> None:
+    script = Script([[("run_command", {"command": "touch x"})], "finished"])
+    agent = Agent(
+        script.model, capabilities=[Capability.shell(require_approval=False, cwd=tmp_path)]
+    )
     result = await agent.run("go")
     assert result.ok
     [shown] = script.tool_results()

@@ -157,8 +157,20 @@ async def test_the_allow_list_comes_before_read_only_and_destructive() -> None:
 async def test_denials_come_before_approval() -> None:
     read_only = GovernancePolicy.default(read_only=True, require_approval=["*"])
     assert await verdict(read_only, call(requires_approval=True)) == (Verdict.DENY, "read_only")
-    destructive = GovernancePolicy.default(require_approval=["*"])
-    assert await verdict(destructive, call(destructive=True)) == (Verdict.DENY, "destructive")
+
+
+async def test_a_destructive_call_is_denied_unless_a_person_is_asked() -> None:
+    default = GovernancePolicy.default()
+    assert await verdict(default, call(destructive=True)) == (Verdict.DENY, "destructive")
+    # A person may approve what the policy would not run on its own.
+    asking = GovernancePolicy.default(require_approval=["*"])
+    assert await verdict(asking, call(destructive=True)) == (Verdict.ASK, "approval")
+    own = call(destructive=True, requires_approval=True)
+    assert await verdict(default, own) == (Verdict.ASK, "approval")
+    maybe = call(destructive=True, requires_approval=lambda c: c.arguments.get("x") == 1)
+    assert await verdict(default, maybe) == (Verdict.DENY, "destructive")
+    vetoed = GovernancePolicy.default(veto=[lambda c: True])
+    assert await verdict(vetoed, own) == (Verdict.DENY, "veto")
 
 
 async def test_a_veto_beats_approval_and_runs_after_the_lists() -> None:
