@@ -96,11 +96,11 @@ async def test_a_failed_session_gets_its_notice_no_later_than_shutdown(
     state = MemoryState()
     failed = asyncio.Event()
 
-    async def unreachable(session_id: str) -> None:
+    async def unreachable(token: int, ending: object) -> bool:
         failed.set()
         raise ConnectionError("state unreachable")
 
-    monkeypatch.setattr(state, "finish_in_flight", unreachable)
+    monkeypatch.setattr(state, "finish_run", unreachable)
     worker = SessionWorker(answering(), broker, state, sweep_interval=NO_SWEEP)
     await worker.start()
     await queue_signal(state, broker, "ops")

@@ -5,12 +5,19 @@ while the run goes on, and runs the session again as long as signals are waiting
 run takes move to the session's in-flight list and leave it only when the run has ended, so
 a worker that dies loses nothing: its lease expires and another worker's sweep takes the
 session, in-flight signals included.
+
+A run ends in one place, ``_end_run``: its transcript, its record, the replies it owes and
+the release of its signals are stored in one fenced step keyed by the run id
+(``State.finish_run``), retried through an outage of the state for as long as the lease is
+held; the replies then go from the session's outbox to the broker. A retry or a kill at any
+point neither loses the answer nor runs or replies twice (``loom.state.endings``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,15 +29,21 @@ from loom.broker.base import Broker, Delivery
 from loom.core.session_store import SessionSnapshot, SessionStore
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
-from loom.delivery import backoff, count_dead_letters
+from loom.delivery import OUTAGES, backoff, count_dead_letters
+from loom.intake.replies import Reply
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult, RunStatus
 from loom.runtime.session import Session
-from loom.state.base import State
+from loom.state.base import State, StateUnavailable
+from loom.state.endings import RunEnding
 from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
 from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
+
+ENDING_RETRY_FIRST = 0.2
+ENDING_RETRY_MOST = 5.0
+"""Pauses (doubling) between attempts to store a run's ending while the state is away."""
 
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
@@ -46,14 +59,18 @@ def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) ->
     )
 
 
-class FencedSessionStore(SessionStore):
-    """Writes of one leased run: refused once a newer lease of the session exists."""
+class LeasedSessionStore(SessionStore):
+    """The session store a leased run writes through. Reads go to the shared store; the
+    run's own write (its messages, record and metadata) is held back in ``ending`` for the
+    worker to store with the rest of the run's ending; any other write is fenced by the
+    lease (refused once a newer lease of the session exists)."""
 
     def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
         self.inner = inner
         self.state = state
         self.lease = lease
+        self.ending: RunEnding | None = None
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self.inner.load(session_id)
@@ -62,6 +79,11 @@ class FencedSessionStore(SessionStore):
         return await self.inner.load_history(session_id)
 
     async def append(self, session_id: str, **changes: Any) -> None:
+        run = changes.get("run")
+        if run is not None:
+            messages, metadata = changes.get("messages", ()), changes.get("metadata")
+            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
+            return
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
 
@@ -90,6 +112,9 @@ class SessionWorker:
         max_attempts: int = 5,
     ) -> None:
         self.agent = agent
+        # Runs are stored with the rest of their ending by the state (``finish_run``), in
+        # its session store: the agent reads its histories there too (the Daemon does so).
+        agent.session_store = state.sessions
         self.broker = broker
         self.state = state
         self.poison = PoisonGuard(broker, state, max_attempts=max_attempts)
@@ -214,6 +239,8 @@ class SessionWorker:
             recovering = bool(left)
             if left:
                 metrics.LEASE_TAKEOVERS.inc()
+            # Replies of a run stored by a worker that died before they left go first.
+            await self._send_replies(session_id)
             while not self._stopping:
                 await self._hold(lease)
                 taken = await self.state.take_pending(session_id)
@@ -222,17 +249,8 @@ class SessionWorker:
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
-                result = await self._run_once(lease, signals, fresh)
-                await self._hold(lease)
-                if result.started_at is None:
-                    # The run never started (e.g. the store was unreachable): its signals
-                    # stay in flight for the next attempt instead of being dropped.
-                    raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
-                # Replies are confirmed on the broker before the signals are let go of: a
-                # crash in between runs the session again rather than losing the answer.
-                for reply in replies_for(result, signals):
-                    await publish_reply(self.broker, reply)
-                await self.state.finish_in_flight(session_id)
+                result, ending = await self._run_once(lease, signals, fresh)
+                await self._end_run(lease, result, signals, ending)
                 if recovering:  # signals an earlier attempt left went through this time
                     recovering = False
                     await self.poison.recovered(session_id)
@@ -252,6 +270,11 @@ class SessionWorker:
                 "session %s: run cancelled (shutdown); signals stay in flight", session_id
             )
             handed_back = True
+            await self._mark_ready(session_id)
+        except OUTAGES as problem:  # waited out, not counted (``_count_failure``)
+            logger.warning("session %s: %s; signals stay in flight", session_id, problem)
+            failed = True
+            await self._count_failure(lease, problem)
             await self._mark_ready(session_id)
         except Exception as problem:
             logger.exception("session %s: worker failed; signals stay in flight", session_id)
@@ -275,6 +298,49 @@ class SessionWorker:
             retry = asyncio.create_task(self.try_run(session_id))
             self._retries.add(retry)
             retry.add_done_callback(self._retries.discard)
+
+    async def _end_run(
+        self,
+        lease: Lease,
+        result: RunResult,
+        signals: Sequence[PendingSignal],
+        ending: RunEnding | None,
+    ) -> None:
+        """End a run: store it with the replies it owes and the release of its signals in
+        one fenced step, then send the replies. A run that left nothing to store (it never
+        started, or was stopped) keeps its signals in flight for the next attempt."""
+        if ending is None:
+            await self._hold(lease)  # stopped because the lease was lost: not a failure
+            raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
+        replies = [reply.to_json().decode() for reply in replies_for(result, signals)]
+        await self._store_ending(lease, dataclasses.replace(ending, replies=replies))
+        await self._send_replies(lease.session_id)
+
+    async def _store_ending(self, lease: Lease, ending: RunEnding) -> None:
+        """``finish_run``, retried while the state is away and the lease is held. Keyed by
+        the run id: an attempt that timed out but landed makes the next one a no-op."""
+        pause = ENDING_RETRY_FIRST
+        while True:
+            if lease.session_id in self._lost:
+                raise StaleFencingToken(f"lease of session {lease.session_id} was lost")
+            try:
+                await self.state.finish_run(lease.token, ending)
+                return
+            except StateUnavailable as outage:
+                logger.warning(
+                    "session %s: storing run %s failed (%s); retrying in %.1fs",
+                    lease.session_id, ending.run_id, outage, pause,
+                )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, ENDING_RETRY_MOST)
+
+    async def _send_replies(self, session_id: str) -> None:
+        """Publish the replies waiting in the session's outbox (confirmed), then drop them.
+        Their message ids derive from the run, so the dispatcher sends a copy only once."""
+        for run_id, replies in (await self.state.unsent_replies(session_id)).items():
+            for text in replies:
+                await publish_reply(self.broker, Reply.from_json(text.encode()))
+            await self.state.replies_sent(session_id, run_id)
 
     async def _count_failure(self, lease: Lease, problem: Exception) -> None:
         """Count the failure; at the limit the signals in flight go to the dead letters."""
@@ -324,7 +390,7 @@ class SessionWorker:
 
     async def _run_once(
         self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
-    ) -> RunResult:
+    ) -> tuple[RunResult, RunEnding | None]:
         # The run joins the trace of the first signal it was asked to handle, and links the
         # others: one run answers several signals.
         asking = [p for p in signals if p.action.wakes_a_worker] or signals
@@ -341,19 +407,20 @@ class SessionWorker:
                 attributes=attributes,
             ) as span,
         ):
-            result = await self._run_signals(lease, signals, fresh)
+            result, ending = await self._run_signals(lease, signals, fresh)
             span.set_attribute("loom.run_id", result.run_id)
             span.set_attribute("loom.status", result.status.value)
-            return result
+            return result, ending
 
     async def _run_signals(
         self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
-    ) -> RunResult:
-        """Run the session on ``signals``; ``fresh`` are those taken for the first time."""
+    ) -> tuple[RunResult, RunEnding | None]:
+        """Run the session on ``signals``; ``fresh`` are those taken for the first time.
+        Returns the result and what the run left to store (None if it stored nothing)."""
         session_id = lease.session_id
         await self.state.check_fence(session_id, lease.token)
         risks = await self.state.risks(session_id)
-        store = FencedSessionStore(self.agent.session_store, self.state, lease)
+        store = LeasedSessionStore(self.state.sessions, self.state, lease)
         # A fresh Session each time: another worker may have run it since, so the history
         # is loaded from the shared store, never from this process's memory.
         session = Session(self.agent, SessionConfig(id=session_id), store=store)
@@ -384,7 +451,7 @@ class SessionWorker:
             self._runs.pop(session_id, None)
             self._handled.pop(session_id, None)
         _log_outcome(session_id, result, len(signals))
-        return result
+        return result, store.ending
 
     async def _poll_interrupts(self) -> None:
         """One poller for every run of this worker: a request for a signal the run does not
@@ -463,4 +530,4 @@ def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
         logger.info("%s: %s", what, result.error)
 
 
-__all__ = ["FencedSessionStore", "SessionWorker", "render_run_input"]
+__all__ = ["LeasedSessionStore", "SessionWorker", "render_run_input"]

@@ -1,0 +1,81 @@
+"""A private redis-server on a port of its own, for tests that kill, freeze or restart it
+(the shared Redis other tests use keeps running). Data lives in a temporary directory,
+persisted with AOF (``appendfsync always``), so a restart keeps what was written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+PORTS = range(16500, 16550)
+"""This suite's ports for private Redis servers."""
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port for a private Redis")
+
+
+class PrivateRedis:
+    """``start``, ``kill`` (-9), ``freeze`` (SIGSTOP), ``thaw`` (SIGCONT), ``stop``."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        command = [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
+            "--appendfsync", "always", "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"the private Redis on port {self.port} did not start")
+
+    def _signal(self, number: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, number)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(5)
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.thaw()
+        self.kill()
