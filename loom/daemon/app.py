@@ -268,7 +268,8 @@ class Daemon:
         roles = tuple(roles)
         http = self.settings.http
         port = http.port_for(roles)
-        if not is_loopback(http.host) and self.settings.api_token is None:
+        # The same credentials the routes are guarded by (``Credentials``): one decision.
+        if not is_loopback(http.host) and self.adapter_context.credentials.token is None:
             raise InsecureBinding(
                 f"refusing to listen on {http.host}:{port} without an API token: set "
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
