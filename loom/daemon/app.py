@@ -24,6 +24,7 @@ from loom.agent import Agent
 from loom.broker import Broker
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
+from loom.daemon.http_server import GuardedH11Protocol
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -295,7 +296,10 @@ class Daemon:
         if notice is not None:
             logger.warning(notice)
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
+        # http: h11 with a header timeout (uvicorn has none).
+        config = uvicorn.Config(
+            app, http=GuardedH11Protocol, log_level="warning", lifespan="off", log_config=None
+        )
         self._server = _Server(config)
         server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
         logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])
