@@ -77,6 +77,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+CLOSE_RESERVE = 0.3
+"""Seconds of the drain's deadline kept for closing the broker and state connections."""
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the daemon owns SIGTERM and SIGINT."""
 
@@ -234,8 +238,9 @@ class Daemon:
             if isinstance(outcome, BaseException):
                 logger.error("adapter %s: stop failed: %r", adapter.name, outcome)
         await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
-        await self.worker.stop(max(deadline - loop.time(), 0.0))
-        await self.replies.stop(max(min(5.0, deadline - loop.time()), 0.0))
+        # Closing the connections below takes a moment of the deadline too.
+        await self.worker.stop(max(deadline - loop.time() - CLOSE_RESERVE, 0.0))
+        await self.replies.stop(max(min(5.0, deadline - loop.time() - CLOSE_RESERVE), 0.0))
         await self.broker.close()
         await self.state.close()
         await self.agent.aclose()

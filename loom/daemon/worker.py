@@ -41,6 +41,13 @@ from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
 logger = logging.getLogger("loom.worker")
 
+HANDBACK_SHARE = 0.2
+HANDBACK_LEAST = 0.5
+HANDBACK_MOST = 2.0
+"""The part of ``stop``'s timeout kept for cancelling unfinished runs and handing them back:
+a share of it, at least ``HANDBACK_LEAST`` s and at most ``HANDBACK_MOST`` s (never more
+than the whole timeout)."""
+
 ENDING_RETRY_FIRST = 0.2
 ENDING_RETRY_MOST = 5.0
 """Pauses (doubling) between attempts to store a run's ending while the state is away."""
@@ -152,12 +159,16 @@ class SessionWorker:
         self._poller = asyncio.create_task(self._poll_interrupts(), name="loom-interrupts")
 
     async def stop(self, timeout: float) -> None:
-        """Stop taking work; let runs finish for ``timeout`` seconds, then cancel them.
+        """Stop taking work; let runs finish, then cancel them, all within ``timeout``
+        seconds: the last part of it (``HANDBACK_SHARE``) is kept for cancelling and handing
+        back, so the drain does not overshoot.
 
         A cancelled run's signals stay in flight, its lease is released and a work notice
         is published for it, so another worker takes the session over at once (and KEDA,
         scaling on the work queue, starts one if none is left).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._stopping = True
         if self._tag is not None:
             tag, self._tag = self._tag, None
@@ -172,12 +183,14 @@ class SessionWorker:
                     await background
         tasks = list(self._active.values())
         if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=timeout)
+            share = max(timeout * HANDBACK_SHARE, HANDBACK_LEAST)
+            handback = min(share, HANDBACK_MOST, timeout)
+            _, unfinished = await asyncio.wait(tasks, timeout=max(timeout - handback, 0.0))
             for task in unfinished:
                 task.cancel()
             if unfinished:
                 logger.warning("handing back %d unfinished session(s)", len(unfinished))
-                await asyncio.wait(unfinished, timeout=2)
+                await asyncio.wait(unfinished, timeout=max(deadline - loop.time(), 0.0))
         # Notices held back after failures go now: this worker's sweep will not run again.
         waiting = list(self._wakes.items())
         for _, task in waiting:
