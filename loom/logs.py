@@ -56,6 +56,7 @@ SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 """Environment variables read as secrets too (the providers' keys are not Loom settings)."""
 
 # scheme://user:password@host: the password, whatever URL it is in.
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&][A-Za-z_]*password=)[^&\s]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
 
 
@@ -123,7 +124,8 @@ class Redactor:
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def __call__(self, text: str) -> str:
-        text = scrub_keys(_URL_PASSWORD.sub(rf"\g<head>{MASK}", text))
+        text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
+        text = scrub_keys(_QUERY_PASSWORD.sub(rf"\g<head>{MASK}", text))
         return text if self._pattern is None else self._pattern.sub(MASK, text)
 
 

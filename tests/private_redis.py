@@ -31,23 +31,29 @@ def free_port() -> int:
 class PrivateRedis:
     """``start``, ``kill`` (-9), ``freeze`` (SIGSTOP), ``thaw`` (SIGCONT), ``stop``."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, extra: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.extra = extra
+        """More arguments: ``("--replicaof", host, port)`` for a replica."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
-        command = [
+    def command(self) -> list[str]:
+        return [
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--daemonize", "no",
+            "--appendfsync", "always", "--daemonize", "no", *self.extra,
         ]  # fmt: skip
+
+    def start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -79,3 +85,21 @@ class PrivateRedis:
     def stop(self) -> None:
         self.thaw()
         self.kill()
+
+
+class PrivateSentinel(PrivateRedis):
+    """A Redis Sentinel watching ``primary`` as service ``service``, quick to fail over."""
+
+    def __init__(self, directory: Path, primary: PrivateRedis, service: str = "loom") -> None:
+        super().__init__(directory)
+        self.primary, self.service = primary, service
+
+    def command(self) -> list[str]:
+        config = self.directory / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 1000\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+        )
+        return ["redis-server", str(config), "--sentinel"]

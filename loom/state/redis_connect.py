@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -44,15 +46,22 @@ class _CheckedConnection:
             )
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
 def connect(url: str, *, socket_timeout: float | None) -> aioredis.Redis:
-    """A client for ``url`` that answers text; no connection is made yet."""
-    client = aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=socket_timeout,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """A client for ``url`` that answers text; no connection is made yet. ``url`` is a
+    Redis URL, or a Sentinel one (``sentinel_client``)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if urlsplit(url).scheme.lower() in SENTINEL_SCHEMES:
+        client = sentinel_client(url, options)
+    else:
+        client = aioredis.Redis.from_url(url, **options)
     pool = client.connection_pool
     base = pool.connection_class
     # The scheme decides the class (TCP, TLS, Unix socket): keep it, add the check.
@@ -60,4 +69,36 @@ def connect(url: str, *, socket_timeout: float | None) -> aioredis.Redis:
     return client
 
 
-__all__ = ["HEALTH_CHECK_INTERVAL", "connect"]
+def sentinel_client(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    """The primary a Redis Sentinel names, followed across failovers:
+    ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``
+    (``rediss+sentinel://`` for TLS to Redis; ``?sentinel_password=`` when the sentinels
+    want one). After a failover the pool's connections go to the new primary."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    path = [unquote(part) for part in parts.path.split("/") if part]
+    if not hosts or not path:
+        raise ValueError(
+            "a Sentinel URL needs its sentinels and the service: "
+            "redis+sentinel://HOST:26379[,HOST:26379]/SERVICE[/DB]"
+        )
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
+        sentinels.append((name.strip("[]"), int(port)))
+    query = parse_qs(parts.query)
+    sentinel_options: dict[str, Any] = {"socket_timeout": options["socket_timeout"]}
+    if "sentinel_password" in query:
+        sentinel_options["password"] = query["sentinel_password"][0]
+    master = dict(options, db=int(path[1]) if len(path) > 1 else 0)
+    _, _, password = userinfo.partition(":")
+    if password:
+        master["password"] = unquote(password)
+    if parts.scheme.lower().startswith("rediss"):
+        master["ssl"] = True
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_options, **master)  # type: ignore[no-untyped-call]
+    client: aioredis.Redis = manager.master_for(path[0], redis_class=aioredis.Redis)
+    return client
+
+
+__all__ = ["HEALTH_CHECK_INTERVAL", "SENTINEL_SCHEMES", "connect", "sentinel_client"]

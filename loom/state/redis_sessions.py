@@ -51,7 +51,9 @@ def mask_url(url: str) -> str:
         masked = f"{userinfo.partition(':')[0]}:***@{hostport}"
         head = head.replace(f"//{parts.netloc}", f"//{masked}", 1)
     query = "&".join(
-        f"{item.partition('=')[0]}=***" if item.partition("=")[0].lower() == "password" else item
+        f"{item.partition('=')[0]}=***"
+        if item.partition("=")[0].lower().endswith("password")  # sentinel_password too
+        else item
         for item in query.split("&")
     )
     return head + sep + query
