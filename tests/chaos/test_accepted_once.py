@@ -5,8 +5,9 @@ nothing runs twice").
 A private Redis (AOF) and a private RabbitMQ node run under a gateway, an attention role and
 three workers (``tests.integration.app``: a fake model). Signals go through ``POST
 /signals`` over many sessions, each with its own callback address; while they flow, a
-worker is killed (-9) three times (and replaced), Redis is killed (-9) and restarted,
-Redis is frozen (SIGSTOP) and thawed, and RabbitMQ is killed and restarted. The callbacks,
+worker is killed (-9) three times (and replaced), Redis loses its primary (killed -9 and
+restarted; or, with a Sentinel, killed and its replica promoted), Redis is frozen
+(SIGSTOP) and thawed, and RabbitMQ is killed and restarted. The callbacks,
 received here (outside Redis), count what was answered: accepted, lost, doubled, dead
 letters and the time to settle are printed. Sizes come from ``LOOM_CHAOS_SIGNALS`` (default
 300), ``LOOM_CHAOS_SESSIONS`` (30) and ``LOOM_CHAOS_OUTAGE`` (seconds each outage lasts, 5).
@@ -40,7 +41,7 @@ from loom.broker.rabbitmq import RabbitMQBroker
 from loom.wire import TOPOLOGY
 from tests.integration.conftest import Cluster, Proc
 from tests.private_rabbitmq import PrivateRabbitMQ
-from tests.private_redis import PrivateRedis
+from tests.private_redis import PrivateRedis, PrivateSentinel
 
 SIGNALS = int(os.environ.get("LOOM_CHAOS_SIGNALS", "300"))
 SESSIONS = int(os.environ.get("LOOM_CHAOS_SESSIONS", "30"))
@@ -83,12 +84,55 @@ async def callbacks() -> AsyncIterator[tuple[Callbacks, int]]:
         await asyncio.wait_for(task, 5)
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRabbitMQ]]:
+class ChaosRedis:
+    """The Redis under test, and its faults: ``restart`` (one server with AOF: killed -9 and
+    started again) or ``sentinel`` (a primary, a replica and a Sentinel: the primary killed,
+    the replica promoted). Either is then frozen (SIGSTOP) and thawed."""
+
+    def __init__(self, mode: str, directory: Path) -> None:
+        self.mode = mode
+        for part in ("primary", "replica", "sentinel"):
+            (directory / part).mkdir(parents=True)
+        self.primary = PrivateRedis(directory / "primary").start()
+        self.servers = [self.primary]
+        self.current = self.primary
+        if mode == "sentinel":
+            replica = PrivateRedis(
+                directory / "replica", extra=("--replicaof", "127.0.0.1", str(self.primary.port))
+            )
+            self.servers.append(replica.start())
+            watcher = PrivateSentinel(directory / "sentinel", self.primary, service="loom")
+            self.servers.append(watcher.start())
+            self.url = f"redis+sentinel://127.0.0.1:{watcher.port}/loom/0"
+            self.replica = replica
+        else:
+            self.url = self.primary.url
+
+    async def lose_the_primary(self) -> None:
+        self.primary.kill()  # kill -9
+        if self.mode == "sentinel":
+            self.current = self.replica  # promoted after about a second
+            return
+        await asyncio.sleep(OUTAGE)  # down, then back with its AOF
+        await asyncio.to_thread(self.primary.start)
+
+    async def freeze(self) -> None:
+        self.current.freeze()  # SIGSTOP: connections hang rather than fail
+        await asyncio.sleep(OUTAGE)
+        self.current.thaw()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(params=["restart", "sentinel"])
+def services(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[ChaosRedis, PrivateRabbitMQ]]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    (tmp_path / "redis").mkdir()
-    redis = PrivateRedis(tmp_path / "redis").start()
+    redis = ChaosRedis(request.param, tmp_path / "redis")
     rabbit = PrivateRabbitMQ(tmp_path / "rabbitmq")
     try:
         rabbit.start()
@@ -134,7 +178,7 @@ async def send_all(gateway: Proc, callback_port: int, accepted: dict[int, float]
 
 
 async def faults(
-    cluster: Cluster, workers: list[Proc], redis: PrivateRedis, rabbit: PrivateRabbitMQ
+    cluster: Cluster, workers: list[Proc], redis: ChaosRedis, rabbit: PrivateRabbitMQ
 ) -> float:
     """The faults, one after another while the signals flow; returns when the last ended."""
 
@@ -146,14 +190,10 @@ async def faults(
     await asyncio.sleep(2)
     await kill_a_worker()
     await asyncio.sleep(2)
-    redis.kill()  # kill -9, down for OUTAGE seconds, back with its AOF
-    await asyncio.sleep(OUTAGE)
-    await asyncio.to_thread(redis.start)
+    await redis.lose_the_primary()
     await asyncio.sleep(3)
     await kill_a_worker()
-    redis.freeze()  # SIGSTOP: connections hang rather than fail
-    await asyncio.sleep(OUTAGE)
-    redis.thaw()
+    await redis.freeze()
     await asyncio.sleep(3)
     rabbit.kill()  # the broker restarts: its quorum queues come back from disk
     await asyncio.sleep(1)
@@ -164,7 +204,7 @@ async def faults(
 
 
 async def test_every_accepted_signal_is_answered_once_through_kills_and_outages(
-    services: tuple[PrivateRedis, PrivateRabbitMQ],
+    services: tuple[ChaosRedis, PrivateRabbitMQ],
     callbacks: tuple[Callbacks, int],
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -180,6 +220,9 @@ async def test_every_accepted_signal_is_answered_once_through_kills_and_outages(
         "LOOM_WEBHOOKS__CALLBACK_ALLOW_PRIVATE": "true",
         "LOOM_REPLIES__RETRY_DELAY": "0.5",
         "LOOM_REPLIES__MAX_DELAY": "5",
+        # A worker killed while it sends a reply holds that reply's claim until it expires;
+        # a shorter claim (still above the callback timeout) settles sooner.
+        "LOOM_REPLIES__CLAIM_TTL": "15",
     }
     request.node.loom_cluster = cluster
     try:
@@ -218,7 +261,7 @@ async def test_every_accepted_signal_is_answered_once_through_kills_and_outages(
         n for n, got in received.received.items() if any(s != "completed" for _, s in got)
     )
     figures = (
-        f"chaos: {SIGNALS} signals over {SESSIONS} sessions, 3 workers; "
+        f"chaos ({redis.mode}): {SIGNALS} signals over {SESSIONS} sessions, 3 workers; "
         f"accepted {len(accepted)}, lost {len(lost)}, doubled runs {len(doubled_runs)}, "
         f"doubled replies {len(doubled_replies)}, failed {len(failed)}, "
         f"dead letters {len(dead)}, time to settle {settle:.1f}s after the last fault and "
