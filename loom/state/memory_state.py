@@ -238,7 +238,7 @@ class MemoryState(State):
         if ending.run_id in session.finished:
             return False
         await self.check_fence(ending.session_id, token)
-        # No await between the append and the rest: one step, as the port asks.
+        # The in-memory append never yields to the loop: the ending is one step.
         await self.sessions.append(
             ending.session_id,
             messages=ending.messages,
