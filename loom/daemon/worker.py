@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -40,12 +41,34 @@ logger = logging.getLogger("loom.worker")
 PAUSED = "paused_for_approval"
 """Metadata of a run that paused for approvals: its ending also forgets its checkpoint."""
 
+CARRIED_MARK = "(carried over from an interrupted run)"
+"""How a run's input marks a signal an interrupted run handed on untreated."""
+
+MAX_CARRIES = 3
+"""An interrupted run hands its signals on this many times; then they are answered with
+the interrupted run's outcome, so a storm of interrupts cannot keep a signal forever."""
+
+
+def wakes_a_worker(signals_json: Sequence[str]) -> bool:
+    """Whether any of these pending records asks for a run (observed ones never do). An
+    unreadable record counts as asking: taken in flight, the poison guard gives it up."""
+    for text in signals_json:
+        try:
+            if PendingSignal.from_json(text).action.wakes_a_worker:
+                return True
+        except (ValueError, TypeError, KeyError):
+            return True
+    return False
+
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
     """The run's input: the signals to handle, what was only observed, and active risks."""
     sections: dict[str, list[str]] = {}
     for pending in sorted(signals, key=lambda p: not p.action.wakes_a_worker):
-        sections.setdefault(pending.action.prompt_section, []).append(pending.signal.describe())
+        line = pending.signal.describe()
+        if pending.carried:
+            line = f"{CARRIED_MARK} {line}"
+        sections.setdefault(pending.action.prompt_section, []).append(line)
     if risks:
         sections["Active risks"] = list(risks.values())
     return "\n\n".join(
@@ -240,6 +263,10 @@ class SessionWorker:
                 metrics.LEASE_TAKEOVERS.inc()
             while not self._stopping and not waiting:
                 await self._hold(lease)
+                # Observed signals wait for a run something else asks for: alone they
+                # start none. Signals a dead run left in flight are run again regardless.
+                if not left and not wakes_a_worker(await self.state.pending(session_id)):
+                    break
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
@@ -255,6 +282,15 @@ class SessionWorker:
                     # The run never started (e.g. the store was unreachable): its signals
                     # stay in flight for the next attempt instead of being dropped.
                     raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
+                # A run that had paused for approvals ends as before (issue 13): its
+                # checkpoint must go with it.
+                interrupted = result.status is RunStatus.INTERRUPTED
+                if (
+                    interrupted
+                    and not result.metadata.get(PAUSED)
+                    and await self._carry_over(lease, signals)
+                ):
+                    continue  # the next run takes them, with what interrupted this one
                 # Replies are confirmed on the broker before the signals are let go of: a
                 # crash in between runs the session again rather than losing the answer.
                 await self._conclude(lease, result, signals)
@@ -272,7 +308,7 @@ class SessionWorker:
             if waiting:
                 checkpoint = await self.state.suspensions.load(session_id)
                 again = checkpoint is not None and can_resume(checkpoint)
-            elif await self.state.pending_count(session_id):
+            elif wakes_a_worker(await self.state.pending(session_id)):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -320,6 +356,19 @@ class SessionWorker:
         await self.state.finish_in_flight(lease.session_id)
         if result.metadata.get(PAUSED):
             await self.awaiting.ended(lease, result.run_id)
+
+    async def _carry_over(self, lease: Lease, signals: Sequence[PendingSignal]) -> bool:
+        """An interrupted run's signals were not treated: hand them to the next run, marked
+        as carried over, instead of letting them go (and answer none of them yet). False
+        when they were carried too often already: the caller concludes them."""
+        if any(p.carried >= MAX_CARRIES for p in signals):
+            return False
+        await self._hold(lease)
+        carried = [p.carried_over() for p in signals]
+        ready = any(p.action.wakes_a_worker for p in carried)
+        await self.state.carry_over(lease.session_id, [p.to_json() for p in carried], ready)
+        metrics.ATTENTION_CARRIED_OVER.inc(len(carried))
+        return True
 
     async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
         """The session has a suspended run: resume it when its decisions are in (or one
@@ -509,6 +558,8 @@ class SessionWorker:
             self._handled.pop(session_id, None)
         if run.checkpointed:
             result.metadata[PAUSED] = True
+        if result.status is RunStatus.INTERRUPTED and run.interrupted_at is not None:
+            metrics.ATTENTION_INTERRUPT_SECONDS.observe(time.monotonic() - run.interrupted_at)
         return result
 
     async def _poll_interrupts(self) -> None:

@@ -11,7 +11,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from loom.core.session_store import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
@@ -228,6 +228,16 @@ class MemoryState(State):
         session = self._sessions.get(session_id)
         if session is not None:
             session.in_flight.clear()
+
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        session = self._session(session_id)
+        session.in_flight.clear()
+        # Carried signals come first; past the bound the oldest pending go, as on add.
+        kept = [*signals_json, *session.pending][-self.max_pending :]
+        session.pending.clear()
+        session.pending.extend(kept)
+        if ready:
+            await self.mark_ready(session_id)
 
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
         risks = self._session(session_id).risks

@@ -14,6 +14,20 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 """
 
+# An interrupted run's signals go back to the front of the pending list, oldest first
+# (ARGV[5..]), and its in-flight list goes; KEYS[3] is the ready set. ARGV: the pending
+# bound, keep (ms), ready (1/0), the session id, then the signals.
+CARRY_OVER = """
+redis.call('DEL', KEYS[2])
+for i = #ARGV, 5, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[3], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[4])
+end
+"""
+
 # Adds or replaces a risk as the newest; the oldest go past the bound.
 SET_RISK = """
 redis.call('LREM', KEYS[2], 0, ARGV[1])
@@ -222,6 +236,7 @@ return false
 
 __all__ = [
     "ACQUIRE",
+    "CARRY_OVER",
     "CHECK_FENCE",
     "CLAIM",
     "CLAIM_MANY",

@@ -50,6 +50,7 @@ class RedisWorkingState(WorkingState):
         self._record_signals = register(scripts.RECORD_SIGNALS)
         self._set_risk = register(scripts.SET_RISK)
         self._mark_ready = register(scripts.MARK_READY)
+        self._carry_over = register(scripts.CARRY_OVER)
 
     def _guard(self) -> AbstractContextManager[None]:
         return unavailable(self.url, self._password)
@@ -152,6 +153,13 @@ class RedisWorkingState(WorkingState):
     async def finish_in_flight(self, session_id: str) -> None:
         with self._guard():
             await self._client.delete(self._key(session_id, "inflight"))
+
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        keys = [self._key(session_id, "pending"), self._key(session_id, "inflight")]
+        args: list[str | int] = [self.max_pending, self._keep_ms, int(ready), session_id]
+        args.extend(signals_json)
+        with self._guard():
+            await self._carry_over(keys=[*keys, f"{self.prefix}:ready"], args=args)
 
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
         keys = [self._key(session_id, "risks"), self._key(session_id, "risk_order")]

@@ -83,6 +83,13 @@ class WorkingState(ABC):
     async def finish_in_flight(self, session_id: str) -> None:
         """The run that took the in-flight signals ended: drop them."""
 
+    @abstractmethod
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        """The run that took the in-flight signals was interrupted before treating them:
+        atomically drop the in-flight list and put ``signals_json`` (those signals, marked
+        as carried over) at the front of the pending list, oldest first, for the next run;
+        mark the session ready when ``ready``."""
+
     # -- risks and decisions -----------------------------------------------------------
     @abstractmethod
     async def set_risk(self, session_id: str, key: str, text: str) -> None:

@@ -50,6 +50,24 @@ async def test_take_pending_returns_what_a_crashed_run_left_first(backend: Backe
     assert await survivor.in_flight("s") == []
 
 
+async def test_carry_over_puts_an_interrupted_runs_signals_back_first(backend: Backend) -> None:
+    state = backend.new(max_pending=4)
+    for name in "ab":
+        await state.add_pending("s", name)
+    assert await state.take_pending("s") == ["a", "b"]
+    await state.add_pending("s", "interrupter")
+    await state.clear_ready("s")
+    await state.carry_over("s", ["a'", "b'"], ready=True)
+    assert await state.in_flight("s") == []
+    assert await state.pending("s") == ["a'", "b'", "interrupter"]
+    assert await state.ready_sessions() == ["s"]
+    await state.carry_over("t", ["x", "y", "z"], ready=False)
+    assert await state.ready_sessions() == ["s"]
+    # Past the bound the oldest go, as on add.
+    await state.carry_over("s", ["c", "d"], ready=False)
+    assert await state.pending("s") == ["d", "a'", "b'", "interrupter"]
+
+
 async def test_in_flight_is_bounded_too(backend: Backend) -> None:
     state = backend.new(max_pending=3)
     for name in "abc":
