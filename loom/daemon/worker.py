@@ -216,6 +216,7 @@ class SessionWorker:
         """Burst mode for tests: run every ready session until none has work left."""
         async with asyncio.timeout(timeout):
             while True:
+                await self.state.promote_due()
                 for session_id in await self.state.ready_sessions():
                     await self.try_run(session_id)
                 if self._active:
@@ -264,12 +265,17 @@ class SessionWorker:
             while not self._stopping and not waiting:
                 await self._hold(lease)
                 # Observed signals wait for a run something else asks for: alone they
-                # start none. Signals a dead run left in flight are run again regardless.
-                if not left and not wakes_a_worker(await self.state.pending(session_id)):
+                # start none; nor do signals whose run the policy put off. Signals a dead
+                # run left in flight are run again regardless.
+                if not left and not await self._has_work(session_id):
                     break
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
+                # This run takes every pending signal, put-off ones folded in; signals
+                # that come during it mark the session ready (or put off) anew.
+                await self.state.clear_ready(session_id)
+                await self.state.unschedule(session_id)
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
@@ -308,7 +314,7 @@ class SessionWorker:
             if waiting:
                 checkpoint = await self.state.suspensions.load(session_id)
                 again = checkpoint is not None and can_resume(checkpoint)
-            elif wakes_a_worker(await self.state.pending(session_id)):
+            elif await self._has_work(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -356,6 +362,12 @@ class SessionWorker:
         await self.state.finish_in_flight(lease.session_id)
         if result.metadata.get(PAUSED):
             await self.awaiting.ended(lease, result.run_id)
+
+    async def _has_work(self, session_id: str) -> bool:
+        """A pending signal asks for a run, and the run is not put off until later."""
+        if not wakes_a_worker(await self.state.pending(session_id)):
+            return False
+        return not await self.state.scheduled(session_id)
 
     async def _carry_over(self, lease: Lease, signals: Sequence[PendingSignal]) -> bool:
         """An interrupted run's signals were not treated: hand them to the next run, marked
@@ -514,6 +526,7 @@ class SessionWorker:
             "fencing_token": lease.token,
             "worker": self.owner,
         }
+        await self.state.note_run(session_id, ended=False)  # for a minimum interval
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
         # Should the run pause for approvals, its calls from then on are journaled in the
         # state, so a worker that resumes it after a crash never runs one twice.
@@ -526,6 +539,7 @@ class SessionWorker:
                 waited = (now - pending.signal.observed_at).total_seconds()
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
         result = await self._watch(lease, run, signals)
+        await self.state.note_run(session_id, ended=True)
         _log_outcome(session_id, result, len(signals))
         return result
 
@@ -617,6 +631,9 @@ class SessionWorker:
             await asyncio.sleep(self.sweep_interval)
             try:
                 now = datetime.now(UTC)
+                # Runs put off (debounce, minimum interval) that are due: durable in the
+                # state, so one survives the death of whichever process put it off.
+                await self.state.promote_due()
                 ready = await self.state.ready_sessions()
                 # Suspended runs whose decisions are in (even if their signal was lost) or
                 # whose approvals expired.

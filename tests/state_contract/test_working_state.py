@@ -256,3 +256,54 @@ async def test_batched_records_keep_every_text_exactly(state: WorkingState) -> N
     assert await state.decisions(odd_session) == [decision, decision]
     assert await state.ready_sessions() == [odd_session]
     assert await state.wait_interrupt(odd_session, 0.5) == ("sig-ü", text)
+
+
+# -- runs put off (issue 19) --------------------------------------------------------------
+
+
+async def test_a_put_off_run_is_due_once_and_survives_its_process(backend: Backend) -> None:
+    waiting = backend.new()
+    await waiting.schedule("s", 0.2, 5.0)
+    assert await waiting.scheduled("s")
+    assert await waiting.promote_due() == []
+    assert await waiting.ready_sessions() == []
+    # The process that put the run off is gone; another replica's sweep starts it.
+    survivor = backend.peer(waiting)
+    await asyncio.sleep(0.3)
+    assert await survivor.promote_due() == ["s"]
+    assert await survivor.promote_due() == []  # once
+    assert await survivor.ready_sessions() == ["s"]
+    assert not await survivor.scheduled("s")
+
+
+async def test_a_put_off_run_waits_no_longer_than_its_max_wait(state: WorkingState) -> None:
+    await state.schedule("s", 30.0, 0.2)
+    await state.schedule("s", 30.0, 0.2)  # each signal pushes back, up to the max wait
+    await asyncio.sleep(0.3)
+    assert await state.promote_due() == ["s"]
+
+
+async def test_a_ready_session_is_not_put_off_and_unschedule_forgets(state: WorkingState) -> None:
+    await state.mark_ready("r")
+    await state.schedule("r", 0.0, 0.0)
+    assert not await state.scheduled("r")
+    await state.schedule("s", 30.0, 30.0)
+    await state.unschedule("s")
+    assert not await state.scheduled("s")
+    await state.schedule("s", 0.0, 30.0)
+    assert await state.promote_due() == ["s"]
+
+
+async def test_run_times_are_seconds_ago_on_the_states_clock(state: WorkingState) -> None:
+    assert await state.run_times("s") == (None, None)
+    await state.note_run("s", ended=False)
+    started, ended = await state.run_times("s")
+    assert started is not None
+    assert started >= 0
+    assert ended is None
+    await state.note_run("s", ended=True)
+    started, ended = await state.run_times("s")
+    assert started is not None
+    assert ended is not None
+    assert ended <= started
+    assert (await state.decision_context("s")).last_run_started_ago is not None
