@@ -272,9 +272,9 @@ class SessionWorker:
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
-                # This run takes every pending signal, put-off ones folded in; signals
-                # that come during it mark the session ready (or put off) anew.
-                await self.state.clear_ready(session_id)
+                # This run takes every pending signal, put-off ones folded in. The ready
+                # mark stays until the session is let go of: should this worker die, a
+                # sweep finds the signals it left in flight.
                 await self.state.unschedule(session_id)
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]

@@ -297,8 +297,6 @@ class MemoryState(State):
     # -- runs put off ------------------------------------------------------------------
 
     async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
-        if session_id in self._ready:
-            return
         now = self._clock()
         first = self._due_first.setdefault(session_id, now)
         self._due[session_id] = min(now + delay, first + max_wait)

@@ -30,10 +30,8 @@ end
 
 # Put-off runs (debounce, minimum interval), on the server's clock. KEYS: the due set
 # (session -> due time), the first-put-off set (session -> time of the first), the ready
-# set. ARGV: session id, delay, max wait (seconds). A session already ready is left alone:
-# the run it waits for takes every pending signal.
+# set. ARGV: session id, delay, max wait (seconds).
 SCHEDULE = """
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local first = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')

@@ -147,7 +147,7 @@ class WorkingState(ABC):
     async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
         """The session needs a run in ``delay`` seconds: each call pushes the start back,
         but never past ``max_wait`` seconds after the first call since the session's last
-        take. Nothing changes while the session is marked ready (that run takes all)."""
+        take (``unschedule``)."""
 
     @abstractmethod
     async def unschedule(self, session_id: str) -> None:

@@ -283,10 +283,7 @@ async def test_a_put_off_run_waits_no_longer_than_its_max_wait(state: WorkingSta
     assert await state.promote_due() == ["s"]
 
 
-async def test_a_ready_session_is_not_put_off_and_unschedule_forgets(state: WorkingState) -> None:
-    await state.mark_ready("r")
-    await state.schedule("r", 0.0, 0.0)
-    assert not await state.scheduled("r")
+async def test_unschedule_forgets_a_put_off_run(state: WorkingState) -> None:
     await state.schedule("s", 30.0, 30.0)
     await state.unschedule("s")
     assert not await state.scheduled("s")
