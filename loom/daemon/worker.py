@@ -96,18 +96,14 @@ def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) ->
     )
 
 
-class LeasedSessionStore(SessionStore):
-    """The session store a leased run writes through. Reads go to the shared store; the
-    run's own write (its messages, record and metadata) is held back in ``ending`` for the
-    worker to store with the rest of the run's ending; any other write is fenced by the
-    lease (refused once a newer lease of the session exists)."""
+class FencedSessionStore(SessionStore):
+    """Writes of one leased worker: refused once a newer lease of the session exists."""
 
     def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
         self.inner = inner
         self.state = state
         self.lease = lease
-        self.ending: RunEnding | None = None
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self.inner.load(session_id)
@@ -116,11 +112,6 @@ class LeasedSessionStore(SessionStore):
         return await self.inner.load_history(session_id)
 
     async def append(self, session_id: str, **changes: Any) -> None:
-        run = changes.get("run")
-        if run is not None:
-            messages, metadata = changes.get("messages", ()), changes.get("metadata")
-            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
-            return
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
 
@@ -136,6 +127,24 @@ class LeasedSessionStore(SessionStore):
 
     async def list_sessions(self) -> list[str]:
         return await self.inner.list_sessions()
+
+
+class LeasedSessionStore(FencedSessionStore):
+    """The session store a leased run writes through. The run's own write (its messages,
+    record and metadata) is held back in ``ending`` for the worker to store with the rest of
+    the run's ending; any other write is fenced by the lease."""
+
+    def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
+        super().__init__(inner, state, lease)
+        self.ending: RunEnding | None = None
+
+    async def append(self, session_id: str, **changes: Any) -> None:
+        run = changes.get("run")
+        if run is not None:
+            messages, metadata = changes.get("messages", ()), changes.get("metadata")
+            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
+            return
+        await super().append(session_id, **changes)
 
 
 class SessionWorker:
@@ -737,4 +746,4 @@ def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
         logger.info("%s: %s", what, result.error)
 
 
-__all__ = ["LeasedSessionStore", "SessionWorker", "render_run_input"]
+__all__ = ["FencedSessionStore", "LeasedSessionStore", "SessionWorker", "render_run_input"]
