@@ -7,7 +7,10 @@ child's final answer comes back, as the call's result; its usage is added to the
 Children of one model turn run in parallel up to the limit's ``max_parallel``; the top run is
 depth 0 and a run at ``max_depth`` is offered no delegation tool. A cancel or an interrupt
 of the parent reaches its children. A child that waits for a person's approval pauses the
-parent on the same approval (``run.approve(id)`` on the parent decides it for the child).
+parent on the same approval (``run.approve(id)`` on the parent decides it for the child);
+in the daemon the parent's pause is kept with that approval, so it is decided like any other
+while the worker holds the run. A run tree is not suspended whole: past the hold the child
+is stopped and the parent's model told so (its call's result).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import secrets
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from loom.core.governance import Governor, RateLimits
@@ -24,12 +27,16 @@ from loom.core.messages import Message
 from loom.core.quality import DelegationLimits
 from loom.runtime.config import Runtime
 from loom.runtime.history import WorkingHistory
-from loom.runtime.run import Run, RunResult, RunStatus
+from loom.runtime.run import Run, RunResult, RunStatus, RunSuspended
 from loom.runtime.run_state import RunState
 from loom.tools import Tool
 from loom.tools.tool import ToolDefinition
 
 TOOL_PREFIX = "delegate_to_"
+SUSPENDED = (
+    "stopped: the run was suspended while this sub-agent waited for approval, and a run "
+    "tree cannot be suspended whole; delegate again to ask again"
+)
 
 
 def delegation_tool(agent_name: str, description: str) -> Tool[..., Any]:
@@ -143,7 +150,7 @@ class Delegation:
             child.attach(body)
             parent.children.add(child)
             try:
-                result = await self._follow(parent, child, body)
+                result = await self._follow(state, child, body)
             finally:
                 parent.children.discard(child)
         state.usage.add(result.usage)
@@ -160,8 +167,11 @@ class Delegation:
             return result.output, False
         return f"sub-agent {sub.name!r} {result.status.value}: {result.error}", True
 
-    async def _follow(self, parent: Run, child: Run, body: asyncio.Task[RunResult]) -> RunResult:
+    async def _follow(
+        self, state: RunState, child: Run, body: asyncio.Task[RunResult]
+    ) -> RunResult:
         """Wait for the child's end; its pauses for approval pause the parent too."""
+        parent = state.run
         try:
             while True:
                 waiting = asyncio.ensure_future(child.wait())
@@ -171,20 +181,25 @@ class Delegation:
                     return body.result()
                 paused = waiting.result()
                 if paused.status is RunStatus.AWAITING_APPROVAL and not child.done():
-                    await self._ask_for(parent, child, paused)
+                    await self._ask_for(state, child, paused)
         except asyncio.CancelledError:
             # The parent was cancelled (or shut down): the child ends as cancelled too.
             child.cancel(parent.cancel_reason or "the parent run was cancelled")
             await asyncio.wait((body,))
             raise
 
-    async def _ask_for(self, parent: Run, child: Run, paused: RunResult) -> None:
-        """Pause ``parent`` on the child's approvals, and pass the decisions down."""
+    async def _ask_for(self, state: RunState, child: Run, paused: RunResult) -> None:
+        """Pause the parent on the child's approvals, and pass the decisions down. The
+        parent's pause carries its checkpoint with those approvals, so the daemon keeps it
+        and takes decisions for it (over HTTP, the CLI, Slack) while it holds the run."""
+        parent = state.run
         lock = self._pauses.setdefault(parent, asyncio.Lock())
         async with lock:
             pending = child.approvals
             if not pending:
                 return
+            checkpoint = state.checkpoint()
+            checkpoint = replace(checkpoint, approvals=(*checkpoint.approvals, *pending))
             parent.pause(
                 RunResult(
                     parent.id,
@@ -192,9 +207,17 @@ class Delegation:
                     RunStatus.AWAITING_APPROVAL,
                     output=paused.output,
                     approvals=pending,
+                    checkpoint=checkpoint,
                 )
             )
-            decided = await parent.decisions()
+            try:
+                decided = await parent.decisions()
+            except RunSuspended:
+                # A run tree cannot be suspended whole: the child stops, and the parent's
+                # model is told why (its call's result), instead of waiting on here.
+                child.cancel(SUSPENDED)
+                parent.resume()
+                return
             for approval in decided:
                 child.record_decision(approval)
             if parent.interrupt_requested():
