@@ -33,6 +33,7 @@ from loom.tools import Tool
 from loom.tools.tool import ToolDefinition
 
 TOOL_PREFIX = "delegate_to_"
+MAX_GOVERNED_LOOPS = 64
 SUSPENDED = (
     "stopped: the run was suspended while this sub-agent waited for approval, and a run "
     "tree cannot be suspended whole; delegate again to ask again"
@@ -100,6 +101,22 @@ class Delegation:
         self.by_tool: dict[str, SubAgent] = {s.tool.name: s for s in subagents}
         self._slots: weakref.WeakKeyDictionary[Run, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         self._pauses: weakref.WeakKeyDictionary[Run, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._loops: dict[
+            tuple[str, int, int], tuple[ChildLoop, Governor | None, RateLimits | None]
+        ] = {}
+
+    def _governed(
+        self, sub: SubAgent, governor: Governor | None, rate_limits: RateLimits | None
+    ) -> ChildLoop:
+        """The sub-agent's loop under the parent's governance, made once per governance."""
+        key = (sub.name, id(governor), id(rate_limits))
+        found = self._loops.get(key)
+        if found is None or found[1] is not governor or found[2] is not rate_limits:
+            found = (sub.loop.governed_by(governor, rate_limits), governor, rate_limits)
+            if len(self._loops) >= MAX_GOVERNED_LOOPS:  # governance seldom changes: bounded
+                self._loops.clear()
+            self._loops[key] = found
+        return found[0]
 
     def max_depth(self, run: Run) -> int:
         """The depth ``run``'s tree may reach: the top run's limit, inherited by children."""
@@ -145,7 +162,7 @@ class Delegation:
                 task=task,
             )
             metadata = {**_inherited(state.metadata), "parent_run_id": parent.id}
-            child_loop = sub.loop.governed_by(governor, rate_limits)
+            child_loop = self._governed(sub, governor, rate_limits)
             body = asyncio.create_task(_child(child_loop, child, task, metadata))
             child.attach(body)
             parent.children.add(child)
@@ -174,12 +191,11 @@ class Delegation:
         parent = state.run
         try:
             while True:
-                waiting = asyncio.ensure_future(child.wait())
-                await asyncio.wait((body, waiting), return_when=asyncio.FIRST_COMPLETED)
+                changed = child.changed()
+                await asyncio.wait((body, changed), return_when=asyncio.FIRST_COMPLETED)
                 if body.done():
-                    waiting.cancel()
                     return body.result()
-                paused = waiting.result()
+                paused = await child.wait()
                 if paused.status is RunStatus.AWAITING_APPROVAL and not child.done():
                     await self._ask_for(state, child, paused)
         except asyncio.CancelledError:

@@ -225,6 +225,10 @@ class Run:
         """Whether ``approval_id`` is one of the current pause's approvals."""
         return approval_id in self._approvals
 
+    def changed(self) -> asyncio.Future[None]:
+        """Done at the run's next pause or resume (what a parent run watches a child by)."""
+        return self._changed
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
         if not changed.done():
