@@ -211,6 +211,19 @@ async def test_a_task_brings_its_own_criteria_to_the_default_gate() -> None:
     assert len(model.judged) == 1
 
 
+async def test_metadata_named_criteria_that_is_no_list_is_not_judged() -> None:
+    from loom import RunContext
+
+    model = Worker()
+    agent = Agent(Model.function(model), tools=[check])
+
+    result = await agent.run("go", context=RunContext(metadata={"criteria": "strict"}))
+
+    assert result.status is RunStatus.COMPLETED
+    assert result.quality is None
+    assert model.judged == []
+
+
 async def test_a_judge_that_cannot_be_asked_fails_the_run() -> None:
     def model(request: ModelRequest) -> str:
         if is_judge(request):

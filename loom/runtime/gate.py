@@ -31,7 +31,9 @@ class Judging:
 
 def review_of(loop: Judging, state: RunState) -> Review:
     """The work of ``state`` so far, for a judge; ``ask`` calls the loop's model."""
-    task_criteria = tuple(str(c) for c in state.metadata.get(CRITERIA_KEY) or ())
+    listed = state.metadata.get(CRITERIA_KEY)
+    # Only a list is a task's criteria (a caller's own metadata may use the key otherwise).
+    task_criteria = tuple(str(c) for c in listed) if isinstance(listed, list | tuple) else ()
 
     async def ask(instructions: str, prompt: str) -> str:
         request = ModelRequest(
