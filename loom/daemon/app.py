@@ -25,6 +25,7 @@ from loom.broker import Broker
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
+from loom.daemon.http_server import GuardedH11Protocol
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -77,6 +78,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+CLOSE_RESERVE = 0.3
+"""Seconds of the drain's deadline kept for closing the broker and state connections."""
 
 
 class _Server(uvicorn.Server):
@@ -262,8 +267,9 @@ class Daemon:
             if isinstance(outcome, BaseException):
                 logger.error("adapter %s: stop failed: %r", adapter.name, outcome)
         await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
-        await self.worker.stop(max(deadline - loop.time(), 0.0))
-        await self.replies.stop(max(min(5.0, deadline - loop.time()), 0.0))
+        # Closing the connections below takes a moment of the deadline too.
+        await self.worker.stop(max(deadline - loop.time() - CLOSE_RESERVE, 0.0))
+        await self.replies.stop(max(min(5.0, deadline - loop.time() - CLOSE_RESERVE), 0.0))
         await self.broker.close()
         await self.state.close()
         await self.agent.aclose()
@@ -297,7 +303,8 @@ class Daemon:
         roles = tuple(roles)
         http = self.settings.http
         port = http.port_for(roles)
-        if not is_loopback(http.host) and self.settings.api_token is None:
+        # The same credentials the routes are guarded by (``Credentials``): one decision.
+        if not is_loopback(http.host) and self.adapter_context.credentials.token is None:
             raise InsecureBinding(
                 f"refusing to listen on {http.host}:{port} without an API token: set "
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
@@ -325,8 +332,14 @@ class Daemon:
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
         # access_log=False: at "warning" its INFO lines are dropped anyway, but their
         # arguments (client address, quoted path) were still worked out for every request.
+        # http: h11 with a header timeout (uvicorn has none).
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", log_config=None, access_log=False
+            app,
+            http=GuardedH11Protocol,
+            log_level="warning",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
         )
         self._server = _Server(config)
         server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")

@@ -179,8 +179,11 @@ class Settings(SettingsBase, AdapterSettings):
     @classmethod
     def _state_scheme(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
-        if scheme not in ("memory", "redis", "rediss"):
-            raise ValueError(f"LOOM_STATE_URL must be memory:// or redis(s)://..., not {value!r}")
+        if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "rediss+sentinel"):
+            raise ValueError(
+                "LOOM_STATE_URL must be memory://, redis(s)://... or "
+                f"redis(s)+sentinel://..., not {value!r}"
+            )
         return value
 
     @property

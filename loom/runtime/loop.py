@@ -21,6 +21,7 @@ from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
+from loom.logs import scrub_keys
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
 from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
@@ -394,7 +395,8 @@ class AgentLoop:
         try:
             response = await self.provider.complete(request, on_delta if stream else None)
         except Exception as exc:
-            reason = describe_model_error(exc)
+            # The reason reaches results, replies, hooks and logs: no key it may quote.
+            reason = scrub_keys(describe_model_error(exc))
             if self.hooks.wants("after_llm"):
                 await self.hooks.emit(
                     "after_llm",

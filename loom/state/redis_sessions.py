@@ -37,6 +37,7 @@ from loom.core.session_store import (
     parse_time,
     utcnow,
 )
+from loom.state import redis_connect
 from loom.state.base import StateUnavailable
 from loom.state.redis_history import (
     DEFAULT_HOLD_BYTES,
@@ -60,7 +61,9 @@ def mask_url(url: str) -> str:
         masked = f"{userinfo.partition(':')[0]}:***@{hostport}"
         head = head.replace(f"//{parts.netloc}", f"//{masked}", 1)
     query = "&".join(
-        f"{item.partition('=')[0]}=***" if item.partition("=")[0].lower() == "password" else item
+        f"{item.partition('=')[0]}=***"
+        if item.partition("=")[0].lower().endswith("password")  # sentinel_password too
+        else item
         for item in query.split("&")
     )
     return head + sep + query
@@ -116,8 +119,9 @@ def unavailable(where: str, password: str | None = None) -> Iterator[None]:
 
 
 def connect(url: str, *, socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT) -> aioredis.Redis:
-    """A client for ``url`` that answers text; no connection is made yet."""
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout)
+    """A client for ``url`` that answers text; no connection is made yet (pooled
+    connections are checked before use, commands never re-sent: ``redis_connect``)."""
+    return redis_connect.connect(url, socket_timeout=socket_timeout)
 
 
 def session_key(prefix: str, session_id: str, part: str) -> str:
@@ -134,37 +138,42 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-# The whole append in one script: a crash can never leave a run record without its
-# messages, and the bounds, the run order and the index are kept in the same step.
-_APPEND = """
-local info, messages, runs, order, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local index = KEYS[6]
-local n, ttl = tonumber(ARGV[6]), tonumber(ARGV[5])
-if redis.call('HSETNX', info, 'created_at', ARGV[2]) == 1 then
-  local t = redis.call('TIME')
-  redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
-end
-redis.call('HSET', info, 'updated_at', ARGV[2])
-if n > 0 then
-  -- One by one: unpack() of a long append would overflow Lua's stack.
-  for i = 9, 8 + n do redis.call('RPUSH', messages, ARGV[i]) end
-  redis.call('HINCRBY', info, 'appended', n)
-  redis.call('LTRIM', messages, -tonumber(ARGV[3]), -1)
-end
-if ARGV[7] ~= '' and redis.call('HSET', runs, ARGV[7], ARGV[8]) == 1 then
-  redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), ARGV[7])
-  local excess = redis.call('ZCARD', order) - tonumber(ARGV[4])
-  if excess > 0 then
-    local dropped = redis.call('ZPOPMIN', order, excess)
-    for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+# The whole append in one step: a crash can never leave a run record without its
+# messages, and the bounds, the run order and the index are kept in the same step. A Lua
+# function of the keys K (info, messages, runs, order, meta, index) and arguments A (see
+# ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares it.
+APPEND_FUNCTION = """
+local function append(K, A)
+  local info, messages, runs, order, meta = K[1], K[2], K[3], K[4], K[5]
+  local index = K[6]
+  local n, ttl = tonumber(A[6]), tonumber(A[5])
+  if redis.call('HSETNX', info, 'created_at', A[2]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
   end
+  redis.call('HSET', info, 'updated_at', A[2])
+  if n > 0 then
+    -- One by one: unpack() of a long append would overflow Lua's stack.
+    for i = 9, 8 + n do redis.call('RPUSH', messages, A[i]) end
+    redis.call('HINCRBY', info, 'appended', n)
+    redis.call('LTRIM', messages, -tonumber(A[3]), -1)
+  end
+  if A[7] ~= '' and redis.call('HSET', runs, A[7], A[8]) == 1 then
+    redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
+    local excess = redis.call('ZCARD', order) - tonumber(A[4])
+    if excess > 0 then
+      local dropped = redis.call('ZPOPMIN', order, excess)
+      for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+    end
+  end
+  for i = 9 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
+  if ttl > 0 then
+    for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+  end
+  return tonumber(redis.call('HGET', info, 'appended') or 0)
 end
-for i = 9 + n, #ARGV, 2 do redis.call('HSET', meta, ARGV[i], ARGV[i + 1]) end
-if ttl > 0 then
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return tonumber(redis.call('HGET', info, 'appended') or 0)
 """
+_APPEND = APPEND_FUNCTION + "return append(KEYS, ARGV)\n"
 
 
 # What a run needs, in one step: the info, the metadata, the stored context, and only the
@@ -216,6 +225,10 @@ class RedisSessionStore(SessionStore):
 
     def _keys(self, session_id: str) -> list[str]:
         return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
+
+    def append_keys(self, session_id: str) -> list[str]:
+        """The keys ``APPEND_FUNCTION`` is given for ``session_id``."""
+        return [*self._keys(session_id), self._index]
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self._load(session_id, with_runs=True)
@@ -327,11 +340,32 @@ class RedisSessionStore(SessionStore):
         run: RunRecord | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
+        args = self.append_args(session_id, messages=messages, run=run, metadata=metadata)
+        with unavailable(self._where, self._password):
+            appended = int(await self._append(keys=self.append_keys(session_id), args=args))
+        held = self.held.get(session_id)
+        if held is not None and messages and appended == held.appended + len(messages):
+            # Nobody appended in between: the mirror takes these very messages, unparsed.
+            encoded = args[8 : 8 + len(messages)]
+            weights = [weight(str(item)) for item in encoded]
+            self.held.put(
+                session_id, held.with_messages(appended, messages, weights, self.max_messages)
+            )
+
+    def append_args(
+        self,
+        session_id: str,
+        *,
+        messages: Sequence[Message] = (),
+        run: RunRecord | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[str | int]:
+        """The arguments ``APPEND_FUNCTION`` is given for an append."""
         # Everything is encoded before anything is sent: a value JSON cannot hold fails here.
         encoded = [dumps(message.to_dict()) for message in messages]
         pairs = [part for key, value in (metadata or {}).items() for part in (key, dumps(value))]
         ttl_ms = 0 if self.ttl is None else max(1, int(self.ttl * 1000))
-        args: list[str | int] = [
+        return [
             session_id,
             format_time(utcnow()),
             self.max_messages,
@@ -343,16 +377,6 @@ class RedisSessionStore(SessionStore):
             *encoded,
             *pairs,
         ]
-        with unavailable(self._where, self._password):
-            appended = await self._append(keys=[*self._keys(session_id), self._index], args=args)
-        held = self.held.get(session_id)
-        if held is not None and messages and int(appended) == held.appended + len(messages):
-            # Nobody appended in between: the mirror takes these very messages, unparsed.
-            weights = [weight(item) for item in encoded]
-            self.held.put(
-                session_id,
-                held.with_messages(int(appended), messages, weights, self.max_messages),
-            )
 
     async def delete(self, session_id: str) -> None:
         self.held.drop(session_id)
