@@ -12,7 +12,7 @@ from loom.daemon.settings import Settings
 from loom.runtime.delegation import SUSPENDED
 from loom.wire import publish_signal
 from tests.polling import eventually
-from tests.test_approvals_daemon import drain
+from tests.test_daemon_memory import drain
 
 done: list[str] = []
 
