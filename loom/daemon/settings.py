@@ -25,7 +25,7 @@ from loom.adapters.registry import (
 from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
-from loom.policies.attention import AttentionRule
+from loom.policies.attention import AttentionRule, Schedule
 
 DEFAULT_INSTRUCTIONS = (
     "You are Loom, an operations agent. Signals reach you from chat, webhooks, alerts and "
@@ -166,6 +166,8 @@ class Settings(SettingsBase, AdapterSettings):
     """The session of signals that name none."""
     attention_rules: list[AttentionRule] = Field(default_factory=list)
     """Rules tried in order before the urgency default (see docs/daemon.md)."""
+    attention_schedule: Schedule = Field(default_factory=Schedule)
+    """Default debounce, maximum wait, minimum interval and group (docs/attention.md)."""
 
     @field_validator("broker_url")
     @classmethod
