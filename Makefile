@@ -33,3 +33,4 @@ bench:  ## print benchmark figures
 	uv run python bench/governance.py --calls 5000 --rounds 3
 	uv run python bench/approvals.py --samples 10
 	uv run python bench/capabilities.py --reads 1000 --commands 20 --fetches 40
+	uv run python bench/quality.py --checks 2000 --delegations 200 --rounds 3

@@ -10,6 +10,7 @@ from loom.capabilities import Capability
 from loom.core.approvals import Approval
 from loom.core.hooks import DenyCall
 from loom.core.messages import Message, ToolCall, Usage
+from loom.core.quality import CriterionVerdict, QualityVerdict, Review
 from loom.errors import (
     AuthenticationError,
     LoomError,
@@ -23,8 +24,11 @@ from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.context import ContextProtocol
 from loom.policies.continuity import ContinuityPolicy
+from loom.policies.delegation import DelegationPolicy
 from loom.policies.feedback import FeedbackEvent, FeedbackPolicy
 from loom.policies.governance import GovernancePolicy
+from loom.policies.harness import Harness
+from loom.policies.quality import QualityGate
 from loom.policies.restore import SessionRestorePolicy
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
@@ -45,12 +49,15 @@ __all__ = [
     "Capability",
     "ContextProtocol",
     "ContinuityPolicy",
+    "CriterionVerdict",
+    "DelegationPolicy",
     "DenyCall",
     "FeedbackEvent",
     "FeedbackPolicy",
     "FileSessionStore",
     "Generation",
     "GovernancePolicy",
+    "Harness",
     "InMemorySessionStore",
     "KnowledgePassage",
     "KnowledgeQuery",
@@ -62,7 +69,10 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ProviderError",
+    "QualityGate",
+    "QualityVerdict",
     "RateLimitError",
+    "Review",
     "Run",
     "RunContext",
     "RunEvent",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -23,10 +24,14 @@ from loom.knowledge import (
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.context import ContextProtocol
+from loom.policies.delegation import DelegationPolicy
 from loom.policies.governance import GovernancePolicy
+from loom.policies.harness import Harness
+from loom.policies.quality import QualityGate
 from loom.providers.base import ModelProvider
 from loom.runtime.config import RunContext, Runtime, SessionConfig
 from loom.runtime.decisions import SignalDecision
+from loom.runtime.delegation import TOOL_PREFIX, Delegation, SubAgent, delegation_tool
 from loom.runtime.events import RunEvent
 from loom.runtime.loop import AgentLoop
 from loom.runtime.run import RunResult
@@ -48,6 +53,8 @@ class Agent:
     go past ``max_sessions``; their history stays in the session store).
     """
 
+    loop: AgentLoop
+
     def __init__(
         self,
         model: ModelProvider | str | None = None,
@@ -62,13 +69,20 @@ class Agent:
         knowledge: Iterable[KnowledgeSource] = (),
         knowledge_tool: bool = False,
         name: str = "agent",
+        description: str = "",
+        subagents: Iterable[Agent] = (),
         max_sessions: int = 1024,
     ) -> None:
         self.name = name
+        self.description = description or instructions.strip().split("\n", 1)[0][:200]
+        """What the agent does, as a parent that delegates to it describes it to its model."""
+        self.subagents = _checked_subagents(name, subagents)
         self.model = Model.from_environment() if model is None else Model.resolve(model)
         self.instructions = instructions
         self.generation = generation or Generation()
-        self.runtime = _with_context_manager(runtime or Runtime.sdk())
+        self.runtime = _with_preset_policies(
+            _with_context_manager(runtime or Runtime.sdk()), bool(self.subagents)
+        )
         self.knowledge = tuple(knowledge)
         names = [source.name for source in self.knowledge]
         if len(set(names)) != len(names):
@@ -86,6 +100,13 @@ class Agent:
         if skills:
             # One tool for every skill: its description lists names and when_to_use only.
             self.tools.add(skills_tool(skills))
+        delegation = None
+        if self.subagents and self.runtime.delegation is not None:
+            children = []
+            for sub in self.subagents:
+                offered = self.tools.add(delegation_tool(sub.name, sub.description))
+                children.append(SubAgent(sub.name, offered, sub.loop))
+            delegation = Delegation(children, self.runtime.delegation)
         self.session_store: SessionStore = session_store or InMemorySessionStore()
         self.attention = attention or AttentionPolicy.default()
         self.governance: Governor = self.runtime.governance or _preset_governance(self.runtime)
@@ -104,6 +125,7 @@ class Agent:
             hooks=self.hooks,
             governor=self.governance,
             rate_limits=self.rate_limits,
+            delegation=delegation,
         )
 
     def share_rate_limits(self, limits: RateLimits) -> None:
@@ -196,6 +218,50 @@ def _with_context_manager(runtime: Runtime) -> Runtime:
         return runtime
     manager = ContextProtocol.manager(max_tokens=runtime.max_context_tokens)
     return runtime.model_copy(update={"context": manager})
+
+
+def _with_preset_policies(runtime: Runtime, has_subagents: bool) -> Runtime:
+    """The quality gate, harness and delegation a preset brings where ``Runtime`` names
+    none: a gate judging the preset's and a task's criteria; ``long_running``: up to five
+    sprints; delegation to ``max_depth`` (``autonomous``: 5), else depth 1 with sub-agents."""
+    update: dict[str, Any] = {}
+    if runtime.quality is None:
+        update["quality"] = QualityGate.task_criteria()
+    if runtime.harness is None:
+        long = runtime.name == "long_running"
+        update["harness"] = Harness.long_running() if long else Harness.single_run()
+    if runtime.delegation is None and (has_subagents or runtime.max_depth is not None):
+        update["delegation"] = DelegationPolicy.depth_limited(runtime.max_depth or 1)
+    return runtime.model_copy(update=update) if update else runtime
+
+
+_AGENT_NAME = re.compile(rf"^[a-zA-Z0-9_-]{{1,{64 - len(TOOL_PREFIX)}}}$")
+
+
+def _checked_subagents(name: str, subagents: Iterable[Agent]) -> tuple[Agent, ...]:
+    """Sub-agents, refused when one is not an Agent, names its parent, or two share a
+    name (each becomes a tool named after it)."""
+    if isinstance(subagents, Agent):
+        raise ValueError("subagents must be a list of Agents, not one Agent")
+    found = tuple(subagents)
+    names: set[str] = set()
+    for sub in found:
+        if not isinstance(sub, Agent):
+            raise ValueError(f"a sub-agent must be an Agent, not {sub!r}")
+        if sub.name == name:
+            raise ValueError(
+                f"sub-agent {sub.name!r} has its parent's name: an agent cannot delegate to "
+                "itself (give the sub-agent its own name=...)"
+            )
+        if not _AGENT_NAME.match(sub.name):
+            raise ValueError(
+                f"sub-agent name {sub.name!r} must be 1-{64 - len(TOOL_PREFIX)} characters "
+                "from a-z, A-Z, 0-9, '_' and '-' (it names the delegation tool)"
+            )
+        if sub.name in names:
+            raise ValueError(f"two sub-agents are named {sub.name!r}: sub-agent names must differ")
+        names.add(sub.name)
+    return found
 
 
 def _preset_governance(runtime: Runtime) -> GovernancePolicy:

@@ -1,5 +1,5 @@
-"""Policies that steer the runtime: attention, feedback, governance, context, continuity
-and restore."""
+"""Policies that steer the runtime: attention, feedback, governance, context, continuity,
+restore, quality, harness and delegation."""
 
 from loom.policies.attention import (
     ACTIONS,
@@ -11,8 +11,11 @@ from loom.policies.attention import (
 )
 from loom.policies.context import ContextManager, ContextProtocol
 from loom.policies.continuity import ContinuityPolicy, HandoffContinuity
+from loom.policies.delegation import DelegationPolicy
 from loom.policies.feedback import ExplicitFeedback, FeedbackEvent, FeedbackPolicy
 from loom.policies.governance import GovernancePolicy
+from loom.policies.harness import Harness
+from loom.policies.quality import QualityGate
 from loom.policies.restore import SessionRestorePolicy
 
 __all__ = [
@@ -23,11 +26,14 @@ __all__ = [
     "ContextManager",
     "ContextProtocol",
     "ContinuityPolicy",
+    "DelegationPolicy",
     "ExplicitFeedback",
     "FeedbackEvent",
     "FeedbackPolicy",
     "GovernancePolicy",
     "HandoffContinuity",
+    "Harness",
+    "QualityGate",
     "SessionRestorePolicy",
     "SessionView",
     "SignalDecision",

@@ -210,6 +210,7 @@ class FeedbackPolicy:
         if not self.enabled or agent in self._attached:
             return
         self._attached.add(agent)
+        agent.on("after_run", self._after_quality)
         if self.run_outcomes:
             agent.on("after_run", self._after_run)
         if self.tool_failures:
@@ -349,6 +350,19 @@ class FeedbackPolicy:
                     "signals": (result.get("metadata") or {}).get("signals"),
                 },
             )
+        )
+
+    async def _after_quality(
+        self, *, run_id: str, session_id: str, result: Mapping[str, Any], **_: Any
+    ) -> None:
+        """A run the quality gate judged: its verdict, with the unmet criteria."""
+        quality = result.get("quality")
+        if not quality:
+            return
+        unmet = [c for c in quality.get("criteria") or () if not c.get("met")]
+        comment = "; ".join(f"{c.get('criterion')}: {c.get('reason') or 'not met'}" for c in unmet)
+        await self.quality_verdict(
+            session_id, run_id, "pass" if quality.get("passed") else "fail", comment=comment
         )
 
     async def _after_tool(

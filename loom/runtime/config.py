@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from loom.core.context import ContextPolicy, ContinuityPort, RestorePort
 from loom.core.governance import Governor
+from loom.core.quality import DelegationLimits, QualityJudge, SprintPolicy
 from loom.knowledge.query import KnowledgePassage
 
 
@@ -20,6 +21,17 @@ def _governor(value: Any) -> Governor | None:
     raise ValueError(
         f"governance must be a GovernancePolicy (or a Governor: review and admit), not {value!r}"
     )
+
+
+def _port(kind: str, wanted: str, *methods: str) -> Any:
+    """A validator accepting None or anything with ``methods`` (the port, duck-typed)."""
+
+    def check(value: Any) -> Any:
+        if value is None or all(hasattr(value, m) for m in methods):
+            return value
+        raise ValueError(f"{kind} must be a {wanted}, not {value!r}")
+
+    return PlainValidator(check)
 
 
 class Runtime(BaseModel):
@@ -45,7 +57,8 @@ class Runtime(BaseModel):
     max_events: int = Field(default=10_000, ge=16)
     """Events kept per run (token events past it are streamed, not kept)."""
     criteria: tuple[str, ...] = ()
-    """Acceptance criteria sent to the model with every request."""
+    """Acceptance criteria sent to the model with every request, and judged after the run
+    by the quality gate (with the gate's own and the task's)."""
     context: ContextPolicy | None = None
     """``ContextProtocol.manager(...)``; unset, the agent picks one (see ``Agent``)."""
     continuity: ContinuityPort | None = None
@@ -57,6 +70,24 @@ class Runtime(BaseModel):
     governance: Annotated[Governor | None, PlainValidator(_governor)] = None
     """Which tool calls may run, need approval, or are rate limited; None: the preset's
     (``GovernancePolicy.supervised()`` for ``supervised``, else ``GovernancePolicy.default()``)."""
+    quality: Annotated[
+        QualityJudge | None, _port("quality", "QualityGate (evaluate)", "evaluate")
+    ] = None
+    """``QualityGate``: judges each run (or sprint); None: the preset's ``criteria`` as a
+    gate, else a gate judging only a task's own criteria."""
+    harness: Annotated[
+        SprintPolicy | None, _port("harness", "Harness", "max_sprints", "next_turn")
+    ] = None
+    """``Harness.single_run()`` or ``Harness.long_running(max_sprints=...)``; None: the
+    preset's (``long_running``: ``Harness.long_running()``, else one sprint)."""
+    delegation: Annotated[
+        DelegationLimits | None,
+        _port("delegation", "DelegationPolicy", "max_depth", "max_parallel"),
+    ] = None
+    """``DelegationPolicy.depth_limited(n)``; None: ``depth_limited(max_depth)`` when the
+    preset names a ``max_depth``, else depth 1 for an agent with sub-agents."""
+    max_depth: int | None = Field(default=None, ge=1)
+    """The delegation depth a preset asks for (``autonomous(max_depth=5)``)."""
 
     @classmethod
     def sdk(cls, **overrides: Any) -> Runtime:
@@ -85,9 +116,17 @@ class Runtime(BaseModel):
         )
 
     @classmethod
-    def autonomous(cls, criteria: list[str] | None = None, **overrides: Any) -> Runtime:
-        """Unattended automation: 200 model calls, two hours, a 200k-token context."""
-        defaults = {"max_iterations": 200, "timeout": 7200.0, "max_context_tokens": 200_000}
+    def autonomous(
+        cls, criteria: list[str] | None = None, max_depth: int = 5, **overrides: Any
+    ) -> Runtime:
+        """Unattended automation: 200 model calls, two hours, a 200k-token context, and
+        sub-agents down to ``max_depth``."""
+        defaults = {
+            "max_iterations": 200,
+            "timeout": 7200.0,
+            "max_context_tokens": 200_000,
+            "max_depth": max_depth,
+        }
         return cls(
             **{"name": "autonomous", "criteria": tuple(criteria or ()), **defaults, **overrides}
         )

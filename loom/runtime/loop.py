@@ -7,6 +7,7 @@ tool call has a result, so the next run of the session can be sent to any provid
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +31,9 @@ from loom.runtime.context import (
     DropOldestTurns,
     summary_prompt,
 )
+from loom.runtime.delegation import Delegation
+from loom.runtime.gate import Judging
+from loom.runtime.harness import sprints
 from loom.runtime.history import WorkingHistory
 from loom.runtime.run import Artifact, Run, RunInterrupted, RunResult, RunStatus, RunSuspended
 from loom.runtime.run_state import RunState
@@ -71,6 +75,7 @@ class AgentLoop:
     hooks: HookManager
     governor: Governor | None = None
     rate_limits: RateLimits | None = None
+    delegation: Delegation | None = None
     calls: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +83,7 @@ class AgentLoop:
             criteria = "\n".join(f"- {c}" for c in self.runtime.criteria)
             self.instructions = f"{self.instructions}\n\nAcceptance criteria:\n{criteria}".strip()
         self.calls = ToolCalls(
-            self.tools, self.runtime, self.hooks, self.governor, self.rate_limits
+            self.tools, self.runtime, self.hooks, self.governor, self.rate_limits, self.delegation
         )
 
     def retune(self, runtime: Runtime) -> None:
@@ -90,6 +95,15 @@ class AgentLoop:
         """Use ``governor`` (and ``rate_limits`` for its limits) for every later call."""
         self.governor = self.calls.governor = governor
         self.rate_limits = self.calls.rate_limits = rate_limits
+
+    def governed_by(self, governor: Governor | None, rate_limits: RateLimits | None) -> AgentLoop:
+        """This loop under another governance (a sub-agent's run under its parent's)."""
+        if governor is self.governor and rate_limits is self.rate_limits:
+            return self
+        clone = copy.copy(self)
+        clone.calls = copy.copy(self.calls)
+        clone.govern(governor, rate_limits)
+        return clone
 
     async def execute(
         self,
@@ -176,6 +190,9 @@ class AgentLoop:
             metadata=state.metadata,
             approvals=checkpoint.pending if checkpoint else (),
             checkpoint=checkpoint,
+            quality=state.quality,
+            parent_run_id=run.parent_run_id,
+            depth=run.depth,
         )
         return result, [] if checkpoint else state.transcript
 
@@ -234,7 +251,14 @@ class AgentLoop:
                     stopped = await self._settle_turn(state)
                     if stopped is not None:
                         return stopped
-                return await self._steps(state)
+                judging = Judging(self.provider, self.generation, self.runtime.criteria)
+                return await sprints(
+                    state,
+                    self._steps,
+                    gate=self.runtime.quality,
+                    harness=self.runtime.harness,
+                    judging=judging,
+                )
         except TimeoutError:
             return RunStatus.FAILED, f"run timed out after {self.runtime.timeout:g}s"
         except asyncio.CancelledError:
@@ -463,10 +487,11 @@ class AgentLoop:
         state.history = window.history
         state.last_request_chars = window.request_chars(instructions, state.transcript_chars)
         state.input_tokens_seen = state.usage.input_tokens
+        tools = self.tools.definitions()
         return ModelRequest(
             instructions=instructions,
             messages=[*window.history.messages, *state.transcript],
-            tools=self.tools.definitions(),
+            tools=self.delegation.offered(tools, run) if self.delegation else tools,
             generation=self.generation,
             run_id=run.id,
             session_id=run.session_id,

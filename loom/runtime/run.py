@@ -16,6 +16,7 @@ from loom import metrics
 from loom.core.approvals import Approval, Decision, UnknownApproval
 from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.messages import Usage
+from loom.core.quality import QualityVerdict
 from loom.errors import RunFailed
 from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
 
@@ -84,6 +85,12 @@ class RunResult:
     """While ``awaiting_approval``: the calls waiting for a decision."""
     checkpoint: RunCheckpoint | None = None
     """While ``awaiting_approval``: everything needed to resume the run in any process."""
+    quality: QualityVerdict | None = None
+    """The quality gate's verdict on the run's (last sprint's) work, when it was judged."""
+    parent_run_id: str | None = None
+    """For a sub-agent's run: the run that delegated to it."""
+    depth: int = 0
+    """0 for a top-level run, 1 for its sub-agents' runs, and so on."""
 
     @property
     def ok(self) -> bool:
@@ -108,6 +115,12 @@ class RunResult:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "metadata": self.metadata,
             **({"approvals": [a.to_dict() for a in self.approvals]} if self.approvals else {}),
+            **({"quality": self.quality.to_dict()} if self.quality is not None else {}),
+            **(
+                {"parent_run_id": self.parent_run_id, "depth": self.depth}
+                if self.parent_run_id is not None
+                else {}
+            ),
         }
 
 
@@ -147,6 +160,12 @@ class Run:
         self.checkpointed = False
         """True once the run has had a checkpoint (it paused for approvals, or was resumed
         from one): its end also ends the checkpoint."""
+        self.parent_run_id: str | None = None
+        self.depth = 0
+        self.max_depth: int | None = None
+        """A sub-agent's run: the delegation depth its tree may reach (the top run's)."""
+        self.children: set[Run] = set()
+        """Sub-agents' runs going on now: an interrupt reaches them too."""
 
     # -- for the loop -------------------------------------------------------------------
     def attach(self, task: asyncio.Task[Any]) -> None:
@@ -221,6 +240,10 @@ class Run:
     def knows(self, approval_id: str) -> bool:
         """Whether ``approval_id`` is one of the current pause's approvals."""
         return approval_id in self._approvals
+
+    def changed(self) -> asyncio.Future[None]:
+        """Done at the run's next pause or resume (what a parent run watches a child by)."""
+        return self._changed
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
@@ -367,6 +390,8 @@ class Run:
         if self.interrupted_at is None:
             self.interrupted_at = time.monotonic()
         self._interrupted.set()  # a model call or stoppable tool in flight is cut short
+        for child in list(self.children):
+            child.interrupt(reason)
         return True
 
     async def unless_interrupted(self, step: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ from typing import Any
 from loom.core.approvals import Approval
 from loom.core.checkpoints import RunCheckpoint, ToolJournal
 from loom.core.messages import Message, ToolCall, Usage
+from loom.core.quality import QualityVerdict
 from loom.runtime.context import ContextWindow
 from loom.runtime.history import WorkingHistory, message_chars
 from loom.runtime.run import Run
@@ -51,6 +52,8 @@ class RunState:
     """What the run's requests are rendered from (partitions, budgets, compaction)."""
     last_request_chars: int = 0
     input_tokens_seen: int = 0
+    quality: QualityVerdict | None = None
+    """The quality gate's latest verdict (the last sprint's)."""
 
     def append(self, message: Message) -> None:
         self.transcript.append(message)

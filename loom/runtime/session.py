@@ -28,6 +28,7 @@ from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
 from loom.runtime.context import ContextWindow, DropOldestTurns
 from loom.runtime.decisions import SignalDecision, decide_signals
 from loom.runtime.events import RunEvent
+from loom.runtime.gate import CRITERIA_KEY
 from loom.runtime.history import WorkingHistory
 from loom.runtime.loop import AgentLoop
 from loom.runtime.run import Run, RunResult, RunStatus
@@ -126,6 +127,8 @@ class Session:
         metadata = dict(context.metadata) if context is not None else {}
         if isinstance(task, RuntimeTask) and task.metadata:
             metadata = {**task.metadata, **metadata}
+        if isinstance(task, RuntimeTask) and task.criteria:
+            metadata[CRITERIA_KEY] = list(task.criteria)  # judged by the quality gate
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         run.streamed = stream
         knowledge = context.knowledge if context is not None else ()

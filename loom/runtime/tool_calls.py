@@ -23,6 +23,7 @@ from loom.core.governance import Governor, RateLimits, Ruling, ToolCallInfo, Ver
 from loom.core.hooks import DenyCall, HookManager
 from loom.core.messages import Message, ToolCall
 from loom.runtime.config import Runtime
+from loom.runtime.delegation import Delegation
 from loom.runtime.run import RunInterrupted
 from loom.runtime.run_state import RunState
 from loom.tools import Tool, ToolArgumentsError, ToolContext, ToolRegistry, render_result
@@ -47,6 +48,8 @@ class ToolCalls:
     hooks: HookManager
     governor: Governor | None = None
     rate_limits: RateLimits | None = None
+    delegation: Delegation | None = None
+    """The agent's sub-agents: their tools' calls are child runs."""
 
     # -- review ------------------------------------------------------------------------
     async def review(self, state: RunState, calls: Sequence[ToolCall]) -> list[Approval]:
@@ -273,6 +276,11 @@ class ToolCalls:
         if not admitted.allowed:
             self._announce_denial(state, call, admitted)
             return f"tool call denied ({admitted.rule}): {admitted.reason}", True
+        if self.delegation is not None and call.name in self.delegation.by_tool:
+            # A child run has its own timeout (its runtime's), not a tool's.
+            return await self.delegation.run(
+                state, call.name, arguments, self.governor, self.rate_limits
+            )
         context = ToolContext(
             run_id=state.run.id,
             session_id=state.run.session_id,

@@ -1,0 +1,270 @@
+"""Delegation: a tool call that is a sub-agent's run.
+
+Each sub-agent is offered to the model as one tool (``task``: what to do). A call starts a
+child run on the sub-agent's loop: its own run id, ``parent_run_id`` and depth, a fresh
+history, its own instructions and tools, and the parent's session and governance. Only the
+child's final answer comes back, as the call's result; its usage is added to the parent's.
+Children of one model turn run in parallel up to the limit's ``max_parallel``; the top run is
+depth 0 and a run at ``max_depth`` is offered no delegation tool. A cancel or an interrupt
+of the parent reaches its children. A child that waits for a person's approval pauses the
+parent on the same approval (``run.approve(id)`` on the parent decides it for the child);
+in the daemon the parent's pause is kept with that approval, so it is decided like any other
+while the worker holds the run. A run tree is not suspended whole: past the hold the child
+is stopped and the parent's model told so (its call's result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from loom.core.governance import Governor, RateLimits
+from loom.core.messages import Message
+from loom.core.quality import DelegationLimits
+from loom.runtime.config import Runtime
+from loom.runtime.history import WorkingHistory
+from loom.runtime.run import Run, RunResult, RunStatus, RunSuspended
+from loom.runtime.run_state import RunState
+from loom.tools import Tool
+from loom.tools.tool import ToolDefinition
+
+TOOL_PREFIX = "delegate_to_"
+MAX_GOVERNED_LOOPS = 64
+SUSPENDED = (
+    "stopped: the run was suspended while this sub-agent waited for approval, and a run "
+    "tree cannot be suspended whole; delegate again to ask again"
+)
+
+
+def delegation_tool(agent_name: str, description: str) -> Tool[..., Any]:
+    """The tool the model calls to hand ``agent_name`` a task (run by the loop, not here)."""
+
+    async def delegate(task: str) -> str:
+        raise RuntimeError(
+            f"sub-agent {agent_name!r} runs only as a child of its parent's run (the agent "
+            "loop runs this call); it cannot be called on its own"
+        )
+
+    summary = description.strip() or f"the {agent_name} agent"
+    return Tool(
+        delegate,
+        name=f"{TOOL_PREFIX}{agent_name}",
+        description=(
+            f"Hand a task to a sub-agent: {summary}. It works on its own, with its own tools, "
+            "and answers with its final answer only. Say everything it needs in `task`."
+        ),
+        read_only=False,
+        concurrency_safe=True,
+    )
+
+
+class ChildLoop(Protocol):
+    """What delegation needs of a sub-agent's loop (``AgentLoop``)."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    async def execute(
+        self,
+        run: Run,
+        history: WorkingHistory,
+        user_message: Message,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[RunResult, list[Message]]: ...
+
+    async def conclude(self, run: Run, result: RunResult) -> None: ...
+
+    def governed_by(self, governor: Governor | None, rate_limits: RateLimits | None) -> ChildLoop:
+        """The same loop under another governance."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubAgent:
+    """A sub-agent as the kernel runs it: its name, its tool and its loop."""
+
+    name: str
+    tool: Tool[..., Any]
+    loop: ChildLoop
+
+
+class Delegation:
+    """The sub-agents of one agent loop and the limits of their delegation."""
+
+    def __init__(self, subagents: Sequence[SubAgent], limits: DelegationLimits) -> None:
+        self.limits = limits
+        self.by_tool: dict[str, SubAgent] = {s.tool.name: s for s in subagents}
+        self._slots: weakref.WeakKeyDictionary[Run, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._pauses: weakref.WeakKeyDictionary[Run, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._loops: dict[
+            tuple[str, int, int], tuple[ChildLoop, Governor | None, RateLimits | None]
+        ] = {}
+
+    def _governed(
+        self, sub: SubAgent, governor: Governor | None, rate_limits: RateLimits | None
+    ) -> ChildLoop:
+        """The sub-agent's loop under the parent's governance, made once per governance."""
+        key = (sub.name, id(governor), id(rate_limits))
+        found = self._loops.get(key)
+        if found is None or found[1] is not governor or found[2] is not rate_limits:
+            found = (sub.loop.governed_by(governor, rate_limits), governor, rate_limits)
+            if len(self._loops) >= MAX_GOVERNED_LOOPS:  # governance seldom changes: bounded
+                self._loops.clear()
+            self._loops[key] = found
+        return found[0]
+
+    def max_depth(self, run: Run) -> int:
+        """The depth ``run``'s tree may reach: the top run's limit, inherited by children."""
+        return run.max_depth if run.max_depth is not None else self.limits.max_depth
+
+    def offered(self, definitions: list[ToolDefinition], run: Run) -> list[ToolDefinition]:
+        """The tool definitions ``run`` may see: no delegation tool at the depth limit."""
+        if run.depth < self.max_depth(run):
+            return definitions
+        return [d for d in definitions if d.name not in self.by_tool]
+
+    async def run(
+        self,
+        state: RunState,
+        tool_name: str,
+        arguments: Mapping[str, Any],
+        governor: Governor | None,
+        rate_limits: RateLimits | None,
+    ) -> tuple[str, bool]:
+        """Run the sub-agent behind ``tool_name`` on ``arguments['task']``: the child's
+        final answer (or why it has none) and whether that is an error."""
+        sub, parent = self.by_tool[tool_name], state.run
+        limit = self.max_depth(parent)
+        if parent.depth >= limit:
+            return f"delegation refused: depth {parent.depth} is the limit ({limit})", True
+        task = arguments.get("task")
+        if not isinstance(task, str) or not task.strip():
+            return f"tool {tool_name!r} needs a non-empty `task` string", True
+        child = Run(
+            f"run_{secrets.token_hex(16)}",
+            parent.session_id,
+            max_events=sub.loop.runtime.max_events,
+        )
+        child.parent_run_id, child.depth, child.max_depth = parent.id, parent.depth + 1, limit
+        child.journal = None  # a child's calls are the parent's one call, journaled as such
+        slots = self._slots.setdefault(parent, asyncio.Semaphore(self.limits.max_parallel))
+        async with slots:
+            parent.emit(
+                "subagent.started",
+                agent=sub.name,
+                child_run_id=child.id,
+                depth=child.depth,
+                task=task,
+            )
+            metadata = {**_inherited(state.metadata), "parent_run_id": parent.id}
+            child_loop = self._governed(sub, governor, rate_limits)
+            body = asyncio.create_task(_child(child_loop, child, task, metadata))
+            child.attach(body)
+            parent.children.add(child)
+            try:
+                result = await self._follow(state, child, body)
+            finally:
+                parent.children.discard(child)
+        state.usage.add(result.usage)
+        parent.emit(
+            "subagent.completed",
+            agent=sub.name,
+            child_run_id=child.id,
+            status=result.status.value,
+            output=result.output,
+            error=result.error,
+            usage=result.usage.to_dict(),
+        )
+        if result.ok:
+            return result.output, False
+        return f"sub-agent {sub.name!r} {result.status.value}: {result.error}", True
+
+    async def _follow(
+        self, state: RunState, child: Run, body: asyncio.Task[RunResult]
+    ) -> RunResult:
+        """Wait for the child's end; its pauses for approval pause the parent too."""
+        parent = state.run
+        try:
+            while True:
+                changed = child.changed()
+                await asyncio.wait((body, changed), return_when=asyncio.FIRST_COMPLETED)
+                if body.done():
+                    return body.result()
+                paused = await child.wait()
+                if paused.status is RunStatus.AWAITING_APPROVAL and not child.done():
+                    await self._ask_for(state, child, paused)
+        except asyncio.CancelledError:
+            # The parent was cancelled (or shut down): the child ends as cancelled too.
+            child.cancel(parent.cancel_reason or "the parent run was cancelled")
+            await asyncio.wait((body,))
+            raise
+
+    async def _ask_for(self, state: RunState, child: Run, paused: RunResult) -> None:
+        """Pause the parent on the child's approvals, and pass the decisions down. The
+        parent's pause carries its checkpoint with those approvals, so the daemon keeps it
+        and takes decisions for it (over HTTP, the CLI, Slack) while it holds the run."""
+        parent = state.run
+        lock = self._pauses.setdefault(parent, asyncio.Lock())
+        async with lock:
+            pending = child.approvals
+            if not pending:
+                return
+            checkpoint = state.checkpoint()
+            checkpoint = replace(checkpoint, approvals=(*checkpoint.approvals, *pending))
+            parent.pause(
+                RunResult(
+                    parent.id,
+                    parent.session_id,
+                    RunStatus.AWAITING_APPROVAL,
+                    output=paused.output,
+                    approvals=pending,
+                    checkpoint=checkpoint,
+                )
+            )
+            try:
+                decided = await parent.decisions()
+            except RunSuspended:
+                # A run tree cannot be suspended whole: the child stops, and the parent's
+                # model is told why (its call's result), instead of waiting on here.
+                child.cancel(SUSPENDED)
+                parent.resume()
+                return
+            for approval in decided:
+                child.record_decision(approval)
+            if parent.interrupt_requested():
+                child.interrupt(parent.interrupt_reason or "interrupted")
+            parent.resume()
+
+
+async def _child(loop: ChildLoop, run: Run, task: str, metadata: dict[str, Any]) -> RunResult:
+    """A child run from start to end, announced like any run."""
+    try:
+        result, _ = await loop.execute(run, WorkingHistory(), Message.user(task), metadata=metadata)
+    except asyncio.CancelledError:
+        result = RunResult(
+            run.id, run.session_id, RunStatus.CANCELLED, error=run.cancel_reason or "cancelled"
+        )
+    except Exception as exc:  # a bug, not a run outcome: still end the child honestly
+        result = RunResult(
+            run.id,
+            run.session_id,
+            RunStatus.FAILED,
+            error=f"internal error: {type(exc).__name__}: {exc}",
+        )
+    result.parent_run_id, result.depth = run.parent_run_id, run.depth
+    await loop.conclude(run, result)
+    return result
+
+
+def _inherited(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the parent's metadata a child keeps: who it works for, not the task's
+    criteria or sprint."""
+    return {k: v for k, v in metadata.items() if k in ("signals", "fencing_token", "worker")}
+
+
+__all__ = ["TOOL_PREFIX", "ChildLoop", "Delegation", "SubAgent", "delegation_tool"]
