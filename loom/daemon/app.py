@@ -22,6 +22,7 @@ from loom import metrics, tracing
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
+from loom.capabilities import MCPCapability
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
@@ -182,6 +183,7 @@ class Daemon:
         return Agent(
             model,
             self.settings.instructions,
+            capabilities=[MCPCapability.from_settings(s) for s in self.settings.mcp_servers],
             runtime=runtime,
             knowledge=knowledge,
             knowledge_tool=context.knowledge_tool and bool(knowledge),
@@ -213,6 +215,7 @@ class Daemon:
                 await self.attention_consumer.start()
             if "worker" in self.roles:
                 self._warn_about_model()
+                await self.agent.start()  # MCP servers with connect=True; raises if one fails
                 await self.worker.start()
                 await self.replies.start()
             if "scheduler" in self.roles:
@@ -226,6 +229,8 @@ class Daemon:
                 await self.broker.close()
             with contextlib.suppress(Exception):
                 await self.state.close()
+            with contextlib.suppress(Exception):
+                await self.agent.aclose()
             raise
         self.started = True
         logger.info(
@@ -273,9 +278,16 @@ class Daemon:
         if "scheduler" in self.roles:
             for adapter in self.scheduled_adapters:
                 checks.update(await adapter.check())
+            for name, status in self.agent.capability_status().items():
+                if status.get("connect"):  # readiness waits for servers started eagerly
+                    checks[name] = bool(status.get("ready"))
         checks["broker"] = await _safely(self.broker.ping())
         checks["state"] = await _safely(self.state.ping())
         return checks
+
+    def capability_status(self) -> dict[str, dict[str, Any]]:
+        """The agent's capabilities (MCP servers) as ``/readyz`` details them."""
+        return self.agent.capability_status()
 
     @property
     def scheduled_adapters(self) -> list[Adapter]:
