@@ -275,19 +275,20 @@ class Daemon:
         if "worker" in self.roles:
             checks["worker_consuming"] = self.worker.consuming
             checks["replies_consuming"] = self.replies.consuming
+            for name, status in self.capability_status().items():
+                if status.get("connect"):  # readiness waits for servers started eagerly
+                    checks[name] = bool(status.get("ready"))
         if "scheduler" in self.roles:
             for adapter in self.scheduled_adapters:
                 checks.update(await adapter.check())
-            for name, status in self.agent.capability_status().items():
-                if status.get("connect"):  # readiness waits for servers started eagerly
-                    checks[name] = bool(status.get("ready"))
         checks["broker"] = await _safely(self.broker.ping())
         checks["state"] = await _safely(self.state.ping())
         return checks
 
     def capability_status(self) -> dict[str, dict[str, Any]]:
-        """The agent's capabilities (MCP servers) as ``/readyz`` details them."""
-        return self.agent.capability_status()
+        """The agent's capabilities (MCP servers) as ``/readyz`` details them (only the
+        worker role holds them)."""
+        return self.agent.capability_status() if "worker" in self.roles else {}
 
     @property
     def scheduled_adapters(self) -> list[Adapter]:
