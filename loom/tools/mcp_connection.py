@@ -87,6 +87,8 @@ class MCPConnection:
         self._lost = False
         self._refresh = False
         self._opened = False
+        self.http_status: str | None = None
+        """The last refused HTTP request's status (``url=`` servers), for error messages."""
         self._task: asyncio.Task[None] | None = None
         self._listed_at = 0.0
 
@@ -198,6 +200,8 @@ class MCPConnection:
                 await self._serve_once()
             except Exception as exc:
                 self.last_error = _describe(exc, self.config)
+                if self.http_status and not self._opened:
+                    self.last_error += f": {self.http_status}"
                 logger.warning("MCP server %s: %s", self.label, self.last_error)
             finally:
                 self._session = None
@@ -223,6 +227,7 @@ class MCPConnection:
 
     async def _serve_once(self) -> None:
         self._lost = self._refresh = False
+        self.http_status = None
         async with AsyncExitStack() as stack:
             dispatcher = await self._open(stack)
             # A dispatcher ends inside this exit stack, before the next one opens, so it
@@ -289,6 +294,8 @@ class MCPConnection:
         config = self.config
         if config.url is not None:
             client = create_mcp_http_client(headers=dict(config.headers) or None)
+            # The SDK reports a refused request without its status; keep it for the error.
+            client.event_hooks = {"response": [self._note_status]}
             await stack.enter_async_context(client)
             streams = await stack.enter_async_context(
                 streamable_http_client(config.url, http_client=client)
@@ -296,6 +303,10 @@ class MCPConnection:
         else:
             streams = await self._spawn(stack)
         return _WatchedDispatcher(*streams)
+
+    async def _note_status(self, response: Any) -> None:
+        if response.status_code >= 400:
+            self.http_status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
 
     async def _spawn(self, stack: AsyncExitStack) -> Any:
         config = self.config
