@@ -30,3 +30,4 @@ bench:  ## print benchmark figures
 	uv run python bench/context.py --messages 2000 --chunks 2000 --runs 50
 	uv run python bench/governance.py --calls 5000 --rounds 3
 	uv run python bench/approvals.py --samples 10
+	uv run python bench/mcp_calls.py --calls 500 --rounds 5 --sessions 100 --runs 20
