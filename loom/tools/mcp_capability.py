@@ -11,18 +11,21 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import mcp.types as mcp_types
+from typing import TYPE_CHECKING, Any
 
 from loom.core.governance import ToolCallInfo
 from loom.tools.context import ToolContext
 from loom.tools.mcp_config import ApprovalSetting, MCPServerConfig
-from loom.tools.mcp_connection import MCPConnection, MCPUnavailableError
+from loom.tools.mcp_errors import MCPUnavailableError
 from loom.tools.mcp_names import loom_tool_name, prefix
 from loom.tools.mcp_pool import MCPPool, default_pool
-from loom.tools.mcp_tool import MCPTool
 from loom.tools.tool import ApprovalRule, Tool
+
+if TYPE_CHECKING:  # the SDK loads on first use of MCP, not with ``import loom``
+    import mcp.types as mcp_types
+
+    from loom.tools.mcp_connection import MCPConnection
+    from loom.tools.mcp_tool import MCPTool
 
 logger = logging.getLogger("loom.mcp")
 
@@ -143,6 +146,8 @@ class MCPTools:
         return self._built
 
     def _build(self, specs: Sequence[mcp_types.Tool]) -> dict[str, MCPTool]:
+        from loom.tools.mcp_tool import MCPTool
+
         built: dict[str, MCPTool] = {}
         for spec in specs:
             if self.include and not _matches(spec.name, self.include):

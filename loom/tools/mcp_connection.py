@@ -34,21 +34,15 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from loom import metrics
 from loom.tools import mcp_spawn
 from loom.tools.mcp_config import MCPServerConfig
+from loom.tools.mcp_errors import MCPCallTimeoutError, MCPUnavailableError
+
+__all__ = ["MCPCallTimeoutError", "MCPConnection", "MCPUnavailableError"]
 
 logger = logging.getLogger("loom.mcp")
 
 State = Literal["idle", "connecting", "ready", "backoff", "closed"]
 _BACKOFF_BASE = 0.2
 _BACKOFF_MAX = 30.0
-
-
-class MCPUnavailableError(RuntimeError):
-    """The server cannot be reached now: it did not start, or its connection dropped."""
-
-
-class MCPCallTimeoutError(RuntimeError):
-    """The server did not answer a call in time; the connection stays usable. (Not a
-    ``TimeoutError``: the run would take it for its own tool timeout.)"""
 
 
 class _WatchedDispatcher(JSONRPCDispatcher):

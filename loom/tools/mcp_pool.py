@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.tools.mcp_config import MCPServerConfig
-from loom.tools.mcp_connection import MCPConnection
+
+if TYPE_CHECKING:
+    from loom.tools.mcp_connection import MCPConnection
 
 SESSION_IDLE = 300.0
 """Seconds after which a session's own server is closed when the session is not using it."""
@@ -55,6 +57,9 @@ class MCPPool:
 
     def connection(self, config: MCPServerConfig, session_id: str | None = None) -> MCPConnection:
         """The connection for ``config`` (and, with ``scope="session"``, for the session)."""
+        # Imported here: the SDK loads on first use of MCP, not with ``import loom``.
+        from loom.tools.mcp_connection import MCPConnection
+
         self._for_this_loop()
         if config.scope == "worker" or session_id is None:
             found = self._shared.get(config.key)
