@@ -4,6 +4,10 @@ Run over stdio: ``python -m tests.fakes.mcp_server``; over Streamable HTTP:
 ``python -m tests.fakes.mcp_server --http PORT --token TOKEN``. It counts the
 ``tools/list`` requests it answers (the ``count_lists`` tool reports them) and writes its
 pid to ``$MCP_FAKE_PIDFILE`` (appended, one line per start) when that is set.
+
+``MCP_FAKE_STUBBORN=1`` makes it a server that does not exit when its stdin closes, and
+that starts a child of its own (``sleep``, its pid in the pid file too): what a careless
+server (or ``npx`` in front of one) looks like to the process that must not leave it behind.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
+import time
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -100,12 +106,18 @@ def main() -> None:
     parser.add_argument("--token")
     args = parser.parse_args()
     pidfile = os.environ.get("MCP_FAKE_PIDFILE")
+    stubborn = os.environ.get("MCP_FAKE_STUBBORN") == "1"
+    pids = [os.getpid()]
+    if stubborn:
+        pids.append(subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL).pid)
     if pidfile:
         with open(pidfile, "a") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write("".join(f"{pid}\n" for pid in pids))
     print(f"fake MCP server {os.getpid()} starting", file=sys.stderr, flush=True)
     if args.http is None:
         server.run()
+        if stubborn:
+            time.sleep(300)
         return
     import uvicorn
     from starlette.types import ASGIApp, Receive, Scope, Send

@@ -24,7 +24,10 @@ TOKEN = "approvals-test-token"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def servers(pidfile: Path, **extra: object) -> str:
+def servers(pidfile: Path, *, stubborn: bool = False) -> str:
+    env = {"PYTHONPATH": str(ROOT), "MCP_FAKE_PIDFILE": str(pidfile)}
+    if stubborn:
+        env["MCP_FAKE_STUBBORN"] = "1"
     return json.dumps(
         [
             {
@@ -32,9 +35,8 @@ def servers(pidfile: Path, **extra: object) -> str:
                 "command": sys.executable,
                 "args": ["-m", "tests.fakes.mcp_server"],
                 "cwd": str(ROOT),
-                "env": {"PYTHONPATH": str(ROOT), "MCP_FAKE_PIDFILE": str(pidfile)},
+                "env": env,
                 "connect": True,
-                **extra,
             }
         ]
     )
@@ -90,16 +92,20 @@ async def test_an_mcp_call_waits_for_approval_in_the_daemon(
 
 
 @pytest.mark.timeout(120)
-async def test_no_server_outlives_a_worker_killed_with_sigkill(
-    cluster: Cluster, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+async def test_no_stubborn_server_nor_its_child_outlives_the_worker(
+    cluster: Cluster, tmp_path: Path, sig: signal.Signals
 ) -> None:
     pidfile = tmp_path / "pids"
-    (worker,) = await cluster.start_ready("worker", app=APP, LOOM_MCP_SERVERS=servers(pidfile))
-    (server_pid,) = [int(p) for p in pidfile.read_text().split()]
+    stubborn = servers(pidfile, stubborn=True)
+    (worker,) = await cluster.start_ready("worker", app=APP, LOOM_MCP_SERVERS=stubborn)
+    server_pid, child_pid = [int(p) for p in pidfile.read_text().split()]
     assert alive(server_pid)
-    worker.popen.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(worker.popen.wait, 10)
+    assert alive(child_pid)
+    worker.popen.send_signal(sig)
+    await asyncio.to_thread(worker.popen.wait, 30)
     await gone(server_pid)
+    await gone(child_pid)
 
 
 @pytest.mark.timeout(120)
