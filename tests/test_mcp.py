@@ -224,6 +224,33 @@ async def test_calls_from_many_sessions_run_concurrently_on_one_connection() -> 
         assert all(r.status is RunStatus.COMPLETED for r in results)
 
 
+async def test_calls_in_flight_on_one_connection_are_bounded() -> None:
+    agent, script = agent_with(fake(max_in_flight=2))
+    async with agent:
+        script.calls = [tc("sleep", seconds=0.2)]
+        await asyncio.gather(*(agent.session(f"s{i}").run("go") for i in range(6)))
+        (most,) = await call(agent, script, "s", tc("most_active"))
+        assert most == {"result": 2}
+
+
+async def test_a_server_that_keeps_failing_is_degraded_and_fails_fast() -> None:
+    from prometheus_client import REGISTRY
+
+    agent, script = agent_with(Capability.mcp("flaky", command="false"))
+    async with agent:
+        capability = agent.capabilities[0]
+        await agent.tools.prepare()  # the first start fails; the supervisor goes on trying
+
+        async def degraded() -> bool:
+            return bool(capability.status()["degraded"])  # type: ignore[index]
+
+        await eventually(degraded, "the server to be reported degraded", timeout=30)
+        assert REGISTRY.get_sample_value("loom_mcp_server_degraded", {"server": "flaky"}) == 1
+        script.calls = [ToolCall("c1", "mcp__flaky__anything", {})]
+        result = await agent.session("s").run("go")
+        assert "MCP server 'flaky' is unavailable" in result.output
+
+
 # -- governance -------------------------------------------------------------------------
 async def test_tools_not_marked_read_only_by_the_user_wait_for_approval() -> None:
     agent, script = agent_with(fake(require_approval=None, read_only=["whoami"]))

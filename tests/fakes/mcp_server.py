@@ -45,11 +45,27 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+_active = 0
+_most_active = 0
+
+
 @server.tool()
 async def sleep(seconds: float) -> str:
     """Sleep, then say how long."""
-    await asyncio.sleep(seconds)
+    global _active, _most_active
+    _active += 1
+    _most_active = max(_most_active, _active)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _active -= 1
     return f"slept {seconds}"
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def most_active() -> int:
+    """The most ``sleep`` calls this process ran at once."""
+    return _most_active
 
 
 @server.tool()
