@@ -186,6 +186,12 @@ class Agent:
         found = {c.name: c.status() for c in self.capabilities}
         return {name: status for name, status in found.items() if status is not None}
 
+    async def release_session(self, session_id: str) -> None:
+        """Release what capabilities hold for one session (``scope="session"`` MCP
+        servers); the daemon calls it when it lets go of the session's lease."""
+        for capability in self.capabilities:
+            await capability.release_session(session_id)
+
     async def aclose(self) -> None:
         """Release the model client, the session store and what capabilities hold (MCP
         servers: a stdio server's process is stopped)."""

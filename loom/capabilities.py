@@ -41,6 +41,10 @@ class Capability:
         """Acquire what must be ready before the first run (an MCP server with
         ``connect=True``); raises when it cannot be."""
 
+    async def release_session(self, session_id: str) -> None:
+        """Release what the capability holds for one session (a session-scoped MCP
+        server), once the session's work here is done."""
+
     async def aclose(self) -> None:
         """Release what the capability holds (MCP servers)."""
 
@@ -131,6 +135,9 @@ class MCPCapability(Capability):
     async def start(self) -> None:
         if self.config.connect:
             await self.source.start()
+
+    async def release_session(self, session_id: str) -> None:
+        await self.source.release_session(session_id)
 
     async def aclose(self) -> None:
         await self.source.aclose()

@@ -104,6 +104,12 @@ class MCPTools:
         be started."""
         await self._connection(None).ready()
 
+    async def release_session(self, session_id: str) -> None:
+        """The session is done here (the daemon let go of its lease): a session-scoped
+        server of it stops."""
+        if self._acquired and self.config.scope == "session":
+            await self.pool.close_session(self.config, session_id)
+
     async def aclose(self) -> None:
         if self._acquired:
             self._acquired = False

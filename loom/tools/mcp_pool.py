@@ -75,6 +75,16 @@ class MCPPool:
         found.last_used = time.monotonic()
         return found
 
+    async def close_session(
+        self, config: MCPServerConfig, session_id: str, timeout: float = 10.0
+    ) -> None:
+        """Close the session's own server (``scope="session"``), if it has one."""
+        if self._loop is not asyncio.get_running_loop():
+            return
+        found = self._sessions.get(config.key, {}).pop(session_id, None)
+        if found is not None:
+            await found.aclose(timeout)
+
     def _let_go_idle(self, sessions: dict[str, MCPConnection]) -> None:
         now = time.monotonic()
         for session_id, connection in list(sessions.items()):
