@@ -24,10 +24,12 @@ format:
 bench:  ## print benchmark figures
 	uv run python bench/kernel.py --runs 200
 	uv run python bench/session_store.py
-	uv run python bench/providers.py --calls 50
+	uv run python bench/providers.py --calls 50 --history-calls 20
+	uv run python bench/history_load.py --loads 50
 	uv run python bench/pipeline.py --n 300 --rounds 1 --latency-count 200
 	uv run python bench/gateway.py --n 500
 	uv run python bench/context.py --messages 2000 --chunks 2000 --runs 50
 	uv run python bench/governance.py --calls 5000 --rounds 3
 	uv run python bench/approvals.py --samples 10
+	uv run python bench/capabilities.py --reads 1000 --commands 20 --fetches 40
 	uv run python bench/mcp_calls.py --calls 500 --rounds 5 --sessions 100 --runs 20

@@ -11,9 +11,11 @@ Prints figures; asserts nothing. Run: ``uv run python bench/gateway.py [--n 5000
    the gateway accepted is on the broker.
 
 The load generator shares the machine (and on small machines the cores) with the gateway
-and RabbitMQ, so the HTTP figures are a floor. Services: ``LOOM_BENCH_RABBITMQ_URL`` and
-``LOOM_BENCH_REDIS_URL`` as in bench/pipeline.py; everything lives in a fresh namespace that
-is deleted at the end.
+and RabbitMQ, so the HTTP figures are a floor. On a busy machine the rates swing from run
+to run; the CPU figures (Linux) swing less: the gateway process's CPU time per accepted
+signal beside this process's CPU time per bare confirmed publish. Services:
+``LOOM_BENCH_RABBITMQ_URL`` and ``LOOM_BENCH_REDIS_URL`` as in bench/pipeline.py; everything
+lives in a fresh namespace that is deleted at the end.
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def _body(i: int, tag: str, dedupe: bool) -> bytes:
     return signal.model_dump_json().encode()
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User and system CPU time of a process (this one when ``pid`` is None)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+BARE_CPU: list[float] = []
+"""CPU seconds per bare publish, as measured by ``bare_publish``."""
+
+
 async def bare_publish(ns: str, n: int, concurrency: int) -> float:
     """Confirmed publishes/second of aio-pika alone, ``concurrency`` in flight."""
     body = _body(0, "bare", False)
@@ -86,9 +100,10 @@ async def bare_publish(ns: str, n: int, concurrency: int) -> float:
 
         await asyncio.gather(*(publisher() for _ in range(concurrency)))  # warm-up drains it
         counter = iter(range(n))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         await asyncio.gather(*(publisher() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        BARE_CPU.append((cpu_seconds() - cpu) / n)
         await channel.queue_delete(f"{ns}.bare")
         await channel.exchange_delete(f"{ns}.bare")
     finally:
@@ -183,9 +198,17 @@ async def main(args: argparse.Namespace) -> int:
         await post_signals(port, min(n, 500), c, "warmup", False)
         accepted_total = 0
         for label, dedupe in (("without dedupe key", False), ("with dedupe key", True)):
+            cpu = cpu_seconds(gateway.pid)
             rate, latencies, statuses = await post_signals(port, n, c, f"run-{dedupe}", dedupe)
+            per_signal = (cpu_seconds(gateway.pid) - cpu) / max(statuses[202], 1)
             accepted_total += statuses[202]
             _line(f"2. POST /signals {label}", f"{rate:,.0f} sig/s", f"{rate / bare:.0%} of bare")
+            _line(
+                "   gateway CPU per signal",
+                f"{per_signal * 1e3:.3f} ms",
+                f"{BARE_CPU[-1] / per_signal:.2f} of a bare publish's rate "
+                f"({BARE_CPU[-1] * 1e3:.3f} ms CPU each)",
+            )
             p50, p99 = _pct(latencies, 0.50) * 1e3, _pct(latencies, 0.99) * 1e3
             _line(
                 "   latency p50 / p99",

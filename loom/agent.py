@@ -35,6 +35,7 @@ from loom.signals import RuntimeSignal, SignalAdapter
 from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
 from loom.tools import Tool, ToolRegistry
+from loom.tools.skills import skills_tool
 
 logger = logging.getLogger("loom.agent")
 
@@ -80,6 +81,10 @@ class Agent:
             self.tools.add(_retrieval_tool(self.knowledge))
         for capability in self.capabilities:
             capability.attach(self.tools)
+        skills = [skill for capability in self.capabilities for skill in capability.skills]
+        if skills:
+            # One tool for every skill: its description lists names and when_to_use only.
+            self.tools.add(skills_tool(skills))
         self.session_store: SessionStore = session_store or InMemorySessionStore()
         self.attention = attention or AttentionPolicy.default()
         self.governance: Governor = self.runtime.governance or _preset_governance(self.runtime)

@@ -56,6 +56,7 @@ SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 """Environment variables read as secrets too (the providers' keys are not Loom settings)."""
 
 # scheme://user:password@host: the password, whatever URL it is in.
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&][A-Za-z_]*password=)[^&\s]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
 
 
@@ -93,8 +94,25 @@ class _LogContext:
 
 
 # -- redaction ----------------------------------------------------------------------------
+KEY_LIKE = re.compile(
+    r"\b(?:sk|rk|pk)-[A-Za-z0-9_-]{16,}"  # OpenAI and Anthropic keys (sk-proj-, sk-ant-)
+    r"|\bxox[a-z]-[A-Za-z0-9-]{8,}"  # Slack bot, user and app-level tokens
+    r"|\bxapp-[A-Za-z0-9-]{8,}"
+    r"|(?<=[Bb]earer )[A-Za-z0-9._~+/=-]{8,}"  # an Authorization header quoted back
+    r"|(?<=BEARER )[A-Za-z0-9._~+/=-]{8,}"
+)
+"""Text that looks like a credential, whoever it belongs to: a provider's or a proxy's error
+sometimes quotes the key it was sent, and not only keys this process knows of."""
+
+
+def scrub_keys(text: str) -> str:
+    """``text`` with everything that looks like a key or a bearer token masked."""
+    return KEY_LIKE.sub(MASK, text)
+
+
 class Redactor:
-    """Masks known secret values (and their URL-encoded forms) and URL passwords."""
+    """Masks known secret values (and their URL-encoded forms), URL passwords, and text
+    that looks like a key (``KEY_LIKE``)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         values: set[str] = set()
@@ -107,6 +125,7 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
+        text = scrub_keys(_QUERY_PASSWORD.sub(rf"\g<head>{MASK}", text))
         return text if self._pattern is None else self._pattern.sub(MASK, text)
 
 
@@ -270,6 +289,7 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 __all__ = [
+    "KEY_LIKE",
     "ContextFilter",
     "JsonFormatter",
     "LogfmtFormatter",
@@ -278,5 +298,6 @@ __all__ = [
     "configure",
     "current_context",
     "log_context",
+    "scrub_keys",
     "settings_secrets",
 ]

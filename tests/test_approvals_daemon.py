@@ -15,6 +15,7 @@ from loom import Agent, Model, ModelRequest, ModelResponse, RuntimeSignal, ToolC
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
+from loom.state.base import StateUnavailable
 from loom.wire import publish_signal
 from tests.polling import eventually
 
@@ -42,13 +43,13 @@ def script(request: ModelRequest) -> ModelResponse | str:
 def make_daemon(**overrides: Any) -> Daemon:
     ran.clear()
     approvals = {"hold": 0.0, **overrides.pop("approvals", {})}
+    credentials = {"api_token": "tok", **overrides}
     settings = Settings(
         broker_url="memory://",
         state_url="memory://",
-        api_token="tok",
         worker={"lease_ttl": 2.0, "sweep_interval": 0.05},
         approvals=approvals,
-        **overrides,
+        **credentials,
     )
     return Daemon(Agent(Model.function(script), tools=[restart]), settings=settings)
 
@@ -156,10 +157,11 @@ async def test_bad_decisions_get_clear_answers(
     assert first.status_code == 200
     same = await client.post(url, json={"decision": "deny", "by": "carol"})
     assert same.status_code == 200  # the same decision again: harmless, the first kept
-    assert same.json()["approval"]["decided_by"] == "bob"
+    assert same.json()["approval"]["decided_by"] == "api:bob"
+    assert (first.json()["fresh"], same.json()["fresh"]) == (True, False)
     other = await client.post(url, json={"decision": "approve"})
     assert other.status_code == 409
-    assert "already decided: deny by bob" in other.json()["error"]
+    assert "already decided: deny by api:bob" in other.json()["error"]
     await drain(daemon)
     assert ran == []
 
@@ -255,5 +257,140 @@ async def test_a_thousand_suspended_sessions_hold_no_slot_and_no_lease() -> None
         assert daemon.worker.active_sessions == []
         assert await daemon.state.held_leases(limit=2000) == []
         assert ran == []
+    finally:
+        await daemon.stop()
+
+
+async def test_a_signed_decision_must_name_its_call_by_digest() -> None:
+    from loom.intake.signing import sign
+
+    daemon = make_daemon(api_token=None, webhook_secret="shh")
+    await daemon.start()
+    try:
+        await ask(daemon, "please restart api")
+        checkpoint = await daemon.state.suspensions.load("ops")
+        assert checkpoint is not None
+        (approval,) = checkpoint.pending
+        transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+        url = f"/sessions/ops/approvals/{approval.id}"
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            bare = json.dumps({"decision": "approve"}).encode()
+            refused = await client.post(url, content=bare, headers=sign("shh", bare))
+            named = json.dumps({"decision": "approve", "digest": approval.digest}).encode()
+            taken = await client.post(url, content=named, headers=sign("shh", named))
+        assert refused.status_code == 422
+        assert "digest" in refused.json()["error"]
+        assert taken.status_code == 200, taken.text
+    finally:
+        await daemon.stop()
+
+
+# Found by review: failures around the run's end and its checkpoint.
+
+
+async def test_a_run_whose_checkpoint_could_not_be_saved_is_not_left_running() -> None:
+    daemon = make_daemon()
+    await daemon.start()
+    try:
+        suspensions = daemon.state.suspensions
+        real_save = suspensions.save
+        calls = 0
+
+        async def flaky_save(checkpoint: Any, token: int) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise StateUnavailable("redis blip")
+            await real_save(checkpoint, token)
+
+        suspensions.save = flaky_save  # type: ignore[method-assign]
+        await ask(daemon, "please restart api")
+        await asyncio.sleep(0.3)
+        await drain(daemon)
+        orphans = [
+            t
+            for t in asyncio.all_tasks()
+            if not t.done() and "Session._execute" in repr(t.get_coro())
+        ]
+        assert orphans == [], f"{len(orphans)} run task(s) left paused in the worker"
+    finally:
+        await daemon.stop()
+
+
+async def test_a_failure_after_discard_does_not_run_the_signals_again() -> None:
+    """The resumed run completed and was answered; finish_in_flight then fails (a crash
+    there is the same). The checkpoint is already gone, so the signals run again from
+    scratch: a second approval request for a restart that already happened."""
+    daemon = make_daemon()
+    await daemon.start()
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://loom", headers={"authorization": "Bearer tok"}
+        ) as client:
+            await ask(daemon, "please restart api")
+            approval = await pending_approval(client)
+            real = daemon.state.finish_in_flight
+            failed = False
+
+            async def crash_once(session_id: str) -> None:
+                nonlocal failed
+                if not failed:
+                    failed = True
+                    raise StateUnavailable("worker died here")
+                await real(session_id)
+
+            daemon.state.finish_in_flight = crash_once  # type: ignore[method-assign]
+            answer = await client.post(
+                f"/sessions/ops/approvals/{approval['id']}", json={"decision": "approve"}
+            )
+            assert answer.status_code == 200
+            await drain(daemon)
+            await asyncio.sleep(0.3)
+            await drain(daemon)
+            assert ran == ["api"]
+            view = (await client.get("/sessions/ops")).json()
+            assert view["approvals"] == [], f"the same signal asks again: {view['approvals']}"
+    finally:
+        await daemon.stop()
+
+
+async def test_a_late_press_on_an_earlier_turns_approval_is_not_unknown() -> None:
+    """Turn 1 asks for approval A (approved); turn 2 asks for B, and its checkpoint
+    replaces turn 1's. Pressing A again (a second Slack press, a retried POST) is then
+    answered 404 unknown, not with the first decision (200/409) -- and after the run ends,
+    A is never remembered at all."""
+
+    def two_turns(request: ModelRequest) -> ModelResponse | str:
+        tools = [m for m in request.messages if m.role == "tool"]
+        if request.messages[-1].role == "user":
+            return ModelResponse.of_tool_calls(ToolCall("c1", "restart", {"service": "api"}))
+        if len(tools) == 1:
+            return ModelResponse.of_tool_calls(ToolCall("c2", "restart", {"service": "db"}))
+        return "done"
+
+    settings = Settings(
+        broker_url="memory://",
+        state_url="memory://",
+        api_token="tok",
+        worker={"lease_ttl": 2.0, "sweep_interval": 0.05},
+        approvals={"hold": 0.0},
+    )
+    daemon = Daemon(Agent(Model.function(two_turns), tools=[restart]), settings=settings)
+    await daemon.start()
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://loom", headers={"authorization": "Bearer tok"}
+        ) as client:
+            await ask(daemon, "please restart api")
+            (first,) = (await client.get("/sessions/ops")).json()["approvals"]
+            url = f"/sessions/ops/approvals/{first['id']}"
+            assert (await client.post(url, json={"decision": "approve"})).status_code == 200
+            await drain(daemon)
+            (second,) = (await client.get("/sessions/ops")).json()["approvals"]
+            assert second["id"] != first["id"]
+            again = await client.post(url, json={"decision": "approve"})
+            assert again.status_code in (200, 409), (again.status_code, again.text)
     finally:
         await daemon.stop()

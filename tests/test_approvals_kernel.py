@@ -21,6 +21,7 @@ from loom.core.approvals import (
 from loom.core.checkpoints import MemoryToolJournal, RunCheckpoint
 from loom.core.governance import RateLimits, Ruling, ToolCallInfo, Verdict
 from loom.core.hooks import DenyCall
+from tests.polling import eventually
 
 
 @dataclass
@@ -460,3 +461,140 @@ async def test_approval_metrics_count_requests_decisions_and_expiries() -> None:
         value("loom_approval_decision_seconds_count"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 1]
+
+
+async def test_a_later_turn_of_a_resumed_run_is_resumed_not_asked_again() -> None:
+    """After a resume, turn 2 calls a tool (a provider gives fresh call ids on every
+    answer). The process dies inside that call; the next one resumes from the turn's own
+    checkpoint, which the journal keeps: the call is not run twice, nor the model asked."""
+    import secrets
+
+    effects = Effects()
+    gate = asyncio.Event()
+    asked: list[int] = []
+
+    def script(request: ModelRequest) -> ModelResponse | str:
+        asked.append(request.iteration)
+        if request.iteration == 1:
+            return ModelResponse.of_tool_calls(ToolCall("c1", "restart", {"service": "api"}))
+        if request.iteration == 2:
+            return ModelResponse.of_tool_calls(
+                ToolCall(f"toolu_{secrets.token_hex(4)}", "status", {"service": "api"})
+            )
+        return "done"
+
+    agent, _, status = make_agent(script, ask("restart"), effects)
+    original = status.invoke
+
+    async def stuck(arguments: Any, context: Any) -> Any:
+        value = await original(arguments, context)
+        await gate.wait()  # the process dies here, after the effect
+        return value
+
+    status.invoke = stuck  # type: ignore[method-assign]
+    run = agent.session("ops").start("go")
+    (approval,) = (await run.wait()).approvals
+    run.suspend()
+    checkpoint = (await run.wait()).checkpoint
+    assert checkpoint is not None
+    decided = checkpoint.with_approval(approval.decide("approve"))
+
+    journal = MemoryToolJournal()
+    first = agent.session("ops").resume(decided, journal=journal)
+
+    async def status_started() -> bool:
+        return any(name == "status" for name, _ in effects.done)
+
+    await eventually(status_started, "the status call to start", timeout=10)
+    first.cancel("the process died")
+    await first.wait()
+    latest = journal.latest
+    assert latest is not None
+    assert (latest.iteration, [c.name for c in latest.calls]) == (2, ["status"])
+
+    gate.set()
+    result = (
+        await agent.session("ops2")
+        .resume(
+            RunCheckpoint.from_dict({**latest.to_dict(), "session_id": "ops2"}), journal=journal
+        )
+        .wait()
+    )
+
+    assert [n for n, _ in effects.done] == ["restart", "status"]  # each once
+    assert result.status is RunStatus.COMPLETED
+    results = [m for m in agent.session("ops2").history if m.role == "tool"]
+    assert "outcome unknown" in results[-1].content
+    assert asked == [1, 2, 3]  # turn 2 was not asked again
+
+
+async def test_suspend_keeps_decisions_taken_in_process() -> None:
+    """run.approve(A) then run.suspend(): the checkpoint must carry A's decision."""
+    effects = Effects()
+
+    def script(request: ModelRequest) -> ModelResponse | str:
+        if request.iteration == 1:
+            return ModelResponse.of_tool_calls(
+                ToolCall("c1", "restart", {"service": "api"}),
+                ToolCall("c2", "restart", {"service": "db"}),
+            )
+        return "done"
+
+    agent, _, _ = make_agent(script, ask("restart"), effects)
+    run = agent.session("ops").start("go")
+    a, b = (await run.wait()).approvals
+    run.approve(a.id, by="alice")
+    assert run.suspend()
+    checkpoint = (await run.wait()).checkpoint
+    assert checkpoint is not None
+    # alice's decision was accepted (no error) but is not in the checkpoint: lost.
+    pending = {x.id: x.decided for x in checkpoint.approvals}
+    assert pending == {a.id: True, b.id: False}, (
+        f"approve() before suspend() was dropped: {pending}"
+    )
+
+
+async def test_session_approve_twice_returns_the_first_decision() -> None:
+    """docs/governance.md: the same decision again returns it (also via session.approve)."""
+    effects = Effects()
+
+    def script(request: ModelRequest) -> ModelResponse | str:
+        if request.iteration == 1:
+            return ModelResponse.of_tool_calls(
+                ToolCall("c1", "restart", {"service": "api"}),
+                ToolCall("c2", "restart", {"service": "db"}),
+            )
+        return "done"
+
+    agent, _, _ = make_agent(script, ask("restart"), effects)
+    session = agent.session("ops")
+    run = session.start("go")
+    a, _ = (await run.wait()).approvals
+    first = session.approve(a.id, by="alice")
+    assert session.approve(a.id, by="alice") == first  # raises UnknownApproval today
+
+
+async def test_an_expired_approval_resumed_is_not_requested_twice() -> None:
+    from prometheus_client import REGISTRY
+
+    def requested() -> float:
+        return REGISTRY.get_sample_value("loom_approvals_requested_total", {}) or 0.0
+
+    effects = Effects()
+
+    def script(request: ModelRequest) -> ModelResponse | str:
+        if request.iteration == 1:
+            return ModelResponse.of_tool_calls(ToolCall("c1", "restart", {"service": "api"}))
+        return "done"
+
+    before = requested()
+    agent, _, _ = make_agent(script, ask("restart"), effects, approval_ttl=0.05)
+    run = agent.session("ops").start("go")
+    await run.wait()
+    run.suspend()
+    checkpoint = (await run.wait()).checkpoint
+    await asyncio.sleep(0.1)  # expired while suspended; a sweep resumes it
+    resumed = agent.session("ops").resume(checkpoint, journal=MemoryToolJournal())
+    result = await resumed.wait()
+    assert [e.type for e in result.events].count("run.awaiting_approval") == 0
+    assert requested() - before == 1, f"requested {requested() - before} times"

@@ -199,3 +199,16 @@ def test_a_blank_credential_is_a_configuration_error(variable: str, blank: str) 
     assert done.returncode == 2
     line = one_line(done.stderr)
     assert line.startswith(f"loom: error: bad settings: {variable}: is empty"), line
+
+
+def test_a_bad_secret_setting_is_named_but_its_value_never_shown() -> None:
+    """Before: ``LOOM_WEBHOOKS.mappings.x.token: Input should be a valid string (got
+    12345678)`` printed the secret given in the wrong shape."""
+    result = loom(
+        "config",
+        LOOM_WEBHOOKS='{"mappings": {"x": {"summary": "t", "token": 12345678}}}',
+    )
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "LOOM_WEBHOOKS.mappings.x.token" in line
+    assert "12345678" not in line

@@ -37,17 +37,36 @@ class Sleeps:
 # -- backoff ---------------------------------------------------------------------------------
 
 
-async def test_backoff_pauses_before_an_outage_goes_back_to_the_broker() -> None:
+async def test_an_outage_is_waited_out_in_place_without_spending_a_delivery() -> None:
+    """Before: each failed attempt went back to the broker, counting toward the delivery
+    limit, so a 10 s Redis outage dead-lettered accepted signals."""
+    sleeps = Sleeps()
+    attempts = 0
+
+    async def handler(delivery: Delivery) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 5:
+            raise StateUnavailable("redis is away")
+        await delivery.ack()
+
+    delivery = FakeDelivery(delivery_count=1)
+    await backoff(handler, sleep=sleeps)(delivery)
+    assert delivery.outcome == "ack"  # settled once, by the handler: no delivery spent
+    assert attempts == 5
+    assert sleeps.pauses == [0.5, 1.0, 2.0, 4.0]  # doubling
+
+
+async def test_an_outage_past_the_patience_goes_back_to_the_broker() -> None:
     sleeps = Sleeps()
 
     async def handler(delivery: Delivery) -> None:
-        raise StateUnavailable("redis is away")
+        raise BrokerUnavailable("rabbitmq is away")
 
-    paced = backoff(handler, sleep=sleeps)
-    for count in (1, 2, 3, 7):
-        with pytest.raises(StateUnavailable):
-            await paced(FakeDelivery(delivery_count=count))
-    assert sleeps.pauses == [0.5, 1.0, 2.0, 10.0]  # doubling, at most 10 s
+    policy = Backoff(first=1.0, most=4.0, patience=10.0)
+    with pytest.raises(BrokerUnavailable):
+        await backoff(handler, policy, sleep=sleeps)(FakeDelivery(delivery_count=1))
+    assert sleeps.pauses == [1.0, 2.0, 4.0]  # 7 s waited; another 4 s would pass 10
 
 
 async def test_backoff_leaves_other_failures_and_settled_deliveries_alone() -> None:
@@ -73,10 +92,9 @@ async def test_backoff_policy_is_configurable() -> None:
     async def handler(delivery: Delivery) -> None:
         raise KeyError("flaky")
 
-    policy = Backoff(first=1.0, most=3.0, on=(KeyError,))
-    for count in (1, 2, 3):
-        with pytest.raises(KeyError):
-            await backoff(handler, policy, sleep=sleeps)(FakeDelivery(delivery_count=count))
+    policy = Backoff(first=1.0, most=3.0, on=(KeyError,), patience=8.0)
+    with pytest.raises(KeyError):
+        await backoff(handler, policy, sleep=sleeps)(FakeDelivery(delivery_count=1))
     assert sleeps.pauses == [1.0, 2.0, 3.0]
 
 

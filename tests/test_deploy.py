@@ -789,6 +789,8 @@ def test_settings_load_from_what_the_chart_renders(
         # The settings file arrives intact: types too (a payload's 3 stays an int).
         jobs = zip(settings.cron, chart_values["cron"], strict=True)
         assert [job.model_dump(include=set(given)) for job, given in jobs] == chart_values["cron"]
+        given = chart_values.get("capabilities") or {}
+        assert settings.capabilities.model_dump(exclude_unset=True) == given
         if chart_values["heartbeat"]:
             assert settings.heartbeat.interval == chart_values["heartbeat"]["interval"]
             assert [p.name for p in settings.heartbeat.probes] == [

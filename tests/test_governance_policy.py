@@ -157,8 +157,20 @@ async def test_the_allow_list_comes_before_read_only_and_destructive() -> None:
 async def test_denials_come_before_approval() -> None:
     read_only = GovernancePolicy.default(read_only=True, require_approval=["*"])
     assert await verdict(read_only, call(requires_approval=True)) == (Verdict.DENY, "read_only")
-    destructive = GovernancePolicy.default(require_approval=["*"])
-    assert await verdict(destructive, call(destructive=True)) == (Verdict.DENY, "destructive")
+
+
+async def test_a_destructive_call_is_denied_unless_a_person_is_asked() -> None:
+    default = GovernancePolicy.default()
+    assert await verdict(default, call(destructive=True)) == (Verdict.DENY, "destructive")
+    # A person may approve what the policy would not run on its own.
+    asking = GovernancePolicy.default(require_approval=["*"])
+    assert await verdict(asking, call(destructive=True)) == (Verdict.ASK, "approval")
+    own = call(destructive=True, requires_approval=True)
+    assert await verdict(default, own) == (Verdict.ASK, "approval")
+    maybe = call(destructive=True, requires_approval=lambda c: c.arguments.get("x") == 1)
+    assert await verdict(default, maybe) == (Verdict.DENY, "destructive")
+    vetoed = GovernancePolicy.default(veto=[lambda c: True])
+    assert await verdict(vetoed, own) == (Verdict.DENY, "veto")
 
 
 async def test_a_veto_beats_approval_and_runs_after_the_lists() -> None:
@@ -207,22 +219,30 @@ async def test_a_rule_that_raises_denies_the_call_naming_the_rule() -> None:
     assert "the tool's approval rule" in ruling.reason
 
 
-async def test_a_rule_answering_neither_bool_nor_str_fails_closed() -> None:
+async def test_a_rule_answering_neither_bool_nor_str_fails_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     policy = GovernancePolicy.default(veto=[lambda c: 1])
     ruling = await policy.review(call())
     assert (ruling.verdict, ruling.rule) == (Verdict.DENY, "error")
-    assert "not a bool or a str" in ruling.reason
+    assert "(TypeError)" in ruling.reason
+    assert "not a bool or a str" in caplog.text  # the detail is logged
     odd_approval = GovernancePolicy.default(require_approval=lambda c: "yes")
     assert await verdict(odd_approval, call()) == (Verdict.DENY, "error")
 
 
-async def test_a_long_error_message_is_cut() -> None:
+async def test_a_rules_error_text_is_logged_cut_and_never_shown_to_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def chatty(info: ToolCallInfo) -> bool:
-        raise RuntimeError("x" * 5000)
+        raise RuntimeError("token=s3cret " + "x" * 5000)
 
     ruling = await GovernancePolicy.default(veto=[chatty]).review(call())
     assert ruling.rule == "error"
-    assert len(ruling.reason) < 400
+    assert "s3cret" not in ruling.reason
+    assert "(RuntimeError)" in ruling.reason
+    assert "token=" in caplog.text
+    assert "x" * 300 not in caplog.text  # cut
 
 
 async def test_a_rate_limit_backend_that_fails_denies_the_call() -> None:

@@ -14,9 +14,12 @@ import httpx
 import pytest
 
 from loom import Agent, Model
+from loom.adapters.webhook import Webhook
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
+from loom.intake.auth import Credentials
+from loom.intake.context import AdapterContext
 from loom.intake.signing import sign
 
 SIGNAL = json.dumps({"summary": "disk full", "session_id": "ops"}).encode()
@@ -170,3 +173,30 @@ async def test_alertmanager_shut_out_by_the_secret_alone_is_told_what_lets_it_in
     assert answer.status_code == 401
     assert "set LOOM_API_TOKEN" in answer.json()["error"]
     assert "X-Loom-Signature" not in answer.json()["error"]
+
+
+async def test_a_blank_credential_given_in_code_is_refused_not_taken_for_none() -> None:
+    """Settings refuse a blank LOOM_API_TOKEN; code that makes a context or a webhook
+    directly did not: an empty token then let in any request saying ``Bearer`` with
+    nothing after it."""
+    daemon = Daemon(Agent(Model.test()), settings=Settings())
+    with pytest.raises(ValueError, match="LOOM_API_TOKEN is blank"):
+        AdapterContext(daemon, api_token="")
+    with pytest.raises(ValueError, match="signing secret is blank"):
+        AdapterContext(daemon, webhook_secret="  ")
+    with pytest.raises(ValueError, match="webhook deploys's token is blank"):
+        Webhook("deploys", token=" ")
+
+
+def test_one_decision_for_requests_with_and_without_a_body() -> None:
+    both = Credentials("tok", "whsec")
+    assert both.refusal({"authorization": "Bearer tok"}, None) is None
+    assert both.refusal({"authorization": "Bearer tok"}, b"{}") is None
+    assert both.refusal({}, b"{}") is not None
+    assert both.refusal({"authorization": "Bearer "}, None) == (
+        "missing or wrong bearer token (LOOM_API_TOKEN)"
+    )
+    secret_only = Credentials(None, "whsec")
+    assert "needs a bearer token" in str(secret_only.refusal({}, None))
+    assert secret_only.refusal(sign("whsec", b"{}"), b"{}") is None
+    assert Credentials().refusal({}, None) is None  # development mode

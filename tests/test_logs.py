@@ -180,6 +180,10 @@ def test_redactor_masks_values_encodings_and_url_passwords() -> None:
     assert (
         redact("no secrets in https://example.com/a:b") == "no secrets in https://example.com/a:b"
     )
+    # A Sentinel URL: the primary's password, and the sentinels' in the query.
+    assert redact("redis+sentinel://:pw1@h1:26379,h2:26379/loom/0?sentinel_password=pw2") == (
+        "redis+sentinel://:***@h1:26379,h2:26379/loom/0?sentinel_password=***"
+    )
 
 
 def test_settings_secrets_finds_nested_and_url_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

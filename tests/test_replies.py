@@ -368,6 +368,31 @@ async def test_a_state_outage_after_the_post_does_not_post_it_again() -> None:
     await broker.close()
 
 
+async def test_a_reply_sent_during_an_outage_is_marked_once_the_state_is_back() -> None:
+    """Before: the mark was given up, so a copy arriving after the sending claim expired
+    (a worker that sent its outbox again after the same outage) was posted twice."""
+    broker, state = MemoryBroker(topology=TOPOLOGY), FlakyState("reply-sent:", failures=2)
+    await broker.start()
+    inbox = Inbox()
+    dispatcher = ReplyDispatcher(broker, state, [inbox])
+    FakeTime().use(dispatcher)
+    await dispatcher.start()
+    reply = Reply("inbox:1", "s", "run_1", "completed", "hello")
+    await publish_reply(broker, reply)
+    await broker.join()
+    for _ in range(100):  # the mark is retried in the background
+        if state.failures == 0 and not dispatcher._marking:
+            break
+        await asyncio.sleep(0.01)
+    for key in [k for k in list(state._dedupe) if k.startswith("reply-sending:")]:
+        await state.forget(key)  # the sending claim expired
+    await publish_reply(broker, reply)
+    await broker.join()
+    await dispatcher.stop(0)
+    assert [r.output for r in inbox.replies] == ["hello"]
+    await broker.close()
+
+
 async def test_a_state_outage_before_the_post_backs_off_past_the_delivery_limit() -> None:
     broker, state = MemoryBroker(topology=TOPOLOGY), FlakyState("reply-sending:", failures=7)
     await broker.start()

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from loom import (
     Agent,
     FileSessionStore,
@@ -22,6 +24,7 @@ from loom import (
     ToolCall,
     tool,
 )
+from loom.runtime import session as session_module
 from loom.state import RunRecord
 
 
@@ -238,7 +241,38 @@ class BrokenStore(InMemorySessionStore):
         raise OSError("disk full")
 
 
-async def test_failed_save_fails_the_run() -> None:
+class FlakyStore(InMemorySessionStore):
+    """A store that is away for its first ``failures`` appends (a failover)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def append(self, session_id: str, **changes: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store briefly away")
+        await super().append(session_id, **changes)
+
+
+async def test_a_save_that_fails_for_a_moment_is_retried_not_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session_module, "SAVE_RETRY_PAUSES", (0.0, 0.0, 0.0))
+    store = FlakyStore(failures=2)
+    agent = Agent(Model.function(lambda request: "answer"), session_store=store)
+
+    result = await agent.session("flaky").run("hi")
+
+    assert result.status is RunStatus.COMPLETED
+    assert result.output == "answer"
+    snapshot = await store.load("flaky")
+    assert snapshot is not None
+    assert [(run.run_id, run.status) for run in snapshot.runs] == [(result.run_id, "completed")]
+
+
+async def test_failed_save_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "SAVE_RETRY_PAUSES", (0.0, 0.0))
     agent = Agent(Model.function(lambda request: "answer"), session_store=BrokenStore())
 
     result = await agent.session("broken").run("hi")

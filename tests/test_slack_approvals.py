@@ -17,7 +17,7 @@ from loom.adapters import Slack
 from loom.adapters.slack import reply_text
 from loom.adapters.slack_approval_blocks import MAX_APPROVALS, request_message
 from loom.adapters.slack_settings import SlackSettings
-from loom.core.approvals import Approval, Decision, UnknownApproval
+from loom.core.approvals import Approval, Decided, Decision, UnknownApproval
 from loom.daemon.app import Daemon
 from loom.intake import Reply
 from loom.intake.replies import AWAITING_APPROVAL
@@ -57,14 +57,14 @@ class MemoryDesk:
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
-    ) -> Approval:
+    ) -> Decided:
         self.calls.append((session_id, approval_id, decision, digest, by))
         approval = self.approvals.get(approval_id)
         if approval is None or approval.session_id != session_id:
             raise UnknownApproval(f"no approval {approval_id} in session {session_id}")
         decided = approval.decide(decision, message=message, digest=digest, by=by)
         self.approvals[approval_id] = decided
-        return decided
+        return Decided(decided, decided is not approval)
 
     async def pending(self, session_id: str) -> tuple[Approval, ...]:
         return tuple(
@@ -330,6 +330,31 @@ async def test_a_press_after_the_first_decision_names_it(
     assert blocks_of("actions", update.blocks or []) == []
     assert "Denied by <@U0001>" in json.dumps(update.blocks)
     assert desk.approvals[approval.id].decision is Decision.DENY
+
+
+async def test_the_same_press_again_is_told_it_was_decided_before(
+    fake_slack: FakeSlackAPI, gateway_for: Any
+) -> None:
+    """A second press of the same button, by the approver who decided or another one, is
+    answered with the first decision (Slack shows an error on a slow answer: people retry)."""
+    approval = restart()
+    message = await posted_request(fake_slack, approval)
+    desk = MemoryDesk(approval)
+    _, client = await gateway_for(desk, [USER, "U0007"])
+    async with client:
+        press = press_payload(message, button(message, "Approve", approval))
+        assert (await post_interaction(client, press)).status_code == 200
+        assert fake_slack.ephemerals == []  # the decision itself: no notice
+        assert (await post_interaction(client, press)).status_code == 200
+        other = press_payload(message, button(message, "Approve", approval), user="U0007")
+        assert (await post_interaction(client, other)).status_code == 200
+    mine, theirs = fake_slack.ephemerals
+    assert (mine.user, theirs.user) == (USER, "U0007")
+    for notice in (mine, theirs):
+        assert notice.text.startswith("It was already decided: ")
+        assert f"Approved by <@{USER}>" in notice.text
+    assert desk.approvals[approval.id].decided_by == f"slack:{USER}"
+    assert len(fake_slack.updates) == 3
 
 
 async def test_an_expired_or_unknown_approval_gets_a_notice(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -96,11 +97,11 @@ async def test_a_failed_session_gets_its_notice_no_later_than_shutdown(
     state = MemoryState()
     failed = asyncio.Event()
 
-    async def unreachable(session_id: str) -> None:
+    async def unreachable(token: int, ending: object) -> bool:
         failed.set()
         raise ConnectionError("state unreachable")
 
-    monkeypatch.setattr(state, "finish_in_flight", unreachable)
+    monkeypatch.setattr(state, "finish_run", unreachable)
     worker = SessionWorker(answering(), broker, state, sweep_interval=NO_SWEEP)
     await worker.start()
     await queue_signal(state, broker, "ops")
@@ -136,3 +137,37 @@ async def test_a_failed_notice_publish_is_only_logged(
     await worker.stop(timeout=0.05)
     assert await state.ready_sessions() == ["ops"]  # a sweep will still find it
     assert "work notice not published" in caplog.text
+
+
+async def test_the_drain_keeps_within_its_timeout_hand_back_included(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: runs were given the whole timeout and the hand-back two seconds more, so
+    the drain overshot LOOM_SHUTDOWN_TIMEOUT. The waits the worker asks for are counted,
+    not timed."""
+    state = MemoryState()
+    started = asyncio.Event()
+
+    async def endless(request: ModelRequest) -> ModelResponse:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    real_wait = asyncio.wait
+    waits: list[float] = []
+
+    async def counted(tasks: Any, *, timeout: float | None = None, **options: Any) -> Any:
+        if timeout is not None:
+            waits.append(timeout)
+        return await real_wait(tasks, timeout=timeout, **options)
+
+    worker = SessionWorker(Agent(Model.function(endless)), broker, state, sweep_interval=NO_SWEEP)
+    await worker.start()
+    await queue_signal(state, broker, "ops")
+    await asyncio.wait_for(started.wait(), 5)
+    monkeypatch.setattr(asyncio, "wait", counted)
+    await worker.stop(timeout=1.0)
+    monkeypatch.undo()
+    assert len(waits) == 2  # the runs, then their hand-back
+    assert sum(waits) <= 1.0
+    assert await notices(broker) == ["ops"]  # handed back all the same

@@ -76,7 +76,7 @@ class ApprovalButtons:
             )
             return True
         try:
-            approval = await desk.decide(
+            decided = await desk.decide(
                 press.session_id,
                 press.approval_id,
                 press.decision,
@@ -95,11 +95,15 @@ class ApprovalButtons:
                 press, ":warning: Your decision could not be recorded just now: press again."
             )
             return False
-        logger.info(
-            "approval %s in session %s: %s by slack:%s",
-            approval.id, approval.session_id, press.decision.value, press.user,
-        )  # fmt: skip
-        if approval.decided_by != f"slack:{press.user}":  # the same decision, taken before
+        approval = decided.approval
+        if decided.fresh:
+            logger.info(
+                "approval %s in session %s: %s by slack:%s",
+                approval.id, approval.session_id, press.decision.value, press.user,
+            )  # fmt: skip
+        else:
+            # The same decision taken before, maybe by this very user (Slack shows an error
+            # when an answer is slow, and people press again): say so.
             await self._notice(press, f"It was already decided: {outcome_text(approval)}")
         await self._update(press, decided_blocks(press.blocks, approval), approval)
         return True

@@ -25,10 +25,10 @@ from starlette.routing import BaseRoute, Route
 from loom.adapters.webhook_mapping import WebhookError, body_schema, signal_adapter
 from loom.errors import validation_details
 from loom.intake.adapter import Adapter
+from loom.intake.auth import Credentials
 from loom.intake.context import AdapterContext, HasContext, context_of
 from loom.intake.http import error, inbound_body, parse_json
 from loom.intake.openapi import answer, errors
-from loom.intake.signing import authenticate
 from loom.signals import RuntimeSignal, SignalAdapter
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Webhook(Adapter):
     ) -> None:
         if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(f"webhook name {name!r}: use a-z, 0-9, '_' and '-' (64 at most)")
+        Credentials(token, secret, token_name=f"webhook {name}'s token")  # refuses a blank one
         self.webhook = name
         # One adapter per route: a Webhook("github") given in code replaces the built-in one.
         self.name = f"webhook:{name}"
@@ -83,17 +84,12 @@ class Webhook(Adapter):
         self, context: AdapterContext, headers: Mapping[str, str], body: bytes
     ) -> str | None:
         """Why the request is refused (401), or None."""
-        token = self.token or context.api_token
-        secret = self.secret or context.webhook_secret
-        if token is None and secret is None:  # development mode: no credential configured
-            return None
-        return authenticate(
-            headers,
-            body,
-            token=token,
-            secret=secret,
+        credentials = Credentials(
+            self.token or context.api_token,
+            self.secret or context.webhook_secret,
             token_name="this webhook's token" if self.token else "LOOM_API_TOKEN",
         )
+        return credentials.refusal(headers, body)
 
     def to_signal(self, body: bytes, headers: Mapping[str, str]) -> RuntimeSignal | Response:
         """The signal of an authenticated request, or a response of its own (a ping);

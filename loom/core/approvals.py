@@ -218,6 +218,15 @@ class ApprovalExpired(ApprovalGone):
     status = 410
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What taking a decision did: the approval as decided, and whether this decision is
+    the one that counts (False: the same decision had been taken before)."""
+
+    approval: Approval
+    fresh: bool
+
+
 class ApprovalDesk(Protocol):
     """Where a person's decision is taken (the daemon: in the shared state, then an
     ``approval`` signal resumes the run on any worker)."""
@@ -231,9 +240,9 @@ class ApprovalDesk(Protocol):
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
-    ) -> Approval:
-        """Record the decision and return the approval as decided (the first decision,
-        when the same one was taken before). Raises ``UnknownApproval`` (404),
+    ) -> Decided:
+        """Record the decision; the approval as decided (the first decision, when the same
+        one was taken before) and whether this call took it. Raises ``UnknownApproval`` (404),
         ``ApprovalDigestMismatch`` (409), ``ApprovalAlreadyDecided`` (409, naming the first
         decision) or ``ApprovalExpired`` (410)."""
         ...
@@ -251,6 +260,7 @@ __all__ = [
     "ApprovalError",
     "ApprovalExpired",
     "ApprovalGone",
+    "Decided",
     "Decision",
     "UnknownApproval",
     "argument_digest",

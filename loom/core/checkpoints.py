@@ -111,12 +111,19 @@ class ToolJournal(Protocol):
 
     async def finished(self, run_id: str, call_id: str, content: str, is_error: bool) -> None: ...
 
+    async def turn(self, checkpoint: RunCheckpoint) -> None:
+        """Keep ``checkpoint`` (a model turn whose calls are about to run) as the point to
+        resume from: a run resumed after a crash then never asks the model for that turn
+        again, so its calls keep their ids and the journal knows them."""
+        ...
+
 
 class MemoryToolJournal:
     """A journal in this process's memory: the default, for runs that never leave it."""
 
     def __init__(self) -> None:
         self._runs: dict[str, dict[str, JournalEntry]] = {}
+        self.latest: RunCheckpoint | None = None
 
     async def entries(self, run_id: str) -> dict[str, JournalEntry]:
         return dict(self._runs.get(run_id, {}))
@@ -128,6 +135,9 @@ class MemoryToolJournal:
         self._runs.setdefault(run_id, {})[call_id] = JournalEntry(
             call_id, finished=True, content=content, is_error=is_error
         )
+
+    async def turn(self, checkpoint: RunCheckpoint) -> None:
+        self.latest = checkpoint
 
     def forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)

@@ -26,6 +26,7 @@ from loom.capabilities import MCPCapability
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
+from loom.daemon.http_server import GuardedH11Protocol
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -34,6 +35,7 @@ from loom.intake.context import AdapterContext
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
 from loom.policies.feedback import FeedbackPolicy
+from loom.policies.governance import GovernancePolicy
 from loom.providers.test import TestModel
 from loom.runtime.config import Runtime
 from loom.state import State, state_from_url
@@ -77,6 +79,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+CLOSE_RESERVE = 0.3
+"""Seconds of the drain's deadline kept for closing the broker and state connections."""
 
 
 class _Server(uvicorn.Server):
@@ -178,15 +184,24 @@ class Daemon:
         model = Model.parse(spec) if spec else Model.from_environment(warn=False)
         self._test_model_by_default = spec is None and isinstance(model, TestModel)
         context = self.settings.context
-        runtime = Runtime.sdk(context=context.manager(), continuity=context.continuity())
+        capabilities = self.settings.capabilities
+        # A configured shell or writable files root is the operator saying destructive
+        # calls may run; the shell's own approval rule still asks a person per command.
+        governance = GovernancePolicy.default(allow_destructive=capabilities.destructive)
+        runtime = Runtime.sdk(
+            context=context.manager(), continuity=context.continuity(), governance=governance
+        )
         knowledge = context.knowledge()
         return Agent(
             model,
             self.settings.instructions,
-            capabilities=[MCPCapability.from_settings(s) for s in self.settings.mcp_servers],
             runtime=runtime,
             knowledge=knowledge,
             knowledge_tool=context.knowledge_tool and bool(knowledge),
+            capabilities=[
+                *capabilities.build(),
+                *(MCPCapability.from_settings(s) for s in self.settings.mcp_servers),
+            ],
         )
 
     def _warn_about_model(self) -> None:
@@ -259,8 +274,9 @@ class Daemon:
             if isinstance(outcome, BaseException):
                 logger.error("adapter %s: stop failed: %r", adapter.name, outcome)
         await self.attention_consumer.stop(min(5.0, self.settings.shutdown_timeout / 4))
-        await self.worker.stop(max(deadline - loop.time(), 0.0))
-        await self.replies.stop(max(min(5.0, deadline - loop.time()), 0.0))
+        # Closing the connections below takes a moment of the deadline too.
+        await self.worker.stop(max(deadline - loop.time() - CLOSE_RESERVE, 0.0))
+        await self.replies.stop(max(min(5.0, deadline - loop.time() - CLOSE_RESERVE), 0.0))
         await self.broker.close()
         await self.state.close()
         await self.agent.aclose()
@@ -302,7 +318,8 @@ class Daemon:
         roles = tuple(roles)
         http = self.settings.http
         port = http.port_for(roles)
-        if not is_loopback(http.host) and self.settings.api_token is None:
+        # The same credentials the routes are guarded by (``Credentials``): one decision.
+        if not is_loopback(http.host) and self.adapter_context.credentials.token is None:
             raise InsecureBinding(
                 f"refusing to listen on {http.host}:{port} without an API token: set "
                 "LOOM_API_TOKEN, or listen on 127.0.0.1 (LOOM_HTTP__HOST)"
@@ -328,7 +345,17 @@ class Daemon:
         if notice is not None:
             logger.warning(notice)
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
+        # access_log=False: at "warning" its INFO lines are dropped anyway, but their
+        # arguments (client address, quoted path) were still worked out for every request.
+        # http: h11 with a header timeout (uvicorn has none).
+        config = uvicorn.Config(
+            app,
+            http=GuardedH11Protocol,
+            log_level="warning",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+        )
         self._server = _Server(config)
         server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
         logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loom import metrics
-from loom.core.approvals import Approval, ApprovalError, Decision
+from loom.core.approvals import Approval, ApprovalError, Decided, Decision
 from loom.core.attention import APPROVAL_SIGNAL
 from loom.errors import validation_details
 from loom.intake.http import error, read_body
@@ -52,7 +52,7 @@ class StateApprovalDesk:
         message: str | None = None,
         digest: str | None = None,
         by: str | None = None,
-    ) -> Approval:
+    ) -> Decided:
         decision = Decision(decision)
         approval, fresh = await self.suspensions.decide(
             session_id, approval_id, decision, message=message, digest=digest, by=by
@@ -66,7 +66,7 @@ class StateApprovalDesk:
         # Announced again on a repeated decision too: the first announcement may be the
         # one that was lost (its dedupe key keeps it to one resume).
         await self._announce(approval)
-        return approval
+        return Decided(approval, fresh)
 
     async def pending(self, session_id: str) -> tuple[Approval, ...]:
         checkpoint = await self.suspensions.load(session_id)
@@ -107,16 +107,19 @@ class DecisionBody(BaseModel):
     digest: str | None = Field(default=None, max_length=200)
     """The digest the person was shown: a decision on other arguments is refused (409)."""
     by: str | None = Field(default=None, min_length=1, max_length=200)
-    """Who decides (kept with the decision); ``api`` when not given."""
+    """Who decides, kept with the decision as ``api:<by>`` (``api`` when not given)."""
 
 
 def approval_routes(
     desk: StateApprovalDesk,
     max_body_bytes: int,
     refusal: Callable[[Request, bytes], str | None],
+    signed_only: Callable[[Request], bool],
 ) -> list[BaseRoute]:
     """The decision route; ``refusal`` says why a request is not authenticated (the bearer
-    token or a signature, as for ``POST /signals``)."""
+    token or a signature, as for ``POST /signals``). ``signed_only`` tells a request that
+    authenticated by a signature alone: a signature covers the body, not the path, so such
+    a decision must name its call by ``digest``, or a captured one could decide another."""
     limit = min(MAX_DECISION_BODY, max_body_bytes)
 
     async def post_decision(request: Request) -> Response:
@@ -134,20 +137,26 @@ def approval_routes(
             wanted = DecisionBody.model_validate_json(body)
         except ValidationError as problem:
             return error(422, f"invalid decision: {validation_details(problem)}")
+        if wanted.digest is None and signed_only(request):
+            return error(
+                422,
+                "invalid decision: digest: a decision authenticated by X-Loom-Signature "
+                "must carry the call's digest (GET /sessions/{id} lists it)",
+            )
         try:
-            approval = await desk.decide(
+            decided = await desk.decide(
                 session_id,
                 approval_id,
                 Decision(wanted.decision),
                 message=wanted.message,
                 digest=wanted.digest,
-                by=wanted.by or "api",
+                by=f"api:{wanted.by}" if wanted.by else "api",
             )
         except ApprovalError as problem:
             return error(problem.status, str(problem))
         except StateUnavailable as problem:
             return error(503, f"state unavailable, decision not taken: {problem}")
-        return JSONResponse({"approval": approval.to_dict()})
+        return JSONResponse({"approval": decided.approval.to_dict(), "fresh": decided.fresh})
 
     return [
         Route(

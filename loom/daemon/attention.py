@@ -1,8 +1,9 @@
 """The attention consumer: validate, dedupe, decide, record, and ask for a run.
 
 A message that is not a valid signal is dead-lettered with the reason at once (retrying
-cannot fix it); any other failure is retried by the broker and dead-lettered past the
-delivery limit. Either way the consumer keeps consuming.
+cannot fix it); an outage of Redis or RabbitMQ is waited out in place (``backoff``); any
+other failure is retried by the broker and dead-lettered past the delivery limit. Either way
+the consumer keeps consuming.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class AttentionConsumer:
         return self._tag is not None
 
     async def start(self, prefetch: int = 64) -> None:
-        # Redis or RabbitMQ briefly away (a failover): the backoff waits before the
-        # redelivery, so the delivery limit is not spent in milliseconds.
+        # Redis or RabbitMQ away (a failover): the backoff waits it out in place, so no
+        # delivery of the delivery limit is spent on it.
         handler = count_dead_letters(backoff(self.handle))
         self._tag = await self.broker.consume(ATTENTION_QUEUE, handler, prefetch=prefetch)
         metrics.CONSUMERS.labels(ATTENTION_QUEUE).inc()

@@ -53,10 +53,8 @@ class FencedJournal:
             self.lease.session_id, run_id, call_id, content, is_error, self.lease.token
         )
 
-
-def suspended(result: RunResult, run: Run) -> bool:
-    """The run handed back its checkpoint in this process: it goes on elsewhere, later."""
-    return result.status is RunStatus.AWAITING_APPROVAL and run.done()
+    async def turn(self, checkpoint: RunCheckpoint) -> None:
+        await self.suspensions.save(checkpoint, self.lease.token)
 
 
 def can_resume(checkpoint: RunCheckpoint, now: datetime | None = None) -> bool:
@@ -96,6 +94,24 @@ class AwaitingRuns:
         assert result.checkpoint is not None
         await self.suspensions.save(result.checkpoint, lease.token)
         await self.count()
+        await self._request(result, signals)
+
+    async def ask_again(self, checkpoint: RunCheckpoint, signals: Sequence[PendingSignal]) -> None:
+        """Send the suspended run's requests again (a reply is delivered once by its key:
+        a request already delivered is not repeated)."""
+        pending = checkpoint.pending
+        if not pending:
+            return
+        result = RunResult(
+            checkpoint.run_id,
+            checkpoint.session_id,
+            RunStatus.AWAITING_APPROVAL,
+            output=checkpoint.output,
+            approvals=pending,
+        )
+        await self._request(result, signals)
+
+    async def _request(self, result: RunResult, signals: Sequence[PendingSignal]) -> None:
         extra = {"approvals": [a.to_dict() for a in result.approvals]}
         for reply in replies_for(result, signals):
             await publish_reply(self.broker, dataclasses.replace(reply, extra=extra))
@@ -107,6 +123,8 @@ class AwaitingRuns:
         until = loop.time() + self.settings.hold
         while loop.time() < until:
             await asyncio.sleep(min(self.settings.poll, max(until - loop.time(), 0.0)))
+            if run.suspending:  # the worker is stopping: the run goes on elsewhere
+                return False
             if run.status is not RunStatus.AWAITING_APPROVAL or not run.approvals:
                 return True
             checkpoint = await self.suspensions.load(session_id)
@@ -131,4 +149,4 @@ class AwaitingRuns:
             logger.debug("counting suspended runs failed: %s", problem)
 
 
-__all__ = ["AwaitingRuns", "FencedJournal", "can_resume", "suspended"]
+__all__ = ["AwaitingRuns", "FencedJournal", "can_resume"]

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from loom._version import __version__
@@ -363,6 +363,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def serve_forever(main: Coroutine[Any, Any, int]) -> int:
+    """Run a serving process on uvloop's event loop where it is installed (uvicorn[standard]
+    brings it; not on Windows): its sockets, timers and callbacks run in C, which is most of
+    what accepting a signal costs besides parsing, checking and publishing it."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a platform uvicorn[standard] leaves it out on
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -372,7 +384,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from loom.daemon.app import ROLES
 
             roles = ROLES if args.command == "run" else (args.command,)
-            return asyncio.run(_serve(args.app, roles))
+            return serve_forever(_serve(args.app, roles))
         if args.command == "send":
             return asyncio.run(_send(args))
         if args.command == "config":

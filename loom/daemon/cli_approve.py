@@ -78,7 +78,7 @@ async def _decide_in_state(
             await publish_signal(broker, signal)
 
         desk = StateApprovalDesk(state.suspensions, publish)
-        approval = await desk.decide(
+        decided = await desk.decide(
             args.session,
             args.approval_id,
             decision,
@@ -91,7 +91,7 @@ async def _decide_in_state(
     finally:
         await broker.close()
         await state.close()
-    return {"approval": approval.to_dict()}
+    return {"approval": decided.approval.to_dict(), "fresh": decided.fresh}
 
 
 async def _post(

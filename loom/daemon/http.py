@@ -37,7 +37,6 @@ from loom.intake.cloudevents import (
 )
 from loom.intake.context import AdapterContext
 from loom.intake.http import Endpoint, error, inbound_body, read_body
-from loom.intake.signing import authenticate, bearer
 from loom.policies.feedback import FeedbackPolicy
 from loom.signals import SESSION_ID_PATTERN, RuntimeSignal
 from loom.state.base import State
@@ -69,16 +68,16 @@ class Served(Protocol):
 def build_app(daemon: Served, *, gateway: bool) -> Starlette:
     """The ASGI app of one process; ``gateway`` adds the inbound routes."""
     context = daemon.adapter_context
-    token, secret = context.api_token, context.webhook_secret
+    credentials = context.credentials
 
     def refusal(request: Request, body: bytes | None = None) -> str | None:
-        """Why a request to ``POST /signals`` is refused, or None. With no inbound credential
-        configured (development mode, loopback only) it is open; with LOOM_API_TOKEN or
-        LOOM_WEBHOOK_SECRET set it needs that bearer token or an X-Loom-Signature made with
-        that secret (see loom.intake.signing), whichever are configured."""
-        if token is None and secret is None:
-            return None
-        return authenticate(request.headers, body, token=token, secret=secret)
+        """Why a request to ``POST /signals`` is refused, or None: the bearer token or an
+        X-Loom-Signature, whichever are configured (``Credentials``); open with neither
+        (development mode, loopback only)."""
+        return credentials.refusal(request.headers, body)
+
+    def signed_only(request: Request) -> bool:
+        return credentials.signed_only(request.headers)
 
     def protected(endpoint: Endpoint) -> Endpoint:
         """The sessions API: the bearer token, once any inbound credential is configured. A
@@ -86,16 +85,9 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         LOOM_WEBHOOK_SECRET set these routes are closed rather than open."""
 
         async def guarded(request: Request) -> Response:
-            if token is None and secret is None:
-                return await endpoint(request)
-            if token is None:
-                return error(
-                    401,
-                    "the sessions API needs LOOM_API_TOKEN (LOOM_WEBHOOK_SECRET alone "
-                    "authenticates only signed POST /signals)",
-                )
-            if not bearer(request.headers, token):
-                return error(401, "missing or wrong bearer token (LOOM_API_TOKEN)")
+            refused = credentials.refusal(request.headers, None)
+            if refused is not None:
+                return error(401, refused)
             return await endpoint(request)
 
         return guarded
@@ -157,7 +149,9 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         routes.extend(
             feedback_routes(daemon.feedback, daemon.state, context.max_body_bytes, protected)
         )
-        routes.extend(approval_routes(daemon.approvals, context.max_body_bytes, refusal))
+        routes.extend(
+            approval_routes(daemon.approvals, context.max_body_bytes, refusal, signed_only)
+        )
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
     # A gateway's request to a route that is off is told how to turn it on.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loom import metrics
 
 UNMATCHED = "unmatched"
+
+# The metrics' children by label values, found once instead of by ``labels()`` per request.
+_requests: dict[tuple[str, int], Any] = {}
+_durations: dict[str, Any] = {}
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -36,12 +41,23 @@ class HTTPMetrics:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
+        self._templates = {id(route): str(getattr(route, "path", UNMATCHED)) for route in routes}
+
+    def template(self, scope: Scope) -> str:
+        """The route template of a request the router has seen: the router leaves the route
+        it chose in ``scope["route"]`` (the first full match, else the first partial one,
+        as ``route_template`` finds), so the routes are not matched a second time."""
+        chosen = scope.get("route")
+        if chosen is None:
+            return UNMATCHED
+        known = self._templates.get(id(chosen))
+        # A route inside a mount overwrites the mount's entry: match again for those.
+        return known if known is not None else route_template(self.routes, scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = route_template(self.routes, scope)
         status = 500  # what the server answers when the app raises before responding
         started = time.perf_counter()
 
@@ -54,5 +70,13 @@ class HTTPMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-            metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+            route = self.template(scope)
+            counted = _requests.get((route, status))
+            if counted is None:  # routes and status codes are few: every pair is kept
+                counted = metrics.HTTP_REQUESTS.labels(route, str(status))
+                _requests[route, status] = counted
+            counted.inc()
+            timed = _durations.get(route)
+            if timed is None:
+                timed = _durations[route] = metrics.HTTP_DURATION.labels(route)
+            timed.observe(time.perf_counter() - started)

@@ -87,6 +87,7 @@ class StateLedger:
             pending_json=pending.to_json() if action.keeps_signal else None,
             interrupt=(signal.id, decision.reason) if action.interrupts else None,
             ready=action.wakes_a_worker,
+            signal_id=signal.id,
         )
 
     async def _track_risk(self, signal: RuntimeSignal) -> None:

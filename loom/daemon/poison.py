@@ -20,6 +20,7 @@ from loom.daemon.replies import publish_reply, replies_for
 from loom.delivery import OUTAGES, PoisonLimit, dead_letter
 from loom.runtime.run import RunResult, RunStatus
 from loom.state.base import Lease, State
+from loom.state.working import recorded_key
 from loom.wire import ATTENTION_QUEUE, PendingSignal
 
 logger = logging.getLogger("loom.worker")
@@ -70,6 +71,9 @@ class PoisonGuard:
                 await dead_letter(self.broker, Message(text.encode()), ATTENTION_QUEUE, reason)
                 continue
             signal = pending.signal
+            # A replay of the dead letter is recorded again (the attention role records a
+            # signal id once).
+            await self.state.forget(recorded_key(signal.id))
             letter = Message(signal.model_dump_json().encode(), message_id=signal.id)
             await dead_letter(self.broker, letter, ATTENTION_QUEUE, reason)
             taken.append(pending)

@@ -49,6 +49,8 @@ logger = logging.getLogger("loom.replies")
 
 SENT_TTL = 7 * 86_400.0
 """Seconds a delivered reply is remembered, so redeliveries within it are not sent again."""
+MARK_PATIENCE = 600.0
+"""Seconds a reply sent during a state outage is tried to be marked as sent."""
 
 
 def replies_for(result: RunResult, signals: Sequence[PendingSignal]) -> list[Reply]:
@@ -134,6 +136,7 @@ class ReplyDispatcher:
         self.id = replica_id()
         """Names this dispatcher in the claims it holds (each attempt adds its own suffix)."""
         self._tag: str | None = None
+        self._marking: set[asyncio.Task[None]] = set()
         for adapter in self.adapters:
             if isinstance(adapter, RecordsDeliveries):
                 adapter.use_state(state, ttl=session_ttl)
@@ -150,6 +153,8 @@ class ReplyDispatcher:
         if self._tag is not None:
             tag, self._tag = self._tag, None
             await self.broker.cancel(tag, timeout=timeout)
+        for task in list(self._marking):
+            task.cancel()
 
     def adapter_for(self, address: str) -> Adapter | None:
         return next((a for a in self.adapters if a.replies_to(address)), None)
@@ -210,13 +215,37 @@ class ReplyDispatcher:
         except Exception as problem:
             # The answer went out: handing it back would post it again. The sending claim
             # is kept (it expires after claim_ttl), so a redelivery within that window
-            # still finds it held and does not post; a later one is no longer guarded.
+            # still finds it held and does not post; meanwhile the mark is tried again in
+            # the background (it is keyed: landing twice is harmless), so a later copy (a
+            # worker that sent its outbox again after the same outage) finds it.
             logger.warning(
-                "reply of run %s was sent but not marked as sent (%s); acking it anyway",
-                reply.run_id, problem,
+                "reply of run %s was sent but not marked as sent (%s); acking it anyway, "
+                "marking it again in the background", reply.run_id, problem,
             )  # fmt: skip
+            self._mark_later(sent_key, reply.run_id)
         metrics.REPLIES.labels(adapter=adapter.name, outcome="sent").inc()
         await delivery.ack()
+
+    def _mark_later(self, sent_key: str, run_id: str) -> None:
+        """Mark a sent reply as sent once the state answers again (pauses doubling from
+        one second, for up to ``MARK_PATIENCE`` seconds)."""
+
+        async def mark() -> None:
+            pause, waited = 1.0, 0.0
+            while waited < MARK_PATIENCE:
+                await self.budget.sleep(pause)
+                waited += pause
+                try:
+                    await self.state.claim(sent_key, run_id, SENT_TTL)
+                    return
+                except Exception as problem:
+                    logger.info("reply of run %s still not marked as sent: %s", run_id, problem)
+                pause = min(pause * 2, 30.0)
+            logger.warning("reply of run %s: gave up marking it as sent", run_id)
+
+        task = asyncio.create_task(mark(), name=f"loom-reply-mark-{run_id}")
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
 
     def _retry_later(self, reply: Reply, adapter: Adapter, problem: Exception) -> RetryLater:
         """The failure of this attempt, for the retry budget to pause and requeue (a copy

@@ -23,6 +23,7 @@ from loom.adapters.registry import (
     WebhookSettings,
 )
 from loom.capabilities import MCPCapability
+from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
 from loom.policies.attention import AttentionRule
@@ -152,6 +153,8 @@ class Settings(SettingsBase, AdapterSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    capabilities: CapabilitiesSettings = Field(default_factory=CapabilitiesSettings)
+    """The default agent's built-in capabilities (LOOM_CAPABILITIES, JSON): none unless set."""
     publish_timeout: float = Field(default=10.0, gt=0)
     """Seconds a publish waits for RabbitMQ's confirmation (riding out a reconnect) before
     the gateway answers 503."""
@@ -199,8 +202,11 @@ class Settings(SettingsBase, AdapterSettings):
     @classmethod
     def _state_scheme(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
-        if scheme not in ("memory", "redis", "rediss"):
-            raise ValueError(f"LOOM_STATE_URL must be memory:// or redis(s)://..., not {value!r}")
+        if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "rediss+sentinel"):
+            raise ValueError(
+                "LOOM_STATE_URL must be memory://, redis(s)://... or "
+                f"redis(s)+sentinel://..., not {value!r}"
+            )
         return value
 
     @property

@@ -5,12 +5,19 @@ while the run goes on, and runs the session again as long as signals are waiting
 run takes move to the session's in-flight list and leave it only when the run has ended, so
 a worker that dies loses nothing: its lease expires and another worker's sweep takes the
 session, in-flight signals included.
+
+A run ends in one place, ``_end_run``: its transcript, its record, the replies it owes and
+the release of its signals are stored in one fenced step keyed by the run id
+(``State.finish_run``), retried through an outage of the state for as long as the lease is
+held; the replies then go from the session's outbox to the broker. A retry or a kill at any
+point neither loses the answer nor runs or replies twice (``loom.state.endings``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
@@ -26,11 +33,13 @@ from loom.daemon.awaiting import AwaitingRuns, FencedJournal, can_resume
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
 from loom.daemon.settings import ApprovalSettings
-from loom.delivery import backoff, count_dead_letters
+from loom.delivery import OUTAGES, backoff, count_dead_letters
+from loom.intake.replies import Reply
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult, RunStatus
 from loom.runtime.session import Session
-from loom.state.base import State
+from loom.state.base import State, StateUnavailable
+from loom.state.endings import RunEnding
 from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
 from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
@@ -38,6 +47,17 @@ logger = logging.getLogger("loom.worker")
 
 PAUSED = "paused_for_approval"
 """Metadata of a run that paused for approvals: its ending also forgets its checkpoint."""
+
+HANDBACK_SHARE = 0.2
+HANDBACK_LEAST = 0.5
+HANDBACK_MOST = 2.0
+"""The part of ``stop``'s timeout kept for cancelling unfinished runs and handing them back:
+a share of it, at least ``HANDBACK_LEAST`` s and at most ``HANDBACK_MOST`` s (never more
+than the whole timeout)."""
+
+ENDING_RETRY_FIRST = 0.2
+ENDING_RETRY_MOST = 5.0
+"""Pauses (doubling) between attempts to store a run's ending while the state is away."""
 
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
@@ -53,14 +73,18 @@ def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) ->
     )
 
 
-class FencedSessionStore(SessionStore):
-    """Writes of one leased run: refused once a newer lease of the session exists."""
+class LeasedSessionStore(SessionStore):
+    """The session store a leased run writes through. Reads go to the shared store; the
+    run's own write (its messages, record and metadata) is held back in ``ending`` for the
+    worker to store with the rest of the run's ending; any other write is fenced by the
+    lease (refused once a newer lease of the session exists)."""
 
     def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
         self.inner = inner
         self.state = state
         self.lease = lease
+        self.ending: RunEnding | None = None
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self.inner.load(session_id)
@@ -69,6 +93,11 @@ class FencedSessionStore(SessionStore):
         return await self.inner.load_history(session_id)
 
     async def append(self, session_id: str, **changes: Any) -> None:
+        run = changes.get("run")
+        if run is not None:
+            messages, metadata = changes.get("messages", ()), changes.get("metadata")
+            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
+            return
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
 
@@ -105,6 +134,9 @@ class SessionWorker:
         approvals: ApprovalSettings | None = None,
     ) -> None:
         self.agent = agent
+        # Runs are stored with the rest of their ending by the state (``finish_run``), in
+        # its session store: the agent reads its histories there too (the Daemon does so).
+        agent.session_store = state.sessions
         self.broker = broker
         self.state = state
         self.poison = PoisonGuard(broker, state, max_attempts=max_attempts)
@@ -143,13 +175,19 @@ class SessionWorker:
         self._poller = asyncio.create_task(self._poll_interrupts(), name="loom-interrupts")
 
     async def stop(self, timeout: float) -> None:
-        """Stop taking work; let runs finish for ``timeout`` seconds, then cancel them.
+        """Stop taking work; let runs finish, then cancel them, all within ``timeout``
+        seconds: the last part of it (``HANDBACK_SHARE``) is kept for cancelling and handing
+        back, so the drain does not overshoot.
 
         A cancelled run's signals stay in flight, its lease is released and a work notice
         is published for it, so another worker takes the session over at once (and KEDA,
         scaling on the work queue, starts one if none is left).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._stopping = True
+        for run in list(self._runs.values()):
+            run.suspend()  # a run waiting for people goes on elsewhere, not after a timeout
         if self._tag is not None:
             tag, self._tag = self._tag, None
             metrics.CONSUMERS.labels(WORK_QUEUE).dec()
@@ -163,12 +201,14 @@ class SessionWorker:
                     await background
         tasks = list(self._active.values())
         if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=timeout)
+            share = max(timeout * HANDBACK_SHARE, HANDBACK_LEAST)
+            handback = min(share, HANDBACK_MOST, timeout)
+            _, unfinished = await asyncio.wait(tasks, timeout=max(timeout - handback, 0.0))
             for task in unfinished:
                 task.cancel()
             if unfinished:
                 logger.warning("handing back %d unfinished session(s)", len(unfinished))
-                await asyncio.wait(unfinished, timeout=2)
+                await asyncio.wait(unfinished, timeout=max(deadline - loop.time(), 0.0))
         # Notices held back after failures go now: this worker's sweep will not run again.
         waiting = list(self._wakes.items())
         for _, task in waiting:
@@ -225,6 +265,8 @@ class SessionWorker:
         handed_back = failed = False
         waiting = False  # a run of the session is suspended, waiting for people
         try:
+            # Replies of a run stored by a worker that died before they left go first.
+            await self._send_replies(session_id)
             # Signals a run that died (or was handed back) left in flight: their wait was
             # recorded when that run took them.
             left = set(await self.state.in_flight(session_id))
@@ -243,18 +285,11 @@ class SessionWorker:
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
-                result = await self._run_once(lease, signals, fresh)
+                result, ending = await self._run_once(lease, signals, fresh)
                 if result.status is RunStatus.AWAITING_APPROVAL:
                     waiting = True  # suspended: its signals stay in flight until it ends
                     break
-                await self._hold(lease)
-                if result.started_at is None:
-                    # The run never started (e.g. the store was unreachable): its signals
-                    # stay in flight for the next attempt instead of being dropped.
-                    raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
-                # Replies are confirmed on the broker before the signals are let go of: a
-                # crash in between runs the session again rather than losing the answer.
-                await self._conclude(lease, result, signals)
+                await self._finish(lease, result, signals, ending)
                 if recovering:  # signals an earlier attempt left went through this time
                     recovering = False
                     await self.poison.recovered(session_id)
@@ -263,8 +298,13 @@ class SessionWorker:
             # A signal recorded after the last take and before the release found the lease
             # held and left the session to us: look once more now that it is free. Also when
             # stopping: then the loop above left such signals for another worker to find.
-            # Not while a run waits for people: new signals wait for it to end.
-            if not waiting and await self.state.pending_count(session_id):
+            # Not while a run waits for people: new signals wait for it to end; but a
+            # decision that came after the last look (its notice was dropped while we held
+            # the session) must not wait for a sweep.
+            if waiting:
+                checkpoint = await self.state.suspensions.load(session_id)
+                again = checkpoint is not None and can_resume(checkpoint)
+            elif await self.state.pending_count(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -275,6 +315,11 @@ class SessionWorker:
                 "session %s: run cancelled (shutdown); signals stay in flight", session_id
             )
             handed_back = True
+            await self._mark_ready(session_id)
+        except OUTAGES as problem:  # waited out, not counted (``_count_failure``)
+            logger.warning("session %s: %s; signals stay in flight", session_id, problem)
+            failed = True
+            await self._count_failure(lease, problem)
             await self._mark_ready(session_id)
         except Exception as problem:
             logger.exception("session %s: worker failed; signals stay in flight", session_id)
@@ -299,27 +344,72 @@ class SessionWorker:
         elif again:  # take it straight back rather than wait for the next sweep
             self._background(self.try_run(session_id))
 
-    async def _conclude(
-        self, lease: Lease, result: RunResult, signals: Sequence[PendingSignal]
+    async def _end_run(
+        self,
+        lease: Lease,
+        result: RunResult,
+        signals: Sequence[PendingSignal],
+        ending: RunEnding | None,
     ) -> None:
-        """A run ended: answer its signals, forget its checkpoint if it had one, and let go
-        of the signals (in that order: a crash in between answers again rather than lose
-        the answer, and never runs the signals again while a checkpoint remains)."""
-        await self._hold(lease)
-        for reply in replies_for(result, signals):
-            await publish_reply(self.broker, reply)
+        """End a run: store it with the replies it owes and the release of its signals in
+        one fenced step, then send the replies. A run that left nothing to store (it never
+        started, or was stopped) keeps its signals in flight for the next attempt."""
+        if ending is None:
+            await self._hold(lease)  # stopped because the lease was lost: not a failure
+            raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
+        replies = [reply.to_json().decode() for reply in replies_for(result, signals)]
+        await self._store_ending(lease, dataclasses.replace(ending, replies=replies))
+        await self._send_replies(lease.session_id)
+
+    async def _store_ending(self, lease: Lease, ending: RunEnding) -> None:
+        """``finish_run``, retried while the state is away and the lease is held. Keyed by
+        the run id: an attempt that timed out but landed makes the next one a no-op."""
+        pause = ENDING_RETRY_FIRST
+        while True:
+            if lease.session_id in self._lost:
+                raise StaleFencingToken(f"lease of session {lease.session_id} was lost")
+            try:
+                await self.state.finish_run(lease.token, ending)
+                return
+            except StateUnavailable as outage:
+                logger.warning(
+                    "session %s: storing run %s failed (%s); retrying in %.1fs",
+                    lease.session_id, ending.run_id, outage, pause,
+                )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, ENDING_RETRY_MOST)
+
+    async def _send_replies(self, session_id: str) -> None:
+        """Publish the replies waiting in the session's outbox (confirmed), then drop them.
+        Their message ids derive from the run, so the dispatcher sends a copy only once."""
+        for run_id, replies in (await self.state.unsent_replies(session_id)).items():
+            for text in replies:
+                await publish_reply(self.broker, Reply.from_json(text.encode()))
+            await self.state.replies_sent(session_id, run_id)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        result: RunResult,
+        signals: Sequence[PendingSignal],
+        ending: RunEnding | None,
+    ) -> None:
+        """A run ended: store its ending (which lets go of its signals), then forget its
+        checkpoint if it had one. In that order: while the checkpoint remains, a takeover
+        finds the run's stored end (``_recorded``) instead of resuming it again."""
+        await self._end_run(lease, result, signals, ending)
         if result.metadata.get(PAUSED):
             await self.awaiting.ended(lease, result.run_id)
-        await self.state.finish_in_flight(lease.session_id)
 
     async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
         """The session has a suspended run: resume it when its decisions are in (or one
         expired), or end it when a signal interrupts it. False while it still waits."""
         session_id = lease.session_id
         signals = [PendingSignal.from_json(t) for t in await self.state.in_flight(session_id)]
-        ended = await self._recorded(session_id, checkpoint.run_id)
-        if ended is not None:  # a worker died after storing its end: finish that
-            await self._conclude(lease, ended, signals)
+        if await self._recorded(session_id, checkpoint.run_id):
+            # A worker died after storing the run's end (its replies went from the outbox
+            # at the start of this drive): only the checkpoint is left to forget.
+            await self.awaiting.ended(lease, checkpoint.run_id)
             return True
         interrupting = next(
             (
@@ -330,9 +420,14 @@ class SessionWorker:
             None,
         )
         if not can_resume(checkpoint) and interrupting is None:
+            # Still waiting. Ask again: a worker may have died between keeping the run and
+            # asking (each request is delivered once, so this repeats none).
+            await self.awaiting.ask_again(checkpoint, signals)
             return False
-        store = FencedSessionStore(self.agent.session_store, self.state, lease)
+        store = LeasedSessionStore(self.state.sessions, self.state, lease)
         session = Session(self.agent, SessionConfig(id=session_id), store=store)
+        here = {"fencing_token": lease.token, "worker": self.owner}
+        checkpoint = dataclasses.replace(checkpoint, metadata={**checkpoint.metadata, **here})
         run = session.resume(checkpoint, journal=FencedJournal(self.state.suspensions, lease))
         if interrupting is not None and not can_resume(checkpoint):
             run.interrupt(f"interrupted by signal {interrupting.id} while waiting for approval")
@@ -341,28 +436,24 @@ class SessionWorker:
         _log_outcome(session_id, result, len(signals))
         if result.status is RunStatus.AWAITING_APPROVAL:
             return False  # it asked again, and waits again
-        await self._conclude(lease, result, signals)
+        await self._finish(lease, result, signals, store.ending)
+        await self.poison.recovered(session_id)
         return True
 
-    async def _recorded(self, session_id: str, run_id: str) -> RunResult | None:
-        """The run's stored ending, if it has one (a suspended run that already ended)."""
-        snapshot = await self.agent.session_store.load(session_id)
-        record = next((r for r in snapshot.runs if r.run_id == run_id), None) if snapshot else None
-        if record is None:
-            return None
-        return RunResult(
-            record.run_id,
-            session_id,
-            RunStatus(record.status),
-            output=record.output,
-            error=record.error,
-            metadata={**record.metadata, PAUSED: True},
-        )
+    async def _recorded(self, session_id: str, run_id: str) -> bool:
+        """Whether the run's end is stored (a suspended run that already ended)."""
+        snapshot = await self.state.sessions.load(session_id)
+        return snapshot is not None and any(r.run_id == run_id for r in snapshot.runs)
 
     async def _count_failure(self, lease: Lease, problem: Exception) -> None:
         """Count the failure; at the limit the signals in flight go to the dead letters."""
         try:
-            await self.poison.failed(lease, problem)
+            if await self.poison.failed(lease, problem):
+                # Its signals were given up (and answered as failed): a run suspended for
+                # them must not go on later.
+                checkpoint = await self.state.suspensions.load(lease.session_id)
+                if checkpoint is not None:
+                    await self.awaiting.ended(lease, checkpoint.run_id)
         except Exception as counting:  # the signals stay in flight: nothing is lost
             logger.warning("session %s: failure not counted: %s", lease.session_id, counting)
 
@@ -413,7 +504,7 @@ class SessionWorker:
 
     async def _run_once(
         self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
-    ) -> RunResult:
+    ) -> tuple[RunResult, RunEnding | None]:
         # The run joins the trace of the first signal it was asked to handle, and links the
         # others: one run answers several signals.
         asking = [p for p in signals if p.action.wakes_a_worker] or signals
@@ -430,19 +521,20 @@ class SessionWorker:
                 attributes=attributes,
             ) as span,
         ):
-            result = await self._run_signals(lease, signals, fresh)
+            result, ending = await self._run_signals(lease, signals, fresh)
             span.set_attribute("loom.run_id", result.run_id)
             span.set_attribute("loom.status", result.status.value)
-            return result
+            return result, ending
 
     async def _run_signals(
         self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
-    ) -> RunResult:
-        """Run the session on ``signals``; ``fresh`` are those taken for the first time."""
+    ) -> tuple[RunResult, RunEnding | None]:
+        """Run the session on ``signals``; ``fresh`` are those taken for the first time.
+        Returns the result and what the run left to store (None if it stored nothing)."""
         session_id = lease.session_id
         await self.state.check_fence(session_id, lease.token)
         risks = await self.state.risks(session_id)
-        store = FencedSessionStore(self.agent.session_store, self.state, lease)
+        store = LeasedSessionStore(self.state.sessions, self.state, lease)
         # A fresh Session each time: another worker may have run it since, so the history
         # is loaded from the shared store, never from this process's memory.
         session = Session(self.agent, SessionConfig(id=session_id), store=store)
@@ -452,6 +544,9 @@ class SessionWorker:
             "worker": self.owner,
         }
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        # Should the run pause for approvals, its calls from then on are journaled in the
+        # state, so a worker that resumes it after a crash never runs one twice.
+        run.journal = FencedJournal(self.state.suspensions, lease)
         logs.bind(run_id=run.id)  # until _run_once's log context ends
         now = datetime.now(UTC)
         for pending in fresh:
@@ -461,7 +556,7 @@ class SessionWorker:
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
         result = await self._watch(lease, run, signals)
         _log_outcome(session_id, result, len(signals))
-        return result
+        return result, store.ending
 
     async def _watch(self, lease: Lease, run: Run, signals: list[PendingSignal]) -> RunResult:
         """Follow the run to its end or its suspension; interrupts and a lost lease reach
@@ -472,8 +567,18 @@ class SessionWorker:
         try:
             result = await self.awaiting.follow(lease, run, signals)
         except asyncio.CancelledError:
-            # Shutdown: stop the run itself too, so it cannot write after handing back.
-            run.cancel("the worker is shutting down; the session is handed back")
+            # Shutdown: stop the run itself too, so it cannot write after handing back. A
+            # run waiting for people is suspended instead: its checkpoint is in the state.
+            if not run.suspend():
+                run.cancel("the worker is shutting down; the session is handed back")
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(run.wait(), 5)
+            raise
+        except Exception:
+            # Keeping or asking for a paused run failed (the state or the broker is down):
+            # the run must not wait on in this process, where nobody can decide for it. Its
+            # signals stay in flight for the next attempt.
+            run.cancel("the worker could not keep the run waiting for approval")
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(run.wait(), 5)
             raise
@@ -568,4 +673,4 @@ def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
         logger.info("%s: %s", what, result.error)
 
 
-__all__ = ["FencedSessionStore", "SessionWorker", "render_run_input"]
+__all__ = ["LeasedSessionStore", "SessionWorker", "render_run_input"]

@@ -5,7 +5,7 @@ one, so a consumer composes the policies it wants around its own handler (outerm
 
     handler = count_dead_letters(backoff(consumer.handle))
 
-- ``backoff``: pause before the redelivery when Redis or RabbitMQ is briefly away;
+- ``backoff``: wait an outage of Redis or RabbitMQ out in place, spending no delivery;
 - ``dead_letters``: count every dead letter once, in ``loom_dead_letters_total{queue}``;
 - ``retry_budget``: retry on a time budget (pause, requeue a copy that counts the attempt)
   instead of on the broker's delivery limit;

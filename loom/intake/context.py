@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from loom.core.approvals import ApprovalDesk
+from loom.intake.auth import Credentials
 from loom.intake.port import Host, Intake
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class AdapterContext:
         self.settings: Any = settings
         """The process's settings (``loom.daemon.Settings``), for adapters written against
         the Daemon; prefer ``section`` and the typed fields below."""
+        self.credentials = Credentials(api_token, webhook_secret)
+        """What inbound routes accept by default, and the one place that decides
+        (``Credentials.refusal``); a blank token or secret is refused here."""
         self.api_token = api_token
         """LOOM_API_TOKEN: the bearer token inbound routes accept by default."""
         self.webhook_secret = webhook_secret

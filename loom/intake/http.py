@@ -6,16 +6,22 @@ with the status, 503 + Retry-After while the process drains, 413 past the body l
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import pydantic_core
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+logger = logging.getLogger("loom.http")
+
+BODY_TIMEOUT = 30.0
+"""Seconds a client has, once its headers are in, to send the whole body."""
 
 
 def parse_json(body: bytes | str) -> Any:
@@ -59,20 +65,33 @@ async def inbound_body(
     return body if refused is None else error(401, refused)
 
 
-async def read_body(request: Request, limit: int) -> bytes | Response:
-    """The request body, or a 413 as soon as it passes ``limit`` bytes."""
+async def read_body(
+    request: Request, limit: int, *, timeout: float | None = None
+) -> bytes | Response:
+    """The request body, or the answer that ends the request: a 413 as soon as it passes
+    ``limit`` bytes, a 408 if it has not all come within ``timeout`` seconds (default
+    ``BODY_TIMEOUT``). A client that hangs up is logged at DEBUG: nobody is left to answer."""
     declared = request.headers.get("content-length", "")
     # ASCII digits only, and few: int() of "²" or of 5,000 digits raises.
     if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 18 or int(declared) > limit):
         return error(413, f"body larger than {limit} bytes")
+    seconds = BODY_TIMEOUT if timeout is None else timeout
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return error(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return error(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        return error(408, f"the body did not arrive within {seconds:g}s")
+    except ClientDisconnect:
+        logger.debug("%s %s: the client hung up before its body arrived",
+                     request.method, request.url.path)  # fmt: skip
+        return error(400, "the client hung up before its body arrived")
     return b"".join(chunks)
 
 
-__all__ = ["Endpoint", "Limits", "error", "inbound_body", "parse_json", "read_body"]
+__all__ = ["BODY_TIMEOUT", "Endpoint", "Limits", "error", "inbound_body", "parse_json", "read_body"]

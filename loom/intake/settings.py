@@ -70,6 +70,10 @@ class SettingsBase(BaseSettings):
         return tuple(sources)
 
 
+SECRET_NAME = re.compile(r"token|secret|password|passwd|key|credential|auth", re.IGNORECASE)
+"""Names of settings whose values are secrets: an error about one never shows the value."""
+
+
 def describe_settings_error(
     problem: Exception, environ: Mapping[str, str] | None = None
 ) -> str | None:
@@ -128,7 +132,10 @@ def _describe_field(error: ErrorDetails, env: Mapping[str, str]) -> str:
             where += f" in {config}"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    shown = isinstance(value, str | int | float) and repr(value) not in message
+    # A secret's value is never echoed, even a wrong one: it may be the right secret put
+    # in the wrong place, and this line goes to a terminal and to logs.
+    secret = any(SECRET_NAME.search(str(part)) for part in loc)
+    shown = not secret and isinstance(value, str | int | float) and repr(value) not in message
     return f"{where}: {message}" + (f" (got {value!r})" if shown else "")
 
 

@@ -6,11 +6,12 @@ often a tool may run, as the kernel's ``Governor`` port asks.
 1. the deny list (a tool matching a deny glob is denied);
 2. the allow list, when one is given (a tool matching none of it is denied);
 3. read-only mode (a tool not marked ``read_only`` is denied);
-4. destructive tools, denied unless ``allow_destructive``;
+4. destructive tools, unless ``allow_destructive``: denied, except a call step 6 puts to a
+   person (a person may approve what the policy would not run on its own);
 5. veto rules (a callable on the call returning True, or a reason as a string, denies);
 6. approval: the tool's own ``requires_approval``, the policy's ``require_approval`` globs
    or rule, and (``supervised``) every destructive or non-read-only tool ask a person;
-   anything left is allowed.
+   anything left is allowed (a destructive call nobody is asked about is denied: step 4).
 
 ``admit`` runs just before a call starts, after any approval: the rate limits of every glob
 the tool matches, counted in the ``RateLimits`` it is handed (shared by every replica on
@@ -53,6 +54,8 @@ class _Static(NamedTuple):
     denial: Ruling | None
     approval: Ruling | None
     limits: tuple[RateLimit, ...]
+    destructive: Ruling | None
+    """The denial of a destructive tool the policy does not allow, unless a person is asked."""
 
 
 class GovernancePolicy:
@@ -241,6 +244,13 @@ class GovernancePolicy:
                 return Ruling(Verdict.DENY, f"Tool {call.tool!r} is denied: {reason}", "veto")
             if said not in (False, None, ""):
                 return _failed(name, call, TypeError(f"returned {said!r}, not a bool or a str"))
+        asked = await self._asked(call, static)
+        if asked is not None:
+            return asked
+        return static.destructive or ALLOWED
+
+    async def _asked(self, call: ToolCallInfo, static: _Static) -> Ruling | None:
+        """Step 6: the ruling that puts the call to a person (or a failed rule), or None."""
         if static.approval is not None:
             return static.approval
         own = call.requires_approval
@@ -251,10 +261,8 @@ class GovernancePolicy:
             if asked is not None:
                 return asked
         if self._approval_rule is not None:
-            asked = await self._ask_rule(self._approval_rule, "the policy's approval rule", call)
-            if asked is not None:
-                return asked
-        return ALLOWED
+            return await self._ask_rule(self._approval_rule, "the policy's approval rule", call)
+        return None
 
     async def admit(self, call: ToolCallInfo, limits: RateLimits) -> Ruling:
         """Count the call against the rate limit of every glob its tool matches; the first
@@ -277,7 +285,12 @@ class GovernancePolicy:
     def _remember(self, call: ToolCallInfo) -> _Static:
         if len(self._static) >= _MAX_CACHED_TOOLS:
             self._static.clear()
-        static = _Static(self._denial(call), self._approval(call), self._limits(call.tool))
+        static = _Static(
+            self._denial(call),
+            self._approval(call),
+            self._limits(call.tool),
+            self._destructive(call),
+        )
         self._static[(call.tool, call.read_only, call.destructive)] = static
         return static
 
@@ -306,14 +319,17 @@ class GovernancePolicy:
                 "read-only and this tool is not marked read-only.",
                 "read_only",
             )
-        if call.destructive and not self.allow_destructive:
-            return Ruling(
-                Verdict.DENY,
-                f"Tool {tool!r} is denied: it is destructive and the "
-                "governance policy does not allow destructive tools.",
-                "destructive",
-            )
         return None
+
+    def _destructive(self, call: ToolCallInfo) -> Ruling | None:
+        if not call.destructive or self.allow_destructive:
+            return None
+        return Ruling(
+            Verdict.DENY,
+            f"Tool {call.tool!r} is denied: it is destructive, the governance policy does "
+            "not allow destructive tools, and no approval is asked for it.",
+            "destructive",
+        )
 
     def _approval(self, call: ToolCallInfo) -> Ruling | None:
         if isinstance(self.require_approval, tuple):
@@ -352,16 +368,18 @@ def _ask(call: ToolCallInfo, why: str) -> Ruling:
 
 
 def _failed(name: str, call: ToolCallInfo, exc: Exception) -> Ruling:
-    """Fail closed: the call is denied, naming the rule and the error's type and message."""
+    """Fail closed: the call is denied, naming the rule and the error's type. The error's
+    text goes to the log only: it may quote the call's arguments or a secret, and the
+    model (and whoever reads its output) must not see it."""
     detail = str(exc) or "no message"
     if len(detail) > _MAX_ERROR_TEXT:
         detail = detail[: _MAX_ERROR_TEXT - 3] + "..."
     logger.warning(
-        "governance rule failed; call denied",
-        extra={"rule": name, "tool": call.tool, "error": type(exc).__name__},
-    )
+        "governance rule %s failed on %s (%s: %s); call denied",
+        name, call.tool, type(exc).__name__, detail,
+    )  # fmt: skip
     reason = (
-        f"Tool {call.tool!r} is denied: {name} failed ({type(exc).__name__}: {detail}), "
+        f"Tool {call.tool!r} is denied: {name} failed ({type(exc).__name__}), "
         "and a failing governance rule denies the call."
     )
     return Ruling(Verdict.DENY, reason, "error")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from loom.core.messages import Message, ToolCall, Usage
 from loom.providers._sdk_model import SDKModel
@@ -17,6 +17,14 @@ from loom.providers.base import (
     require_stop,
 )
 from loom.providers.retry import RetryPolicy
+from loom.providers.wire_body import (
+    ENTRY_OVERHEAD,
+    Fragments,
+    WireCache,
+    dumps,
+    json_array,
+    spliced_body,
+)
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -61,22 +69,60 @@ class AnthropicModel(SDKModel):
         )
         self.thinking = thinking
         self.prompt_caching = prompt_caching
+        self._wire = WireCache(anthropic_blocks_json, _blocks_size)
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
         params = self.request_params(request)
+        if on_delta is not None:
+            params["stream"] = True
+        turns = anthropic_turns_json(await self._wire.values(request.messages))
+        body = spliced_body(params, "messages", turns)
 
         async def attempt(deltas: DeltaHandler | None) -> Any:
             if deltas is None:
-                return await self.client.messages.create(**params)
-            return await self._stream(params, deltas)
+                return await self._post(body, stream=False)
+            return await self._stream(body, deltas)
 
         return self.parse_message(await self.call(attempt, on_delta))
 
-    async def _stream(self, params: dict[str, Any], on_delta: DeltaHandler) -> Any:
+    def _raw_path(self) -> bool:
+        """Whether the client takes a body as bytes: the Vertex and Bedrock clients rewrite
+        the body's fields (the model goes into the URL), so they get the SDK's methods."""
+        from anthropic import AsyncAnthropic
+
+        return isinstance(self.client, AsyncAnthropic)
+
+    async def _post(self, body: bytes, *, stream: bool) -> Any:
+        # The body goes as bytes through ``client.post``, the path ``messages.create`` ends
+        # in, without the SDK's copy of every argument: its auth, errors and stream types stay.
+        from anthropic import AsyncStream
+        from anthropic.types import Message as WireMessage
+        from anthropic.types import RawMessageStreamEvent
+
+        if not self._raw_path():
+            return await self.client.messages.create(**sdk_arguments(body, stream=stream))
+        return await self.client.post(
+            "/v1/messages",
+            content=body,
+            cast_to=WireMessage,
+            stream=stream,
+            stream_cls=AsyncStream[RawMessageStreamEvent],
+        )
+
+    async def _stream(self, body: bytes, on_delta: DeltaHandler) -> Any:
+        from anthropic.lib.streaming import AsyncMessageStreamManager
+
         tool_block: tuple[str | None, str | None] = (None, None)
-        async with self.client.messages.stream(**params) as stream:
+        # The SDK's own stream helper, as ``messages.stream`` returns it (its events are read
+        # by their ``type``, like the other providers' streams).
+        manager: Any = (
+            AsyncMessageStreamManager(self._post(body, stream=True))
+            if self._raw_path()
+            else self.client.messages.stream(**sdk_arguments(body, stream=False))
+        )
+        async with manager as stream:
             async for event in stream:
                 kind = event.type
                 if kind == "content_block_start":
@@ -99,7 +145,6 @@ class AnthropicModel(SDKModel):
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": generation.max_output_tokens or DEFAULT_MAX_TOKENS,
-            "messages": to_anthropic_messages(request.messages),
         }
         if request.instructions:
             system: dict[str, Any] = {"type": "text", "text": request.instructions}
@@ -165,49 +210,92 @@ class AnthropicModel(SDKModel):
         )
 
 
-def to_anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Loom's transcript as Messages API turns.
+SDK_FIELDS = ("model", "max_tokens", "messages", "system", "tools", "stop_sequences", "thinking")
+"""The request fields Loom sends that ``messages.create`` names; the rest go as extra_body."""
 
-    Tool results become ``tool_result`` blocks of one user turn; adjacent user content is
-    merged, so the turns always alternate as the API expects.
+
+def sdk_arguments(body: bytes, *, stream: bool) -> dict[str, Any]:
+    """The arguments of ``messages.create`` (or ``.stream``) that send ``body``."""
+    fields = json.loads(body)
+    fields.pop("stream", None)
+    arguments = {name: fields.pop(name) for name in SDK_FIELDS if name in fields}
+    if stream:
+        arguments["stream"] = True
+    if fields:
+        arguments["extra_body"] = fields
+    return arguments
+
+
+def anthropic_blocks(message: Message) -> list[dict[str, Any]]:
+    """The content blocks one transcript entry adds to its turn.
+
+    Tool results become ``tool_result`` blocks of a user turn; adjacent user content is
+    merged into one turn (``anthropic_turns_json``), so the turns alternate as the API expects.
     """
-    turns: list[dict[str, Any]] = []
+    if message.role == "user":
+        return [{"type": "text", "text": message.content or " "}]
+    if message.role == "tool":
+        result: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id,
+            "content": message.content,
+        }
+        if message.is_error:
+            result["is_error"] = True
+        return [result]
+    blocks: list[dict[str, Any]] = list((message.provider_data or {}).get("anthropic_thinking", ()))
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    blocks.extend(
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+        for c in message.tool_calls
+    )
+    return blocks
 
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
 
-    for message in messages:
-        if message.role == "user":
-            add("user", [{"type": "text", "text": message.content or " "}])
-        elif message.role == "tool":
-            result: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": message.tool_call_id,
-                "content": message.content,
-            }
-            if message.is_error:
-                result["is_error"] = True
-            add("user", [result])
-        else:
-            blocks: list[dict[str, Any]] = list(
-                (message.provider_data or {}).get("anthropic_thinking", ())
-            )
-            if message.content:
-                blocks.append({"type": "text", "text": message.content})
-            blocks.extend(
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
-                for c in message.tool_calls
-            )
-            add("assistant", blocks)
-    for turn in turns:
-        # A lone text block goes as a plain string: the same request, and the SDK's
-        # parameter transform is markedly cheaper on it.
-        content = turn["content"]
-        if len(content) == 1 and content[0]["type"] == "text":
-            turn["content"] = content[0]["text"]
-    return turns
+class Blocks(NamedTuple):
+    """One message serialised: its blocks, and the turn it makes when alone in one."""
+
+    role: bytes
+    fragments: Fragments
+    turn: bytes
+
+
+def anthropic_blocks_json(message: Message) -> Blocks:
+    blocks = anthropic_blocks(message)
+    role = b"assistant" if message.role == "assistant" else b"user"
+    fragments = tuple(dumps(block) for block in blocks)
+    if len(blocks) == 1 and blocks[0]["type"] == "text":
+        # A turn of one text block goes as a plain string: the same request, and shorter.
+        content = dumps(blocks[0]["text"])
+    else:
+        content = json_array(fragments)
+    return Blocks(role, fragments, b'{"role":"' + role + b'","content":' + content + b"}")
+
+
+def _blocks_size(blocks: Blocks) -> int:
+    return sum(map(len, blocks.fragments)) + len(blocks.turn) + ENTRY_OVERHEAD
+
+
+def anthropic_turns_json(messages: Iterable[Blocks]) -> bytes:
+    """The ``messages`` array of a request from its messages' serialised blocks.
+
+    Adjacent messages of one role make one turn; a turn of one message is that message's
+    own ``turn``, and most are (assistant and tool turns alternate)."""
+    turns: list[bytes] = []
+    group: list[Blocks] = []  # the messages of the turn being gathered
+    for blocks in messages:
+        if not blocks.fragments:
+            continue
+        if group and blocks.role != group[0].role:
+            turns.append(group[0].turn if len(group) == 1 else _merged_turn(group))
+            group = []
+        group.append(blocks)
+    if group:
+        turns.append(group[0].turn if len(group) == 1 else _merged_turn(group))
+    return json_array(turns)
+
+
+def _merged_turn(group: Sequence[Blocks]) -> bytes:
+    content = json_array(piece for blocks in group for piece in blocks.fragments)
+    return b'{"role":"' + group[0].role + b'","content":' + content + b"}"

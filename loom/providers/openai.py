@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 from loom.core.messages import Message, Usage
 from loom.errors import ProviderError
@@ -24,10 +24,18 @@ from loom.providers.base import (
     require_stop,
     tool_call_from_json,
 )
-from loom.providers.openai_responses import parse_response, responses_params, stream_response
+from loom.providers.openai_responses import (
+    parse_response,
+    responses_params,
+    stream_response,
+    to_response_input,
+)
 from loom.providers.retry import RetryPolicy
+from loom.providers.wire_body import Fragments, array_of, dumps, fragments_cache, spliced_body
 
 logger = logging.getLogger("loom.providers")
+PATH_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+"""What a URL path segment holds unescaped (RFC 3986 ``pchar``)."""
 
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _FINISH_REASONS: dict[str, StopReason] = {
@@ -70,29 +78,90 @@ class OpenAIModel(SDKModel):
         )
         self.api = api
         self.reasoning = bool(REASONING_MODEL.match(model)) if reasoning is None else reasoning
+        self._wire = fragments_cache(
+            response_items_json if api == "responses" else chat_message_json
+        )
 
     async def complete(
         self, request: ModelRequest, on_delta: DeltaHandler | None = None
     ) -> ModelResponse:
+        streaming = on_delta is not None
+        wire = await self._wire.values(request.messages)
+        if self.api == "responses":
+            params = responses_params(self.model, request, reasoning=self.reasoning)
+            if streaming:
+                params["stream"] = True
+            body = spliced_body(params, "input", array_of(wire))
+        else:
+            params = self.chat_params(request)
+            if streaming:  # with usage in the last chunk
+                params.update(stream=True, stream_options={"include_usage": True})
+            body = spliced_body(params, "messages", self._chat_messages(request, wire))
+
         async def attempt(deltas: DeltaHandler | None) -> ModelResponse:
             if self.api == "responses":
-                params = responses_params(self.model, request, reasoning=self.reasoning)
                 if deltas is None:
-                    return parse_response(await self.client.responses.create(**params))
-                return await stream_response(self.client, params, deltas)
-            params = self.chat_params(request)
+                    return parse_response(await self._post_responses(body, stream=False))
+                return await stream_response(await self._post_responses(body, stream=True), deltas)
             if deltas is None:
-                return self.parse_chat(await self.client.chat.completions.create(**params))
-            return await self._stream_chat(params, deltas)
+                return self.parse_chat(await self._post_chat(body, stream=False))
+            return await self._stream_chat(body, deltas)
 
         return await self.call(attempt, on_delta)
+
+    # -- the raw request path ------------------------------------------------------------
+    # The body goes as bytes through ``client.post``, the path the SDK's own methods end in:
+    # the client's auth (``security`` as its methods set it), errors and stream types stay.
+    async def _post_chat(self, body: bytes, *, stream: bool) -> Any:
+        from openai import AsyncStream
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+        return await self.client.post(
+            self._chat_path(),
+            content=body,
+            cast_to=ChatCompletion,
+            options={"security": {"bearer_auth": True}},
+            stream=stream,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
+
+    def _chat_path(self) -> str:
+        """``/chat/completions``; on an Azure client without a deployment in its URL, that
+        of the model's deployment, as its ``chat.completions.create`` would route it (the
+        client reads the model from a body it is not given here)."""
+        from openai import AsyncAzureOpenAI
+
+        client = self.client
+        if isinstance(client, AsyncAzureOpenAI) and "/deployments" not in client.base_url.path:
+            return f"/deployments/{quote(self.model, safe=PATH_SEGMENT_SAFE)}/chat/completions"
+        return "/chat/completions"
+
+    async def _post_responses(self, body: bytes, *, stream: bool) -> Any:
+        from openai import AsyncStream
+        from openai.types.responses import Response, ResponseStreamEvent
+
+        return await self.client.post(
+            "/responses",
+            content=body,
+            cast_to=Response,
+            options={"security": {"bearer_auth": True}},
+            stream=stream,
+            stream_cls=AsyncStream[ResponseStreamEvent],
+        )
+
+    def _chat_messages(self, request: ModelRequest, wire: list[Fragments]) -> bytes:
+        system = (
+            (dumps({"role": "system", "content": request.instructions}),)
+            if request.instructions
+            else ()
+        )
+        return array_of(wire, system)
 
     # -- chat completions --------------------------------------------------------------
     def chat_params(self, request: ModelRequest) -> dict[str, Any]:
         generation = request.generation
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": to_chat_messages(request.instructions, request.messages),
         }
         if request.tools:
             params["tools"] = [
@@ -145,10 +214,8 @@ class OpenAIModel(SDKModel):
             model=completion.model or self.model,
         )
 
-    async def _stream_chat(self, params: dict[str, Any], on_delta: DeltaHandler) -> ModelResponse:
-        stream = await self.client.chat.completions.create(
-            **params, stream=True, stream_options={"include_usage": True}
-        )
+    async def _stream_chat(self, body: bytes, on_delta: DeltaHandler) -> ModelResponse:
+        stream = await self._post_chat(body, stream=True)
         text: list[str] = []
         refusal: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
@@ -209,35 +276,35 @@ def chat_usage(usage: Any) -> Usage:
     )
 
 
-def to_chat_messages(instructions: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Loom's transcript as Chat Completions messages."""
-    wire: list[dict[str, Any]] = []
-    if instructions:
-        wire.append({"role": "system", "content": instructions})
-    for message in messages:
-        if message.role == "user":
-            wire.append({"role": "user", "content": message.content})
-        elif message.role == "tool":
-            wire.append(
-                {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
-            )
-        else:
-            # Content may be null only beside tool calls ("required unless tool_calls").
-            content = message.content or (None if message.tool_calls else "")
-            entry: dict[str, Any] = {"role": "assistant", "content": content}
-            if message.tool_calls:
-                entry["tool_calls"] = [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": call.raw_arguments
-                            if call.raw_arguments is not None
-                            else json.dumps(call.arguments),
-                        },
-                    }
-                    for call in message.tool_calls
-                ]
-            wire.append(entry)
-    return wire
+def chat_message(message: Message) -> dict[str, Any]:
+    """One transcript entry as a Chat Completions message."""
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    # Content may be null only beside tool calls ("required unless tool_calls").
+    content = message.content or (None if message.tool_calls else "")
+    entry: dict[str, Any] = {"role": "assistant", "content": content}
+    if message.tool_calls:
+        entry["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": call.raw_arguments
+                    if call.raw_arguments is not None
+                    else json.dumps(call.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return entry
+
+
+def chat_message_json(message: Message) -> Fragments:
+    return (dumps(chat_message(message)),)
+
+
+def response_items_json(message: Message) -> Fragments:
+    return tuple(dumps(item) for item in to_response_input((message,)))

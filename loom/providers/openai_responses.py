@@ -24,10 +24,10 @@ _INCOMPLETE: dict[str, StopReason] = {
 
 
 def responses_params(model: str, request: ModelRequest, *, reasoning: bool) -> dict[str, Any]:
+    """The request's fields but its ``input`` (sent serialised, see loom.providers.wire_body)."""
     generation = request.generation
     params: dict[str, Any] = {
         "model": model,
-        "input": to_response_input(request.messages),
         # Stateless: the transcript is ours, so nothing is kept server-side.
         "store": False,
     }
@@ -125,10 +125,8 @@ def parse_response(response: Any) -> ModelResponse:
     )
 
 
-async def stream_response(
-    client: Any, params: dict[str, Any], on_delta: DeltaHandler
-) -> ModelResponse:
-    stream = await client.responses.create(**params, stream=True)
+async def stream_response(stream: Any, on_delta: DeltaHandler) -> ModelResponse:
+    """The response read from a Responses API event stream, its deltas passed on."""
     calls: dict[str, tuple[str, str]] = {}
     final: Any = None
     async for event in stream:

@@ -20,6 +20,7 @@ from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
+from loom.logs import scrub_keys
 from loom.providers.base import ModelProvider, ModelRequest, ModelResponse, StreamDelta
 from loom.providers.pricing import apply_cost
 from loom.runtime.config import Runtime
@@ -129,7 +130,7 @@ class AgentLoop:
         run.status = RunStatus.RUNNING
         run.input = checkpoint.input
         run.emit("run.resumed", approvals=[a.to_dict() for a in checkpoint.approvals])
-        self.calls.settle_approvals(state, [a for a in checkpoint.approvals if a.decided])
+        self.calls.settle_approvals(state, [a for a in state.approvals.values() if a.decided])
         return await self._finish(state, await self._guarded(state, resuming=True))
 
     def _open_window(self, state: RunState, window: ContextWindow | None) -> None:
@@ -251,6 +252,11 @@ class AgentLoop:
                 return self._final(response)
             if await self.calls.review(state, response.tool_calls):
                 await self._wait_for_people(state)
+            elif state.journal is not None:
+                # A run that has had a checkpoint keeps one for every turn, taken before
+                # the turn's calls run: resumed after a crash, it goes on from here (the
+                # journal knows these calls) instead of asking the model again.
+                await state.journal.turn(state.checkpoint())
             stopped = await self._settle_turn(state)
             if stopped is not None:
                 return stopped
@@ -265,6 +271,11 @@ class AgentLoop:
         run = state.run
         if run.interrupt_requested():
             return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
+        now = datetime.now(UTC)
+        for call_id, approval in list(state.approvals.items()):
+            if not approval.decided and approval.expired(now):
+                state.approvals[call_id] = lapsed = approval.expire(now)
+                self.calls.settle_approvals(state, [lapsed])
         if any(not a.decided for a in state.approvals.values()):
             await self._wait_for_people(state)  # resumed before every decision came
             if run.interrupt_requested():
@@ -306,6 +317,9 @@ class AgentLoop:
         try:
             decided = await run.decisions()
         except RunSuspended:
+            # Decisions taken here before the suspension go into its checkpoint.
+            for approval in run.decided:
+                state.approvals[approval.call_id] = approval
             raise _Suspended from None
         finally:
             state.waited += time.perf_counter() - clock
@@ -359,7 +373,8 @@ class AgentLoop:
         try:
             response = await self.provider.complete(request, on_delta if stream else None)
         except Exception as exc:
-            reason = describe_model_error(exc)
+            # The reason reaches results, replies, hooks and logs: no key it may quote.
+            reason = scrub_keys(describe_model_error(exc))
             if self.hooks.wants("after_llm"):
                 await self.hooks.emit(
                     "after_llm",

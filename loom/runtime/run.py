@@ -159,7 +159,6 @@ class Run:
         """The run waits for people: ``wait()`` returns ``result`` until they decide."""
         self.status = RunStatus.AWAITING_APPROVAL
         self.checkpointed = True
-        metrics.APPROVALS_REQUESTED.inc(len(result.approvals))
         self._paused = result
         self._approvals = {a.id: a for a in result.approvals}
         self._decided.clear()
@@ -189,13 +188,23 @@ class Run:
                     await self._decided.wait()
 
     def resume(self) -> None:
-        """The people decided: the run goes on."""
+        """The people decided (or an interrupt came): the run goes on."""
         decided = [a.to_dict() for a in self._approvals.values()]
         self.status = RunStatus.RUNNING
         self._paused = None
         self._approvals = {}
-        self.emit("run.resumed", approvals=decided)
+        if not self.interrupt_requested():  # it ends at once, as interrupted
+            self.emit("run.resumed", approvals=decided)
         self._notify()
+
+    @property
+    def decided(self) -> tuple[Approval, ...]:
+        """The approvals of the current pause decided so far (in this process)."""
+        return tuple(a for a in self._approvals.values() if a.decided)
+
+    def knows(self, approval_id: str) -> bool:
+        """Whether ``approval_id`` is one of the current pause's approvals."""
+        return approval_id in self._approvals
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
@@ -271,6 +280,11 @@ class Run:
             if all(a.decided for a in self._approvals.values()):
                 self._paused = None
             self._decided.set()
+
+    @property
+    def suspending(self) -> bool:
+        """``suspend()`` was asked for: the run hands back its checkpoint."""
+        return self._suspend
 
     def suspend(self) -> bool:
         """Stop waiting here: the run ends in this process as ``awaiting_approval`` with a

@@ -35,6 +35,9 @@ class RunState:
     """Arguments a ``before_tool`` hook rewrote, by call id (the call runs with these)."""
     approvals: dict[str, Approval] = field(default_factory=dict)
     """This turn's approvals, by call id."""
+    past_approvals: list[Approval] = field(default_factory=list)
+    """Earlier turns' approvals, decided: kept in every checkpoint, so a late decision on
+    one is answered with what happened to it."""
     journal: ToolJournal | None = None
     """Set once the run has a checkpoint: from then on every call is journaled."""
     worked: float = 0.0
@@ -72,7 +75,7 @@ class RunState:
                 for c in self.open_calls
             ),
             results=dict(self.results),
-            approvals=tuple(self.approvals.values()),
+            approvals=(*self.past_approvals, *self.approvals.values()),
             usage=self.usage,
             output=self.output,
             metadata=self.metadata,
@@ -95,9 +98,14 @@ class RunState:
             iteration=checkpoint.iteration,
             open_calls=checkpoint.calls,
             results=dict(checkpoint.results),
-            approvals={a.call_id: a for a in checkpoint.approvals},
             worked=checkpoint.elapsed,
         )
+        turn = {call.id for call in checkpoint.calls}
+        for approval in checkpoint.approvals:
+            if approval.call_id in turn:
+                state.approvals[approval.call_id] = approval
+            else:
+                state.past_approvals.append(approval)
         for message in checkpoint.transcript:
             state.append(message)
         return state

@@ -38,6 +38,9 @@ logger = logging.getLogger("loom.session")
 MAX_PENDING_SIGNALS = 100
 MAX_REMEMBERED_DEDUPE_KEYS = 1_000
 MAX_RUNS_KEPT = 100
+SAVE_RETRY_PAUSES: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Pauses between attempts to save a run that ended (about 8 s in all): after the last,
+the run is reported failed, saying the session could not be saved."""
 
 Task = str | RuntimeTask
 Outcome = tuple[RunResult, list[Message]]
@@ -203,7 +206,7 @@ class Session:
 
     def _waiting_run(self, approval_id: str) -> Run:
         run = self.current_run
-        if run is None or all(a.id != approval_id for a in run.approvals):
+        if run is None or not run.knows(approval_id):
             raise UnknownApproval(f"session {self.id} waits for no approval {approval_id!r}")
         return run
 
@@ -328,15 +331,25 @@ class Session:
             finished_at=result.finished_at,
             metadata=result.metadata,
         )
-        try:
-            await self.store.append(
-                self.id, messages=transcript, run=record, metadata=self.metadata
-            )
-        except Exception as exc:
-            logger.exception("saving session %s failed", self.id)
-            result.status = RunStatus.FAILED
-            result.error = f"the run ended but saving the session failed: {exc}"
-            result.artifacts = ()  # only completed runs have artifacts
+        # The model has answered: a store that is briefly away (a failover) is waited out
+        # rather than the answer thrown away as a failed run.
+        for pause in (*SAVE_RETRY_PAUSES, None):
+            try:
+                await self.store.append(
+                    self.id, messages=transcript, run=record, metadata=self.metadata
+                )
+                return
+            except Exception as exc:
+                if pause is None:
+                    logger.exception("saving session %s failed", self.id)
+                    result.status = RunStatus.FAILED
+                    result.error = f"the run ended but saving the session failed: {exc}"
+                    result.artifacts = ()  # only completed runs have artifacts
+                    return
+                logger.warning(
+                    "saving session %s failed (%s); retrying in %.2fs", self.id, exc, pause
+                )
+                await asyncio.sleep(pause)
 
     # -- signals -----------------------------------------------------------------------
     def _with_pending_signals(self, text: str) -> str:

@@ -72,6 +72,8 @@ class ToolCalls:
                 )
                 state.approvals[call.id] = approval
                 waiting.append(approval)
+        if waiting:
+            metrics.APPROVALS_REQUESTED.inc(len(waiting))
         return waiting
 
     async def _consult_hook(self, state: RunState, call: ToolCall) -> Ruling | None:
@@ -165,8 +167,13 @@ class ToolCalls:
                 return
             if len(batch) == 1:
                 await self._run_one(state, batch[0])
-            else:
-                await asyncio.gather(*(bounded(call) for call in batch))
+                continue
+            try:  # one call failing (the journal unreachable) stops its siblings too
+                async with asyncio.TaskGroup() as group:
+                    for call in batch:
+                        group.create_task(bounded(call))
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
 
     def _batches(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
         """Consecutive concurrency-safe calls run together; any other call runs alone."""
@@ -256,6 +263,7 @@ class ToolCalls:
             session_id=state.run.session_id,
             tool_call_id=call.id,
             metadata=state.metadata,
+            interrupted=state.run.interrupt_requested,
         )
         try:
             async with asyncio.timeout(self.runtime.tool_timeout):
@@ -302,6 +310,7 @@ class ToolCalls:
             )
             state.append(message)
         state.open_calls = ()
+        state.past_approvals.extend(a for a in state.approvals.values() if a.decided)
         state.results, state.started, state.arguments, state.approvals = {}, set(), {}, {}
 
 

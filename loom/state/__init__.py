@@ -19,7 +19,8 @@ from loom.state.working import WorkingState
 
 
 def state_from_url(url: str, **options: Any) -> State:
-    """The state backend a URL names: ``memory://`` or ``redis://`` / ``rediss://``.
+    """The state backend a URL names: ``memory://``, ``redis://`` / ``rediss://``, or a
+    Redis Sentinel's primary (``redis+sentinel://HOST:26379[,HOST:PORT]/SERVICE[/DB]``).
 
     ``options`` go to the backend's constructor. Redis support is imported only here, so
     ``import loom`` never imports the redis package.
@@ -27,13 +28,14 @@ def state_from_url(url: str, **options: Any) -> State:
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryState(**options)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+sentinel", "rediss+sentinel"):
         from loom.state.redis_state import RedisState
 
         return RedisState(url, **options)
     shown = f"{scheme}://" if scheme else repr(url)
     raise ValueError(
-        f"unsupported state URL {shown}: use memory:// or redis://host:6379/0 (rediss:// for TLS)"
+        f"unsupported state URL {shown}: use memory:// or redis://host:6379/0 (rediss:// for "
+        "TLS, redis+sentinel://host:26379/service for a Sentinel)"
     )
 
 

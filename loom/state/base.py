@@ -8,7 +8,9 @@ The ports, one module each, are what callers type against:
   risks, decisions, interrupts, and the ready set (attention role, workers);
 - ``Leases`` (``loom.state.leases``): session leases and fencing tokens (workers, the stuck
   check);
-- ``FeedbackLog`` (``loom.state.feedback_log``): feedback events (the feedback policy).
+- ``FeedbackLog`` (``loom.state.feedback_log``): feedback events (the feedback policy);
+- ``RunEndings`` (``loom.state.endings``): a run's ending in one fenced step, and the
+  outbox of the replies it owes (workers).
 
 ``State`` adds connecting, the health check, the URL it was made from, and on the same
 backend the kernel's session store (``state.sessions``: transcripts and run records) and
@@ -20,10 +22,13 @@ their values are also importable from here (the import path of old).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from loom.core.governance import RateLimits
 from loom.core.session_store import SessionStore
 from loom.errors import LoomError
 from loom.state.claims import Claims, Taken
+from loom.state.endings import RunEnding, RunEndings
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 from loom.state.leases import HeldLease, Lease, Leases, StaleFencingToken, replica_id
 from loom.state.suspensions import Suspensions
@@ -31,9 +36,11 @@ from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    RECORDED_TTL,
     DecisionContext,
     SignalRecord,
     WorkingState,
+    recorded_key,
 )
 
 
@@ -41,7 +48,7 @@ class StateUnavailable(LoomError):
     """The state backend cannot be reached (the message names it, with no password)."""
 
 
-class State(Claims, WorkingState, Leases, FeedbackLog):
+class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings):
     """Every port on one backend (Redis, or the in-process memory state), with lifecycle."""
 
     url: str = ""
@@ -80,6 +87,18 @@ class State(Claims, WorkingState, Leases, FeedbackLog):
     async def busy(self, session_id: str) -> bool:
         return await self.lease_holder(session_id) is not None
 
+    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+        """Each record once per signal id (``recorded_key``, for ``RECORDED_TTL``): a
+        redelivery after a crash, or after a write that timed out and landed anyway, does
+        not keep the signal pending twice. Redis does this check in its one script."""
+        fresh = [
+            record
+            for record in records
+            if not record.signal_id
+            or await self.claim(recorded_key(record.signal_id), "1", RECORDED_TTL) is None
+        ]
+        await super().record_signals(fresh)
+
 
 __all__ = [
     "DEFAULT_MAX_DECISIONS",
@@ -93,6 +112,8 @@ __all__ = [
     "HeldLease",
     "Lease",
     "Leases",
+    "RunEnding",
+    "RunEndings",
     "SignalRecord",
     "StaleFencingToken",
     "State",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from loom.core.session_store import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
 from loom.state.base import State
 from loom.state.claims import Taken
+from loom.state.endings import RunEnding
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.memory_rate_limits import MemoryRateLimits
@@ -25,6 +26,9 @@ from loom.state.suspensions import MemorySuspensions
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
 DEFAULT_MAX_DEDUPE_KEYS = 100_000
+FINISHED_KEPT = 100
+"""Run ids of a session's stored endings remembered, so a retried ending is not stored
+twice (a retry follows its first attempt within seconds)."""
 
 
 @dataclass(slots=True)
@@ -35,6 +39,8 @@ class _Session:
     decisions: deque[str]
     interrupts: deque[tuple[str, str]]
     in_flight: list[str] = field(default_factory=list)
+    outbox: dict[str, list[str]] = field(default_factory=dict)  # run id -> replies JSON
+    finished: deque[str] = field(default_factory=lambda: deque(maxlen=FINISHED_KEPT))
     feedback: deque[str] = field(default_factory=deque)  # bounded when the state makes it
     risks: dict[str, str] = field(default_factory=dict)
     # (owner, token, expires at on the state's clock)
@@ -228,6 +234,35 @@ class MemoryState(State):
         session = self._sessions.get(session_id)
         if session is not None:
             session.in_flight.clear()
+
+    # -- run endings -------------------------------------------------------------------
+
+    async def finish_run(self, token: int, ending: RunEnding) -> bool:
+        session = self._session(ending.session_id)
+        if ending.run_id in session.finished:
+            return False
+        await self.check_fence(ending.session_id, token)
+        # The in-memory append never yields to the loop: the ending is one step.
+        await self.sessions.append(
+            ending.session_id,
+            messages=ending.messages,
+            run=ending.run,
+            metadata=ending.metadata,
+        )
+        session.finished.append(ending.run_id)
+        if ending.replies:
+            session.outbox[ending.run_id] = list(ending.replies)
+        session.in_flight.clear()
+        return True
+
+    async def unsent_replies(self, session_id: str) -> dict[str, list[str]]:
+        session = self._sessions.get(session_id)
+        return {} if session is None else {k: list(v) for k, v in session.outbox.items()}
+
+    async def replies_sent(self, session_id: str, run_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.outbox.pop(run_id, None)
 
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
         risks = self._session(session_id).risks

@@ -86,10 +86,13 @@ return out
 
 # KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
 # bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
-# interrupt JSON, ready, decision JSON] ("" = none). One argument for the whole batch, not
-# eight per signal: redis-py packs every argument in Python, and that packing was a third of
-# the attention role's Redis cost. The session keys are the stem plus the part's name
-# (session_key); a script may build its keys on one Redis, which is what Loom runs on.
+# interrupt JSON, ready, decision JSON, recorded key] ("" = none), then how long a recorded
+# key is kept (ms). A record whose recorded key exists is skipped: its signal was recorded
+# before (a redelivery, or a write that timed out and landed anyway). One argument for the
+# whole batch, not eight per signal: redis-py packs every argument in Python, and that
+# packing was a third of the attention role's Redis cost. The session keys are the stem
+# plus the part's name (session_key); a script may build its keys on one Redis, which is
+# what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
@@ -101,15 +104,17 @@ local function push(key, value, bound)
   if keep > 0 then redis.call('PEXPIRE', key, keep) end
 end
 for _, r in ipairs(cjson.decode(ARGV[4])) do
-  local stem = r[1]
-  if r[3] ~= '' then push(stem .. 'pending', r[3], max_pending) end
-  if r[4] ~= '' then push(stem .. 'interrupts', r[4], max_pending) end
-  if r[5] then
-    local t = redis.call('TIME')
-    local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-    redis.call('ZADD', KEYS[1], 'NX', score, r[2])
+  if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
+    local stem = r[1]
+    if r[3] ~= '' then push(stem .. 'pending', r[3], max_pending) end
+    if r[4] ~= '' then push(stem .. 'interrupts', r[4], max_pending) end
+    if r[5] then
+      local t = redis.call('TIME')
+      local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+      redis.call('ZADD', KEYS[1], 'NX', score, r[2])
+    end
+    push(stem .. 'decisions', r[6], max_decisions)
   end
-  push(stem .. 'decisions', r[6], max_decisions)
 end
 """
 

@@ -37,7 +37,16 @@ from loom.core.session_store import (
     parse_time,
     utcnow,
 )
+from loom.state import redis_connect
 from loom.state.base import StateUnavailable
+from loom.state.redis_history import (
+    DEFAULT_HOLD_BYTES,
+    DEFAULT_HOLD_SECONDS,
+    LOAD_SINCE,
+    HeldHistories,
+    HeldHistory,
+    weight,
+)
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 _STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")
@@ -52,7 +61,9 @@ def mask_url(url: str) -> str:
         masked = f"{userinfo.partition(':')[0]}:***@{hostport}"
         head = head.replace(f"//{parts.netloc}", f"//{masked}", 1)
     query = "&".join(
-        f"{item.partition('=')[0]}=***" if item.partition("=")[0].lower() == "password" else item
+        f"{item.partition('=')[0]}=***"
+        if item.partition("=")[0].lower().endswith("password")  # sentinel_password too
+        else item
         for item in query.split("&")
     )
     return head + sep + query
@@ -108,8 +119,9 @@ def unavailable(where: str, password: str | None = None) -> Iterator[None]:
 
 
 def connect(url: str, *, socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT) -> aioredis.Redis:
-    """A client for ``url`` that answers text; no connection is made yet."""
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout)
+    """A client for ``url`` that answers text; no connection is made yet (pooled
+    connections are checked before use, commands never re-sent: ``redis_connect``)."""
+    return redis_connect.connect(url, socket_timeout=socket_timeout)
 
 
 def session_key(prefix: str, session_id: str, part: str) -> str:
@@ -117,63 +129,55 @@ def session_key(prefix: str, session_id: str, part: str) -> str:
     return f"{prefix}:s:{{{session_id}}}:{part}"
 
 
+def as_dict(flat: Sequence[str]) -> dict[str, str]:
+    """A script's HGETALL reply (a flat key, value list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-# The whole append in one script: a crash can never leave a run record without its
-# messages, and the bounds, the run order and the index are kept in the same step.
-_APPEND = """
-local info, messages, runs, order, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local index = KEYS[6]
-local n, ttl = tonumber(ARGV[6]), tonumber(ARGV[5])
-if redis.call('HSETNX', info, 'created_at', ARGV[2]) == 1 then
-  local t = redis.call('TIME')
-  redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[1])
-end
-redis.call('HSET', info, 'updated_at', ARGV[2])
-if n > 0 then
-  -- One by one: unpack() of a long append would overflow Lua's stack.
-  for i = 9, 8 + n do redis.call('RPUSH', messages, ARGV[i]) end
-  redis.call('HINCRBY', info, 'appended', n)
-  redis.call('LTRIM', messages, -tonumber(ARGV[3]), -1)
-end
-if ARGV[7] ~= '' and redis.call('HSET', runs, ARGV[7], ARGV[8]) == 1 then
-  redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), ARGV[7])
-  local excess = redis.call('ZCARD', order) - tonumber(ARGV[4])
-  if excess > 0 then
-    local dropped = redis.call('ZPOPMIN', order, excess)
-    for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+# The whole append in one step: a crash can never leave a run record without its
+# messages, and the bounds, the run order and the index are kept in the same step. A Lua
+# function of the keys K (info, messages, runs, order, meta, index) and arguments A (see
+# ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares it.
+APPEND_FUNCTION = """
+local function append(K, A)
+  local info, messages, runs, order, meta = K[1], K[2], K[3], K[4], K[5]
+  local index = K[6]
+  local n, ttl = tonumber(A[6]), tonumber(A[5])
+  if redis.call('HSETNX', info, 'created_at', A[2]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
   end
+  redis.call('HSET', info, 'updated_at', A[2])
+  if n > 0 then
+    -- One by one: unpack() of a long append would overflow Lua's stack.
+    for i = 9, 8 + n do redis.call('RPUSH', messages, A[i]) end
+    redis.call('HINCRBY', info, 'appended', n)
+    redis.call('LTRIM', messages, -tonumber(A[3]), -1)
+  end
+  if A[7] ~= '' and redis.call('HSET', runs, A[7], A[8]) == 1 then
+    redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
+    local excess = redis.call('ZCARD', order) - tonumber(A[4])
+    if excess > 0 then
+      local dropped = redis.call('ZPOPMIN', order, excess)
+      for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+    end
+  end
+  for i = 9 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
+  if ttl > 0 then
+    for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+  end
+  return tonumber(redis.call('HGET', info, 'appended') or 0)
 end
-for i = 9 + n, #ARGV, 2 do redis.call('HSET', meta, ARGV[i], ARGV[i + 1]) end
-if ttl > 0 then
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return 1
 """
+_APPEND = APPEND_FUNCTION + "return append(KEYS, ARGV)\n"
 
 
 # What a run needs, in one step: the info, the metadata, the stored context, and only the
 # messages its summary does not cover (a long session's head is never sent or parsed).
-_LOAD_HISTORY = """
-local info, messages, meta, context = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local stored = redis.call('GET', context)
-local length = redis.call('LLEN', messages)
-local start = 0
-if stored then
-  local ok, decoded = pcall(cjson.decode, stored)
-  if ok and type(decoded) == 'table' and type(decoded['summary']) == 'table' then
-    local upto = tonumber(decoded['summary']['upto']) or 0
-    local first = (tonumber(redis.call('HGET', info, 'appended')) or 0) - length
-    if upto > first then start = math.min(upto - first, length) end
-  end
-end
-return {redis.call('HGETALL', info), start, redis.call('LRANGE', messages, start, -1),
-        redis.call('HGETALL', meta), stored or ''}
-"""
-
-
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -185,7 +189,9 @@ class RedisSessionStore(SessionStore):
     its owner) or a URL (the store makes and closes its own client). The list keeps the
     newest ``max_messages`` raw messages and ``load`` applies the window rule of
     ``trim_history`` to them, so a window never starts mid-turn. ``ttl`` (seconds) makes a
-    session's keys expire that long after its last append; None keeps them.
+    session's keys expire that long after its last append; None keeps them. ``load_history``
+    reads only the messages appended since the store last read the session, within
+    ``hold_bytes`` of parsed transcripts held for ``hold_seconds`` after their last use.
     """
 
     def __init__(
@@ -196,6 +202,8 @@ class RedisSessionStore(SessionStore):
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         ttl: float | None = None,
+        hold_bytes: int = DEFAULT_HOLD_BYTES,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
     ) -> None:
         super().__init__(max_messages=max_messages, max_runs=max_runs)
         if isinstance(client, str):
@@ -210,43 +218,62 @@ class RedisSessionStore(SessionStore):
         self.ttl = ttl
         self._index = f"{prefix}:sessions"
         self._append = self._client.register_script(_APPEND)
-        self._load_history = self._client.register_script(_LOAD_HISTORY)
+        self._load_since = self._client.register_script(LOAD_SINCE)
+        self.held = HeldHistories(hold_bytes, hold_seconds)
+        """The parsed transcripts this store holds (bounded by ``hold_bytes`` and by
+        ``hold_seconds`` since each was last used)."""
 
     def _keys(self, session_id: str) -> list[str]:
         return [session_key(self.prefix, session_id, part) for part in _STORE_PARTS]
+
+    def append_keys(self, session_id: str) -> list[str]:
+        """The keys ``APPEND_FUNCTION`` is given for ``session_id``."""
+        return [*self._keys(session_id), self._index]
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self._load(session_id, with_runs=True)
 
     async def load_history(self, session_id: str) -> SessionSnapshot | None:
         """The transcript without the run records and without the entries the stored
-        summary covers (``first_entry`` says where the messages begin)."""
+        summary covers (``first_entry`` says where the messages begin). Only what was
+        appended since this store last read the session is read and parsed (see
+        loom.state.redis_history); the summary's cut is applied to the held copy."""
         info_key, messages_key, _, _, meta_key = self._keys(session_id)
+        held = self.held.get(session_id)
+        version = ("", -1) if held is None else (held.created_at, held.appended)
         keys = [info_key, messages_key, meta_key, self._context_key(session_id)]
         with unavailable(self._where, self._password):
-            raw_info, start, raw_messages, raw_meta, raw_context = await self._load_history(
-                keys=keys, args=[]
-            )
-        info = _pairs(texts(raw_info))
-        if not info:
+            reply = await self._load_since(keys=keys, args=version)
+        if not reply:
+            self.held.drop(session_id)
             return None
-        messages = [Message.from_dict(json.loads(item)) for item in raw_messages]
+        raw_info, raw_meta, mode, items, length, raw_context = reply
+        info = as_dict(raw_info)
         appended = int(info.get("appended", 0))
-        start = int(start)
-        # The same window rule as ``load``, applied to the part after the summary (which
-        # begins at a user message, where every summary ends).
-        total = start + len(messages)
-        head = history_start(messages, self.max_messages, cut=appended > total or start > 0)
+        if held is not None and text(mode) == "since":
+            held = held.extended(appended, items, int(length))
+        else:
+            held = HeldHistory.parsed(info["created_at"], appended, items)
+        self.held.put(session_id, held)
+        context = StoredContext.from_dict(json.loads(raw_context)) if raw_context else None
+        kept = len(held.messages)
+        # The entries the summary covers ("everything up to entry N") are not sent again;
+        # the rest begins at a user message, where every summary ends.
+        first = appended - kept
+        upto = context.summary.upto if context is not None and context.summary else 0
+        start = min(max(upto - first, 0), kept)
+        messages = list(held.messages[start:])
+        head = history_start(messages, self.max_messages, cut=appended > kept or start > 0)
         del messages[:head]
         return SessionSnapshot(
             session_id=session_id,
-            metadata={key: json.loads(value) for key, value in _pairs(texts(raw_meta)).items()},
+            metadata={key: json.loads(value) for key, value in as_dict(raw_meta).items()},
             messages=messages,
             runs=[],
             created_at=parse_time(info["created_at"]),
             updated_at=parse_time(info["updated_at"]),
-            first_entry=appended - total + start + head,
-            context=StoredContext.from_dict(json.loads(raw_context)) if raw_context else None,
+            first_entry=first + start + head,
+            context=context,
         )
 
     async def _load(self, session_id: str, *, with_runs: bool) -> SessionSnapshot | None:
@@ -313,11 +340,32 @@ class RedisSessionStore(SessionStore):
         run: RunRecord | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
+        args = self.append_args(session_id, messages=messages, run=run, metadata=metadata)
+        with unavailable(self._where, self._password):
+            appended = int(await self._append(keys=self.append_keys(session_id), args=args))
+        held = self.held.get(session_id)
+        if held is not None and messages and appended == held.appended + len(messages):
+            # Nobody appended in between: the mirror takes these very messages, unparsed.
+            encoded = args[8 : 8 + len(messages)]
+            weights = [weight(str(item)) for item in encoded]
+            self.held.put(
+                session_id, held.with_messages(appended, messages, weights, self.max_messages)
+            )
+
+    def append_args(
+        self,
+        session_id: str,
+        *,
+        messages: Sequence[Message] = (),
+        run: RunRecord | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[str | int]:
+        """The arguments ``APPEND_FUNCTION`` is given for an append."""
         # Everything is encoded before anything is sent: a value JSON cannot hold fails here.
         encoded = [dumps(message.to_dict()) for message in messages]
         pairs = [part for key, value in (metadata or {}).items() for part in (key, dumps(value))]
         ttl_ms = 0 if self.ttl is None else max(1, int(self.ttl * 1000))
-        args: list[str | int] = [
+        return [
             session_id,
             format_time(utcnow()),
             self.max_messages,
@@ -329,10 +377,9 @@ class RedisSessionStore(SessionStore):
             *encoded,
             *pairs,
         ]
-        with unavailable(self._where, self._password):
-            await self._append(keys=[*self._keys(session_id), self._index], args=args)
 
     async def delete(self, session_id: str) -> None:
+        self.held.drop(session_id)
         with unavailable(self._where, self._password):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(*self._keys(session_id), self._context_key(session_id))

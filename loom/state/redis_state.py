@@ -19,6 +19,8 @@ Cluster hash tag that keeps one session's keys in one slot)::
     {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions,
                                                about max_feedback
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
+    {prefix}:s:{<sid>}:outbox          HASH    run id -> replies a stored run owes, JSON
+    {prefix}:dedupe:signal-recorded:<id> STRING "1": the signal was recorded (attention)
     {prefix}:s:{<sid>}:lease           STRING  "<token>:<owner>", expires with the lease
     {prefix}:s:{<sid>}:leased_at       STRING  server time the lease was taken, expires with it
     {prefix}:s:{<sid>}:token           STRING  the newest lease token issued
@@ -46,6 +48,7 @@ from loom.state.base import State, StateUnavailable
 from loom.state.claims import Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
+from loom.state.redis_endings import RedisRunEndings
 from loom.state.redis_rate_limits import RedisRateLimits
 from loom.state.redis_sessions import (
     DEFAULT_SOCKET_TIMEOUT,
@@ -57,7 +60,7 @@ from loom.state.redis_sessions import (
     url_password,
 )
 from loom.state.redis_suspensions import RedisSuspensions
-from loom.state.redis_working import RedisWorkingState, milliseconds
+from loom.state.redis_working import milliseconds
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
 DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
@@ -67,9 +70,9 @@ across all workers), so it can order them by how long each has been held."""
 MIN_REDIS_VERSION = (6, 2)  # LMOVE, and BLPOP with a fractional timeout
 
 
-class RedisState(RedisWorkingState, State):
+class RedisState(RedisRunEndings, State):
     """Every ``State`` port on Redis at ``url`` (``redis://`` or ``rediss://``); the
-    working state's part is ``RedisWorkingState``.
+    working state's part is ``RedisWorkingState``, the run endings' ``RedisRunEndings``.
 
     ``url`` holds the URL with its password masked; keys live under ``prefix``. Per-session
     keys expire ``session_ttl`` seconds after their last write (None: never); transcripts
@@ -134,6 +137,7 @@ class RedisState(RedisWorkingState, State):
             keep_ms=self._keep_ms,
         )
         self._register_working_scripts()
+        self._register_ending_scripts(self.sessions)
         register = self._client.register_script
         self._claim = register(scripts.CLAIM)
         self._claim_many = register(scripts.CLAIM_MANY)

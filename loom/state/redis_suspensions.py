@@ -17,6 +17,7 @@ decisions at once cannot both win, and a decision is never lost to a concurrent 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -51,12 +52,12 @@ end
 """
 
 # KEYS[3] checkpoint, KEYS[4] index; ARGV[3] checkpoint JSON, ARGV[4] session id,
-# ARGV[5] resumable-at (ms).
+# ARGV[5] resumable-at (ms), ARGV[6] the checkpoint's life (ms; 0: no expiry).
 SAVE = (
     _FENCE
     + """
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[6])
 else
   redis.call('SET', KEYS[3], ARGV[3])
 end
@@ -166,7 +167,19 @@ class RedisSuspensions(Suspensions):
             json.dumps(checkpoint.to_dict(), separators=(",", ":"), default=str),
             session_id,
             _ms(resumable_at(checkpoint)),
+            self._life_ms(checkpoint),
         )
+
+    def _life_ms(self, checkpoint: RunCheckpoint) -> int:
+        """The session's TTL, but never less than until its last approval expires (and a
+        day to spare): a run must not vanish while people may still decide on it."""
+        if not self._keep_ms:
+            return 0
+        latest = max((a.expires_at for a in checkpoint.approvals), default=None)
+        if latest is None:
+            return self._keep_ms
+        left = _ms(latest) - int(time.time() * 1000) + 86_400_000
+        return max(self._keep_ms, left)
 
     async def load(self, session_id: str) -> RunCheckpoint | None:
         with unavailable(self._where, self._password):

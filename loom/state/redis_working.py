@@ -22,7 +22,13 @@ import redis.asyncio as aioredis
 
 from loom.state import redis_scripts as scripts
 from loom.state.redis_sessions import session_key, texts, unavailable
-from loom.state.working import DecisionContext, SignalRecord, WorkingState
+from loom.state.working import (
+    RECORDED_TTL,
+    DecisionContext,
+    SignalRecord,
+    WorkingState,
+    recorded_key,
+)
 
 
 def milliseconds(seconds: float) -> int:
@@ -114,13 +120,18 @@ class RedisWorkingState(WorkingState):
                 json.dumps(list(record.interrupt)) if record.interrupt is not None else "",
                 record.ready,
                 record.decision_json,
+                f"{self.prefix}:dedupe:{recorded_key(record.signal_id)}"
+                if record.signal_id
+                else "",
             ]
             for record in records
         ]
         args = [self._keep_ms, self.max_pending, self.max_decisions]
+        batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
             await self._record_signals(
-                keys=[f"{self.prefix}:ready"], args=[*args, json.dumps(batch, ensure_ascii=False)]
+                keys=[f"{self.prefix}:ready"],
+                args=[*args, batch_json, milliseconds(RECORDED_TTL)],
             )
 
     async def _range(self, key: str, start: int = 0) -> list[str]:

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 DEFAULT_MAX_PENDING = 500
 DEFAULT_MAX_DECISIONS = 200
 DEFAULT_MAX_RISKS = 50
+RECORDED_TTL = 86_400.0
+"""Seconds a recorded signal id is remembered, so a redelivery is not recorded again."""
+
+
+def recorded_key(signal_id: str) -> str:
+    """The claim (``Claims``) that says a signal was recorded; forget it to record the
+    signal again (a replay of the dead letters)."""
+    return f"signal-recorded:{signal_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,8 @@ class SignalRecord:
     pending_json: str | None = None
     interrupt: tuple[str, str] | None = None
     ready: bool = False
+    signal_id: str = ""
+    """When set, the record is applied once per signal id (``recorded_key``)."""
 
 
 class WorkingState(ABC):

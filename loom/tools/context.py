@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,3 +19,6 @@ class ToolContext:
     session_id: str
     tool_call_id: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    interrupted: Callable[[], bool] = lambda: False
+    """True once the run was asked to stop: a long tool (a shell command) polls it and
+    ends its work early."""

@@ -1,8 +1,8 @@
-"""Durable approvals across real processes on RabbitMQ and Redis: decided over HTTP, the CLI
-and a signed Slack button; resumed by a worker other than the one that paused the run; kill -9
-while the run waits and while the approved call runs (its effect, counted in a file outside
-Redis, happens exactly once); every process restarted before the decision; one rate limit
-held across three workers."""
+"""Durable approvals across real processes on RabbitMQ and Redis: decided over HTTP and the
+CLI (a signed Slack button: test_approvals_slack.py); resumed by a worker other than the one
+that paused the run; kill -9 while the run waits and while the approved call runs (its
+effect, counted in a file outside Redis, happens exactly once); every process restarted
+before the decision; one rate limit held across three workers."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ async def test_a_decision_over_http_resumes_the_run_on_another_worker(
     await eventually(lambda: _forgotten(cluster), "the ended run's checkpoint to go", timeout=10)
     again = await decide(gateway, checkpoint, "deny")
     assert again.status_code == 409
-    assert "already decided: approve by alice" in again.json()["error"]
+    assert "already decided: approve by api:alice" in again.json()["error"]
 
 
 @pytest.mark.timeout(180)
@@ -232,3 +232,53 @@ async def _session(gateway: Proc) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     view: dict[str, Any] = answer.json()
     return view
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_while_a_held_run_runs_its_approved_call(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    held = env(effects, LOOM_APPROVALS__HOLD="60", LOOM_TEST_TOOL_SECONDS="30")
+    gateway, _ = await cluster.start_ready("gateway", "attention", app=APP, **held)
+    (first,) = await cluster.start_ready("worker", app=APP, **held)
+    await send(cluster, "please restart slow-db")
+    checkpoint = await paused(cluster)
+
+    answer = await decide(gateway, checkpoint)  # the worker still holds the run
+    assert answer.status_code == 200, answer.text
+    await eventually(lambda: _ran(effects), "the approved call to start", timeout=60)
+    assert pids_of(effects) == [first.pid]  # resumed in the process that held it
+    kill_9(first)
+
+    await cluster.start_ready("worker", app=APP, **held)
+    record = await ended(cluster, checkpoint.run_id, timeout=90)
+    assert effects_of(effects) == ["restart slow-db"]  # exactly once
+    assert record.status == "completed"
+    assert "outcome unknown" in record.output
+
+
+@pytest.mark.timeout(240)
+async def test_sigterm_suspends_a_held_run_instead_of_cancelling_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    held = env(effects, LOOM_APPROVALS__HOLD="60")
+    gateway, _ = await cluster.start_ready("gateway", "attention", app=APP, **held)
+    (first,) = await cluster.start_ready("worker", app=APP, **held)
+    await send(cluster, "please restart cache")
+    checkpoint = await paused(cluster)
+
+    first.popen.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(first.popen.wait, 30)
+    assert code == 0
+    assert await cluster.state.suspensions.load("ops") is not None  # still waiting
+    snapshot = await cluster.state.sessions.load("ops")
+    assert snapshot is None or not snapshot.runs  # not ended as cancelled
+
+    await cluster.start_ready("worker", app=APP, **held)
+    answer = await decide(gateway, checkpoint)
+    assert answer.status_code == 200, answer.text
+    record = await ended(cluster, checkpoint.run_id)
+    assert record.status == "completed"
+    assert effects_of(effects) == ["restart cache"]

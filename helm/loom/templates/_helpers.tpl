@@ -149,7 +149,7 @@ loom.work
 {{/* The LOOM_CONFIG file's content as a map (cron, heartbeat, webhooks, extraConfig). */}}
 {{- define "loom.configFile" -}}
 {{- $file := deepCopy .Values.extraConfig }}
-{{- range $key := list "cron" "heartbeat" "webhooks" }}
+{{- range $key := list "cron" "heartbeat" "webhooks" "capabilities" }}
 {{- with index $.Values $key }}
 {{- $_ := set $file $key (deepCopy .) }}
 {{- end }}

@@ -68,7 +68,8 @@ class Declarer:
 
     def exchange(self, logical: str) -> AbstractExchange:
         """A declared exchange; ``ValueError`` for one the topology does not have."""
-        if logical not in self.topology.exchanges:
+        # A declared one is the topology's (the check below builds a tuple: not per publish).
+        if logical not in self.exchanges and logical not in self.topology.exchanges:
             known = ", ".join(self.topology.exchanges)
             raise ValueError(f"unknown exchange {logical!r}; known: {known}")
         self.connection.publisher()  # raises BrokerUnavailable when not started

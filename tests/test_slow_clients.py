@@ -1,0 +1,100 @@
+"""Slow and vanishing clients (issue 21, item 5): headers that never finish are cut off, a
+body that does not come is a 408, and a client that hangs up is no ERROR traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from loom.daemon.http_server import GuardedH11Protocol
+from loom.intake.http import read_body
+
+
+async def echo(request: Request) -> Response:
+    body = await read_body(request, 1000, timeout=0.3)
+    return body if isinstance(body, Response) else Response(body)
+
+
+class Quick(GuardedH11Protocol):
+    header_timeout = 0.3
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    config = uvicorn.Config(app, http=Quick, lifespan="off", log_config=None, log_level="debug")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve([listener]))
+    for _ in range(500):  # uvicorn has no event for it
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    yield listener.getsockname()[1]
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
+
+
+async def exchange(port: int, data: bytes, *, hang_up: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    if hang_up:
+        writer.close()
+        return b""
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_headers_that_never_finish_are_cut_off_quietly(port: int) -> None:
+    """Before: the connection stayed open for as long as the client liked."""
+    answer = await exchange(port, b"POST /echo HTTP/1.1\r\nhost: loom\r\n")
+    assert answer == b""  # closed, nothing said: no request started
+
+
+async def test_a_body_that_does_not_come_is_a_408(port: int) -> None:
+    answer = await exchange(
+        port, b"POST /echo HTTP/1.1\r\nhost: loom\r\ncontent-length: 50\r\n\r\nonly part"
+    )
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"did not arrive within 0.3s" in answer
+
+
+async def test_a_whole_request_is_answered(port: int) -> None:
+    answer = await exchange(
+        port,
+        b"POST /echo HTTP/1.1\r\nhost: loom\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"hi")
+
+
+async def test_a_client_that_hangs_up_mid_body_is_no_error(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every such disconnect logged "Exception in ASGI application" at ERROR."""
+    caplog.set_level(logging.DEBUG)
+    await exchange(
+        port, b"POST /echo HTTP/1.1\r\nhost: loom\r\ncontent-length: 50\r\n\r\npart", hang_up=True
+    )
+    for _ in range(100):
+        if any("hung up" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    [hung_up] = [r for r in caplog.records if "hung up" in r.getMessage()]
+    assert hung_up.levelno == logging.DEBUG
