@@ -91,6 +91,23 @@ TOOL_CALLS = Counter(
     ["tool", "outcome"],
 )
 INTERRUPTS = Counter("loom_interrupts_total", "Runs interrupted by a signal.")
+ATTENTION_CARRIED_OVER = Counter(
+    "loom_attention_carried_over_total",
+    "Signals an interrupted run handed on untreated to the next run of its session.",
+)
+ATTENTION_INTERRUPT_SECONDS = Histogram(
+    "loom_attention_interrupt_seconds",
+    "Seconds from an interrupt reaching a run to the run's end.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+ATTENTION_DEBOUNCED = Counter(
+    "loom_attention_debounced_total",
+    "Signals whose run was put off (debounce, minimum interval) instead of started at once.",
+)
+ATTENTION_FOLDED = Counter(
+    "loom_attention_folded_total",
+    "Signals folded into a run already due for their session (same group or session).",
+)
 LEASE_TAKEOVERS = Counter(
     "loom_lease_takeovers_total", "Sessions taken over with signals a dead run left in flight."
 )

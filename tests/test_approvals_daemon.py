@@ -18,6 +18,7 @@ from loom.daemon.settings import Settings
 from loom.state.base import StateUnavailable
 from loom.wire import publish_signal
 from tests.polling import eventually
+from tests.test_daemon_memory import drain
 
 ran: list[str] = []
 
@@ -52,15 +53,6 @@ def make_daemon(**overrides: Any) -> Daemon:
         **credentials,
     )
     return Daemon(Agent(Model.function(script), tools=[restart]), settings=settings)
-
-
-async def drain(daemon: Daemon, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            await daemon.broker.join()  # type: ignore[attr-defined]
-            await daemon.worker.run_until_idle()
-            if not await daemon.state.ready_sessions() and not daemon.worker.active_sessions:
-                return
 
 
 @pytest.fixture

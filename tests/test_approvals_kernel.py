@@ -528,26 +528,27 @@ async def test_a_later_turn_of_a_resumed_run_is_resumed_not_asked_again() -> Non
     assert asked == [1, 2, 3]  # turn 2 was not asked again
 
 
+def two_restarts(request: ModelRequest) -> ModelResponse | str:
+    if request.iteration == 1:
+        return ModelResponse.of_tool_calls(
+            ToolCall("c1", "restart", {"service": "api"}),
+            ToolCall("c2", "restart", {"service": "db"}),
+        )
+    return "done"
+
+
 async def test_suspend_keeps_decisions_taken_in_process() -> None:
     """run.approve(A) then run.suspend(): the checkpoint must carry A's decision."""
     effects = Effects()
 
-    def script(request: ModelRequest) -> ModelResponse | str:
-        if request.iteration == 1:
-            return ModelResponse.of_tool_calls(
-                ToolCall("c1", "restart", {"service": "api"}),
-                ToolCall("c2", "restart", {"service": "db"}),
-            )
-        return "done"
-
-    agent, _, _ = make_agent(script, ask("restart"), effects)
+    agent, _, _ = make_agent(two_restarts, ask("restart"), effects)
     run = agent.session("ops").start("go")
     a, b = (await run.wait()).approvals
     run.approve(a.id, by="alice")
     assert run.suspend()
     checkpoint = (await run.wait()).checkpoint
     assert checkpoint is not None
-    # alice's decision was accepted (no error) but is not in the checkpoint: lost.
+    # alice's decision was accepted: the checkpoint must carry it.
     pending = {x.id: x.decided for x in checkpoint.approvals}
     assert pending == {a.id: True, b.id: False}, (
         f"approve() before suspend() was dropped: {pending}"
@@ -558,20 +559,12 @@ async def test_session_approve_twice_returns_the_first_decision() -> None:
     """docs/governance.md: the same decision again returns it (also via session.approve)."""
     effects = Effects()
 
-    def script(request: ModelRequest) -> ModelResponse | str:
-        if request.iteration == 1:
-            return ModelResponse.of_tool_calls(
-                ToolCall("c1", "restart", {"service": "api"}),
-                ToolCall("c2", "restart", {"service": "db"}),
-            )
-        return "done"
-
-    agent, _, _ = make_agent(script, ask("restart"), effects)
+    agent, _, _ = make_agent(two_restarts, ask("restart"), effects)
     session = agent.session("ops")
     run = session.start("go")
     a, _ = (await run.wait()).approvals
     first = session.approve(a.id, by="alice")
-    assert session.approve(a.id, by="alice") == first  # raises UnknownApproval today
+    assert session.approve(a.id, by="alice") == first
 
 
 async def test_an_expired_approval_resumed_is_not_requested_twice() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +198,19 @@ def test_a_directory_swapped_for_a_symlink_thousands_of_times_never_escapes(
     thread.start()
     seen: dict[str, int] = {}
     messages: set[str] = set()
+    reads = 0
+    # At least 5,000 reads and 2,000 swaps: on a loaded machine the swapping thread may get
+    # little time, so the reads go on until the race has really been run (a minute at most).
+    deadline = time.monotonic() + 60
     try:
-        for _ in range(5000):
+        while (reads < 5000 or swaps < 2000) and time.monotonic() < deadline:
             try:
                 got = f.read("swap/secret.txt")
             except ConfinementError as exc:
                 got = "refused"
                 messages.add(str(exc))
             seen[got] = seen.get(got, 0) + 1
+            reads += 1
     finally:
         stop.set()
         thread.join()

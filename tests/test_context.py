@@ -371,3 +371,28 @@ def test_restore_window_takes_whole_turns_within_every_bound() -> None:
     assert [m.content for m in policy.restore(messages).messages] == ["u3", "a3"]
     assert SessionRestorePolicy.runtime_state().restore(messages).messages == []
     assert SessionRestorePolicy.transcript_only().restore(messages).runtime_items == 0
+
+
+async def test_a_store_away_when_calibration_is_kept_does_not_fail_the_run() -> None:
+    """The run is over and recorded when its calibration is kept: a store that fails then
+    (Redis away) costs the next run its estimate, never this run its outcome."""
+    from loom.state.base import StateUnavailable
+
+    class Away(InMemorySessionStore):
+        async def save_context(self, session_id: str, context: Any) -> None:
+            raise StateUnavailable("Redis at redis://x is unavailable")
+
+    def model(request: ModelRequest) -> ModelResponse:
+        reported = int(request_tokens(request) * 2)
+        return ModelResponse(text="answer", usage=Usage(input_tokens=reported, output_tokens=1))
+
+    store = Away()
+    agent = Agent(
+        Model.function(model), "x", runtime=Runtime.sdk(context=manager()), session_store=store
+    )
+    result = await agent.session("c").run("question")
+
+    assert result.ok, result.error
+    snapshot = await store.load("c")
+    assert snapshot is not None
+    assert [r.status for r in snapshot.runs] == ["completed"]

@@ -5,9 +5,10 @@ the session it is for (``SessionView``), and the port every attention policy imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from loom.signals import RuntimeSignal
 
@@ -119,12 +120,51 @@ if set(TRAITS) != {action.value for action in Action}:
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
-    """What a policy may look at of the session a signal is for."""
+    """What a policy may look at of the session a signal is for.
+
+    Times are seconds ago on the state's clock (None: never); ``run_age`` is how long the
+    current run has been going (None when the session is idle)."""
 
     session_id: str
     busy: bool = False
     pending_signals: int = 0
     active_risks: tuple[str, ...] = ()
+    last_run_started_ago: float | None = None
+    last_run_ended_ago: float | None = None
+    run_age: float | None = None
+    pending_by_urgency: Mapping[str, int] = field(default_factory=dict)
+    """Pending signals that ask for a run, by urgency (read for a policy with groups)."""
+    groups: frozenset[str] = frozenset()
+    """Group keys of the signals pending or in the current run (see ``Scheduler``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a signal that wakes a worker should start its run: after ``delay`` seconds,
+    each later signal of the session pushing the start back, but never later than
+    ``max_wait`` seconds after the first delayed one."""
+
+    delay: float
+    max_wait: float
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A policy that also says when a run should start (``AttentionPolicy`` is one)."""
+
+    @property
+    def reads_groups(self) -> bool:
+        """True when a decision depends on ``SessionView.groups`` (the backend reads the
+        session's pending and in-flight signals to fill them)."""
+        ...
+
+    def group_of(self, signal: RuntimeSignal) -> str | None:
+        """The group key folding ``signal`` with related ones (None: in no group)."""
+        ...
+
+    def timing(self, signal: RuntimeSignal, view: SessionView, action: Action) -> Timing | None:
+        """None: start at once (a critical signal, an action that wakes no worker)."""
+        ...
 
 
 class Decider(Protocol):
@@ -141,4 +181,13 @@ class Decider(Protocol):
         ...
 
 
-__all__ = ["APPROVAL_SIGNAL", "TRAITS", "Action", "Decider", "SessionView", "Traits"]
+__all__ = [
+    "APPROVAL_SIGNAL",
+    "TRAITS",
+    "Action",
+    "Decider",
+    "Scheduler",
+    "SessionView",
+    "Timing",
+    "Traits",
+]

@@ -33,7 +33,7 @@ from loom.daemon.worker import SessionWorker
 from loom.intake.adapter import Adapter
 from loom.intake.context import AdapterContext
 from loom.model import Model
-from loom.policies.attention import AttentionPolicy
+from loom.policies.attention import AttentionPolicy, Schedule
 from loom.policies.feedback import FeedbackPolicy
 from loom.policies.governance import GovernancePolicy
 from loom.providers.test import TestModel
@@ -111,8 +111,11 @@ class Daemon:
         self.settings = settings or Settings()
         self._test_model_by_default = False
         self.agent = agent or self._agent_from_settings()
-        if attention is None and self.settings.attention_rules:
-            attention = AttentionPolicy(rules=self.settings.attention_rules)
+        scheduled = self.settings.attention_schedule != Schedule()
+        if attention is None and (self.settings.attention_rules or scheduled):
+            attention = AttentionPolicy(
+                rules=self.settings.attention_rules, schedule=self.settings.attention_schedule
+            )
         self.attention = attention or self.agent.attention
         self.adapters = merge_adapters(adapters_from_settings(self.settings), adapters)
         self.broker: Broker = broker_from_url(

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from loom import metrics, tracing
 from loom.broker.base import Broker, Delivery
-from loom.core.attention import Action, Decider
+from loom.core.attention import Action, Decider, Scheduler
 from loom.core.hooks import HookManager
 from loom.daemon.ledger import StateLedger, pending_json
 from loom.delivery import backoff, count_dead_letters
@@ -178,6 +178,9 @@ class AttentionConsumer:
             self.broker,
             dedupe_ttl=self.dedupe_ttl,
             traces=dict(zip((s.id for s in signals), traces or (), strict=False)),
+            grouping=self.policy
+            if isinstance(self.policy, Scheduler) and self.policy.reads_groups
+            else None,
         )
         signals = [
             s if s.session_id else s.model_copy(update={"session_id": self.default_session})

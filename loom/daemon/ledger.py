@@ -8,10 +8,13 @@ transaction; each woken session gets one work notice on the broker.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
+from loom import metrics
 from loom.broker.base import Broker
-from loom.core.attention import Action, SessionView
+from loom.core.attention import Action, Scheduler, SessionView
 from loom.runtime.decisions import SignalDecision
 from loom.signals import RuntimeSignal
 from loom.state.claims import Claims
@@ -33,6 +36,7 @@ class StateLedger:
         *,
         dedupe_ttl: float,
         traces: dict[str, dict[str, str]] | None = None,
+        grouping: Scheduler | None = None,
     ) -> None:
         self.claims = claims
         self.working = working
@@ -40,6 +44,8 @@ class StateLedger:
         self.dedupe_ttl = dedupe_ttl
         self.traces = traces or {}
         """Each signal's trace context by signal id, kept with its pending record."""
+        self.grouping = grouping
+        """The policy's group keys, read into the views of a policy that folds by group."""
 
     async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
         holders = iter(
@@ -55,24 +61,56 @@ class StateLedger:
 
     async def views(self, session_ids: Sequence[str]) -> dict[str, SessionView]:
         contexts = await self.working.decision_contexts(session_ids)
-        return {
-            session_id: SessionView(
+        views = {}
+        for session_id, context in contexts.items():
+            started, ended = context.last_run_started_ago, context.last_run_ended_ago
+            running = context.busy and started is not None and (ended is None or ended > started)
+            views[session_id] = SessionView(
                 session_id=session_id,
                 busy=context.busy,
                 pending_signals=context.pending,
                 active_risks=tuple(context.risks.values()),
+                last_run_started_ago=started,
+                last_run_ended_ago=ended,
+                run_age=started if running else None,
             )
-            for session_id, context in contexts.items()
-        }
+        if self.grouping is not None:
+            for session_id, view in views.items():
+                views[session_id] = await self._with_groups(view)
+        return views
+
+    async def _with_groups(self, view: SessionView) -> SessionView:
+        """The groups pending or in the current run, and the pending by urgency."""
+        assert self.grouping is not None
+        pending = [PendingSignal.from_json(t) for t in await self.working.pending(view.session_id)]
+        taken = [PendingSignal.from_json(t) for t in await self.working.in_flight(view.session_id)]
+        asking = [p for p in (*pending, *taken) if p.action.wakes_a_worker]
+        groups = {self.grouping.group_of(p.signal) for p in asking}
+        by_urgency = Counter[str](p.signal.urgency for p in pending if p.action.wakes_a_worker)
+        return replace(
+            view,
+            groups=frozenset(g for g in groups if g is not None),
+            pending_by_urgency=dict(by_urgency),
+        )
 
     async def record(self, decisions: Sequence[SignalDecision]) -> None:
         for decision in decisions:
             if not decision.duplicate:
                 await self._track_risk(decision.signal)
         await self.working.record_signals([self._record(d) for d in decisions])
+        # Put-off runs go to the due set (durable: any worker's sweep starts them when
+        # due); a signal that wakes at once takes the session's put-off signals with it.
+        now = {d.session_id for d in decisions if _at_once(d)}
+        for decision in decisions:
+            timing = decision.timing
+            if timing is not None and decision.session_id not in now:
+                await self.working.schedule(decision.session_id, timing.delay, timing.max_wait)
+                metrics.ATTENTION_DEBOUNCED.inc()
+        for session_id in now:
+            await self.working.unschedule(session_id)
 
     async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
-        woken = dict.fromkeys(d.session_id for d in decisions if d.action.wakes_a_worker)
+        woken = dict.fromkeys(d.session_id for d in decisions if _at_once(d))
         await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in woken))
         return list(decisions)
 
@@ -86,7 +124,7 @@ class StateLedger:
             decision_record(signal, action, decision.reason),
             pending_json=pending.to_json() if action.keeps_signal else None,
             interrupt=(signal.id, decision.reason) if action.interrupts else None,
-            ready=action.wakes_a_worker,
+            ready=_at_once(decision),
             signal_id=signal.id,
         )
 
@@ -102,6 +140,11 @@ class StateLedger:
             await self.working.clear_risk(session_id, key)
         elif signal.urgency in RISK_URGENCIES:
             await self.working.set_risk(session_id, key, signal.describe()[:1000])
+
+
+def _at_once(decision: SignalDecision) -> bool:
+    """The decision wakes a worker now (not put off by the policy's schedule)."""
+    return decision.action.wakes_a_worker and decision.timing is None
 
 
 def pending_json(

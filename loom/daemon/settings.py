@@ -26,7 +26,7 @@ from loom.capabilities import MCPCapability
 from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
-from loom.policies.attention import AttentionRule
+from loom.policies.attention import AttentionRule, Schedule
 
 DEFAULT_INSTRUCTIONS = (
     "You are Loom, an operations agent. Signals reach you from chat, webhooks, alerts and "
@@ -167,6 +167,8 @@ class Settings(SettingsBase, AdapterSettings):
     """The session of signals that name none."""
     attention_rules: list[AttentionRule] = Field(default_factory=list)
     """Rules tried in order before the urgency default (see docs/daemon.md)."""
+    attention_schedule: Schedule = Field(default_factory=Schedule)
+    """Default debounce, maximum wait, minimum interval and group (docs/attention.md)."""
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
     """MCP servers of the default agent (``LOOM_MCP_SERVERS`` as a JSON list, or ``[[mcp]]``
     tables in the TOML file): the fields of ``Capability.mcp`` (see docs/mcp.md)."""

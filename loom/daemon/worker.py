@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -59,12 +60,34 @@ ENDING_RETRY_FIRST = 0.2
 ENDING_RETRY_MOST = 5.0
 """Pauses (doubling) between attempts to store a run's ending while the state is away."""
 
+CARRIED_MARK = "(carried over from an interrupted run)"
+"""How a run's input marks a signal an interrupted run handed on untreated."""
+
+MAX_CARRIES = 3
+"""An interrupted run hands its signals on this many times; then they are answered with
+the interrupted run's outcome, so a storm of interrupts cannot keep a signal forever."""
+
+
+def wakes_a_worker(signals_json: Sequence[str]) -> bool:
+    """Whether any of these pending records asks for a run (observed ones never do). An
+    unreadable record counts as asking: taken in flight, the poison guard gives it up."""
+    for text in signals_json:
+        try:
+            if PendingSignal.from_json(text).action.wakes_a_worker:
+                return True
+        except (ValueError, TypeError, KeyError):
+            return True
+    return False
+
 
 def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
     """The run's input: the signals to handle, what was only observed, and active risks."""
     sections: dict[str, list[str]] = {}
     for pending in sorted(signals, key=lambda p: not p.action.wakes_a_worker):
-        sections.setdefault(pending.action.prompt_section, []).append(pending.signal.describe())
+        line = pending.signal.describe()
+        if pending.carried:
+            line = f"{CARRIED_MARK} {line}"
+        sections.setdefault(pending.action.prompt_section, []).append(line)
     if risks:
         sections["Active risks"] = list(risks.values())
     return "\n\n".join(
@@ -73,18 +96,14 @@ def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) ->
     )
 
 
-class LeasedSessionStore(SessionStore):
-    """The session store a leased run writes through. Reads go to the shared store; the
-    run's own write (its messages, record and metadata) is held back in ``ending`` for the
-    worker to store with the rest of the run's ending; any other write is fenced by the
-    lease (refused once a newer lease of the session exists)."""
+class FencedSessionStore(SessionStore):
+    """Writes of one leased worker: refused once a newer lease of the session exists."""
 
     def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(max_messages=inner.max_messages, max_runs=inner.max_runs)
         self.inner = inner
         self.state = state
         self.lease = lease
-        self.ending: RunEnding | None = None
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self.inner.load(session_id)
@@ -93,11 +112,6 @@ class LeasedSessionStore(SessionStore):
         return await self.inner.load_history(session_id)
 
     async def append(self, session_id: str, **changes: Any) -> None:
-        run = changes.get("run")
-        if run is not None:
-            messages, metadata = changes.get("messages", ()), changes.get("metadata")
-            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
-            return
         await self.state.check_fence(session_id, self.lease.token)
         await self.inner.append(session_id, **changes)
 
@@ -113,6 +127,24 @@ class LeasedSessionStore(SessionStore):
 
     async def list_sessions(self) -> list[str]:
         return await self.inner.list_sessions()
+
+
+class LeasedSessionStore(FencedSessionStore):
+    """The session store a leased run writes through. The run's own write (its messages,
+    record and metadata) is held back in ``ending`` for the worker to store with the rest of
+    the run's ending; any other write is fenced by the lease."""
+
+    def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
+        super().__init__(inner, state, lease)
+        self.ending: RunEnding | None = None
+
+    async def append(self, session_id: str, **changes: Any) -> None:
+        run = changes.get("run")
+        if run is not None:
+            messages, metadata = changes.get("messages", ()), changes.get("metadata")
+            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
+            return
+        await super().append(session_id, **changes)
 
 
 class SessionWorker:
@@ -230,6 +262,7 @@ class SessionWorker:
         """Burst mode for tests: run every ready session until none has work left."""
         async with asyncio.timeout(timeout):
             while True:
+                await self.state.promote_due()
                 for session_id in await self.state.ready_sessions():
                     await self.try_run(session_id)
                 if self._active:
@@ -279,9 +312,18 @@ class SessionWorker:
                 metrics.LEASE_TAKEOVERS.inc()
             while not self._stopping and not waiting:
                 await self._hold(lease)
+                # Observed signals wait for a run something else asks for: alone they
+                # start none; nor do signals whose run the policy put off. Signals a dead
+                # run left in flight are run again regardless.
+                if not left and not await self._has_work(session_id):
+                    break
                 taken = await self.state.take_pending(session_id)
                 if not taken:
                     break
+                # This run takes every pending signal, put-off ones folded in. The ready
+                # mark stays until the session is let go of: should this worker die, a
+                # sweep finds the signals it left in flight.
+                await self.state.unschedule(session_id)
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
@@ -289,6 +331,17 @@ class SessionWorker:
                 if result.status is RunStatus.AWAITING_APPROVAL:
                     waiting = True  # suspended: its signals stay in flight until it ends
                     break
+                interrupted = result.status is RunStatus.INTERRUPTED
+                if (
+                    interrupted
+                    and not result.metadata.get(PAUSED)
+                    and await self._carry_over(lease, signals)
+                ):
+                    # The next run takes them, with what interrupted this one; this one's
+                    # transcript is kept, answering nobody yet.
+                    if ending is not None:
+                        await self._store_ending(lease, ending)
+                    continue
                 await self._finish(lease, result, signals, ending)
                 if recovering:  # signals an earlier attempt left went through this time
                     recovering = False
@@ -304,7 +357,7 @@ class SessionWorker:
             if waiting:
                 checkpoint = await self.state.suspensions.load(session_id)
                 again = checkpoint is not None and can_resume(checkpoint)
-            elif await self.state.pending_count(session_id):
+            elif await self._has_work(session_id):
                 await self.state.mark_ready(session_id)
                 again = True
         except StaleFencingToken:
@@ -400,6 +453,25 @@ class SessionWorker:
         await self._end_run(lease, result, signals, ending)
         if result.metadata.get(PAUSED):
             await self.awaiting.ended(lease, result.run_id)
+
+    async def _has_work(self, session_id: str) -> bool:
+        """A pending signal asks for a run, and the run is not put off until later."""
+        if not wakes_a_worker(await self.state.pending(session_id)):
+            return False
+        return not await self.state.scheduled(session_id)
+
+    async def _carry_over(self, lease: Lease, signals: Sequence[PendingSignal]) -> bool:
+        """An interrupted run's signals were not treated: hand them to the next run, marked
+        as carried over, instead of letting them go (and answer none of them yet). False
+        when they were carried too often already: the caller concludes them."""
+        if any(p.carried >= MAX_CARRIES for p in signals):
+            return False
+        await self._hold(lease)
+        carried = [p.carried_over() for p in signals]
+        ready = any(p.action.wakes_a_worker for p in carried)
+        await self.state.carry_over(lease.session_id, [p.to_json() for p in carried], ready)
+        metrics.ATTENTION_CARRIED_OVER.inc(len(carried))
+        return True
 
     async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
         """The session has a suspended run: resume it when its decisions are in (or one
@@ -543,6 +615,7 @@ class SessionWorker:
             "fencing_token": lease.token,
             "worker": self.owner,
         }
+        await self.state.note_run(session_id, ended=False)  # for a minimum interval
         run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
         # Should the run pause for approvals, its calls from then on are journaled in the
         # state, so a worker that resumes it after a crash never runs one twice.
@@ -555,6 +628,7 @@ class SessionWorker:
                 waited = (now - pending.signal.observed_at).total_seconds()
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
         result = await self._watch(lease, run, signals)
+        await self.state.note_run(session_id, ended=True)
         _log_outcome(session_id, result, len(signals))
         return result, store.ending
 
@@ -587,6 +661,8 @@ class SessionWorker:
             self._handled.pop(session_id, None)
         if run.checkpointed:
             result.metadata[PAUSED] = True
+        if result.status is RunStatus.INTERRUPTED and run.interrupted_at is not None:
+            metrics.ATTENTION_INTERRUPT_SECONDS.observe(time.monotonic() - run.interrupted_at)
         return result
 
     async def _poll_interrupts(self) -> None:
@@ -644,6 +720,9 @@ class SessionWorker:
             await asyncio.sleep(self.sweep_interval)
             try:
                 now = datetime.now(UTC)
+                # Runs put off (debounce, minimum interval) that are due: durable in the
+                # state, so one survives the death of whichever process put it off.
+                await self.state.promote_due()
                 ready = await self.state.ready_sessions()
                 # Suspended runs whose decisions are in (even if their signal was lost) or
                 # whose approvals expired.
@@ -673,4 +752,4 @@ def _log_outcome(session_id: str, result: RunResult, signals: int) -> None:
         logger.info("%s: %s", what, result.error)
 
 
-__all__ = ["LeasedSessionStore", "SessionWorker", "render_run_input"]
+__all__ = ["FencedSessionStore", "LeasedSessionStore", "SessionWorker", "render_run_input"]

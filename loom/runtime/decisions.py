@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from loom.core.attention import APPROVAL_SIGNAL, Action, Decider, SessionView
+from loom.core.attention import APPROVAL_SIGNAL, Action, Decider, Scheduler, SessionView, Timing
 from loom.core.hooks import HookManager
 from loom.logs import log_context
 from loom.signals import RuntimeSignal
@@ -32,6 +32,8 @@ class SignalDecision:
     run: Run | None = field(default=None, compare=False)
     duplicate: bool = field(default=False, compare=False)
     """The signal's dedupe key was held by another signal: dropped without asking a policy."""
+    timing: Timing | None = field(default=None, compare=False)
+    """When the run it wakes should start (None: at once); the daemon's ledger keeps it."""
 
     @property
     def session_id(self) -> str:
@@ -101,8 +103,15 @@ async def decide_signals(
         if signal.type == APPROVAL_SIGNAL:  # a person decided: no rule may drop that
             decisions.append(SignalDecision(Action.RESUME, RESUME_REASON, signal))
             continue
-        action, reason = policy.decide(signal, views.get(session_id) or SessionView(session_id))
-        decisions.append(SignalDecision(Action.parse(action), reason, signal))
+        view = views.get(session_id) or SessionView(session_id)
+        action, reason = policy.decide(signal, view)
+        action = Action.parse(action)
+        timing = (
+            policy.timing(signal, view, action)
+            if action.wakes_a_worker and isinstance(policy, Scheduler)
+            else None
+        )
+        decisions.append(SignalDecision(action, reason, signal, timing=timing))
     await ledger.record(decisions)
     decisions = await ledger.wake(decisions)
     if hooks.wants("signal_decided"):

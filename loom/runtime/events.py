@@ -13,6 +13,7 @@ RunEventType = Literal[
     "model.thinking",
     "model.tool_input",
     "model.response",
+    "model.interrupted",
     "tool.started",
     "tool.completed",
     "tool.denied",

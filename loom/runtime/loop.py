@@ -31,7 +31,7 @@ from loom.runtime.context import (
     summary_prompt,
 )
 from loom.runtime.history import WorkingHistory
-from loom.runtime.run import Artifact, Run, RunResult, RunStatus, RunSuspended
+from loom.runtime.run import Artifact, Run, RunInterrupted, RunResult, RunStatus, RunSuspended
 from loom.runtime.run_state import RunState
 from loom.runtime.tool_calls import ToolCalls
 from loom.tools import ToolRegistry
@@ -45,6 +45,18 @@ class _ModelCallFailed(Exception):
 
 class _Suspended(Exception):
     """The run was suspended while it waited for approvals; its checkpoint is kept."""
+
+
+class _CutShort(Exception):
+    """An interrupt cancelled the model call in flight; ``partial`` is what had streamed."""
+
+    def __init__(self, partial: str) -> None:
+        super().__init__(partial)
+        self.partial = partial
+
+
+CUT_SHORT = "[answer cut short: the run was interrupted]"
+"""Ends the assistant turn a run keeps of a model call an interrupt cancelled."""
 
 
 @dataclass(slots=True)
@@ -237,6 +249,13 @@ class AgentLoop:
             return RunStatus.FAILED, str(failure)
         except _Suspended:
             return RunStatus.AWAITING_APPROVAL, None
+        except _CutShort as cut:
+            # The partial answer stays in the transcript, marked, so the next run knows
+            # what was said before the interrupt; the transcript still alternates.
+            text = f"{cut.partial}\n\n{CUT_SHORT}" if cut.partial else CUT_SHORT
+            state.append(Message.assistant(text))
+            state.output = cut.partial
+            return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
 
     async def _steps(self, state: RunState) -> tuple[RunStatus, str | None]:
         run = state.run
@@ -357,8 +376,11 @@ class AgentLoop:
                 stream=stream,
             )
 
+        partial: list[str] = []
+
         async def on_delta(delta: StreamDelta) -> None:
             if delta.kind == "text":
+                partial.append(delta.text)
                 run.emit("model.token", text=delta.text)
             elif delta.kind == "thinking":
                 run.emit("model.thinking", text=delta.text)
@@ -371,7 +393,14 @@ class AgentLoop:
                 )
 
         try:
-            response = await self.provider.complete(request, on_delta if stream else None)
+            # An interrupt cancels the call in flight (the provider's stream is closed)
+            # rather than waiting for an answer nobody will act on.
+            response = await run.unless_interrupted(
+                self.provider.complete(request, on_delta if stream else None)
+            )
+        except RunInterrupted:
+            run.emit("model.interrupted", iteration=request.iteration, partial="".join(partial))
+            raise _CutShort("".join(partial)) from None
         except Exception as exc:
             # The reason reaches results, replies, hooks and logs: no key it may quote.
             reason = scrub_keys(describe_model_error(exc))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from loom import metrics
 from loom.core.approvals import Approval, Decision, UnknownApproval
@@ -21,8 +22,20 @@ from loom.runtime.events import TERMINAL_EVENTS, RunEvent, RunEventType
 _STREAMED_ONLY = frozenset({"model.token", "model.thinking", "model.tool_input"})
 
 
+T = TypeVar("T")
+
+
 class RunSuspended(Exception):
     """The run was suspended while waiting for approvals (see ``Run.suspend``)."""
+
+
+class RunInterrupted(Exception):
+    """An interrupt came while the run waited on a step that can be cut short (a model
+    call, a tool that may be stopped): that step was cancelled (``Run.unless_interrupted``)."""
+
+
+INTERRUPT_GRACE = 1.0
+"""Seconds a cancelled step gets to unwind (close its stream) once an interrupt cut it."""
 
 
 class RunStatus(StrEnum):
@@ -128,6 +141,9 @@ class Run:
         self._decided = asyncio.Event()
         self._changed = asyncio.get_running_loop().create_future()
         self._suspend = False
+        self._interrupted = asyncio.Event()
+        self.interrupted_at: float | None = None
+        """When the first interrupt reached the run (``time.monotonic()``)."""
         self.checkpointed = False
         """True once the run has had a checkpoint (it paused for approvals, or was resumed
         from one): its end also ends the checkpoint."""
@@ -348,7 +364,32 @@ class Run:
         self.interrupt_reason = self.interrupt_reason or reason
         self._paused = None  # a run waiting for approvals stops waiting
         self._decided.set()
+        if self.interrupted_at is None:
+            self.interrupted_at = time.monotonic()
+        self._interrupted.set()  # a model call or stoppable tool in flight is cut short
         return True
+
+    async def unless_interrupted(self, step: Awaitable[T]) -> T:
+        """Await ``step`` unless an interrupt comes first: then the step is cancelled (a
+        model call's stream is closed with it) and ``RunInterrupted`` raised. The step gets
+        ``INTERRUPT_GRACE`` seconds to unwind, so the run ends within a bounded time."""
+        if self.interrupt_requested():
+            if inspect.iscoroutine(step):
+                step.close()  # never started: nothing to unwind
+            raise RunInterrupted(self.id)
+        task = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                # Unwinding past the grace is left behind: the run ends on time regardless.
+                await asyncio.wait((task,), timeout=INTERRUPT_GRACE)
+        if not task.done() or task.cancelled():
+            raise RunInterrupted(self.id)
+        return task.result()
 
     def __repr__(self) -> str:
         return f"<Run {self.id} session={self.session_id} {self.status.value}>"

@@ -250,7 +250,7 @@ class Session:
                     self._history, self._first_entry = window.history, window.first_entry
                     await self._record(result, transcript)
                     if self.store is not None and result.ok:
-                        await window.remember_calibration()
+                        await self._remember_calibration(window)
         except asyncio.CancelledError:
             if waiting:
                 self._queued -= 1
@@ -269,6 +269,15 @@ class Session:
             error = f"internal error: {type(exc).__name__}: {exc}"
             result = RunResult(run.id, self.id, RunStatus.FAILED, error=error)
         await loop.conclude(run, result)
+
+    async def _remember_calibration(self, window: ContextWindow) -> None:
+        """Keep what this run learnt of the model's tokens per character, best effort: the
+        run is over and recorded, and nothing here may turn its outcome into a failure (a
+        store that is away only costs the next run its estimate)."""
+        try:
+            await window.remember_calibration()
+        except Exception as problem:
+            logger.warning("session %s: calibration not kept: %s", self.id, problem)
 
     async def _working_history(self) -> WorkingHistory:
         if self._history is None:

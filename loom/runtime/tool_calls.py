@@ -23,6 +23,7 @@ from loom.core.governance import Governor, RateLimits, Ruling, ToolCallInfo, Ver
 from loom.core.hooks import DenyCall, HookManager
 from loom.core.messages import Message, ToolCall
 from loom.runtime.config import Runtime
+from loom.runtime.run import RunInterrupted
 from loom.runtime.run_state import RunState
 from loom.tools import Tool, ToolArgumentsError, ToolContext, ToolRegistry, render_result
 
@@ -32,6 +33,9 @@ UNKNOWN_OUTCOME = (
     "outcome unknown: this call started before the run was stopped (its worker ended) and "
     "may or may not have taken effect; it was not run again. Check before retrying it."
 )
+
+STOPPED = "tool call stopped: the run was interrupted"
+"""The result of a read-only call an interrupt stopped."""
 
 
 @dataclass(slots=True)
@@ -195,7 +199,18 @@ class ToolCalls:
         run.emit("tool.started", tool_call_id=call.id, tool_name=call.name, arguments=arguments)
         clock = time.perf_counter()
         state.started.add(call.id)
-        content, is_error = await self._journaled(state, call, arguments)
+        tool = self.tools.get(call.name)
+        if tool is not None and tool.read_only:
+            # A read-only call can be stopped by an interrupt and loses nothing; a call
+            # with side effects runs to its end rather than stop half done.
+            try:
+                content, is_error = await run.unless_interrupted(
+                    self._journaled(state, call, arguments)
+                )
+            except RunInterrupted:
+                content, is_error = STOPPED, True
+        else:
+            content, is_error = await self._journaled(state, call, arguments)
         limit = self.runtime.max_tool_result_chars
         if len(content) > limit:
             content = f"{content[:limit]}\n[truncated: {len(content) - limit} more characters]"
@@ -324,4 +339,4 @@ def _failed_closed(
     )
 
 
-__all__ = ["UNKNOWN_OUTCOME", "ToolCalls"]
+__all__ = ["STOPPED", "UNKNOWN_OUTCOME", "ToolCalls"]

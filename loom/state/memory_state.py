@@ -11,7 +11,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from loom.core.session_store import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_RUNS
@@ -46,6 +46,8 @@ class _Session:
     # (owner, token, expires at on the state's clock)
     lease: tuple[str, int, float] | None = None
     leased_at: float = 0.0  # when the current lease was acquired, on the state's clock
+    run_started: float | None = None  # on the state's clock
+    run_ended: float | None = None
     issued: int = 0  # the newest token issued for the session
     fence: int = 0  # the newest token a write was checked with
     condition: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -105,6 +107,8 @@ class MemoryState(State):
         self._sweep_at = 1024
         self._sessions: dict[str, _Session] = {}
         self._ready: dict[str, None] = {}  # insertion order is first-marked order
+        self._due: dict[str, float] = {}  # put-off runs: session -> due, on the clock
+        self._due_first: dict[str, float] = {}  # session -> its first put-off signal
         self._tokens = itertools.count(1)
 
     def _session(self, session_id: str) -> _Session:
@@ -264,6 +268,16 @@ class MemoryState(State):
         if session is not None:
             session.outbox.pop(run_id, None)
 
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        session = self._session(session_id)
+        session.in_flight.clear()
+        # Carried signals come first; past the bound the oldest pending go, as on add.
+        kept = [*signals_json, *session.pending][-self.max_pending :]
+        session.pending.clear()
+        session.pending.extend(kept)
+        if ready:
+            await self.mark_ready(session_id)
+
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
         risks = self._session(session_id).risks
         # A risk reported again counts as new: it moves to the end, last to be dropped.
@@ -314,6 +328,45 @@ class MemoryState(State):
 
     async def ready_sessions(self, limit: int = 100) -> list[str]:
         return list(itertools.islice(self._ready, max(limit, 0)))
+
+    # -- runs put off ------------------------------------------------------------------
+
+    async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
+        now = self._clock()
+        first = self._due_first.setdefault(session_id, now)
+        self._due[session_id] = min(now + delay, first + max_wait)
+
+    async def unschedule(self, session_id: str) -> None:
+        self._due.pop(session_id, None)
+        self._due_first.pop(session_id, None)
+
+    async def scheduled(self, session_id: str) -> bool:
+        return session_id in self._due
+
+    async def promote_due(self, limit: int = 100) -> list[str]:
+        now = self._clock()
+        due = sorted((at, sid) for sid, at in self._due.items() if at <= now)[: max(limit, 0)]
+        for _, session_id in due:
+            await self.unschedule(session_id)
+            await self.mark_ready(session_id)
+        return [session_id for _, session_id in due]
+
+    async def note_run(self, session_id: str, *, ended: bool) -> None:
+        session = self._session(session_id)
+        if ended:
+            session.run_ended = self._clock()
+        else:
+            session.run_started = self._clock()
+
+    async def run_times(self, session_id: str) -> tuple[float | None, float | None]:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None, None
+        now = self._clock()
+        return (
+            None if session.run_started is None else now - session.run_started,
+            None if session.run_ended is None else now - session.run_ended,
+        )
 
     # -- leases ------------------------------------------------------------------------
 

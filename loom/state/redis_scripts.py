@@ -14,6 +14,74 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 """
 
+# An interrupted run's signals go back to the front of the pending list, oldest first
+# (ARGV[5..]), and its in-flight list goes; KEYS[3] is the ready set. ARGV: the pending
+# bound, keep (ms), ready (1/0), the session id, then the signals.
+CARRY_OVER = """
+redis.call('DEL', KEYS[2])
+for i = #ARGV, 5, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[3], 'NX', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), ARGV[4])
+end
+"""
+
+# Put-off runs (debounce, minimum interval), on the server's clock. KEYS: the due set
+# (session -> due time), the first-put-off set (session -> time of the first), the ready
+# set. ARGV: session id, delay, max wait (seconds).
+SCHEDULE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local first = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')
+if first == 0 then
+  first = now
+  redis.call('ZADD', KEYS[2], string.format('%.6f', now), ARGV[1])
+end
+local due = math.min(now + tonumber(ARGV[2]), first + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], string.format('%.6f', due), ARGV[1])
+return 1
+"""
+
+# Moves due sessions (at most ARGV[1]) from the due set to the ready set; each goes to
+# one caller. KEYS as SCHEDULE's.
+PROMOTE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now),
+  'LIMIT', 0, tonumber(ARGV[1]))
+local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+for _, sid in ipairs(due) do
+  redis.call('ZREM', KEYS[1], sid)
+  redis.call('ZREM', KEYS[2], sid)
+  redis.call('ZADD', KEYS[3], 'NX', score, sid)
+end
+return due
+"""
+
+# A run started (ARGV[1] = 'started') or ended ('ended') now; KEYS[1] the session's runs
+# hash; ARGV[2] keep (ms).
+NOTE_RUN = """
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+"""
+
+# Seconds since each session's last run started and ended ('' = never); KEYS: runs hashes.
+RUN_TIMES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {}
+for i = 1, #KEYS do
+  local times = redis.call('HMGET', KEYS[i], 'started', 'ended')
+  for j = 1, 2 do
+    out[#out + 1] = times[j] and string.format('%.6f', now - tonumber(times[j])) or ''
+  end
+end
+return out
+"""
+
 # Adds or replaces a risk as the newest; the oldest go past the bound.
 SET_RISK = """
 redis.call('LREM', KEYS[2], 0, ARGV[1])
@@ -227,6 +295,7 @@ return false
 
 __all__ = [
     "ACQUIRE",
+    "CARRY_OVER",
     "CHECK_FENCE",
     "CLAIM",
     "CLAIM_MANY",
@@ -236,9 +305,13 @@ __all__ = [
     "INDEX_LEASE",
     "MARK_AND_RELEASE",
     "MARK_READY",
+    "NOTE_RUN",
+    "PROMOTE_DUE",
     "RECORD_SIGNALS",
     "RELEASE",
     "RENEW",
+    "RUN_TIMES",
+    "SCHEDULE",
     "SET_RISK",
     "TAKE_PENDING",
 ]

@@ -3,6 +3,9 @@
 Keys (layout of every key: ``loom.state.redis_state``)::
 
     {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:due                       ZSET    session id -> when its put-off run is due
+    {prefix}:due_first                 ZSET    session id -> its first put-off signal's time
+    {prefix}:s:{<sid>}:runs            HASH    started, ended: server times of its last run
     {prefix}:s:{<sid>}:pending         LIST    signal JSON, oldest first, bounded
     {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
     {prefix}:s:{<sid>}:risks           HASH    risk key -> text
@@ -14,6 +17,7 @@ Keys (layout of every key: ``loom.state.redis_state``)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -56,6 +60,11 @@ class RedisWorkingState(WorkingState):
         self._record_signals = register(scripts.RECORD_SIGNALS)
         self._set_risk = register(scripts.SET_RISK)
         self._mark_ready = register(scripts.MARK_READY)
+        self._carry_over = register(scripts.CARRY_OVER)
+        self._schedule = register(scripts.SCHEDULE)
+        self._promote_due = register(scripts.PROMOTE_DUE)
+        self._note_run = register(scripts.NOTE_RUN)
+        self._run_times = register(scripts.RUN_TIMES)
 
     def _guard(self) -> AbstractContextManager[None]:
         return unavailable(self.url, self._password)
@@ -95,7 +104,54 @@ class RedisWorkingState(WorkingState):
             risk_texts = dict(zip(flat_risks[::2], flat_risks[1::2], strict=True))
             risks = {key: risk_texts[key] for key in order if key in risk_texts}
             contexts[session_id] = DecisionContext(risks, bool(held), int(pending))
-        return contexts
+        times = await self._times(unique)
+        return {
+            sid: dataclasses.replace(c, last_run_started_ago=times[sid][0],
+                                     last_run_ended_ago=times[sid][1])
+            for sid, c in contexts.items()
+        }  # fmt: skip
+
+    async def _times(self, session_ids: Sequence[str]) -> dict[str, tuple[float | None, ...]]:
+        keys = [self._key(session_id, "runs") for session_id in session_ids]
+        with self._guard():
+            flat = texts(await self._run_times(keys=keys))
+        ages = [float(value) if value else None for value in flat]
+        return {sid: (ages[2 * i], ages[2 * i + 1]) for i, sid in enumerate(session_ids)}
+
+    async def run_times(self, session_id: str) -> tuple[float | None, float | None]:
+        started, ended = (await self._times([session_id]))[session_id]
+        return started, ended
+
+    async def note_run(self, session_id: str, *, ended: bool) -> None:
+        with self._guard():
+            await self._note_run(
+                keys=[self._key(session_id, "runs")],
+                args=["ended" if ended else "started", self._keep_ms],
+            )
+
+    def _due_keys(self) -> list[str]:
+        return [f"{self.prefix}:due", f"{self.prefix}:due_first", f"{self.prefix}:ready"]
+
+    async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
+        with self._guard():
+            await self._schedule(keys=self._due_keys(), args=[session_id, delay, max_wait])
+
+    async def unschedule(self, session_id: str) -> None:
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.zrem(f"{self.prefix}:due", session_id)
+                pipe.zrem(f"{self.prefix}:due_first", session_id)
+                await pipe.execute()
+
+    async def scheduled(self, session_id: str) -> bool:
+        with self._guard():
+            return await self._client.zscore(f"{self.prefix}:due", session_id) is not None
+
+    async def promote_due(self, limit: int = 100) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._guard():
+            return texts(await self._promote_due(keys=self._due_keys(), args=[limit]))
 
     async def record_signal(
         self,
@@ -163,6 +219,13 @@ class RedisWorkingState(WorkingState):
     async def finish_in_flight(self, session_id: str) -> None:
         with self._guard():
             await self._client.delete(self._key(session_id, "inflight"))
+
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        keys = [self._key(session_id, "pending"), self._key(session_id, "inflight")]
+        args: list[str | int] = [self.max_pending, self._keep_ms, int(ready), session_id]
+        args.extend(signals_json)
+        with self._guard():
+            await self._carry_over(keys=[*keys, f"{self.prefix}:ready"], args=args)
 
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
         keys = [self._key(session_id, "risks"), self._key(session_id, "risk_order")]

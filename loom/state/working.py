@@ -35,6 +35,8 @@ class DecisionContext:
     risks: dict[str, str]
     busy: bool
     pending: int
+    last_run_started_ago: float | None = None
+    last_run_ended_ago: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,13 @@ class WorkingState(ABC):
     async def finish_in_flight(self, session_id: str) -> None:
         """The run that took the in-flight signals ended: drop them."""
 
+    @abstractmethod
+    async def carry_over(self, session_id: str, signals_json: Sequence[str], ready: bool) -> None:
+        """The run that took the in-flight signals was interrupted before treating them:
+        atomically drop the in-flight list and put ``signals_json`` (those signals, marked
+        as carried over) at the front of the pending list, oldest first, for the next run;
+        mark the session ready when ``ready``."""
+
     # -- risks and decisions -----------------------------------------------------------
     @abstractmethod
     async def set_risk(self, session_id: str, key: str, text: str) -> None:
@@ -143,14 +152,45 @@ class WorkingState(ABC):
     async def busy(self, session_id: str) -> bool:
         """Whether a run holds the session now (``State``: a live lease)."""
 
+    # -- runs put off (debounce, minimum interval), durable ----------------------------
+    @abstractmethod
+    async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
+        """The session needs a run in ``delay`` seconds: each call pushes the start back,
+        but never past ``max_wait`` seconds after the first call since the session's last
+        take (``unschedule``)."""
+
+    @abstractmethod
+    async def unschedule(self, session_id: str) -> None:
+        """Forget the session's put-off run (a run takes its signals now)."""
+
+    @abstractmethod
+    async def scheduled(self, session_id: str) -> bool:
+        """Whether the session has a put-off run not yet due."""
+
+    @abstractmethod
+    async def promote_due(self, limit: int = 100) -> list[str]:
+        """Move the sessions whose put-off run is due to the ready set, atomically (each
+        is returned to one caller only); return them."""
+
+    @abstractmethod
+    async def note_run(self, session_id: str, *, ended: bool) -> None:
+        """A run of the session started (or ended, ``ended``) now, on the state's clock."""
+
+    @abstractmethod
+    async def run_times(self, session_id: str) -> tuple[float | None, float | None]:
+        """Seconds since the session's last run started and since it last ended."""
+
     # -- the attention role's hot path ------------------------------------------------
     async def decision_context(self, session_id: str) -> DecisionContext:
         """Active risks, whether a run holds the session, and the pending count, read
         together."""
-        risks, busy, pending = await asyncio.gather(
-            self.risks(session_id), self.busy(session_id), self.pending_count(session_id)
+        risks, busy, pending, (started, ended) = await asyncio.gather(
+            self.risks(session_id),
+            self.busy(session_id),
+            self.pending_count(session_id),
+            self.run_times(session_id),
         )
-        return DecisionContext(risks, busy, pending)
+        return DecisionContext(risks, busy, pending, started, ended)
 
     async def record_signal(
         self,

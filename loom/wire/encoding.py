@@ -5,7 +5,7 @@ Every role uses this one encoding (`loom.daemon.signals_io` is its deprecated ol
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,12 +59,19 @@ class PendingSignal:
     signal: RuntimeSignal
     action: Action
     trace: dict[str, str] | None = None
+    carried: int = 0
+    """How many interrupted runs took this signal and handed it on untreated."""
 
     def to_json(self) -> str:
         # Composed around pydantic's own JSON: this runs for every signal decided.
         trace = f',"trace":{json.dumps(self.trace)}' if self.trace else ""
+        carried = f',"carried":{self.carried}' if self.carried else ""
         signal = self.signal.model_dump_json()
-        return f'{{"action":{json.dumps(self.action)},"signal":{signal}{trace}}}'
+        return f'{{"action":{json.dumps(self.action)},"signal":{signal}{trace}{carried}}}'
+
+    def carried_over(self) -> PendingSignal:
+        """This signal, handed on by a run that was interrupted before treating it."""
+        return replace(self, carried=self.carried + 1)
 
     @classmethod
     def from_json(cls, text: str) -> PendingSignal:
@@ -74,6 +81,7 @@ class PendingSignal:
             RuntimeSignal.model_validate(data["signal"]),
             Action.parse(data["action"]),
             tracing.text_carrier(trace) if isinstance(trace, dict) else None,
+            int(data.get("carried") or 0),
         )
 
 

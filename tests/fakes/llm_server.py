@@ -194,6 +194,8 @@ class FakeLLMServer:
         self.requests: list[RecordedRequest] = []
         self.problems: list[str] = []
         """Unscripted requests and mismatched replies; the fixture fails the test on any."""
+        self.cut = 0
+        """Replies whose client closed the connection before they were complete."""
         self._queues: dict[str, collections.deque[Scripted]] = {
             route: collections.deque() for route in ROUTES
         }
@@ -337,6 +339,7 @@ class FakeLLMServer:
             return self._problem(f"JSON reply scripted for a stream=true POST {route}", route)
 
         if reply.delay and not await _wait_connected(request, reply.delay):
+            self._count_cut()
             return Response(b"", status_code=499)  # the client gave up; nobody reads this
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         id_header = "request-id" if route == ANTHROPIC_MESSAGES else "x-request-id"
@@ -357,12 +360,19 @@ class FakeLLMServer:
             )
         return Response(b"", status_code=reply.status, headers=headers)
 
-    @staticmethod
-    async def _stream(events: Sequence[SSEEvent], event_delay: float) -> AsyncIterator[bytes]:
-        for index, chunk in enumerate(encode_sse(events)):
-            if event_delay and index:
-                await asyncio.sleep(event_delay)
-            yield chunk
+    async def _stream(self, events: Sequence[SSEEvent], event_delay: float) -> AsyncIterator[bytes]:
+        try:
+            for index, chunk in enumerate(encode_sse(events)):
+                if event_delay and index:
+                    await asyncio.sleep(event_delay)
+                yield chunk
+        except BaseException:  # the client went away mid-stream (cancelled, closed)
+            self._count_cut()
+            raise
+
+    def _count_cut(self) -> None:
+        with self._lock:
+            self.cut += 1
 
 
 @pytest.fixture

@@ -50,6 +50,24 @@ async def test_take_pending_returns_what_a_crashed_run_left_first(backend: Backe
     assert await survivor.in_flight("s") == []
 
 
+async def test_carry_over_puts_an_interrupted_runs_signals_back_first(backend: Backend) -> None:
+    state = backend.new(max_pending=4)
+    for name in "ab":
+        await state.add_pending("s", name)
+    assert await state.take_pending("s") == ["a", "b"]
+    await state.add_pending("s", "interrupter")
+    await state.clear_ready("s")
+    await state.carry_over("s", ["a'", "b'"], ready=True)
+    assert await state.in_flight("s") == []
+    assert await state.pending("s") == ["a'", "b'", "interrupter"]
+    assert await state.ready_sessions() == ["s"]
+    await state.carry_over("t", ["x", "y", "z"], ready=False)
+    assert await state.ready_sessions() == ["s"]
+    # Past the bound the oldest go, as on add.
+    await state.carry_over("s", ["c", "d"], ready=False)
+    assert await state.pending("s") == ["d", "a'", "b'", "interrupter"]
+
+
 async def test_in_flight_is_bounded_too(backend: Backend) -> None:
     state = backend.new(max_pending=3)
     for name in "abc":
@@ -238,3 +256,51 @@ async def test_batched_records_keep_every_text_exactly(state: WorkingState) -> N
     assert await state.decisions(odd_session) == [decision, decision]
     assert await state.ready_sessions() == [odd_session]
     assert await state.wait_interrupt(odd_session, 0.5) == ("sig-ü", text)
+
+
+# -- runs put off (issue 19) --------------------------------------------------------------
+
+
+async def test_a_put_off_run_is_due_once_and_survives_its_process(backend: Backend) -> None:
+    waiting = backend.new()
+    await waiting.schedule("s", 0.2, 5.0)
+    assert await waiting.scheduled("s")
+    assert await waiting.promote_due() == []
+    assert await waiting.ready_sessions() == []
+    # The process that put the run off is gone; another replica's sweep starts it.
+    survivor = backend.peer(waiting)
+    await asyncio.sleep(0.3)
+    assert await survivor.promote_due() == ["s"]
+    assert await survivor.promote_due() == []  # once
+    assert await survivor.ready_sessions() == ["s"]
+    assert not await survivor.scheduled("s")
+
+
+async def test_a_put_off_run_waits_no_longer_than_its_max_wait(state: WorkingState) -> None:
+    await state.schedule("s", 30.0, 0.2)
+    await state.schedule("s", 30.0, 0.2)  # each signal pushes back, up to the max wait
+    await asyncio.sleep(0.3)
+    assert await state.promote_due() == ["s"]
+
+
+async def test_unschedule_forgets_a_put_off_run(state: WorkingState) -> None:
+    await state.schedule("s", 30.0, 30.0)
+    await state.unschedule("s")
+    assert not await state.scheduled("s")
+    await state.schedule("s", 0.0, 30.0)
+    assert await state.promote_due() == ["s"]
+
+
+async def test_run_times_are_seconds_ago_on_the_states_clock(state: WorkingState) -> None:
+    assert await state.run_times("s") == (None, None)
+    await state.note_run("s", ended=False)
+    started, ended = await state.run_times("s")
+    assert started is not None
+    assert started >= 0
+    assert ended is None
+    await state.note_run("s", ended=True)
+    started, ended = await state.run_times("s")
+    assert started is not None
+    assert ended is not None
+    assert ended <= started
+    assert (await state.decision_context("s")).last_run_started_ago is not None
