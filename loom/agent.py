@@ -94,8 +94,7 @@ class Agent:
                 raise ValueError("knowledge_tool=True needs at least one knowledge source")
             self.tools.add(_retrieval_tool(self.knowledge))
         for capability in self.capabilities:
-            for capability_tool in capability.tools():
-                self.tools.add(capability_tool)
+            capability.attach(self.tools)
         skills = [skill for capability in self.capabilities for skill in capability.skills]
         if skills:
             # One tool for every skill: its description lists names and when_to_use only.
@@ -203,9 +202,37 @@ class Agent:
             raise ValueError("a signal needs a session: pass session_id= or set it on the signal")
         return await self.session(target).receive(event, adapter=adapter)
 
+    async def start(self) -> None:
+        """Start what capabilities need before the first run (MCP servers with
+        ``connect=True``); raises when one cannot start."""
+        for capability in self.capabilities:
+            await capability.start()
+
+    def capability_status(self) -> dict[str, dict[str, Any]]:
+        """Each capability's state, for ``/readyz`` (MCP servers: connected, degraded)."""
+        found = {c.name: c.status() for c in self.capabilities}
+        return {name: status for name, status in found.items() if status is not None}
+
+    async def release_session(self, session_id: str) -> None:
+        """Release what capabilities hold for one session (``scope="session"`` MCP
+        servers); the daemon calls it when it lets go of the session's lease."""
+        for capability in self.capabilities:
+            await capability.release_session(session_id)
+
     async def aclose(self) -> None:
+        """Release the model client, the session store and what capabilities hold (MCP
+        servers: a stdio server's process is stopped)."""
+        for capability in self.capabilities:
+            await capability.aclose()
         await self.model.aclose()
         await self.session_store.close()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<Agent {self.name} model={self.model.name} tools={len(self.tools)}>"

@@ -185,8 +185,32 @@ PROBE_UP = Gauge(
     "1 when the heartbeat's probe last found its service up, else 0 (by probe name).",
     ["probe"],
 )
+MCP_SERVER_READY = Gauge(
+    "loom_mcp_server_ready",
+    "1 while the MCP server's connection is open, else 0 (by configured server name).",
+    ["server"],
+)
+MCP_SERVER_DEGRADED = Gauge(
+    "loom_mcp_server_degraded",
+    "1 while the MCP server keeps failing to start (degrade_after failures in a row).",
+    ["server"],
+)
+MCP_RESTARTS = Counter(
+    "loom_mcp_restarts_total",
+    "MCP connections opened again after a failed start or a lost connection.",
+    ["server"],
+)
 
 _INSTRUMENTED = "_loom_metrics"
+
+
+def mcp_server_state(server: str, *, ready: bool, degraded: bool) -> None:
+    MCP_SERVER_READY.labels(server).set(1 if ready else 0)
+    MCP_SERVER_DEGRADED.labels(server).set(1 if degraded else 0)
+
+
+def mcp_restarted(server: str) -> None:
+    MCP_RESTARTS.labels(server).inc()
 
 
 def signal_received(source: str, type_: str) -> None:

@@ -806,6 +806,7 @@ def test_settings_load_from_what_the_chart_renders(
         assert settings.webhooks.github_secret is not None  # env and file merge
         assert set(settings.webhooks.mappings) == set(chart_values["webhooks"]["mappings"])
         assert settings.attention_rules
+        assert [s["name"] for s in settings.mcp_servers] == ["k8s"]
         assert settings.slack.bot_token is not None
 
 

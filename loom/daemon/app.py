@@ -22,6 +22,7 @@ from loom import metrics, tracing
 from loom.adapters.registry import adapters_from_settings, merge_adapters
 from loom.agent import Agent
 from loom.broker import Broker
+from loom.capabilities import MCPCapability
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
@@ -200,7 +201,10 @@ class Daemon:
             runtime=runtime,
             knowledge=knowledge,
             knowledge_tool=context.knowledge_tool and bool(knowledge),
-            capabilities=capabilities.build(),
+            capabilities=[
+                *capabilities.build(),
+                *(MCPCapability.from_settings(s) for s in self.settings.mcp_servers),
+            ],
         )
 
     def _warn_about_model(self) -> None:
@@ -229,6 +233,7 @@ class Daemon:
                 await self.attention_consumer.start()
             if "worker" in self.roles:
                 self._warn_about_model()
+                await self.agent.start()  # MCP servers with connect=True; raises if one fails
                 await self.worker.start()
                 await self.replies.start()
             if "scheduler" in self.roles:
@@ -242,6 +247,8 @@ class Daemon:
                 await self.broker.close()
             with contextlib.suppress(Exception):
                 await self.state.close()
+            with contextlib.suppress(Exception):
+                await self.agent.aclose()
             raise
         self.started = True
         logger.info(
@@ -287,12 +294,20 @@ class Daemon:
         if "worker" in self.roles:
             checks["worker_consuming"] = self.worker.consuming
             checks["replies_consuming"] = self.replies.consuming
+            for name, status in self.capability_status().items():
+                if status.get("connect"):  # readiness waits for servers started eagerly
+                    checks[name] = bool(status.get("ready"))
         if "scheduler" in self.roles:
             for adapter in self.scheduled_adapters:
                 checks.update(await adapter.check())
         checks["broker"] = await _safely(self.broker.ping())
         checks["state"] = await _safely(self.state.ping())
         return checks
+
+    def capability_status(self) -> dict[str, dict[str, Any]]:
+        """The agent's capabilities (MCP servers) as ``/readyz`` details them (only the
+        worker role holds them)."""
+        return self.agent.capability_status() if "worker" in self.roles else {}
 
     @property
     def scheduled_adapters(self) -> list[Adapter]:

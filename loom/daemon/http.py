@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -47,6 +47,8 @@ class Served(Protocol):
 
     @property
     def adapter_context(self) -> AdapterContext: ...
+
+    def capability_status(self) -> dict[str, dict[str, Any]]: ...
 
     @property
     def adapters(self) -> Sequence[Adapter]: ...
@@ -96,10 +98,10 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
     async def readyz(request: Request) -> Response:
         checks = await daemon.readiness()
         ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if capabilities := daemon.capability_status():
+            body["capabilities"] = capabilities  # MCP servers: connected, degraded, last error
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(build_openapi(daemon.adapters, gateway=gateway))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The adapters' sections, re-exported: ``from loom.daemon.settings import SlackSettings``.
 from loom.adapters.registry import (
@@ -22,6 +22,7 @@ from loom.adapters.registry import (
     WebhookMapping,
     WebhookSettings,
 )
+from loom.capabilities import MCPCapability
 from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
@@ -168,6 +169,28 @@ class Settings(SettingsBase, AdapterSettings):
     """Rules tried in order before the urgency default (see docs/daemon.md)."""
     attention_schedule: Schedule = Field(default_factory=Schedule)
     """Default debounce, maximum wait, minimum interval and group (docs/attention.md)."""
+    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    """MCP servers of the default agent (``LOOM_MCP_SERVERS`` as a JSON list, or ``[[mcp]]``
+    tables in the TOML file): the fields of ``Capability.mcp`` (see docs/mcp.md)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mcp_tables(cls, data: Any) -> Any:
+        # ``[[mcp]]`` reads better in TOML than ``[[mcp_servers]]``; both work.
+        if isinstance(data, dict) and "mcp" in data:
+            data = dict(data)
+            data["mcp_servers"] = [*data.get("mcp_servers", []), *data.pop("mcp")]
+        return data
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_servers(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names = []
+        for entry in value:
+            names.append(MCPCapability.from_settings(entry).config.name)  # raises when bad
+        if len(set(names)) != len(names):
+            raise ValueError(f"MCP server names must be unique, got {names}")
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -201,6 +224,10 @@ class Settings(SettingsBase, AdapterSettings):
         data = {k: v for k, v in data.items() if k not in adapters} | {
             k: v for k, v in data.items() if k in adapters
         }
+        for server in data.get("mcp_servers", []):
+            for part in ("headers", "env"):
+                if isinstance(server.get(part), dict):
+                    server[part] = dict.fromkeys(server[part], "***")
         data["broker_url"] = mask_url(self.broker_url)
         data["state_url"] = mask_url(self.state_url)
         return data

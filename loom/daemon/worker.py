@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -180,7 +180,7 @@ class SessionWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, Run] = {}
-        self._retries: set[asyncio.Task[bool]] = set()
+        self._retries: set[asyncio.Task[Any]] = set()
         self._wakes: dict[str, asyncio.Task[None]] = {}
         self._handled: dict[str, set[str]] = {}
         self._lost: set[str] = set()
@@ -388,14 +388,14 @@ class SessionWorker:
             self._active.pop(session_id, None)
             metrics.ACTIVE_SESSIONS.dec()
             self._slots.release()
+            if not again:  # the lease is let go of: so are the session's own MCP servers
+                self._background(self.agent.release_session(session_id))
         if handed_back or ((failed or again) and self._stopping):
             await self._wake(session_id)
         elif failed:
             self._wake_soon(session_id)
         elif again:  # take it straight back rather than wait for the next sweep
-            retry = asyncio.create_task(self.try_run(session_id))
-            self._retries.add(retry)
-            retry.add_done_callback(self._retries.discard)
+            self._background(self.try_run(session_id))
 
     async def _end_run(
         self,
@@ -536,6 +536,12 @@ class SessionWorker:
             await self.state.mark_ready(session_id)
         except Exception as problem:
             logger.warning("session %s: not marked ready: %s", session_id, problem)
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` without holding the session's slot; kept until it is done."""
+        task = asyncio.create_task(work)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     def _wake_soon(self, session_id: str) -> None:
         """``_wake`` after a sweep interval: a session that fails again and again is retried

@@ -122,6 +122,7 @@ class AgentLoop:
         one, ``history`` is compacted by dropping its oldest turns.
         """
         state = RunState(run, history, [], dict(metadata or {}), started_at=datetime.now(UTC))
+        await self.tools.prepare(run.session_id)
         self._open_window(state, window)
         state.append(user_message)
         run.status = RunStatus.RUNNING
@@ -149,6 +150,7 @@ class AgentLoop:
         run (each at most once, through ``run.journal``), then the loop continues. Returns
         like ``execute``, the transcript holding the whole run's messages."""
         state = RunState.from_checkpoint(run, history, checkpoint)
+        await self.tools.prepare(run.session_id)
         self._open_window(state, window)
         state.journal = run.journal or MemoryToolJournal()
         run.status = RunStatus.RUNNING

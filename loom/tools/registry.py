@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from loom.tools.tool import Tool, ToolDefinition
 
 AnyTool = Tool[..., Any]
+
+
+class ToolSource(Protocol):
+    """Tools that change while the agent lives (an MCP server's): the registry asks the
+    source for them instead of holding them."""
+
+    @property
+    def revision(self) -> int:
+        """Moves whenever ``tools()`` would answer differently."""
+        ...
+
+    def tools(self) -> Sequence[AnyTool]: ...
+
+    def get(self, name: str) -> AnyTool | None: ...
+
+    async def prepare(self, session_id: str | None = None) -> None:
+        """Called before a run: have the tools ready (in memory, not on each model call)."""
+        ...
 
 
 class ToolRegistry:
@@ -16,6 +34,8 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[AnyTool | Callable[..., Any]] = ()) -> None:
         self._tools: dict[str, AnyTool] = {}
         self._definitions: tuple[ToolDefinition, ...] | None = None
+        self._sources: list[ToolSource] = []
+        self._revisions: tuple[int, ...] = ()
         for item in tools:
             self.add(item)
 
@@ -28,27 +48,47 @@ class ToolRegistry:
         self._definitions = None
         return found
 
+    def attach(self, source: ToolSource) -> None:
+        """Offer a source's tools too, as they are at each model request."""
+        self._sources.append(source)
+        self._definitions = None
+
+    async def prepare(self, session_id: str | None = None) -> None:
+        """Let every source get its tools ready before a run."""
+        for source in self._sources:
+            await source.prepare(session_id)
+
     def get(self, name: str) -> AnyTool | None:
         """The tool called ``name``, or None."""
-        return self._tools.get(name)
+        found = self._tools.get(name)
+        if found is None:
+            for source in self._sources:
+                found = source.get(name)
+                if found is not None:
+                    return found
+        return found
 
     def definitions(self) -> list[ToolDefinition]:
-        """Every tool's definition, in insertion order."""
+        """Every tool's definition, in insertion order (then each source's)."""
         # Sent with every model request, so built once per change rather than per call.
-        if self._definitions is None:
-            self._definitions = tuple(t.definition for t in self._tools.values())
+        revisions = tuple(source.revision for source in self._sources)
+        if self._definitions is None or revisions != self._revisions:
+            self._revisions = revisions
+            self._definitions = tuple(t.definition for t in self)
         return list(self._definitions)
 
     def __contains__(self, item: object) -> bool:
         if isinstance(item, Tool):
-            return self._tools.get(item.name) is item
-        return isinstance(item, str) and item in self._tools
+            return self.get(item.name) is item
+        return isinstance(item, str) and self.get(item) is not None
 
     def __iter__(self) -> Iterator[AnyTool]:
-        return iter(self._tools.values())
+        yield from self._tools.values()
+        for source in self._sources:
+            yield from source.tools()
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._tools) + sum(len(source.tools()) for source in self._sources)
 
     def __repr__(self) -> str:
         return f"ToolRegistry({list(self._tools)!r})"
