@@ -305,20 +305,20 @@ class Run:
         decided = approval.decide(decision, message=message, digest=digest, by=by)
         if decided is not approval:
             metrics.approval_decided(decided)
-        self._approvals[approval_id] = decided
-        if all(a.decided for a in self._approvals.values()):
-            self._paused = None  # wait() now waits for what comes next
-        self._decided.set()
+        self._take(decided)
         return decided
 
     def record_decision(self, approval: Approval) -> None:
         """Take a decision already taken elsewhere (the daemon's state, which checked it):
         the run goes on once every approval it waits for is decided."""
         if approval.decided and approval.id in self._approvals:
-            self._approvals[approval.id] = approval
-            if all(a.decided for a in self._approvals.values()):
-                self._paused = None
-            self._decided.set()
+            self._take(approval)
+
+    def _take(self, approval: Approval) -> None:
+        self._approvals[approval.id] = approval
+        if all(a.decided for a in self._approvals.values()):
+            self._paused = None  # wait() now waits for what comes next
+        self._decided.set()
 
     @property
     def suspending(self) -> bool:
