@@ -396,4 +396,5 @@ async def test_a_tree_two_deep_is_suspended_whole_and_resumed_from_its_checkpoin
     assert done == ["api"]
     # One more turn each, after the tool's result: none of the first turns asked again.
     assert turns == ["top", "middle", "fixer", "fixer", "middle", "top"]
+    assert result.usage.requests == len(turns)  # each call counted once, across the resume
     assert "subagent.resumed" in [e.type for e in result.events]

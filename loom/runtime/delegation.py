@@ -194,8 +194,8 @@ class Delegation:
                 result = await self._follow(state, call.id, child, body)
             finally:
                 parent.children.discard(child)
-        state.usage.add(result.usage)
         if result.status is RunStatus.AWAITING_APPROVAL and result.checkpoint is not None:
+            # Its usage so far stays in its checkpoint and is added once, when it ends.
             state.children[call.id] = result.checkpoint
             parent.emit(
                 "subagent.suspended",
@@ -205,6 +205,7 @@ class Delegation:
             )
             raise ChildSuspended(child.id)
         state.children.pop(call.id, None)
+        state.usage.add(result.usage)
         parent.emit(
             "subagent.completed",
             agent=sub.name,
