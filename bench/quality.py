@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from loom import Agent, DelegationPolicy, Message, Model, QualityGate, Runtime
+from loom import Agent, DelegationPolicy, Message, Model, QualityGate, Runtime, ToolCall
 from loom.core.quality import Review
 from loom.policies.quality import verdict_json
 from loom.runtime.history import WorkingHistory
@@ -82,7 +82,7 @@ async def main(checks: int, delegations: int, rounds: int) -> None:
     assert delegation is not None
     parent_run = Run("run_parent", "bench")
     state = RunState(parent_run, WorkingHistory(), [], {}, started_at=datetime.now(UTC))
-    tool = "delegate_to_helper"
+    call = ToolCall("d1", "delegate_to_helper", {"task": "do it"})
 
     async def own_loop() -> object:
         run = Run("run_child", "bench")
@@ -92,7 +92,7 @@ async def main(checks: int, delegations: int, rounds: int) -> None:
 
     async def delegated() -> object:
         return await delegation.run(
-            state, tool, {"task": "do it"}, parent.governance, parent.rate_limits
+            state, call, call.arguments, parent.governance, parent.rate_limits
         )
 
     assert (await delegated()) == ("child answer", False)

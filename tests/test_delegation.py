@@ -329,3 +329,72 @@ async def test_a_child_is_governed_by_its_parents_policy() -> None:
 def test_bad_delegation_is_refused_when_the_agent_is_built(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+async def test_a_tree_two_deep_is_suspended_whole_and_resumed_from_its_checkpoints() -> None:
+    """In one process: a grandchild's approval pauses its tree; suspended, the top run's
+    checkpoint holds its child's, which holds the grandchild's; resumed from it (as a worker
+    would, in a new Run), no model turn is asked again and the approved call runs once."""
+    done: list[str] = []
+    turns: list[str] = []
+
+    @tool(requires_approval=True)
+    def restart(service: str) -> str:
+        """Restart a service."""
+        done.append(service)
+        return f"{service} restarted"
+
+    def counted(name: str, model: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(request: ModelRequest) -> Any:
+            turns.append(name)
+            return model(request)
+
+        return wrapped
+
+    def fixer_model(request: ModelRequest) -> Any:
+        results = [m for m in request.messages if m.role == "tool"]
+        if not results:
+            return ModelResponse.of_tool_calls(ToolCall("x1", "restart", {"service": "api"}))
+        return results[0].content
+
+    fixer = Agent(Model.function(counted("fixer", fixer_model)), name="fixer", tools=[restart])
+    middle = Agent(
+        Model.function(counted("middle", delegating(("delegate_to_fixer", "fix"), answer="mid"))),
+        name="middle",
+        subagents=[fixer],
+    )
+    top = Agent(
+        Model.function(counted("top", delegating(("delegate_to_middle", "go"), answer="top"))),
+        subagents=[middle],
+        runtime=Runtime.sdk(delegation=DelegationPolicy.depth_limited(2)),
+    )
+    session = top.session("ops")
+    run = session.start("fix it")
+    paused = await asyncio.wait_for(run.wait(), 5)
+    assert paused.status is RunStatus.AWAITING_APPROVAL
+    assert run.suspend()
+    suspended = await asyncio.wait_for(run.wait(), 5)
+
+    assert suspended.status is RunStatus.AWAITING_APPROVAL
+    checkpoint = suspended.checkpoint
+    assert checkpoint is not None
+    (approval,) = checkpoint.pending
+    (child,) = checkpoint.children.values()
+    (grandchild,) = child.children.values()
+    assert approval.run_id == grandchild.run_id
+    assert grandchild.calls[0].name == "restart"
+    assert turns == ["top", "middle", "fixer"]
+    assert done == []
+    events = [e.type for e in suspended.events]
+    assert "subagent.suspended" in events
+
+    decided = checkpoint.with_approval(approval.decide("approve", by="alice"))
+    resumed = session.resume(decided)
+    result = await asyncio.wait_for(resumed.wait(), 5)
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert result.output == "top: mid: api restarted"
+    assert done == ["api"]
+    # One more turn each, after the tool's result: none of the first turns asked again.
+    assert turns == ["top", "middle", "fixer", "fixer", "middle", "top"]
+    assert result.usage.requests == len(turns)  # each call counted once, across the resume
+    assert "subagent.resumed" in [e.type for e in result.events]

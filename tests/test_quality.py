@@ -18,6 +18,7 @@ from loom import (
     Runtime,
     RuntimeTask,
     ToolCall,
+    Usage,
     tool,
 )
 from loom.core.quality import Review
@@ -262,6 +263,7 @@ async def test_verdicts_are_recorded_as_quality_feedback() -> None:
         (lambda: QualityGate.checks(), "at least one check"),
         (lambda: QualityGate.checks("not callable"), "must be callable"),
         (lambda: Harness.long_running(max_sprints=0), "max_sprints"),
+        (lambda: QualityGate.criteria(["ok"], model="haiku"), "must be a model"),
         (lambda: Runtime.sdk(quality="strict"), "quality must be a QualityGate"),
         (lambda: Runtime.sdk(harness=3), "harness must be a Harness"),
     ],
@@ -269,6 +271,57 @@ async def test_verdicts_are_recorded_as_quality_feedback() -> None:
 def test_bad_quality_settings_are_refused(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+async def test_a_gate_with_its_own_model_is_judged_by_that_model() -> None:
+    """Two models: the agent's works and would pass everything; the judge's fails the
+    criterion. The verdict, the events and the usage show which one judged."""
+    agent_model = Worker(verdict_json([(True, "the agent's model would pass it")]))
+    judged: list[ModelRequest] = []
+
+    def judge_fn(request: ModelRequest) -> ModelResponse:
+        judged.append(request)
+        assert is_judge(request)
+        text = verdict_json([(False, "the judge saw no proof")])
+        return ModelResponse(text, usage=Usage(requests=1, input_tokens=100, output_tokens=7))
+
+    judge_model = Model.function(judge_fn, name="judge-model")
+    gate = QualityGate.criteria([HEALTHZ], model=judge_model)
+    agent = Agent(
+        Model.function(agent_model, name="agent-model"),
+        tools=[check],
+        runtime=Runtime.sdk(quality=gate),
+    )
+
+    result = await agent.run("check the service")
+
+    assert len(judged) == 1
+    assert agent_model.judged == []  # the agent's model was never asked to judge
+    assert result.status is RunStatus.FAILED
+    assert result.quality is not None
+    assert result.quality.criteria[0].reason == "the judge saw no proof"
+    (asked,) = [e for e in result.events if e.type == "quality.judging"]
+    assert asked.payload["model"] == "function:judge-model"
+    (verdict,) = [e for e in result.events if e.type == "quality.verdict"]
+    assert verdict.payload["judge"]["model"] == "function:judge-model"
+    assert verdict.payload["judge"]["usage"]["input_tokens"] == 100
+    # Rolled up: the run's usage holds the judge's call beside the agent's own two.
+    assert result.usage.requests == 3
+    assert result.usage.input_tokens >= 100
+
+
+async def test_without_its_own_model_the_agents_model_judges() -> None:
+    model = Worker(verdict_json([(True, "up")]))
+    agent = Agent(
+        Model.function(model, name="agent-model"),
+        tools=[check],
+        runtime=Runtime.sdk(quality=QualityGate.criteria([HEALTHZ])),
+    )
+    result = await agent.run("check the service")
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert len(model.judged) == 1
+    (verdict,) = [e for e in result.events if e.type == "quality.verdict"]
+    assert verdict.payload["judge"]["model"] == "function:agent-model"
 
 
 def test_presets_carry_their_policies() -> None:

@@ -41,6 +41,10 @@ class RunCheckpoint:
     started_at: datetime | None = None
     elapsed: float = 0.0
     """Seconds the run has worked so far, waits for people excluded (its timeout's clock)."""
+    children: dict[str, RunCheckpoint] = field(default_factory=dict)
+    """Sub-agents' runs suspended with this one, by the id of the delegation call that
+    started each: a run tree is suspended whole, and each child resumes from its own
+    checkpoint. Their approvals are listed in ``approvals`` too (where decisions land)."""
 
     @property
     def pending(self) -> tuple[Approval, ...]:
@@ -69,6 +73,11 @@ class RunCheckpoint:
             "metadata": self.metadata,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "elapsed": self.elapsed,
+            **(
+                {"children": {k: c.to_dict() for k, c in self.children.items()}}
+                if self.children
+                else {}
+            ),
         }
 
     @classmethod
@@ -88,7 +97,17 @@ class RunCheckpoint:
             metadata=dict(data.get("metadata") or {}),
             started_at=datetime.fromisoformat(started) if started else None,
             elapsed=float(data.get("elapsed") or 0.0),
+            children={k: cls.from_dict(c) for k, c in (data.get("children") or {}).items()},
         )
+
+    def decided_by(self, known: dict[str, Approval]) -> RunCheckpoint:
+        """This checkpoint with the decisions ``known`` (by approval id) taken on its
+        approvals: a child's checkpoint learns what was decided on its parent's."""
+        approvals = tuple(
+            known[a.id] if not a.decided and a.id in known and known[a.id].decided else a
+            for a in self.approvals
+        )
+        return replace(self, approvals=approvals)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ resumes the run at once. Past the hold the run is suspended: it ends in this pro
 signals stay in flight, and the worker's slot and the session's lease are freed. A worker
 that later takes the session (woken by the ``approval`` signal, or finding it in its sweep)
 resumes the run from the checkpoint, its tool calls journaled under its own token so none
-runs twice.
+runs twice. A run tree (a sub-agent waiting for approval) is kept and suspended the same
+way: the top run's checkpoint holds its children's (``RunCheckpoint.children``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class AwaitingRuns:
         """Wait for ``run`` through its pauses; its final result, or its suspension's."""
         while True:
             result = await run.wait()
+            if result.status is RunStatus.AWAITING_APPROVAL and run.done():
+                await self._suspended(lease, result, signals)
+                return result
             if result.status is not RunStatus.AWAITING_APPROVAL or run.done():
                 return result
             await self._ask(lease, result, signals)
@@ -95,6 +99,18 @@ class AwaitingRuns:
         await self.suspensions.save(result.checkpoint, lease.token)
         await self.count()
         await self._request(result, signals)
+
+    async def _suspended(
+        self, lease: Lease, result: RunResult, signals: Sequence[PendingSignal]
+    ) -> None:
+        """A run tree ended suspended: its checkpoint now holds what its children did
+        after the pause (siblings' results, other children suspended meanwhile), so it is
+        written again (decisions taken since are kept), and any new approval is asked."""
+        checkpoint = result.checkpoint
+        if checkpoint is None or not checkpoint.children:
+            return  # a run alone: the checkpoint written at its pause is the whole of it
+        await self.suspensions.save(checkpoint, lease.token)
+        await self.ask_again(checkpoint, signals)
 
     async def ask_again(self, checkpoint: RunCheckpoint, signals: Sequence[PendingSignal]) -> None:
         """Send the suspended run's requests again (a reply is delivered once by its key:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from loom.core.quality import CriterionVerdict, QualityVerdict, Review
+from loom.providers.base import ModelProvider
 
 logger = logging.getLogger("loom.quality")
 
@@ -87,10 +88,25 @@ class QualityGate:
 
     ``QualityGate.criteria(["no error left unexplained"])``,
     ``QualityGate.checks(cites_a_log_line)``, or both: ``QualityGate(criteria=[...],
-    checks=[...])``. The task's own ``RuntimeTask.criteria`` are judged too.
+    checks=[...])``. The task's own ``RuntimeTask.criteria`` are judged too. ``model``
+    names a separate judge (``Model.anthropic("claude-haiku-4-5")``): the verdict is asked
+    of it instead of the agent's model, and its usage is counted in the run's.
     """
 
-    def __init__(self, *, criteria: Iterable[str] = (), checks: Iterable[Check] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        criteria: Iterable[str] = (),
+        checks: Iterable[Check] = (),
+        model: ModelProvider | None = None,
+    ) -> None:
+        if model is not None and not isinstance(model, ModelProvider):
+            raise ValueError(
+                f"a quality gate's model must be a model (Model.anthropic(...), "
+                f"Model.function(fn), ...), not {model!r}"
+            )
+        self.model = model
+        """The judge's own model; None: the agent's."""
         if isinstance(criteria, str):
             raise ValueError("criteria must be a list of strings, not one string")
         self._criteria = tuple(criteria)
@@ -103,9 +119,12 @@ class QualityGate:
                 raise ValueError(f"a quality check must be callable, not {check!r}")
 
     @classmethod
-    def criteria(cls, criteria: Iterable[str]) -> QualityGate:
-        """Criteria the model judges after the run; at least one."""
-        gate = cls(criteria=criteria)
+    def criteria(
+        cls, criteria: Iterable[str], *, model: ModelProvider | None = None
+    ) -> QualityGate:
+        """Criteria the model (``model``, else the agent's) judges after the run; at least
+        one."""
+        gate = cls(criteria=criteria, model=model)
         if not gate._criteria:
             raise ValueError("QualityGate.criteria needs at least one criterion")
         return gate

@@ -6,11 +6,17 @@ history, its own instructions and tools, and the parent's session and governance
 child's final answer comes back, as the call's result; its usage is added to the parent's.
 Children of one model turn run in parallel up to the limit's ``max_parallel``; the top run is
 depth 0 and a run at ``max_depth`` is offered no delegation tool. A cancel or an interrupt
-of the parent reaches its children. A child that waits for a person's approval pauses the
-parent on the same approval (``run.approve(id)`` on the parent decides it for the child);
-in the daemon the parent's pause is kept with that approval, so it is decided like any other
-while the worker holds the run. A run tree is not suspended whole: past the hold the child
-is stopped and the parent's model told so (its call's result).
+of the parent reaches its children.
+
+A child that waits for a person's approval pauses the parent on the same approval
+(``run.approve(id)`` on the parent decides it for the child). The parent's checkpoint then
+holds the child's (``RunCheckpoint.children``, by delegation call id) and lists the child's
+approvals with its own, so the daemon keeps the whole tree under the session's fencing
+token. When the parent is suspended (the daemon, past its hold), each paused child is
+suspended too, the children still working are let finish (or pause), and the parent ends
+``awaiting_approval`` with every child's checkpoint and every finished sibling's result.
+Resumed anywhere, a delegation call with a child's checkpoint resumes that child (same run
+id, its journal keeping each of its calls to one run) instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from loom.core.checkpoints import JournalEntry, MemoryToolJournal, RunCheckpoint, ToolJournal
 from loom.core.governance import Governor, RateLimits
-from loom.core.messages import Message
+from loom.core.messages import Message, ToolCall
 from loom.core.quality import DelegationLimits
 from loom.runtime.config import Runtime
 from loom.runtime.history import WorkingHistory
@@ -34,10 +41,11 @@ from loom.tools.tool import ToolDefinition
 
 TOOL_PREFIX = "delegate_to_"
 MAX_GOVERNED_LOOPS = 64
-SUSPENDED = (
-    "stopped: the run was suspended while this sub-agent waited for approval, and a run "
-    "tree cannot be suspended whole; delegate again to ask again"
-)
+
+
+class ChildSuspended(Exception):
+    """A delegation call's child was suspended with its parent: the call has no result
+    yet (its checkpoint is in the parent's ``RunState.children``)."""
 
 
 def delegation_tool(agent_name: str, description: str) -> Tool[..., Any]:
@@ -75,6 +83,10 @@ class ChildLoop(Protocol):
         user_message: Message,
         *,
         metadata: dict[str, Any] | None = None,
+    ) -> tuple[RunResult, list[Message]]: ...
+
+    async def resume(
+        self, run: Run, history: WorkingHistory, checkpoint: RunCheckpoint
     ) -> tuple[RunResult, list[Message]]: ...
 
     async def conclude(self, run: Run, result: RunResult) -> None: ...
@@ -131,45 +143,68 @@ class Delegation:
     async def run(
         self,
         state: RunState,
-        tool_name: str,
+        call: ToolCall,
         arguments: Mapping[str, Any],
         governor: Governor | None,
         rate_limits: RateLimits | None,
     ) -> tuple[str, bool]:
-        """Run the sub-agent behind ``tool_name`` on ``arguments['task']``: the child's
-        final answer (or why it has none) and whether that is an error."""
-        sub, parent = self.by_tool[tool_name], state.run
+        """Run the sub-agent behind ``call`` on ``arguments['task']`` (or resume its
+        suspended child): the child's final answer (or why it has none) and whether that
+        is an error. Raises ``ChildSuspended`` when the child is suspended with the parent."""
+        sub, parent = self.by_tool[call.name], state.run
         limit = self.max_depth(parent)
-        if parent.depth >= limit:
-            return f"delegation refused: depth {parent.depth} is the limit ({limit})", True
-        task = arguments.get("task")
-        if not isinstance(task, str) or not task.strip():
-            return f"tool {tool_name!r} needs a non-empty `task` string", True
-        child = Run(
-            f"run_{secrets.token_hex(16)}",
-            parent.session_id,
-            max_events=sub.loop.runtime.max_events,
-        )
+        suspended = state.children.get(call.id)
+        if suspended is None:
+            if parent.depth >= limit:
+                return f"delegation refused: depth {parent.depth} is the limit ({limit})", True
+            task = arguments.get("task")
+            if not isinstance(task, str) or not task.strip():
+                return f"tool {call.name!r} needs a non-empty `task` string", True
+        run_id = suspended.run_id if suspended else f"run_{secrets.token_hex(16)}"
+        child = Run(run_id, parent.session_id, max_events=sub.loop.runtime.max_events)
         child.parent_run_id, child.depth, child.max_depth = parent.id, parent.depth + 1, limit
-        child.journal = None  # a child's calls are the parent's one call, journaled as such
+        # A child's calls are journaled under its parent's journal (a run tree has one):
+        # resumed, it runs none of them twice. Until the parent has a journal, none.
+        outer = state.journal or parent.journal
+        child.journal = None if outer is None else ChildJournal(outer, state, call.id)
         slots = self._slots.setdefault(parent, asyncio.Semaphore(self.limits.max_parallel))
+        child_loop = self._governed(sub, governor, rate_limits)
         async with slots:
-            parent.emit(
-                "subagent.started",
-                agent=sub.name,
-                child_run_id=child.id,
-                depth=child.depth,
-                task=task,
-            )
-            metadata = {**_inherited(state.metadata), "parent_run_id": parent.id}
-            child_loop = self._governed(sub, governor, rate_limits)
-            body = asyncio.create_task(_child(child_loop, child, task, metadata))
+            if suspended is None:
+                parent.emit(
+                    "subagent.started",
+                    agent=sub.name,
+                    child_run_id=child.id,
+                    depth=child.depth,
+                    task=arguments.get("task"),
+                )
+                metadata = {**_inherited(state.metadata), "parent_run_id": parent.id}
+                body = asyncio.create_task(_child(child_loop, child, str(task), metadata))
+            else:
+                child.checkpointed = True
+                parent.emit(
+                    "subagent.resumed", agent=sub.name, child_run_id=child.id, depth=child.depth
+                )
+                # Decisions are taken on the top run's checkpoint: pass them down.
+                checkpoint = suspended.decided_by(state.known_approvals())
+                body = asyncio.create_task(_resumed(child_loop, child, checkpoint))
             child.attach(body)
             parent.children.add(child)
             try:
-                result = await self._follow(state, child, body)
+                result = await self._follow(state, call.id, child, body)
             finally:
                 parent.children.discard(child)
+        if result.status is RunStatus.AWAITING_APPROVAL and result.checkpoint is not None:
+            # Its usage so far stays in its checkpoint and is added once, when it ends.
+            state.children[call.id] = result.checkpoint
+            parent.emit(
+                "subagent.suspended",
+                agent=sub.name,
+                child_run_id=child.id,
+                approvals=[a.to_dict() for a in result.approvals],
+            )
+            raise ChildSuspended(child.id)
+        state.children.pop(call.id, None)
         state.usage.add(result.usage)
         parent.emit(
             "subagent.completed",
@@ -185,9 +220,10 @@ class Delegation:
         return f"sub-agent {sub.name!r} {result.status.value}: {result.error}", True
 
     async def _follow(
-        self, state: RunState, child: Run, body: asyncio.Task[RunResult]
+        self, state: RunState, call_id: str, child: Run, body: asyncio.Task[RunResult]
     ) -> RunResult:
-        """Wait for the child's end; its pauses for approval pause the parent too."""
+        """Wait for the child's end (or its suspension); its pauses for approval pause the
+        parent too."""
         parent = state.run
         try:
             while True:
@@ -197,54 +233,77 @@ class Delegation:
                     return body.result()
                 paused = await child.wait()
                 if paused.status is RunStatus.AWAITING_APPROVAL and not child.done():
-                    await self._ask_for(state, child, paused)
+                    await self._ask_for(state, call_id, child, paused)
         except asyncio.CancelledError:
             # The parent was cancelled (or shut down): the child ends as cancelled too.
             child.cancel(parent.cancel_reason or "the parent run was cancelled")
             await asyncio.wait((body,))
             raise
 
-    async def _ask_for(self, state: RunState, child: Run, paused: RunResult) -> None:
+    async def _ask_for(self, state: RunState, call_id: str, child: Run, paused: RunResult) -> None:
         """Pause the parent on the child's approvals, and pass the decisions down. The
-        parent's pause carries its checkpoint with those approvals, so the daemon keeps it
-        and takes decisions for it (over HTTP, the CLI, Slack) while it holds the run."""
+        parent's pause carries its checkpoint with the child's inside (and the child's
+        approvals), so the daemon keeps the tree and takes decisions for it (over HTTP,
+        the CLI, Slack) on any replica. When the parent is suspended instead, so is the
+        child: its body then ends with its checkpoint, which ``run`` keeps."""
         parent = state.run
         lock = self._pauses.setdefault(parent, asyncio.Lock())
         async with lock:
-            pending = child.approvals
-            if not pending:
+            if not child.approvals:
                 return
-            checkpoint = state.checkpoint()
-            checkpoint = replace(checkpoint, approvals=(*checkpoint.approvals, *pending))
-            parent.pause(
-                RunResult(
-                    parent.id,
-                    parent.session_id,
-                    RunStatus.AWAITING_APPROVAL,
-                    output=paused.output,
-                    approvals=pending,
-                    checkpoint=checkpoint,
+            if paused.checkpoint is not None:
+                state.children[call_id] = paused.checkpoint
+            if not parent.suspending:
+                # From now on the parent's calls are journaled: a sibling finishing while
+                # the tree waits is not run again when it resumes elsewhere.
+                state.journal = state.journal or parent.journal or MemoryToolJournal()
+                parent.pause(
+                    RunResult(
+                        parent.id,
+                        parent.session_id,
+                        RunStatus.AWAITING_APPROVAL,
+                        output=paused.output,
+                        approvals=child.approvals,
+                        checkpoint=state.checkpoint(),
+                    )
                 )
-            )
-            try:
-                decided = await parent.decisions()
-            except RunSuspended:
-                # A run tree cannot be suspended whole: the child stops, and the parent's
-                # model is told why (its call's result), instead of waiting on here.
-                child.cancel(SUSPENDED)
-                parent.resume()
-                return
-            for approval in decided:
-                child.record_decision(approval)
-            if parent.interrupt_requested():
-                child.interrupt(parent.interrupt_reason or "interrupted")
-            parent.resume()
+                try:
+                    decided = await parent.decisions()
+                except RunSuspended:
+                    pass  # the whole tree is suspended: below
+                else:
+                    for approval in decided:
+                        child.record_decision(approval)
+                    if parent.interrupt_requested():
+                        child.interrupt(parent.interrupt_reason or "interrupted")
+                    parent.resume()
+                    return
+            child.suspend()
 
 
 async def _child(loop: ChildLoop, run: Run, task: str, metadata: dict[str, Any]) -> RunResult:
     """A child run from start to end, announced like any run."""
-    try:
+
+    async def execute() -> RunResult:
         result, _ = await loop.execute(run, WorkingHistory(), Message.user(task), metadata=metadata)
+        return result
+
+    return await _announced(loop, run, execute())
+
+
+async def _resumed(loop: ChildLoop, run: Run, checkpoint: RunCheckpoint) -> RunResult:
+    """A suspended child run from its checkpoint to its end (or its next suspension)."""
+
+    async def resume() -> RunResult:
+        result, _ = await loop.resume(run, WorkingHistory(), checkpoint)
+        return result
+
+    return await _announced(loop, run, resume())
+
+
+async def _announced(loop: ChildLoop, run: Run, body: Coroutine[Any, Any, RunResult]) -> RunResult:
+    try:
+        result = await body
     except asyncio.CancelledError:
         result = RunResult(
             run.id, run.session_id, RunStatus.CANCELLED, error=run.cancel_reason or "cancelled"
@@ -267,4 +326,42 @@ def _inherited(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k in ("signals", "fencing_token", "worker")}
 
 
-__all__ = ["TOOL_PREFIX", "ChildLoop", "Delegation", "SubAgent", "delegation_tool"]
+class ChildJournal:
+    """A child run's journal inside its parent's: entries under the parent's run, keyed
+    ``<child run id>/<call id>`` (so the tree's journal goes when the top run ends); a
+    child's turn checkpoint becomes the parent's, with the child's inside."""
+
+    def __init__(self, outer: ToolJournal, parent: RunState, call_id: str) -> None:
+        self.outer = outer
+        self.parent = parent
+        self.call_id = call_id
+
+    async def entries(self, run_id: str) -> dict[str, JournalEntry]:
+        prefix = f"{run_id}/"
+        found = await self.outer.entries(self.parent.run.id)
+        return {
+            key[len(prefix) :]: replace(entry, call_id=key[len(prefix) :])
+            for key, entry in found.items()
+            if key.startswith(prefix)
+        }
+
+    async def started(self, run_id: str, call_id: str) -> None:
+        await self.outer.started(self.parent.run.id, f"{run_id}/{call_id}")
+
+    async def finished(self, run_id: str, call_id: str, content: str, is_error: bool) -> None:
+        await self.outer.finished(self.parent.run.id, f"{run_id}/{call_id}", content, is_error)
+
+    async def turn(self, checkpoint: RunCheckpoint) -> None:
+        self.parent.children[self.call_id] = checkpoint
+        await self.outer.turn(self.parent.checkpoint())
+
+
+__all__ = [
+    "TOOL_PREFIX",
+    "ChildJournal",
+    "ChildLoop",
+    "ChildSuspended",
+    "Delegation",
+    "SubAgent",
+    "delegation_tool",
+]

@@ -26,6 +26,8 @@ RunEventType = Literal[
     "harness.sprint",
     "subagent.started",
     "subagent.completed",
+    "subagent.suspended",
+    "subagent.resumed",
     "run.completed",
     "run.failed",
     "run.cancelled",

@@ -1,13 +1,16 @@
 """The quality gate's step in a run: after the model's final answer, the runtime's judge
 (``Runtime.quality``, a ``QualityJudge``) reviews the work. Its model call is one of the
-run's: it is counted in the run's usage and shown in its events.
+run's: it is counted in the run's usage (and cost) and shown in its events. A gate with a
+``model`` of its own (``QualityGate.criteria([...], model=...)``) is asked on that model
+instead of the agent's; the ``quality.verdict`` event names the model that judged and what
+its calls used (``judge``), which the run's usage includes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loom.core.messages import Message
+from loom.core.messages import Message, Usage
 from loom.core.quality import QualityJudge, QualityVerdict, Review
 from loom.generation import Generation
 from loom.providers.base import ModelProvider, ModelRequest
@@ -28,9 +31,22 @@ class Judging:
     generation: Generation
     criteria: tuple[str, ...] = ()
 
+    def judged_by(self, gate: object) -> ModelProvider:
+        """The model that judges for ``gate``: its own ``model`` if it has one, else the
+        agent's."""
+        own = getattr(gate, "model", None)
+        return own if isinstance(own, ModelProvider) else self.provider
 
-def review_of(loop: Judging, state: RunState) -> Review:
-    """The work of ``state`` so far, for a judge; ``ask`` calls the loop's model."""
+
+def review_of(
+    loop: Judging,
+    state: RunState,
+    provider: ModelProvider | None = None,
+    spent: Usage | None = None,
+) -> Review:
+    """The work of ``state`` so far, for a judge; ``ask`` calls ``provider`` (the loop's
+    model unless given), its usage added to the run's and to ``spent``."""
+    model = provider or loop.provider
     listed = state.metadata.get(CRITERIA_KEY)
     # Only a list is a task's criteria (a caller's own metadata may use the key otherwise).
     task_criteria = tuple(str(c) for c in listed) if isinstance(listed, list | tuple) else ()
@@ -45,9 +61,12 @@ def review_of(loop: Judging, state: RunState) -> Review:
             session_id=state.run.session_id,
             iteration=state.iteration,
         )
-        state.run.emit("quality.judging", iteration=state.iteration)
-        response = await loop.provider.complete(request)
-        state.usage.add(apply_cost(response.usage, response.model or loop.provider.name))
+        state.run.emit("quality.judging", iteration=state.iteration, model=model.name)
+        response = await model.complete(request)
+        usage = apply_cost(response.usage, response.model or model.name)
+        state.usage.add(usage)
+        if spent is not None:
+            spent.add(usage)
         return response.text
 
     return Review(
@@ -62,14 +81,16 @@ def review_of(loop: Judging, state: RunState) -> Review:
 
 async def judge(loop: Judging, state: RunState, gate: QualityJudge) -> QualityVerdict | None:
     """The gate's verdict on the run's work (kept on ``state``), announced as an event."""
-    verdict = await gate.evaluate(review_of(loop, state))
+    model, spent = loop.judged_by(gate), Usage()
+    verdict = await gate.evaluate(review_of(loop, state, model, spent))
     if verdict is None:
         return None
     sprint = int(state.metadata.get(SPRINT_KEY) or 1)
     if verdict.sprint != sprint:
         verdict = QualityVerdict(verdict.criteria, sprint=sprint)
     state.quality = verdict
-    state.run.emit("quality.verdict", **verdict.to_dict())
+    judge_ = {"model": model.name, "usage": spent.to_dict()} if spent.requests else None
+    state.run.emit("quality.verdict", **verdict.to_dict(), judge=judge_)
     return verdict
 
 

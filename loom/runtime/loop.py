@@ -324,6 +324,10 @@ class AgentLoop:
             if run.interrupt_requested():
                 return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
         await self.calls.run(state)
+        if any(c.id in state.children and c.id not in state.results for c in state.open_calls):
+            # Sub-agents were suspended with the run (the daemon, past its hold): the tree
+            # ends here with their checkpoints in its own, its finished calls' results too.
+            raise _Suspended
         if run.interrupt_requested():
             return RunStatus.INTERRUPTED, run.interrupt_reason or "interrupted"
         self.calls.close_open_calls(state, "")

@@ -54,6 +54,9 @@ class RunState:
     input_tokens_seen: int = 0
     quality: QualityVerdict | None = None
     """The quality gate's latest verdict (the last sprint's)."""
+    children: dict[str, RunCheckpoint] = field(default_factory=dict)
+    """Sub-agents' runs of this turn that paused or were suspended, by delegation call id:
+    their checkpoints go into the run's (a run tree is suspended whole)."""
 
     def append(self, message: Message) -> None:
         self.transcript.append(message)
@@ -66,7 +69,18 @@ class RunState:
     def arguments_of(self, call: ToolCall) -> dict[str, Any]:
         return self.arguments.get(call.id, call.arguments)
 
+    def known_approvals(self) -> dict[str, Approval]:
+        """Every approval of the run and of its suspended children, by id."""
+        known = {a.id: a for c in self.children.values() for a in c.approvals}
+        known.update((a.id, a) for a in (*self.past_approvals, *self.approvals.values()))
+        return known
+
     def checkpoint(self) -> RunCheckpoint:
+        own = (*self.past_approvals, *self.approvals.values())
+        ids = {a.id for a in own}
+        # A suspended child's approvals are listed with the run's own: decisions on them
+        # are taken on the top run's checkpoint, and passed down when the tree resumes.
+        inherited = tuple(a for c in self.children.values() for a in c.approvals if a.id not in ids)
         return RunCheckpoint(
             run_id=self.run.id,
             session_id=self.run.session_id,
@@ -78,12 +92,13 @@ class RunState:
                 for c in self.open_calls
             ),
             results=dict(self.results),
-            approvals=(*self.past_approvals, *self.approvals.values()),
+            approvals=(*own, *inherited),
             usage=self.usage,
             output=self.output,
             metadata=self.metadata,
             started_at=self.started_at,
             elapsed=self.elapsed(),
+            children=dict(self.children),
         )
 
     @classmethod
@@ -102,10 +117,12 @@ class RunState:
             open_calls=checkpoint.calls,
             results=dict(checkpoint.results),
             worked=checkpoint.elapsed,
+            children=dict(checkpoint.children),
         )
         turn = {call.id for call in checkpoint.calls}
         for approval in checkpoint.approvals:
-            if approval.call_id in turn:
+            # A child's approval (another run id) may share a call id with this turn's.
+            if approval.call_id in turn and approval.run_id == checkpoint.run_id:
                 state.approvals[approval.call_id] = approval
             else:
                 state.past_approvals.append(approval)

@@ -23,7 +23,7 @@ from loom.core.governance import Governor, RateLimits, Ruling, ToolCallInfo, Ver
 from loom.core.hooks import DenyCall, HookManager
 from loom.core.messages import Message, ToolCall
 from loom.runtime.config import Runtime
-from loom.runtime.delegation import Delegation
+from loom.runtime.delegation import ChildSuspended, Delegation
 from loom.runtime.run import RunInterrupted
 from loom.runtime.run_state import RunState
 from loom.tools import Tool, ToolArgumentsError, ToolContext, ToolRegistry, render_result
@@ -213,7 +213,10 @@ class ToolCalls:
             except RunInterrupted:
                 content, is_error = STOPPED, True
         else:
-            content, is_error = await self._journaled(state, call, arguments)
+            try:
+                content, is_error = await self._journaled(state, call, arguments)
+            except ChildSuspended:
+                return  # no result yet: the child's checkpoint is in the run's
         limit = self.runtime.max_tool_result_chars
         if len(content) > limit:
             content = f"{content[:limit]}\n[truncated: {len(content) - limit} more characters]"
@@ -246,15 +249,24 @@ class ToolCalls:
         result, and one started but never finished is not run again (unless idempotent)."""
         journal, run_id = state.journal, state.run.id
         if journal is None:
-            return await self._invoke(state, call, arguments)
+            content, is_error = await self._invoke(state, call, arguments)
+            if state.journal is not None:
+                # The run got its checkpoint while this call ran (a sibling delegation's
+                # child paused): its result is kept, so a resumed run does not run it again.
+                await state.journal.finished(run_id, call.id, content, is_error)
+            return content, is_error
         entry = (await journal.entries(run_id)).get(call.id)
         if entry is not None and entry.finished:
             return entry.content, entry.is_error
         tool = self.tools.get(call.name)
-        if entry is not None and not (tool is not None and tool.idempotent):
+        delegated = self.delegation is not None and call.name in self.delegation.by_tool
+        if entry is not None and not delegated and not (tool is not None and tool.idempotent):
             await journal.finished(run_id, call.id, UNKNOWN_OUTCOME, True)
             return UNKNOWN_OUTCOME, True
-        await journal.started(run_id, call.id)
+        if not delegated:
+            # A delegation is not marked started: its effects are its child's calls, each
+            # journaled on its own, and its child resumes from its checkpoint.
+            await journal.started(run_id, call.id)
         content, is_error = await self._invoke(state, call, arguments)
         await journal.finished(run_id, call.id, content, is_error)
         return content, is_error
@@ -279,7 +291,7 @@ class ToolCalls:
         if self.delegation is not None and call.name in self.delegation.by_tool:
             # A child run has its own timeout (its runtime's), not a tool's.
             return await self.delegation.run(
-                state, call.name, arguments, self.governor, self.rate_limits
+                state, call, arguments, self.governor, self.rate_limits
             )
         context = ToolContext(
             run_id=state.run.id,

@@ -34,6 +34,7 @@ from loom.state.suspensions import (
     closed_approvals,
     decide_closed,
     decided,
+    keeping_decisions,
     resumable_at,
 )
 
@@ -159,16 +160,39 @@ class RedisSuspensions(Suspensions):
 
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         session_id = checkpoint.session_id
-        await self._fenced(
-            self._save,
-            session_id,
-            token,
-            [self._key(session_id, "suspended"), self._index],
-            json.dumps(checkpoint.to_dict(), separators=(",", ":"), default=str),
-            session_id,
-            _ms(resumable_at(checkpoint)),
-            self._life_ms(checkpoint),
-        )
+        key = self._key(session_id, "suspended")
+        with unavailable(self._where, self._password):
+            async with self._client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        # Compare-and-set against decisions (``decide``): one taken since
+                        # the worker read the run is kept, never written over.
+                        await pipe.watch(key)
+                        raw = await pipe.get(key)
+                        stored = None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
+                        kept = keeping_decisions(checkpoint, stored)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        await self._save(
+                            keys=[*self._fence_keys(session_id), key, self._index],
+                            args=[
+                                token,
+                                self._keep_ms,
+                                json.dumps(kept.to_dict(), separators=(",", ":"), default=str),
+                                session_id,
+                                _ms(resumable_at(kept)),
+                                self._life_ms(kept),
+                            ],
+                            client=pipe,
+                        )
+                        (answer,) = await pipe.execute()
+                        break
+                    except WatchError:
+                        continue
+        text = answer.decode() if isinstance(answer, bytes) else answer
+        if isinstance(text, str) and text.startswith("stale:"):
+            raise StaleFencingToken(
+                f"session {session_id}: fencing token {token} is older than {text[6:]}"
+            )
 
     def _life_ms(self, checkpoint: RunCheckpoint) -> int:
         """The session's TTL, but never less than until its last approval expires (and a

@@ -34,7 +34,9 @@ class Suspensions(ABC):
     @abstractmethod
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         """Keep ``checkpoint`` as the session's suspended run, if ``token`` is still the
-        session's fencing token (else ``StaleFencingToken``)."""
+        session's fencing token (else ``StaleFencingToken``). Decisions already taken on
+        the stored checkpoint of the same run are kept (``keeping_decisions``), atomically:
+        a run tree's checkpoint is written again while people decide on it."""
 
     @abstractmethod
     async def load(self, session_id: str) -> RunCheckpoint | None:
@@ -126,6 +128,14 @@ def decide_closed(
     return approval.decide(decision, digest=digest), False
 
 
+def keeping_decisions(checkpoint: RunCheckpoint, stored: RunCheckpoint | None) -> RunCheckpoint:
+    """``checkpoint`` with the decisions taken on ``stored`` (the same run's, as kept):
+    what a worker writes never undoes a decision taken meanwhile on another replica."""
+    if stored is None or stored.run_id != checkpoint.run_id:
+        return checkpoint
+    return checkpoint.decided_by({a.id: a for a in stored.approvals if a.decided})
+
+
 def resumable_at(checkpoint: RunCheckpoint) -> datetime:
     """When the suspended run can go on: when its first undecided approval expires, or
     (every approval decided) since the last decision."""
@@ -165,7 +175,8 @@ class MemorySuspensions(Suspensions):
 
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         await self._fence(checkpoint.session_id, token)
-        self._checkpoints[checkpoint.session_id] = checkpoint
+        stored = self._checkpoints.get(checkpoint.session_id)
+        self._checkpoints[checkpoint.session_id] = keeping_decisions(checkpoint, stored)
 
     async def load(self, session_id: str) -> RunCheckpoint | None:
         return self._checkpoints.get(session_id)
@@ -252,5 +263,6 @@ __all__ = [
     "Suspensions",
     "closed_approvals",
     "decide_closed",
+    "keeping_decisions",
     "resumable_at",
 ]

@@ -4,6 +4,7 @@ and Redis: fenced writes, first decision wins, resumable sessions found by the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -231,3 +232,31 @@ async def test_a_late_decision_after_the_run_ended_is_answered_truthfully(
     await state.suspensions.discard("s", "run_3", token)
     with pytest.raises(ApprovalExpired):
         await peer.suspensions.decide("s", lapsed.id, Decision.DENY)
+
+
+async def test_writing_a_run_again_keeps_the_decisions_taken_on_it(backend: Backend) -> None:
+    """A run tree's checkpoint is written again while people decide on it (its children
+    went on meanwhile): a decision taken since the worker's copy is never undone."""
+    state = backend.new()
+    peer = backend.peer(state)
+    token = await leased(state, "s")
+    first = checkpoint("s")
+    await state.suspensions.save(first, token)
+    (approval,) = first.approvals
+    await peer.suspensions.decide("s", approval.id, Decision.APPROVE, by="alice")
+
+    child = checkpoint("s", "run_child")
+    await state.suspensions.save(dataclasses.replace(first, children={"d1": child}), token)
+
+    loaded = await peer.suspensions.load("s")
+    assert loaded is not None
+    assert loaded.children == {"d1": child}
+    assert loaded.approvals[0].decision is Decision.APPROVE
+    assert loaded.approvals[0].decided_by == "alice"
+    assert await peer.suspensions.resumable(datetime.now(UTC) + timedelta(seconds=1)) == ["s"]
+    # Another run's checkpoint takes nothing of the one before.
+    await state.suspensions.save(checkpoint("s", "run_2"), token)
+    other = await peer.suspensions.load("s")
+    assert other is not None
+    assert other.pending
+    assert other.run_id == "run_2"
