@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loom.core.context import ContextPolicy, ContextSummary, ContinuityPort, StoredContext
+from loom.core.context import (
+    ContextPolicy,
+    ContextSummary,
+    ContinuityPort,
+    StoredContext,
+    WorkingItem,
+)
 from loom.core.messages import Message, Usage
 from loom.runtime.history import WorkingHistory, message_chars
 
@@ -144,7 +150,8 @@ class ContextWindow:
         first_entry: int = 0,
         stored: StoredContext | None = None,
         use_summary: bool = True,
-        working: Sequence[str] = (),
+        working: Sequence[str | WorkingItem] = (),
+        skills: Sequence[tuple[str, str]] = (),
         runtime_items: int | None = None,
         continuity: ContinuityPort | None = None,
         save: Saver | None = None,
@@ -155,6 +162,8 @@ class ContextWindow:
         self.stored = stored if stored is not None else StoredContext()
         self.use_summary = use_summary
         self.working = list(working)
+        self.skills = list(skills)
+        self._rendered: dict[str, tuple[object, str]] = {}
         self.runtime_items = runtime_items
         self.continuity = continuity
         self.save = save
@@ -192,14 +201,48 @@ class ContextWindow:
             return text
         return text[: max(limit - 40, 0)] + "\n[cut to fit the context budget]"
 
+    def _cached(self, partition: str, key: object, render: Callable[[], str]) -> str:
+        """A partition's text, rendered again only when ``key`` (its budget in characters,
+        the handoff) changed: the request of every model call reads it."""
+        cached = self._rendered.get(partition)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = render()
+        self._rendered[partition] = (key, text)
+        return text
+
     def working_text(self) -> str:
-        items = list(self.working)
+        """The handoff, then the items that render themselves within the room they are
+        given (signals and risks), then text items (knowledge evidence): a partition over
+        budget is cut at its end, where the evidence is."""
+        limit = self.counter.chars(self._budget("C_working"))
+        key = (limit, self.stored.handoff)
+        return self._cached("C_working", key, lambda: self._render_working(limit))
+
+    def _render_working(self, limit: int) -> str:
+        items: list[str | WorkingItem] = list(self.working)
         if self.stored.handoff is not None:
             handoff = self.stored.handoff.render()
             items.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
         if self.runtime_items is not None:
             items = items[: self.runtime_items]
-        return self._fit("\n\n".join(items), "C_working") if items else ""
+        if not items:
+            return ""
+        head = [items[0]] if self.stored.handoff is not None and isinstance(items[0], str) else []
+        rest = items[len(head) :]
+        texts = [item for item in rest if isinstance(item, str)]
+        renderable = [item for item in rest if not isinstance(item, str)]
+        fixed = sum(len(text) + 2 for text in head)
+        # Self-rendering items get what the handoff leaves, at least half the budget: the
+        # evidence after them is what the cut takes first.
+        room = max(limit - fixed - sum(len(text) + 2 for text in texts), (limit - fixed) // 2)
+        rendered = []
+        for index, item in enumerate(renderable):
+            text = item.render(max(room // (len(renderable) - index), 0))
+            room -= len(text) + 2
+            rendered.append(text)
+        parts = [text for text in (*head, *rendered, *texts) if text]
+        return self._fit("\n\n".join(parts), "C_working") if parts else ""
 
     def memory_text(self) -> str:
         summary = self.stored.summary
@@ -207,13 +250,37 @@ class ContextWindow:
             return ""
         return self._fit(summary.text, "C_memory")
 
+    def skill_text(self) -> str:
+        """The skills the agent may load: name and when to use each, within the budget;
+        skills past it are named without their description, then cut."""
+        if not self.skills:
+            return ""
+        limit = self.counter.chars(self._budget("C_skill"))
+        return self._cached("C_skill", limit, lambda: self._render_skills(limit))
+
+    def _render_skills(self, limit: int) -> str:
+        lead = "Load a skill's instructions with load_skill(name) when the task fits it."
+        lines = [lead]
+        used = len(lead)
+        for index, (name, when) in enumerate(self.skills):
+            line = f"- {name}: {' '.join(when.split())}"
+            if used + len(line) + 1 > limit:
+                names = ", ".join(name for name, _ in self.skills[index:])
+                lines.append(f"Also: {names}")
+                break
+            lines.append(line)
+            used += len(line) + 1
+        return self._fit("\n".join(lines), "C_skill")
+
     def instructions(self, system: str) -> str:
-        """C_system, then C_working and C_memory under their headings (C_skill is empty)."""
+        """C_system, then C_working, C_memory and C_skill under their headings."""
         parts = [system] if system else []
         if working := self.working_text():
             parts.append(f"## Working state\n{working}")
         if memory := self.memory_text():
             parts.append(f"## Summary of the earlier conversation\n{memory}")
+        if skills := self.skill_text():
+            parts.append(f"## Skills\n{skills}")
         return "\n\n".join(parts)
 
     def set_tools(self, definitions: Sequence[Any]) -> None:
