@@ -40,7 +40,7 @@ from loom.signals import RuntimeSignal, SignalAdapter
 from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
 from loom.tools import Tool, ToolRegistry
-from loom.tools.skills import skills_tool
+from loom.tools.skills import skill_listing, skills_tool
 
 logger = logging.getLogger("loom.agent")
 
@@ -97,7 +97,7 @@ class Agent:
             capability.attach(self.tools)
         skills = [skill for capability in self.capabilities for skill in capability.skills]
         if skills:
-            # One tool for every skill: its description lists names and when_to_use only.
+            # One tool loads any skill; C_skill lists their names and when_to_use.
             self.tools.add(skills_tool(skills))
         delegation = None
         if self.subagents and self.runtime.delegation is not None:
@@ -125,6 +125,7 @@ class Agent:
             governor=self.governance,
             rate_limits=self.rate_limits,
             delegation=delegation,
+            skills=skill_listing(skills),
         )
 
     def share_rate_limits(self, limits: RateLimits) -> None:

@@ -262,9 +262,14 @@ class ContextWindow:
         lead = "Load a skill's instructions with load_skill(name) when the task fits it."
         lines = [lead]
         used = len(lead)
+        names = [name for name, _ in self.skills]
+        # Room is kept for naming the skills left undescribed: each stays loadable.
+        also = [
+            len(", ".join(names[i:])) + 7 if i < len(names) else 0 for i in range(len(names) + 1)
+        ]
         for index, (name, when) in enumerate(self.skills):
             line = f"- {name}: {' '.join(when.split())}"
-            if used + len(line) + 1 > limit:
+            if used + len(line) + 1 + also[index + 1] > limit:
                 names = ", ".join(name for name, _ in self.skills[index:])
                 lines.append(f"Also: {names}")
                 break
@@ -389,6 +394,7 @@ class ContextWindow:
             self.counter.chars(target - memory_budget)
             - len(system)
             - len(self.working_text())
+            - len(self.skill_text())
             - self._tool_chars
             - transcript_chars
         )

@@ -76,6 +76,8 @@ class AgentLoop:
     governor: Governor | None = None
     rate_limits: RateLimits | None = None
     delegation: Delegation | None = None
+    skills: tuple[tuple[str, str], ...] = ()
+    """``(name, when_to_use)`` of the skills ``load_skill`` offers, listed in ``C_skill``."""
     calls: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,7 @@ class AgentLoop:
             DropOldestTurns(self.runtime.max_context_tokens), state.history
         )
         state.window.set_tools(self.tools.definitions())
+        state.window.skills = list(self.skills)
 
     async def _finish(
         self, state: RunState, outcome: tuple[RunStatus, str | None]
