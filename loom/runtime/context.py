@@ -270,8 +270,7 @@ class ContextWindow:
         for index, (name, when) in enumerate(self.skills):
             line = f"- {name}: {' '.join(when.split())}"
             if used + len(line) + 1 + also[index + 1] > limit:
-                names = ", ".join(name for name, _ in self.skills[index:])
-                lines.append(f"Also: {names}")
+                lines.append(f"Also: {', '.join(names[index:])}")
                 break
             lines.append(line)
             used += len(line) + 1
