@@ -275,7 +275,7 @@ def test_budgets_that_do_not_add_up_are_refused_with_the_numbers() -> None:
         ContextProtocol.manager(max_tokens=2000, budgets={"C_history": 10})
     with pytest.raises(ValueError, match="target < trigger"):
         ContextProtocol.manager(max_tokens=2000, trigger=0.5, target=0.6)
-    with pytest.raises(ValueError, match="above the model's context window of 1000"):
+    with pytest.raises(ValueError, match=r"above the context window of the model \(1000 tokens\)"):
         ContextProtocol.manager(max_tokens=2000).with_window(1000)
 
 
