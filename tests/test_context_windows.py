@@ -53,7 +53,7 @@ def test_a_model_s_window_is_found_by_its_family(model: str, window: int | None)
 
 def test_max_tokens_above_the_model_s_window_is_refused_when_the_agent_is_built() -> None:
     runtime = Runtime.sdk(context=ContextProtocol.manager(max_tokens=150_000))
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match="above the context window") as refused:
         Agent(named("gpt-4o-2024-08-06"), runtime=runtime)
     message = str(refused.value)
     assert "max_tokens 150000" in message
@@ -92,5 +92,6 @@ def test_the_daemon_setting_is_checked_when_set_and_lowered_when_left_out() -> N
     unset = Runtime.sdk(context=ContextSettings().manager())
     assert manager_of(Agent(named("gpt-4"), runtime=unset)).max_tokens == 4_096
     explicit = Runtime.sdk(context=ContextSettings(max_tokens=64_000).manager())
-    with pytest.raises(ValueError, match=r"above the context window of function:gpt-4 \(8192 tokens\)"):
+    refused = r"above the context window of function:gpt-4 \(8192 tokens\)"
+    with pytest.raises(ValueError, match=refused):
         Agent(named("gpt-4"), runtime=explicit)

@@ -83,7 +83,9 @@ def test_the_digest_keeps_within_its_room_and_says_what_it_left_out() -> None:
     assert "Active risks (open until resolved): 100; alertmanager/alert 100" in small
     assert "event number 199" in small  # newest first
     assert "event number 0" not in small
-    assert "risk 99" in small and "risk 0\n" not in small and "older" in small
+    assert "risk 99" in small
+    assert "risk 0\n" not in small
+    assert "older" in small
     # Room one section does not use goes to the other.
     few = SignalDigest(observed=observed[:2], risks=risks).render(2_000)
     assert few.count("risk ") > SignalDigest(observed=observed, risks=risks).render(2_000).count(
@@ -104,7 +106,8 @@ def test_the_run_input_keeps_the_signals_to_handle_whole_and_summarises_the_rest
     given = render_run_input(pending, risks)
     assert page.describe() in given.text  # payload and all
     assert f"{CARRIED_MARK} {carried.describe()}" in given.text
-    assert "beat" not in given.text and "old risk" not in given.text
+    assert "beat" not in given.text
+    assert "old risk" not in given.text
     assert "1 observed signal(s) and 1 active risk(s)" in given.text
     # A risk raised by a signal this run handles is not repeated in the digest.
     assert given.digest.risks == ("[custom/event, urgency high] old risk",)
@@ -131,7 +134,8 @@ async def test_working_items_go_in_c_working_within_its_budget() -> None:
     [request] = requests
     working = request.instructions.split("## Working state\n", 1)[1]
     assert len(working) <= 200 * 4  # 200 tokens at four characters a token
-    assert "300 signal(s)" in working and "event number 299" in working
+    assert "300 signal(s)" in working
+    assert "event number 299" in working
     assert "a note" in working
     assert "event number" not in request.last_user_text()
 
