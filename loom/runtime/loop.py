@@ -490,18 +490,19 @@ class AgentLoop:
                     **payload,
                 )
         state.history = window.history
-        state.last_request_chars = window.request_chars(instructions, state.transcript_chars)
+        run_chars = window.run_chars(state.transcript_chars)
+        state.last_request_chars = window.request_chars(instructions, run_chars)
         state.input_tokens_seen = state.usage.input_tokens
         tools = self.tools.definitions()
         return ModelRequest(
             instructions=instructions,
-            messages=[*window.history.messages, *state.transcript],
+            messages=[*window.history.messages, *window.run_messages(state.transcript)],
             tools=self.delegation.offered(tools, run) if self.delegation else tools,
             generation=self.generation,
             run_id=run.id,
             session_id=run.session_id,
             iteration=iteration,
-            context_chars=window.history.chars + state.transcript_chars,
+            context_chars=window.history.chars + run_chars,
         )
 
     @staticmethod
