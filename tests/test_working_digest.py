@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from loom import Agent, Model, ModelResponse, RunContext, Runtime, RuntimeSignal
+from loom import (
+    Agent,
+    Model,
+    ModelResponse,
+    RunContext,
+    Runtime,
+    RuntimeSignal,
+    SessionRestorePolicy,
+)
 from loom.core.attention import Action
 from loom.daemon.app import Daemon
 from loom.daemon.run_input import CARRIED_MARK, render_run_input
@@ -183,3 +191,24 @@ async def test_a_busy_session_s_prompts_do_not_repeat_its_risks_and_observed_sig
         requests[0].instructions
     )
     assert "Observed since" not in requests[1].instructions  # taken by the first run
+
+
+async def test_a_restore_policy_without_working_state_still_shows_the_run_s_signals() -> None:
+    """``transcript_only`` keeps the stored handoff and evidence out, not the signals and
+    risks this run was given."""
+    requests: list[ModelRequest] = []
+
+    def model(request: ModelRequest) -> ModelResponse:
+        requests.append(request)
+        return ModelResponse(text="ok")
+
+    runtime = Runtime.sdk(
+        context=ContextProtocol.manager(max_tokens=4_000),
+        session_restore=SessionRestorePolicy.transcript_only(),
+    )
+    agent = Agent(Model.function(model), "You watch.", runtime=runtime)
+    digest = SignalDigest(observed=(signal("disk at 91%", 1),))
+    await agent.session("ops").run("go", context=RunContext(working=("a note", digest)))
+    [request] = requests
+    assert "disk at 91%" in request.instructions
+    assert "a note" not in request.instructions

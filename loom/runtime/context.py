@@ -228,18 +228,19 @@ class ContextWindow:
         return self._cached("C_working", key, lambda: self._render_working(limit))
 
     def _render_working(self, limit: int) -> str:
-        items: list[str | WorkingItem] = list(self.working)
+        # The restore policy's ``runtime_items`` bounds the stored handoff and the text
+        # items; self-rendering items are this run's own signals and risks: always in.
+        kept = [item for item in self.working if isinstance(item, str)]
+        renderable = [item for item in self.working if not isinstance(item, str)]
         if self.stored.handoff is not None:
             handoff = self.stored.handoff.render()
-            items.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
+            kept.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
         if self.runtime_items is not None:
-            items = items[: self.runtime_items]
-        if not items:
+            kept = kept[: self.runtime_items]
+        if not kept and not renderable:
             return ""
-        head = [items[0]] if self.stored.handoff is not None and isinstance(items[0], str) else []
-        rest = items[len(head) :]
-        texts = [item for item in rest if isinstance(item, str)]
-        renderable = [item for item in rest if not isinstance(item, str)]
+        head = kept[:1] if self.stored.handoff is not None else []
+        texts = kept[len(head) :]
         fixed = sum(len(text) + 2 for text in head)
         # Self-rendering items get what the handoff leaves, at least half the budget: the
         # evidence after them is what the cut takes first.
