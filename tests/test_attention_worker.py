@@ -67,7 +67,7 @@ async def test_signals_observed_while_busy_start_no_run_of_their_own(daemon: Dae
     # Observed: in the next run's working state, not repeated in its input.
     assert all(f"disk full on db-{n}" in working[1] for n in (2, 3, 4))
     assert "db-2" not in inputs[1]
-    assert "3 observed signal(s)" in inputs[1]
+    assert "3 observed signal(s) (alertmanager/alert 3)" in inputs[1]
 
 
 async def test_an_interrupt_cuts_the_model_call_and_carries_the_signals_over(

@@ -104,7 +104,7 @@ def test_the_digest_keeps_within_its_room_and_says_what_it_left_out() -> None:
 def test_the_run_input_keeps_the_signals_to_handle_whole_and_summarises_the_rest() -> None:
     page = signal("prod down", 9, urgency="critical", payload={"region": "eu"})
     carried = signal("cpu high", 8, urgency="high")
-    beat = signal("beat", 7, source="heartbeat", urgency="low")
+    beat = signal("pulse", 7, source="heartbeat", urgency="low")
     pending = [
         PendingSignal(beat, Action.OBSERVE),
         PendingSignal(carried, Action.QUEUE, carried=1),
@@ -114,9 +114,12 @@ def test_the_run_input_keeps_the_signals_to_handle_whole_and_summarises_the_rest
     given = render_run_input(pending, risks)
     assert page.describe() in given.text  # payload and all
     assert f"{CARRIED_MARK} {carried.describe()}" in given.text
-    assert "beat" not in given.text
+    assert "pulse" not in given.text
     assert "old risk" not in given.text
-    assert "1 observed signal(s) and 1 active risk(s)" in given.text
+    assert (
+        "Your working state summarises 1 observed signal(s) (heartbeat/event 1) and 1 active "
+        "risk(s) (custom/event 1)." in given.text
+    )
     # A risk raised by a signal this run handles is not repeated in the digest.
     assert given.digest.risks == ("[custom/event, urgency high] old risk",)
     assert given.digest.observed == (beat,)

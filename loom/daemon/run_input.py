@@ -10,11 +10,12 @@ rendered within the ``C_working`` budget for this run only.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loom.core.attention import TO_HANDLE
-from loom.runtime.working import SignalDigest
+from loom.runtime.working import SignalDigest, risk_kind
 from loom.wire import PendingSignal
 
 CARRIED_MARK = "(carried over from an interrupted run)"
@@ -53,14 +54,21 @@ def render_run_input(signals: Sequence[PendingSignal], risks: Mapping[str, str])
         parts.append(f"{TO_HANDLE}:\n" + "\n".join(f"- {line}" for line in handle))
     else:
         parts.append(NOTHING_TO_HANDLE)
+    # What the working state holds, in the transcript too: kinds and counts, not copies.
     counts = []
     if observed:
-        counts.append(f"{len(observed)} observed signal(s)")
+        kinds = Counter(f"{s.source}/{s.type}" for s in observed)
+        counts.append(f"{len(observed)} observed signal(s) ({_kinds(kinds)})")
     if open_risks:
-        counts.append(f"{len(open_risks)} active risk(s)")
+        kinds = Counter(risk_kind(text) for text in open_risks)
+        counts.append(f"{len(open_risks)} active risk(s) ({_kinds(kinds)})")
     if counts:
         parts.append(f"Your working state summarises {' and '.join(counts)}.")
     return RunInput("\n\n".join(parts), digest)
+
+
+def _kinds(kinds: Counter[str]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in kinds.most_common())
 
 
 __all__ = ["CARRIED_MARK", "RunInput", "render_run_input"]

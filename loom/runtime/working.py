@@ -91,7 +91,8 @@ def _counts(kinds: Counter[str]) -> str:
     return ", ".join(f"{kind} {count}" for kind, count in kinds.most_common())
 
 
-def _risk_kind(text: str) -> str:
+def risk_kind(text: str) -> str:
+    """``source/type`` of a risk kept as a signal's description (``other`` if it is not)."""
     found = _RISK_KIND.match(text)
     return f"{found.group(1)}/{found.group(2)}" if found else "other"
 
@@ -119,7 +120,7 @@ class SignalDigest:
             head = f"{OBSERVED_HEADING}: {len(self.observed)} signal(s); {_counts(kinds)}"
             out.append((head, entries))
         if self.risks:
-            kinds = Counter(_risk_kind(text) for text in self.risks)
+            kinds = Counter(risk_kind(text) for text in self.risks)
             head = f"{RISKS_HEADING}: {len(self.risks)}; {_counts(kinds)}"
             out.append((head, [f"- {_line(text)}" for text in self.risks]))
         return out
@@ -153,4 +154,4 @@ class SignalDigest:
         return "\n\n".join(blocks)
 
 
-__all__ = ["OBSERVED_HEADING", "RISKS_HEADING", "SignalDigest"]
+__all__ = ["OBSERVED_HEADING", "RISKS_HEADING", "SignalDigest", "risk_kind"]
