@@ -23,11 +23,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loom.core.attention import Action
 from loom.signals import RuntimeSignal
 
 LINE_CHARS = 200
 """An entry's line is cut here: the digest says what happened, not every detail of it."""
-OBSERVED_HEADING = "Observed since your last run (for awareness)"
+OBSERVED_HEADING = Action.OBSERVE.prompt_section
 RISKS_HEADING = "Active risks (open until resolved)"
 _RISK_KIND = re.compile(r"^\[([^/\]]+)/([^,\]]+), urgency ([A-Za-z]+)\]")
 
