@@ -1,12 +1,25 @@
-"""Model calls of a bursty operations trace against one run per event, before and after
-the scheduling recipes of docs/attention.md (issue 19).
+"""Model calls and prompt sizes of a bursty operations trace: one run per event, the old
+main, the default policy and the scheduling recipes of docs/attention.md (issues 19, 16).
 
 One daemon in this process (memory broker and state, real attention role and workers), a
 fake model with a fixed latency. A seeded trace (heartbeats, low-urgency observations, Slack
 bursts in threads, alert storms of one group, critical pages) is published in waves with
-short gaps; each policy replays the same trace. Printed: model calls as a ratio of the
-signals that ask for a run (one run per event), signals never handled (must be 0), and
-the worst time from a critical signal's publish to its run's model call.
+short gaps; each mode replays the same trace, one after the other in this process:
+
+- ``old main``: the behaviour before issue 19, rebuilt in place: the worker's "more work?"
+  check counts observed signals (so they start runs, defect 1) and every run's input lists
+  every observed signal and open risk whole (defect 5); the default policy, which has no
+  schedule. (The other defects, interrupts not cutting the model call and an interrupted
+  run's signals not carried over, touch only the one critical page here.)
+- ``default, old input``: today's worker with the old input, to show the digest's share;
+- ``default policy`` and ``recipes``: today's worker, observed signals and risks in
+  ``C_working`` as a digest;
+- ``busy rule``: "an alert while busy: observe", on the old main and today.
+
+Printed: model calls as a ratio of the signals that ask for a run (one run per event) and
+of the old main; prompt characters (instructions and messages) per model call as a ratio
+of the old main; signals never handled (must be 0); the worst time from a critical
+signal's publish to its run's model call.
 
     uv run python bench/attention.py --sessions 4 --waves 6
 """
@@ -15,15 +28,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from loom import Agent, Model, ModelRequest, ModelResponse, RuntimeSignal
+from loom.daemon import worker
 from loom.daemon.app import Daemon
+from loom.daemon.run_input import RunInput
 from loom.daemon.settings import Settings
 from loom.policies.attention import AttentionPolicy
-from loom.wire import publish_signal
+from loom.runtime.working import SignalDigest
+from loom.wire import PendingSignal, publish_signal
 
 RECIPES = AttentionPolicy.from_rules(
     {"source": "heartbeat", "action": "observe"},
@@ -33,6 +51,11 @@ RECIPES = AttentionPolicy.from_rules(
     {"source": "slack", "action": "queue", "debounce": 0.3, "max_wait": 1,
      "group": ["thread_ts"]},
 )  # fmt: skip
+
+
+BUSY_RULE = AttentionPolicy.from_rules({"type": "alert", "busy": True, "action": "observe"})
+"""The issue's rule "a firing alert while busy: observe", which saved nothing on the old
+main: the observed alerts started runs of their own."""
 
 
 def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
@@ -65,15 +88,49 @@ def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
     return out
 
 
+def old_run_input(signals: Sequence[PendingSignal], risks: Mapping[str, str]) -> RunInput:
+    """The run input of the old main: every signal taken and every open risk, whole."""
+    sections: dict[str, list[str]] = {}
+    for pending in sorted(signals, key=lambda p: not p.action.wakes_a_worker):
+        sections.setdefault(pending.action.prompt_section, []).append(pending.signal.describe())
+    if risks:
+        sections["Active risks"] = list(risks.values())
+    text = "\n\n".join(
+        f"{heading}:\n" + "\n".join(f"- {line}" for line in lines)
+        for heading, lines in sections.items()
+    )
+    return RunInput(text, SignalDigest())
+
+
+@contextlib.contextmanager
+def old_main(*, observed_start_runs: bool, old_input: bool) -> Iterator[None]:
+    """The worker as it was before issue 19, in the parts this trace exercises."""
+    saved = worker.wakes_a_worker, worker.render_run_input
+    if observed_start_runs:
+        worker.wakes_a_worker = lambda texts: bool(texts)  # any pending signal: a run
+    if old_input:
+        worker.render_run_input = old_run_input
+    try:
+        yield
+    finally:
+        worker.wakes_a_worker, worker.render_run_input = saved
+
+
+def prompt_chars(request: ModelRequest) -> int:
+    return len(request.instructions) + sum(len(m.content) for m in request.messages)
+
+
 async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]],
                  latency: float) -> dict[str, Any]:  # fmt: skip
     calls: list[str] = []
+    sizes: list[int] = []
     critical_at: dict[str, float] = {}
     starts: list[float] = []
 
     async def model(request: ModelRequest) -> ModelResponse:
         text = request.last_user_text()
         calls.append(text)
+        sizes.append(prompt_chars(request))
         for signal_id, sent in list(critical_at.items()):
             if signal_id in text or "prod down" in text:
                 starts.append(time.perf_counter() - sent)
@@ -107,6 +164,7 @@ async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]
     finally:
         await daemon.stop()
     return {"calls": len(calls), "unhandled": unhandled,
+            "prompt": sum(sizes) / max(len(sizes), 1),
             "critical_start": max(starts) if starts else float("nan")}  # fmt: skip
 
 
@@ -120,13 +178,25 @@ async def main() -> None:
     waves = trace(args.seed, args.sessions, args.waves)
     # One run per event: every signal the default policy does not merely observe.
     per_event = sum(1 for batch in waves for s in batch if s.urgency != "low")
-    before = await replay(None, waves, args.latency)
-    after = await replay(RECIPES, waves, args.latency)
+    results: dict[str, dict[str, Any]] = {}
+    with old_main(observed_start_runs=True, old_input=True):
+        results["old main"] = await replay(None, waves, args.latency)
+    with old_main(observed_start_runs=False, old_input=True):
+        results["default, old input"] = await replay(None, waves, args.latency)
+    results["default policy"] = await replay(None, waves, args.latency)
+    results["recipes"] = await replay(RECIPES, waves, args.latency)
+    with old_main(observed_start_runs=True, old_input=True):
+        results["busy rule, old main"] = await replay(BUSY_RULE, waves, args.latency)
+    results["busy rule"] = await replay(BUSY_RULE, waves, args.latency)
+    old = results["old main"]
     print(f"signals {sum(map(len, waves))}, one-run-per-event model calls {per_event}")
-    for name, figures in (("default policy", before), ("recipes", after)):
-        print(f"{name:15} model calls / one-run-per-event {figures['calls'] / per_event:.3f}"
-              f"  unhandled {figures['unhandled']}"
-              f"  critical start {figures['critical_start'] * 1000:.0f} ms")  # fmt: skip
+    print(f"{'':19} {'calls':>5} {'/per-event':>10} {'/old main':>9} {'prompt chars':>12}"
+          f" {'/old main':>9} {'unhandled':>9} {'critical start':>14}")  # fmt: skip
+    for name, figures in results.items():
+        print(f"{name:19} {figures['calls']:5d} {figures['calls'] / per_event:10.3f}"
+              f" {figures['calls'] / old['calls']:9.3f} {figures['prompt']:12.0f}"
+              f" {figures['prompt'] / old['prompt']:9.3f} {figures['unhandled']:9d}"
+              f" {figures['critical_start'] * 1000:11.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

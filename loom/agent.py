@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -23,12 +24,13 @@ from loom.knowledge import (
 )
 from loom.model import Model
 from loom.policies.attention import AttentionPolicy
-from loom.policies.context import ContextProtocol
+from loom.policies.context import ContextManager, ContextProtocol
 from loom.policies.delegation import DelegationPolicy
 from loom.policies.governance import GovernancePolicy
 from loom.policies.harness import Harness
 from loom.policies.quality import QualityGate
 from loom.providers.base import ModelProvider
+from loom.providers.windows import context_window, sized_for
 from loom.runtime.config import RunContext, Runtime, SessionConfig
 from loom.runtime.decisions import SignalDecision
 from loom.runtime.delegation import TOOL_PREFIX, Delegation, SubAgent, delegation_tool
@@ -40,7 +42,7 @@ from loom.signals import RuntimeSignal, SignalAdapter
 from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
 from loom.tools import Tool, ToolRegistry
-from loom.tools.skills import skills_tool
+from loom.tools.skills import skill_listing, skills_tool
 
 logger = logging.getLogger("loom.agent")
 
@@ -81,7 +83,12 @@ class Agent:
         self.instructions = instructions
         self.generation = generation or Generation()
         self.runtime = _with_preset_policies(
-            _with_context_manager(runtime or Runtime.sdk()), bool(self.subagents)
+            _fitted_to_model(
+                _with_context_manager(runtime or Runtime.sdk()),
+                self.model.name,
+                self.generation.max_output_tokens,
+            ),
+            bool(self.subagents),
         )
         self.knowledge = tuple(knowledge)
         names = [source.name for source in self.knowledge]
@@ -97,7 +104,7 @@ class Agent:
             capability.attach(self.tools)
         skills = [skill for capability in self.capabilities for skill in capability.skills]
         if skills:
-            # One tool for every skill: its description lists names and when_to_use only.
+            # One tool loads any skill; C_skill lists their names and when_to_use.
             self.tools.add(skills_tool(skills))
         delegation = None
         if self.subagents and self.runtime.delegation is not None:
@@ -125,6 +132,7 @@ class Agent:
             governor=self.governance,
             rate_limits=self.rate_limits,
             delegation=delegation,
+            skills=skill_listing(skills),
         )
 
     def share_rate_limits(self, limits: RateLimits) -> None:
@@ -244,7 +252,24 @@ def _with_context_manager(runtime: Runtime) -> Runtime:
     if runtime.context is not None or runtime.name == "sdk":
         return runtime
     manager = ContextProtocol.manager(max_tokens=runtime.max_context_tokens)
+    # The preset's size, not the user's: lowered to a smaller model's window, not refused.
+    manager = dataclasses.replace(manager, model_fit="cap")
     return runtime.model_copy(update={"context": manager})
+
+
+def _fitted_to_model(runtime: Runtime, model: str, output_tokens: int | None) -> Runtime:
+    """The runtime's context budget against the model's window (``ContextManager.
+    for_model``): refused above it, sized from it, or a preset's lowered to it. The kernel's
+    plain window (``max_context_tokens``) is lowered to it too."""
+    update: dict[str, Any] = {}
+    if isinstance(runtime.context, ContextManager):
+        update["context"] = runtime.context.for_model(model, output_tokens)
+    window = context_window(model)
+    if window is not None:
+        update["max_context_tokens"] = min(
+            runtime.max_context_tokens, max(sized_for(window, output_tokens), 256)
+        )
+    return runtime.model_copy(update=update) if update else runtime
 
 
 def _with_preset_policies(runtime: Runtime, has_subagents: bool) -> Runtime:

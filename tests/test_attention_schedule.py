@@ -90,7 +90,7 @@ async def test_a_signal_of_a_group_being_handled_is_folded_into_that_run(daemon:
     inputs: list[str] = []
 
     async def model(request: ModelRequest) -> ModelResponse:
-        inputs.append(request.last_user_text())
+        inputs.append(f"{request.instructions}\n{request.last_user_text()}")
         started.set()
         await gate.wait()
         return ModelResponse(text="ok")
@@ -108,7 +108,7 @@ async def test_a_signal_of_a_group_being_handled_is_folded_into_that_run(daemon:
     await publish_signal(daemon.broker, line("other thread", thread="t2"))
     await drain(daemon)
     assert len(inputs) == 2
-    assert "more detail" in inputs[1]  # the folded line reaches the next run
+    assert "more detail" in inputs[1]  # the folded line reaches the next run's working state
 
 
 def test_a_rule_with_a_negative_delay_or_an_unknown_key_is_refused_by_name() -> None:

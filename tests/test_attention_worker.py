@@ -42,9 +42,11 @@ async def test_signals_observed_while_busy_start_no_run_of_their_own(daemon: Dae
     )
     gate, started = asyncio.Event(), asyncio.Event()
     inputs: list[str] = []
+    working: list[str] = []
 
     async def model(request: ModelRequest) -> ModelResponse:
         inputs.append(request.last_user_text())
+        working.append(request.instructions)
         started.set()
         await gate.wait()
         return ModelResponse(text="looked")
@@ -62,7 +64,10 @@ async def test_signals_observed_while_busy_start_no_run_of_their_own(daemon: Dae
     await publish_signal(daemon.broker, alert("status?", urgency="normal"))
     await drain(daemon)
     assert len(inputs) == 2
-    assert all(f"db-{n}" in inputs[1] for n in (2, 3, 4))  # observed: in the next run's input
+    # Observed: in the next run's working state, not repeated in its input.
+    assert all(f"disk full on db-{n}" in working[1] for n in (2, 3, 4))
+    assert "db-2" not in inputs[1]
+    assert "3 observed signal(s) (alertmanager/alert 3)" in inputs[1]
 
 
 async def test_an_interrupt_cuts_the_model_call_and_carries_the_signals_over(

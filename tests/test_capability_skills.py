@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from loom import Agent, Capability, tool
+from loom import Agent, Capability, ContextProtocol, Runtime, tool
 from tests.capability_helpers import Script
 
 TRIAGE = "# Triage\n\nCheck the error rate first, then the last deploy."
 
 
-def test_skills_compile_to_one_load_tool_listing_names_and_when_to_use() -> None:
+async def test_skills_compile_to_one_load_tool_and_c_skill_lists_names_and_when_to_use() -> None:
     @tool(read_only=True)
     def error_rate(service: str) -> float:
         """The service's error rate."""
@@ -31,9 +31,35 @@ def test_skills_compile_to_one_load_tool_listing_names_and_when_to_use() -> None
     load = agent.tools.get("load_skill")
     assert load is not None
     assert load.read_only
-    assert "- triage: an alert or page" in load.description
-    assert "- release: shipping" in load.description
-    assert "Check the error rate" not in load.description
+    assert "triage" not in load.description  # the listing is C_skill's, under its budget
+    script = Script(["done"])
+    agent.loop.provider = script.model
+    await agent.run("go")
+    [request] = script.requests
+    skills = request.instructions.split("## Skills\n", 1)[1]
+    assert "- triage: an alert or page" in skills
+    assert "- release: shipping" in skills
+    assert "Check the error rate" not in request.instructions
+
+
+async def test_c_skill_keeps_the_listing_within_its_budget() -> None:
+    many = [
+        Capability.skill(f"skill-{n}", content="# Body", when_to_use="x " * 60 + f"case {n}")
+        for n in range(40)
+    ]
+    script = Script(["done"])
+    manager = ContextProtocol.manager(max_tokens=8_000, budgets={"C_skill": 250})
+    agent = Agent(script.model, capabilities=many, runtime=Runtime.sdk(context=manager))
+    await agent.run("go")
+    [request] = script.requests
+    skills = request.instructions.split("## Skills\n", 1)[1]
+    assert len(skills) <= 250 * 4  # 250 tokens at four characters a token
+    assert "- skill-0: " in skills
+    assert "case 0" in skills
+    assert "case 39" not in skills
+    # Skills past the budget are still named, so the model knows it may load them.
+    assert "Also: " in skills
+    assert "skill-39" in skills
 
 
 async def test_only_names_in_the_first_request_and_the_body_after_the_load_call() -> None:

@@ -29,6 +29,7 @@ from loom import (
     Usage,
     tool,
 )
+from loom.core.context import COMPACTION_STEPS
 from loom.core.messages import Message
 from loom.runtime.context import SUMMARY_INSTRUCTIONS
 from loom.runtime.history import message_chars
@@ -275,7 +276,7 @@ def test_budgets_that_do_not_add_up_are_refused_with_the_numbers() -> None:
         ContextProtocol.manager(max_tokens=2000, budgets={"C_history": 10})
     with pytest.raises(ValueError, match="target < trigger"):
         ContextProtocol.manager(max_tokens=2000, trigger=0.5, target=0.6)
-    with pytest.raises(ValueError, match="above the model's context window of 1000"):
+    with pytest.raises(ValueError, match=r"above the context window of the model \(1000 tokens\)"):
         ContextProtocol.manager(max_tokens=2000).with_window(1000)
 
 
@@ -396,3 +397,95 @@ async def test_a_store_away_when_calibration_is_kept_does_not_fail_the_run() -> 
     snapshot = await store.load("c")
     assert snapshot is not None
     assert [r.status for r in snapshot.runs] == ["completed"]
+
+
+def _long_run_model(steps: int, result_chars: int) -> tuple[list[ModelRequest], Any]:
+    """A model that calls ``fetch`` ``steps`` times (two calls a turn), then answers."""
+    seen: list[ModelRequest] = []
+
+    def model(request: ModelRequest) -> ModelResponse | str:
+        if request.instructions == SUMMARY_INSTRUCTIONS:
+            return "summary"
+        seen.append(request)
+        turn = len(seen)
+        if turn <= steps:
+            return ModelResponse.of_tool_calls(
+                ToolCall(f"a{turn}", "fetch", {"page": turn, "size": result_chars}),
+                ToolCall(f"b{turn}", "fetch", {"page": -turn, "size": result_chars}),
+            )
+        return "all pages read"
+
+    return seen, model
+
+
+@tool(read_only=True)
+def fetch(page: int, size: int) -> str:
+    """A page of a long report."""
+    return f"page {page}: " + "r" * size
+
+
+@pytest.mark.parametrize(
+    "steps", [COMPACTION_STEPS, ("drop_oldest_turns",), ("shorten_tool_results", "summarize")]
+)
+async def test_a_long_run_is_compacted_between_its_own_steps(steps: tuple[str, ...]) -> None:
+    """A run whose own tool turns outgrow the budget: older results are shortened first,
+    then its oldest steps are left out, calls never parted from their results; the stored
+    transcript keeps everything."""
+    seen, model = _long_run_model(steps=30, result_chars=1500)
+    compactions: list[dict[str, Any]] = []
+    runtime = Runtime.sdk(
+        context=manager(4000, compaction=steps, keep_tool_result_chars=300), max_iterations=40
+    )
+    agent = Agent(Model.function(model), "You read reports.", tools=[fetch], runtime=runtime)
+    agent.on("on_context_compact", lambda **payload: compactions.append(payload))
+    session = agent.session("long")
+    result = await session.run("read every page")
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert len(seen) == 31
+    assert compactions  # fired, between steps of the one run
+    dropping = "drop_oldest_turns" in steps
+    if dropping:  # without it only results shrink: 30 steps of calls still outgrow 4000
+        assert all(request_tokens(r) <= 4000 for r in seen)
+    if "shorten_tool_results" in steps:
+        assert compactions[0]["steps"][0] == "shorten_tool_results"
+        assert compactions[0]["shortened_results"] > 0
+    assert any("drop_run_steps" in c["steps"] for c in compactions) is dropping
+    for request in seen:
+        assert request.messages[0].role == "user"
+        assert request.messages[0].content.startswith("read every page")
+        called = [c.id for m in request.messages for c in m.tool_calls]
+        answered = [m.tool_call_id for m in request.messages if m.role == "tool"]
+        assert called == answered
+        roles = [m.role for m in request.messages]
+        assert roles[1:2] in ([], ["assistant"])  # the run's first message, then the model
+        # The newest step's results are whole: the model is about to read them.
+        newest = [m for m in request.messages[-2:] if m.role == "tool"]
+        assert all("shortened" not in m.content for m in newest)
+    last = seen[-1]
+    if "shorten_tool_results" in steps:
+        older = [m for m in last.messages[:-2] if m.role == "tool"]
+        assert older
+        assert all("[shortened: " in m.content for m in older)
+    if dropping:
+        assert "earlier step(s) of this run" in last.messages[0].content
+        assert len(last.messages) < 1 + 30 * 3
+    # The transcript kept with the session is whole.
+    stored = list(session.history)
+    assert len(stored) == 1 + 30 * 3 + 1
+    assert all(len(m.content) > 1500 for m in stored if m.role == "tool")
+    assert not any("left out" in m.content for m in stored)
+
+
+async def test_a_run_within_budget_is_not_touched() -> None:
+    seen, model = _long_run_model(steps=3, result_chars=100)
+    compactions: list[dict[str, Any]] = []
+    agent = Agent(
+        Model.function(model),
+        "x",
+        tools=[fetch],
+        runtime=Runtime.sdk(context=manager(4000)),
+    )
+    agent.on("on_context_compact", lambda **payload: compactions.append(payload))
+    await agent.run("read")
+    assert compactions == []
+    assert [len(r.messages) for r in seen] == [1, 4, 7, 10]

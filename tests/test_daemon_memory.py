@@ -61,7 +61,7 @@ async def test_observed_signal_reaches_the_next_run(daemon: Daemon) -> None:
     seen: list[str] = []
 
     def model(request: ModelRequest) -> ModelResponse:
-        seen.append(request.last_user_text())
+        seen.append(f"{request.instructions}\n{request.last_user_text()}")
         return ModelResponse(text="ok")
 
     daemon.agent.loop.provider = Model.function(model)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from loom.core.messages import Message
 
@@ -130,6 +130,16 @@ class StoredContext:
 
     def copy(self) -> StoredContext:
         return StoredContext(self.summary, self.handoff, self.tokens_per_char)
+
+
+@runtime_checkable
+class WorkingItem(Protocol):
+    """A ``C_working`` item that renders itself within the room it is given (a summary of
+    signals and risks: counts always, details as they fit). Plain text items are ``str``."""
+
+    def render(self, max_chars: int) -> str:
+        """The item in at most about ``max_chars`` characters."""
+        ...
 
 
 class ContextPolicy(ABC):

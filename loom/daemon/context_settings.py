@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from loom.knowledge import KnowledgeSource
@@ -18,7 +20,9 @@ class ContextSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_tokens: int = Field(default=64_000, ge=256)
-    """Tokens a request may take; past ``trigger`` of it the session is compacted."""
+    """Tokens a request may take; past ``trigger`` of it the session is compacted. Left
+    unset, it is lowered to a smaller model's window; set above the model's window, the
+    process refuses to start."""
     trigger: float = Field(default=0.85, gt=0, le=1)
     target: float = Field(default=0.6, gt=0, lt=1)
     summarize: bool = True
@@ -35,9 +39,12 @@ class ContextSettings(BaseModel):
         steps = ["shorten_tool_results", "summarize", "drop_oldest_turns"]
         if not self.summarize:
             steps.remove("summarize")
-        return ContextProtocol.manager(
+        manager = ContextProtocol.manager(
             max_tokens=self.max_tokens, trigger=self.trigger, target=self.target, compaction=steps
         )
+        if "max_tokens" not in self.model_fields_set:
+            manager = dataclasses.replace(manager, model_fit="cap")
+        return manager
 
     def continuity(self) -> HandoffContinuity | None:
         return ContinuityPolicy.handoff() if self.handoff else None

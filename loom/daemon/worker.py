@@ -33,6 +33,7 @@ from loom.core.session_store import SessionSnapshot, SessionStore
 from loom.daemon.awaiting import AwaitingRuns, FencedJournal, can_resume
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
+from loom.daemon.run_input import render_run_input
 from loom.daemon.settings import ApprovalSettings
 from loom.delivery import OUTAGES, backoff, count_dead_letters
 from loom.intake.replies import Reply
@@ -60,9 +61,6 @@ ENDING_RETRY_FIRST = 0.2
 ENDING_RETRY_MOST = 5.0
 """Pauses (doubling) between attempts to store a run's ending while the state is away."""
 
-CARRIED_MARK = "(carried over from an interrupted run)"
-"""How a run's input marks a signal an interrupted run handed on untreated."""
-
 MAX_CARRIES = 3
 """An interrupted run hands its signals on this many times; then they are answered with
 the interrupted run's outcome, so a storm of interrupts cannot keep a signal forever."""
@@ -78,22 +76,6 @@ def wakes_a_worker(signals_json: Sequence[str]) -> bool:
         except (ValueError, TypeError, KeyError):
             return True
     return False
-
-
-def render_run_input(signals: Sequence[PendingSignal], risks: dict[str, str]) -> str:
-    """The run's input: the signals to handle, what was only observed, and active risks."""
-    sections: dict[str, list[str]] = {}
-    for pending in sorted(signals, key=lambda p: not p.action.wakes_a_worker):
-        line = pending.signal.describe()
-        if pending.carried:
-            line = f"{CARRIED_MARK} {line}"
-        sections.setdefault(pending.action.prompt_section, []).append(line)
-    if risks:
-        sections["Active risks"] = list(risks.values())
-    return "\n\n".join(
-        f"{heading}:\n" + "\n".join(f"- {line}" for line in lines)
-        for heading, lines in sections.items()
-    )
 
 
 class FencedSessionStore(SessionStore):
@@ -616,7 +598,9 @@ class SessionWorker:
             "worker": self.owner,
         }
         await self.state.note_run(session_id, ended=False)  # for a minimum interval
-        run = session.start(render_run_input(signals, risks), context=RunContext(metadata=metadata))
+        given = render_run_input(signals, risks)  # observed signals and risks: C_working
+        context = RunContext(metadata=metadata, working=(given.digest,) if given.digest else ())
+        run = session.start(given.text, context=context)
         # Should the run pause for approvals, its calls from then on are journaled in the
         # state, so a worker that resumes it after a crash never runs one twice.
         run.journal = FencedJournal(self.state.suspensions, lease)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from loom.core.context import ContextPolicy, ContinuityPort, RestorePort
+from loom.core.context import ContextPolicy, ContinuityPort, RestorePort, WorkingItem
 from loom.core.governance import Governor
 from loom.core.quality import DelegationLimits, QualityJudge, SprintPolicy
 from loom.knowledge.query import KnowledgePassage
@@ -143,15 +143,29 @@ class RuntimeTask(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+def _working_items(value: Any) -> tuple[str | WorkingItem, ...]:
+    items = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for index, item in enumerate(items):
+        if not isinstance(item, str | WorkingItem):
+            raise ValueError(
+                f"working[{index}] must be text or have render(max_chars), not {item!r}"
+            )
+    return items
+
+
 class RunContext(BaseModel):
     """Per-run extras: inputs shown to the model with the task, metadata kept on the run,
-    and knowledge passages (``agent.resolve_knowledge(...)``) put in ``C_working``."""
+    and what goes in ``C_working``: knowledge passages (``agent.resolve_knowledge(...)``)
+    and working items (text, or a ``SignalDigest`` of observed signals and risks)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     knowledge: tuple[KnowledgePassage, ...] = ()
+    working: Annotated[tuple[str | WorkingItem, ...], PlainValidator(_working_items)] = ()
+    """Items of ``C_working``, rendered within its budget after the handoff and knowledge;
+    shown to the model for this run only (they are not kept in the transcript)."""
 
 
 class SessionConfig(BaseModel):

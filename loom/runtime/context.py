@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loom.core.context import ContextPolicy, ContextSummary, ContinuityPort, StoredContext
+from loom.core.context import (
+    ContextPolicy,
+    ContextSummary,
+    ContinuityPort,
+    StoredContext,
+    WorkingItem,
+)
 from loom.core.messages import Message, Usage
 from loom.runtime.history import WorkingHistory, message_chars
 
@@ -95,6 +101,7 @@ class Compaction:
     summarized_upto: int | None = None
     summary_error: str | None = None
     dropped_messages: int = 0
+    dropped_run_messages: int = 0
 
     @property
     def strategy(self) -> str:
@@ -112,6 +119,7 @@ class Compaction:
             "summarized_upto": self.summarized_upto,
             "summary_error": self.summary_error,
             "dropped_messages": self.dropped_messages,
+            "dropped_run_messages": self.dropped_run_messages,
         }
 
 
@@ -144,7 +152,8 @@ class ContextWindow:
         first_entry: int = 0,
         stored: StoredContext | None = None,
         use_summary: bool = True,
-        working: Sequence[str] = (),
+        working: Sequence[str | WorkingItem] = (),
+        skills: Sequence[tuple[str, str]] = (),
         runtime_items: int | None = None,
         continuity: ContinuityPort | None = None,
         save: Saver | None = None,
@@ -155,6 +164,8 @@ class ContextWindow:
         self.stored = stored if stored is not None else StoredContext()
         self.use_summary = use_summary
         self.working = list(working)
+        self.skills = list(skills)
+        self._rendered: dict[str, tuple[object, str]] = {}
         self.runtime_items = runtime_items
         self.continuity = continuity
         self.save = save
@@ -163,6 +174,12 @@ class ContextWindow:
             self.counter = TokenCounter(self.stored.tokens_per_char, calibrated=True)
         self.summaries = 0
         self._tool_chars = 0
+        # This run's own turns as requests show them (the transcript itself is kept whole
+        # for the store): shortened results by index, and how many messages after the
+        # run's first are left out, with the characters the view saves.
+        self._run_replaced: dict[int, Message] = {}
+        self._run_dropped = 0
+        self._run_saved = 0
         self._skip_summarized()
 
     def _skip_summarized(self) -> None:
@@ -192,14 +209,49 @@ class ContextWindow:
             return text
         return text[: max(limit - 40, 0)] + "\n[cut to fit the context budget]"
 
+    def _cached(self, partition: str, key: object, render: Callable[[], str]) -> str:
+        """A partition's text, rendered again only when ``key`` (its budget in characters,
+        the handoff) changed: the request of every model call reads it."""
+        cached = self._rendered.get(partition)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = render()
+        self._rendered[partition] = (key, text)
+        return text
+
     def working_text(self) -> str:
-        items = list(self.working)
+        """The handoff, then the items that render themselves within the room they are
+        given (signals and risks), then text items (knowledge evidence): a partition over
+        budget is cut at its end, where the evidence is."""
+        limit = self.counter.chars(self._budget("C_working"))
+        key = (limit, self.stored.handoff)
+        return self._cached("C_working", key, lambda: self._render_working(limit))
+
+    def _render_working(self, limit: int) -> str:
+        # The restore policy's ``runtime_items`` bounds the stored handoff and the text
+        # items; self-rendering items are this run's own signals and risks: always in.
+        kept = [item for item in self.working if isinstance(item, str)]
+        renderable = [item for item in self.working if not isinstance(item, str)]
         if self.stored.handoff is not None:
             handoff = self.stored.handoff.render()
-            items.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
+            kept.insert(0, f"Handoff from the compacted part of this session:\n{handoff}")
         if self.runtime_items is not None:
-            items = items[: self.runtime_items]
-        return self._fit("\n\n".join(items), "C_working") if items else ""
+            kept = kept[: self.runtime_items]
+        if not kept and not renderable:
+            return ""
+        head = kept[:1] if self.stored.handoff is not None else []
+        texts = kept[len(head) :]
+        fixed = sum(len(text) + 2 for text in head)
+        # Self-rendering items get what the handoff leaves, at least half the budget: the
+        # evidence after them is what the cut takes first.
+        room = max(limit - fixed - sum(len(text) + 2 for text in texts), (limit - fixed) // 2)
+        rendered = []
+        for index, item in enumerate(renderable):
+            text = item.render(max(room // (len(renderable) - index), 0))
+            room -= len(text) + 2
+            rendered.append(text)
+        parts = [text for text in (*head, *rendered, *texts) if text]
+        return self._fit("\n\n".join(parts), "C_working") if parts else ""
 
     def memory_text(self) -> str:
         summary = self.stored.summary
@@ -207,13 +259,41 @@ class ContextWindow:
             return ""
         return self._fit(summary.text, "C_memory")
 
+    def skill_text(self) -> str:
+        """The skills the agent may load: name and when to use each, within the budget;
+        skills past it are named without their description, then cut."""
+        if not self.skills:
+            return ""
+        limit = self.counter.chars(self._budget("C_skill"))
+        return self._cached("C_skill", limit, lambda: self._render_skills(limit))
+
+    def _render_skills(self, limit: int) -> str:
+        lead = "Load a skill's instructions with load_skill(name) when the task fits it."
+        lines = [lead]
+        used = len(lead)
+        names = [name for name, _ in self.skills]
+        # Room is kept for naming the skills left undescribed: each stays loadable.
+        also = [
+            len(", ".join(names[i:])) + 7 if i < len(names) else 0 for i in range(len(names) + 1)
+        ]
+        for index, (name, when) in enumerate(self.skills):
+            line = f"- {name}: {' '.join(when.split())}"
+            if used + len(line) + 1 + also[index + 1] > limit:
+                lines.append(f"Also: {', '.join(names[index:])}")
+                break
+            lines.append(line)
+            used += len(line) + 1
+        return self._fit("\n".join(lines), "C_skill")
+
     def instructions(self, system: str) -> str:
-        """C_system, then C_working and C_memory under their headings (C_skill is empty)."""
+        """C_system, then C_working, C_memory and C_skill under their headings."""
         parts = [system] if system else []
         if working := self.working_text():
             parts.append(f"## Working state\n{working}")
         if memory := self.memory_text():
             parts.append(f"## Summary of the earlier conversation\n{memory}")
+        if skills := self.skill_text():
+            parts.append(f"## Skills\n{skills}")
         return "\n\n".join(parts)
 
     def set_tools(self, definitions: Sequence[Any]) -> None:
@@ -223,6 +303,79 @@ class ContextWindow:
 
     def request_chars(self, instructions: str, transcript_chars: int) -> int:
         return len(instructions) + self._tool_chars + self.history.chars + transcript_chars
+
+    # -- this run's own turns --------------------------------------------------------------
+    def run_messages(self, transcript: Sequence[Message]) -> list[Message]:
+        """This run's transcript as the next request shows it (compacted if it had to be)."""
+        if not self._run_replaced and not self._run_dropped:
+            return list(transcript)
+        return [
+            self._run_replaced.get(index, message)
+            for index, message in enumerate(transcript)
+            if not 1 <= index <= self._run_dropped
+        ]
+
+    def run_chars(self, transcript_chars: int) -> int:
+        """The characters of ``run_messages`` (the transcript's, less what the view saves)."""
+        return transcript_chars - self._run_saved
+
+    def _run_view(self, transcript: Sequence[Message], index: int) -> Message:
+        return self._run_replaced.get(index, transcript[index])
+
+    @staticmethod
+    def _newest_step(transcript: Sequence[Message]) -> int:
+        """Index of the run's newest model turn: its results stay whole, it stays in."""
+        return max((i for i, m in enumerate(transcript) if m.role == "assistant"), default=0)
+
+    def _shorten_run_results(self, transcript: Sequence[Message]) -> int:
+        keep = self.policy.keep_tool_result_chars
+        changed = 0
+        for index in range(self._run_dropped + 1, self._newest_step(transcript)):
+            message = transcript[index]
+            if (
+                message.role != "tool"
+                or index in self._run_replaced
+                or len(message.content) <= keep
+            ):
+                continue
+            cut = len(message.content) - keep
+            content = f"{message.content[:keep]}\n[shortened: {cut} characters left out]"
+            short = self._run_replaced[index] = replace(message, content=content)
+            self._run_saved += message_chars(message) - message_chars(short)
+            changed += 1
+        return changed
+
+    def _drop_run_steps(self, transcript: Sequence[Message], over: int) -> int:
+        """Leave out this run's oldest steps (a model turn with the results of its calls,
+        never one without the other) until ``over`` characters are saved; the newest step
+        stays, and the run's first message says how many were left out."""
+        newest = self._newest_step(transcript)
+        start = index = self._run_dropped + 1
+        saved = 0
+        while saved < over and index < newest and transcript[index].role == "assistant":
+            end = index + 1
+            while end < len(transcript) and transcript[end].role == "tool":
+                end += 1
+            if end >= len(transcript) or transcript[end].role != "assistant":
+                break  # the turns must still alternate after the first message
+            for gone in range(index, end):
+                saved += message_chars(self._run_replaced.pop(gone, transcript[gone]))
+            index = end
+        if index == start:
+            return 0
+        self._run_dropped = index - 1
+        self._run_saved += saved
+        first = transcript[0]
+        if first.role == "user":
+            steps = sum(1 for m in transcript[1:index] if m.role == "assistant")
+            note = (
+                f"\n\n[{steps} earlier step(s) of this run, tool calls with their results, "
+                "were left out to fit the context]"
+            )
+            before = message_chars(self._run_view(transcript, 0))
+            marked = self._run_replaced[0] = replace(first, content=first.content + note)
+            self._run_saved -= message_chars(marked) - before
+        return index - start
 
     # -- compaction ------------------------------------------------------------------------
     async def fit(
@@ -236,40 +389,54 @@ class ContextWindow:
         """The instructions of the next request, compacting first if it would be too big."""
         instructions = self.instructions(system)
         limit = self.policy.max_tokens
-        used = self.counter.tokens(self.request_chars(instructions, transcript_chars))
-        if used < limit * self.policy.trigger or not self.history.messages:
+        used = self.counter.tokens(
+            self.request_chars(instructions, self.run_chars(transcript_chars))
+        )
+        if used < limit * self.policy.trigger:
             return instructions, None
         report = Compaction(tokens_before=used)
         target = limit * self.policy.target
 
         def size() -> int:
-            return self.counter.tokens(self.request_chars(instructions, transcript_chars))
+            run = self.run_chars(transcript_chars)
+            return self.counter.tokens(self.request_chars(instructions, run))
 
         for step in self.policy.compaction:
             if step == "shorten_tool_results":
-                shortened = self._shorten_tool_results()
+                # The earlier turns' results, then this run's own older ones.
+                shortened = self._shorten_tool_results() + self._shorten_run_results(transcript)
                 if shortened:
                     report.steps.append(step)
                     report.shortened_results = shortened
             elif step == "summarize" and summarise is not None:
-                await self._summarize(
-                    system, transcript, transcript_chars, summarise, run_id, report, target
-                )
+                run = self.run_chars(transcript_chars)
+                await self._summarize(system, transcript, run, summarise, run_id, report, target)
                 instructions = self.instructions(system)
             elif step == "drop_oldest_turns":
-                fixed = len(instructions) + self._tool_chars + transcript_chars
+                fixed = len(instructions) + self._tool_chars + self.run_chars(transcript_chars)
                 dropped = self._drop_turns(self.counter.chars(target) - fixed)
                 if dropped:
                     report.steps.append(step)
                     report.dropped_messages += dropped
             if size() <= target:
                 break
+        dropping = "drop_oldest_turns" in self.policy.compaction or report.summary_error
         if report.summary_error and size() > target and "drop_oldest_turns" not in report.steps:
             # Summarising failed: dropping turns is the fallback whatever the steps say.
-            fixed = len(instructions) + self._tool_chars + transcript_chars
+            fixed = len(instructions) + self._tool_chars + self.run_chars(transcript_chars)
             report.dropped_messages += self._drop_turns(self.counter.chars(target) - fixed)
             report.steps.append("drop_oldest_turns")
+        if dropping and size() > target:
+            # The earlier turns are gone and this run alone outgrows the budget: its own
+            # oldest steps go next (the stored transcript keeps them).
+            over = self.counter.chars(size() - target)
+            dropped = self._drop_run_steps(transcript, over)
+            if dropped:
+                report.steps.append("drop_run_steps")
+                report.dropped_run_messages = dropped
         report.tokens_after = size()
+        if not report.steps and not self.history.messages:
+            return instructions, None  # nothing to compact: the request goes as it is
         return instructions, report
 
     def _shorten_tool_results(self) -> int:
@@ -322,6 +489,7 @@ class ContextWindow:
             self.counter.chars(target - memory_budget)
             - len(system)
             - len(self.working_text())
+            - len(self.skill_text())
             - self._tool_chars
             - transcript_chars
         )

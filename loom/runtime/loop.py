@@ -76,6 +76,8 @@ class AgentLoop:
     governor: Governor | None = None
     rate_limits: RateLimits | None = None
     delegation: Delegation | None = None
+    skills: tuple[tuple[str, str], ...] = ()
+    """``(name, when_to_use)`` of the skills ``load_skill`` offers, listed in ``C_skill``."""
     calls: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,7 @@ class AgentLoop:
             DropOldestTurns(self.runtime.max_context_tokens), state.history
         )
         state.window.set_tools(self.tools.definitions())
+        state.window.skills = list(self.skills)
 
     async def _finish(
         self, state: RunState, outcome: tuple[RunStatus, str | None]
@@ -491,18 +494,19 @@ class AgentLoop:
                     **payload,
                 )
         state.history = window.history
-        state.last_request_chars = window.request_chars(instructions, state.transcript_chars)
+        run_chars = window.run_chars(state.transcript_chars)
+        state.last_request_chars = window.request_chars(instructions, run_chars)
         state.input_tokens_seen = state.usage.input_tokens
         tools = self.tools.definitions()
         return ModelRequest(
             instructions=instructions,
-            messages=[*window.history.messages, *state.transcript],
+            messages=[*window.history.messages, *window.run_messages(state.transcript)],
             tools=self.delegation.offered(tools, run) if self.delegation else tools,
             generation=self.generation,
             run_id=run.id,
             session_id=run.session_id,
             iteration=iteration,
-            context_chars=window.history.chars + state.transcript_chars,
+            context_chars=window.history.chars + run_chars,
         )
 
     @staticmethod

@@ -19,11 +19,11 @@ from loom import logs
 from loom.core.approvals import Approval, ApprovalError, Decision, UnknownApproval
 from loom.core.attention import Decider, SessionView
 from loom.core.checkpoints import RunCheckpoint, ToolJournal
-from loom.core.context import StoredContext
+from loom.core.context import StoredContext, WorkingItem
 from loom.core.hooks import HookManager
 from loom.core.messages import Message, Usage
 from loom.core.session_store import RunRecord, SessionStore
-from loom.knowledge.query import KnowledgePassage, render_passages
+from loom.knowledge.query import render_passages
 from loom.runtime.config import RunContext, Runtime, RuntimeTask, SessionConfig
 from loom.runtime.context import ContextWindow, DropOldestTurns
 from loom.runtime.decisions import SignalDecision, decide_signals
@@ -131,14 +131,18 @@ class Session:
             metadata[CRITERIA_KEY] = list(task.criteria)  # judged by the quality gate
         run = Run(f"run_{secrets.token_hex(16)}", self.id, max_events=self.agent.runtime.max_events)
         run.streamed = stream
-        knowledge = context.knowledge if context is not None else ()
+        working: list[str | WorkingItem] = []
+        if context is not None:
+            if context.knowledge:
+                working.append(render_passages(context.knowledge))
+            working.extend(context.working)
         return self._launch(run, lambda window: self.agent.loop.execute(
             run,
             window.history,
             Message.user(self._with_pending_signals(text)),
             metadata=metadata,
             window=window,
-        ), knowledge)  # fmt: skip
+        ), working)  # fmt: skip
 
     def resume(self, checkpoint: RunCheckpoint, *, journal: ToolJournal | None = None) -> Run:
         """Go on with a run suspended while it waited for approvals (same run id), from its
@@ -159,14 +163,14 @@ class Session:
         self,
         run: Run,
         body: Callable[[ContextWindow], Awaitable[Outcome]],
-        knowledge: Sequence[KnowledgePassage] = (),
+        working: Sequence[str | WorkingItem] = (),
     ) -> Run:
         self._queued += 1
         # The run's task logs with its own run and session ids, whoever started it.
         ids = contextvars.copy_context()
         ids.run(logs.bind, run_id=run.id, session_id=self.id)
         run.attach(
-            asyncio.get_running_loop().create_task(self._execute(run, body, knowledge), context=ids)
+            asyncio.get_running_loop().create_task(self._execute(run, body, working), context=ids)
         )
         return run
 
@@ -229,7 +233,7 @@ class Session:
         self,
         run: Run,
         body: Callable[[ContextWindow], Awaitable[Outcome]],
-        knowledge: Sequence[KnowledgePassage] = (),
+        working: Sequence[str | WorkingItem] = (),
     ) -> None:
         loop = self.agent.loop
         waiting = True
@@ -241,7 +245,7 @@ class Session:
                 waiting = False
                 if run.cancel_reason is not None:  # cancelled while waiting its turn
                     raise asyncio.CancelledError
-                window = self._window(await self._working_history(), knowledge)
+                window = self._window(await self._working_history(), working)
                 self.current_run = run
                 try:
                     result, transcript = await body(window)
@@ -293,7 +297,7 @@ class Session:
         return self._history
 
     def _window(
-        self, history: WorkingHistory, knowledge: Sequence[KnowledgePassage]
+        self, history: WorkingHistory, working: Sequence[str | WorkingItem]
     ) -> ContextWindow:
         """This run's context: the restore policy applied to the history, then the window."""
         runtime = self.agent.runtime
@@ -305,7 +309,6 @@ class Session:
                 restored.summary,
                 restored.runtime_items,
             )
-        working = [render_passages(knowledge)] if knowledge else []
         return ContextWindow(
             runtime.context or DropOldestTurns(runtime.max_context_tokens),
             WorkingHistory(messages),

@@ -1,8 +1,9 @@
 """Skills: instructions an agent loads when it decides a task fits them.
 
-The model sees each skill's name and ``when_to_use`` in the description of one
-``load_skill`` tool, and reads a skill's body only by calling it: a run that needs no
-skill pays for none, and no keyword match decides for the model.
+The model sees each skill's name and ``when_to_use`` in the ``C_skill`` partition of its
+request (within that partition's budget), and reads a skill's body only by calling the one
+``load_skill`` tool: a run that needs no skill pays for none, a loaded body is a tool
+result like any other, and no keyword match decides for the model.
 """
 
 from __future__ import annotations
@@ -91,12 +92,17 @@ def check_unique(skills: Iterable[Skill]) -> None:
         seen.add(skill.name)
 
 
+def skill_listing(skills: Sequence[Skill]) -> tuple[tuple[str, str], ...]:
+    """``(name, when_to_use)`` of each skill, what ``C_skill`` lists."""
+    return tuple((skill.name, skill.when_to_use) for skill in skills)
+
+
 def skills_tool(skills: Sequence[Skill]) -> Tool[..., str]:
-    """The ``load_skill`` tool: its description lists every skill's name and when to use
-    it; a call answers with the skill's body."""
+    """The ``load_skill`` tool; a call answers with the skill's body. The skills themselves
+    are listed in the request's ``C_skill`` partition, not in this tool's description:
+    there the context budget applies to them."""
     check_unique(skills)
     by_name = {skill.name: skill for skill in skills}
-    listing = "\n".join(f"- {s.name}: {' '.join(s.when_to_use.split())}" for s in skills)
 
     def load_skill(name: str) -> str:
         """Load a skill's instructions.
@@ -111,9 +117,9 @@ def skills_tool(skills: Sequence[Skill]) -> Tool[..., str]:
 
     description = (
         "Load the instructions of a skill when the task fits it; read them before acting. "
-        f"Skills (name: when to use):\n{listing}"
+        "The skills are listed under 'Skills' in your instructions."
     )
     return Tool(load_skill, description=description, read_only=True, idempotent=True)
 
 
-__all__ = ["Skill", "load_skills_dir", "parse_skill_file", "skills_tool"]
+__all__ = ["Skill", "load_skills_dir", "parse_skill_file", "skill_listing", "skills_tool"]
