@@ -152,7 +152,8 @@ end
 return out
 """
 
-# KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
+# KEYS[1]: the ready set, KEYS[2] the activity index (session -> last active, server
+# seconds; entries older than keep go). ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
 # bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
 # interrupt JSON, ready, decision JSON, recorded key] ("" = none), then how long a recorded
 # key is kept (ms). A record whose recorded key exists is skipped: its signal was recorded
@@ -171,6 +172,9 @@ local function push(key, value, bound)
   redis.call('LTRIM', key, -bound, -1)
   if keep > 0 then redis.call('PEXPIRE', key, keep) end
 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep / 1000) end
 for _, r in ipairs(cjson.decode(ARGV[4])) do
   if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
     local stem = r[1]
@@ -182,6 +186,7 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
     end
     push(stem .. 'decisions', r[6], max_decisions)
+    redis.call('ZADD', KEYS[2], string.format('%.6f', now), r[2])
   end
 end
 """
