@@ -9,6 +9,7 @@ Keys (layout of every key: ``loom.state.redis_state``)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from loom.state.redis_sessions import session_key, text
 from loom.state.redis_working import RedisWorkingState
@@ -46,7 +47,7 @@ class RedisSessionIndex(RedisWorkingState, SessionIndex):
         if limit <= 0 or offset < 0:
             return []
         with self._guard():
-            rows: list[tuple[str, float]] = await self._client.zrevrange(
+            rows: list[Any] = await self._client.zrevrange(
                 self._activity, offset, offset + limit - 1, withscores=True
             )
         return [(text(sid), float(score)) for sid, score in rows]
