@@ -19,8 +19,9 @@ from loom.state.redis_sessions import APPEND_FUNCTION, RedisSessionStore, sessio
 from loom.state.redis_working import RedisWorkingState
 
 # KEYS: the append's six (info, messages, runs, order, meta, index), then fence, token,
-# inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the replies as one JSON array,
-# then the append's arguments. Answers 1 (stored), 0 (stored before) or the newer token.
+# inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
+# replies as one JSON array, then the append's arguments. Answers 1 (stored), 0 (stored
+# before) or the newer token.
 FINISH_RUN = (
     APPEND_FUNCTION
     + """

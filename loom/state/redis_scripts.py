@@ -152,8 +152,7 @@ end
 return out
 """
 
-# KEYS[1]: the ready set, KEYS[2] the activity index (session -> last active, server
-# seconds; entries older than keep go). ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
+# KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
 # bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
 # interrupt JSON, ready, decision JSON, recorded key] ("" = none), then how long a recorded
 # key is kept (ms). A record whose recorded key exists is skipped: its signal was recorded
@@ -163,6 +162,7 @@ return out
 # plus the part's name (session_key); a script may build its keys on one Redis, which is
 # what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
+# KEYS[2]: the activity index (session -> last active, server seconds; older than keep go).
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])

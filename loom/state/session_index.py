@@ -15,10 +15,10 @@ import bisect
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class SessionStatus(str, Enum):
+class SessionStatus(StrEnum):
     """What a session is doing now, as the console filters it."""
 
     BUSY = "busy"

@@ -76,8 +76,11 @@ async def test_summaries_name_the_newest_decision_and_run(backend: Backend) -> N
     rows = await backend.peer(state).session_summaries(["s", "quiet", "unknown"])
     assert [row.session_id for row in rows] == ["s", "quiet", "unknown"]
     s, quiet, unknown = rows
-    assert s.last_decision is not None and json.loads(s.last_decision)["note"] == "second"
-    assert s.last_run is not None and json.loads(s.last_run)["run_id"] == "run-2"
-    assert s.last_active is not None and quiet.last_active is not None
+    assert s.last_decision is not None
+    assert json.loads(s.last_decision)["note"] == "second"
+    assert s.last_run is not None
+    assert json.loads(s.last_run)["run_id"] == "run-2"
+    assert s.last_active is not None
+    assert quiet.last_active is not None
     assert quiet.last_run is None
     assert unknown == type(unknown)("unknown", None, None, None)

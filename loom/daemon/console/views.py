@@ -154,14 +154,13 @@ async def session_page(state: State, session_id: str) -> dict[str, Any] | None:
         return None
     snapshot = await state.sessions.load(session_id)
     messages = snapshot.messages[-MAX_TRANSCRIPT:] if snapshot else []
-    busy, awaiting = await statuses(state)
     return {
         **view,
         "status": "busy" if view["busy"] else "awaiting" if view["awaiting_run"] else "idle",
         "runs": [run_view(r) for r in reversed(view["runs"])],
         "decisions": list(reversed(view["decisions"])),
         "transcript": [message_view(m) for m in messages],
-        "transcript_cut": bool(snapshot) and len(snapshot.messages) > MAX_TRANSCRIPT,
+        "transcript_cut": snapshot is not None and len(snapshot.messages) > MAX_TRANSCRIPT,
     }
 
 
