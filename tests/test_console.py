@@ -181,7 +181,7 @@ async def test_an_approval_is_decided_with_a_form_and_the_run_completes(
 async def test_an_action_without_a_login_is_refused_even_with_a_csrf_token(
     served: tuple[Daemon, httpx.AsyncClient],
 ) -> None:
-    daemon, client = served
+    _, client = served
     await log_in(client)
     csrf = csrf_of((await client.get("/console/sessions")).text)
     client.cookies.clear()
@@ -217,7 +217,7 @@ async def test_a_dead_letter_is_listed_escaped_and_replayed(
 async def test_bearer_header_needs_no_cookie_and_no_csrf_token(
     served: tuple[Daemon, httpx.AsyncClient],
 ) -> None:
-    daemon, client = served
+    _, client = served
     bearer = {"authorization": f"Bearer {TOKEN}"}
     assert (await client.get("/console/system", headers=bearer)).status_code == 200
     wrong = {"authorization": "Bearer nope"}

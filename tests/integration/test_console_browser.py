@@ -30,8 +30,16 @@ APP = "tests.integration.console_app:daemon"
 TOKEN = "console-browser-token"
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "console"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 30_000
 
 pytestmark = pytest.mark.slow
@@ -228,7 +236,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-class static_site:  # noqa: N801  (a context manager, used as a function)
+class static_site:  # a context manager, named as a function is
     """Another origin (``localhost`` on its own port) serving ``root``."""
 
     def __init__(self, root: Path) -> None:
