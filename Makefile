@@ -33,5 +33,6 @@ bench:  ## print benchmark figures
 	uv run python bench/governance.py --calls 5000 --rounds 3
 	uv run python bench/approvals.py --samples 10
 	uv run python bench/capabilities.py --reads 1000 --commands 20 --fetches 40
+	uv run python bench/console.py --sessions 100000 --requests 50 --rounds 1
 	uv run python bench/quality.py --checks 2000 --delegations 200 --rounds 3
 	uv run python bench/mcp_calls.py --calls 500 --rounds 5 --sessions 100 --runs 20

@@ -399,6 +399,27 @@ async def test_replay_sends_dead_letters_back_to_their_queue(broker: Broker) -> 
     assert first.delivery_count == 1
 
 
+async def test_replay_of_one_letter_by_its_message_id(broker: Broker) -> None:
+    async def reject(delivery: Delivery) -> None:
+        await delivery.dead_letter("try later")
+
+    rejecter = Inbox(reject)
+    tag = await broker.consume(WORK_QUEUE, rejecter)
+    await send(broker, b"1", b"2", b"3")
+    for _ in range(3):
+        await rejecter.next()
+    await broker.cancel(tag)
+    await eventually(lambda: _depth_is(broker, DEAD_LETTER_QUEUE, 3), "three dead letters")
+
+    assert await broker.replay_dead_letters(message_id="no-such-id") == 0
+    assert await broker.replay_dead_letters(message_id="id-2") == 1
+    await eventually(lambda: _depth_is(broker, WORK_QUEUE, 1), "the chosen letter replayed")
+    assert [letter.message.body for letter in await broker.dead_letters()] == [b"1", b"3"]
+    inbox = Inbox()
+    await broker.consume(WORK_QUEUE, inbox)
+    assert (await inbox.next()).body == b"2"
+
+
 async def test_replay_leaves_letters_without_a_known_origin(broker: Broker) -> None:
     await broker.publish(DEAD_LETTER_EXCHANGE, "", Message(b"orphan", {"k": "v"}, "id-o"))
     await eventually(lambda: _depth_is(broker, DEAD_LETTER_QUEUE, 1), "the orphan letter")

@@ -207,8 +207,11 @@ class Broker(ABC):
         """Peek at dead letters, oldest first, without removing them."""
 
     @abstractmethod
-    async def replay_dead_letters(self, limit: int | None = None) -> int:
-        """Republish dead letters to the queue they came from; returns how many."""
+    async def replay_dead_letters(
+        self, limit: int | None = None, *, message_id: str | None = None
+    ) -> int:
+        """Republish dead letters to the queue they came from; returns how many.
+        ``message_id``: only the letters with that message id."""
 
     @abstractmethod
     async def queue_depth(self, queue: str) -> int:

@@ -273,7 +273,9 @@ class MemoryBroker(Broker):
         ready = list(self._queues[self.topology.dead_letter_queue].ready)[: max(limit, 0)]
         return [_to_dead_letter(envelope) for envelope in ready]
 
-    async def replay_dead_letters(self, limit: int | None = None) -> int:
+    async def replay_dead_letters(
+        self, limit: int | None = None, *, message_id: str | None = None
+    ) -> int:
         self._check_open()
         dead = self._queues[self.topology.dead_letter_queue]
         kept: deque[_Envelope] = deque()
@@ -281,7 +283,8 @@ class MemoryBroker(Broker):
         while dead.ready:
             envelope = dead.ready.popleft()
             origin = envelope.message.headers.get(ORIGIN_HEADER)
-            if (limit is not None and replayed >= limit) or not self.limits(origin):
+            chosen = message_id is None or envelope.message.message_id == message_id
+            if (limit is not None and replayed >= limit) or not self.limits(origin) or not chosen:
                 kept.append(envelope)
                 continue
             letter = _to_dead_letter(envelope)

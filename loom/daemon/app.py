@@ -338,7 +338,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             raise
-        app = build_app(self, gateway="gateway" in self.roles)
+        app = build_app(self, gateway="gateway" in self.roles, console=self.settings.console)
         logger.info("serving %s", describe_routes(app, self.adapters))
         # Said once the process serves: a start that fails says only why it failed.
         notice = credentials_warning(

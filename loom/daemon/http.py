@@ -22,11 +22,13 @@ from loom import tracing
 from loom.adapters.registry import OffRoute, known_reply_prefixes, off_routes
 from loom.daemon.approvals import StateApprovalDesk, approval_routes
 from loom.daemon.attention import describe_validation_error
+from loom.daemon.console import ConsoleAuth, console_routes
 from loom.daemon.feedback_http import feedback_routes
 from loom.daemon.http_metrics import HTTPMetrics
 from loom.daemon.intake import accept
 from loom.daemon.openapi import build_openapi
 from loom.daemon.session_view import session_view
+from loom.daemon.settings import ConsoleSettings
 from loom.intake import admission
 from loom.intake.adapter import Adapter
 from loom.intake.cloudevents import (
@@ -65,8 +67,11 @@ class Served(Protocol):
     async def readiness(self) -> dict[str, bool]: ...
 
 
-def build_app(daemon: Served, *, gateway: bool) -> Starlette:
-    """The ASGI app of one process; ``gateway`` adds the inbound routes."""
+def build_app(
+    daemon: Served, *, gateway: bool, console: ConsoleSettings | None = None
+) -> Starlette:
+    """The ASGI app of one process; ``gateway`` adds the inbound routes, and the operator
+    console when ``console`` has it on (never without the API token)."""
     context = daemon.adapter_context
     credentials = context.credentials
 
@@ -154,6 +159,7 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
         )
         for adapter in daemon.adapters:
             routes.extend(adapter.routes(context))
+        routes.extend(_console(daemon, console, credentials.token))
     # A gateway's request to a route that is off is told how to turn it on.
     hints = [(compile_path(off.path)[0], off) for off in off_routes()] if gateway else []
 
@@ -172,6 +178,25 @@ def build_app(daemon: Served, *, gateway: bool) -> Starlette:
     )
     app.state.off_routes = [off for _, off in hints]
     return app
+
+
+def _console(
+    daemon: Served, settings: ConsoleSettings | None, token: str | None
+) -> list[BaseRoute]:
+    """The console's routes when it is on; off, ``/console`` says how to turn it on."""
+    if settings is None or not settings.on(token is not None):
+        return [Route("/console{rest:path}", _console_off, methods=["GET", "POST"])]
+    if token is None:  # Settings refuse this too: the console never serves without a token
+        raise ValueError("the console needs LOOM_API_TOKEN (or LOOM_CONSOLE__ENABLED=false)")
+    auth = ConsoleAuth(token, login_ttl=settings.login_ttl)
+    return console_routes(daemon, auth, page_size=settings.page_size, poll=settings.poll)
+
+
+async def _console_off(request: Request) -> Response:
+    return error(
+        404,
+        "the console is off: it needs LOOM_API_TOKEN, and LOOM_CONSOLE__ENABLED not false",
+    )
 
 
 def describe_routes(app: Starlette, adapters: Sequence[Adapter]) -> str:

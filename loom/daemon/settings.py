@@ -132,6 +132,26 @@ class FeedbackSettings(BaseModel):
     stream, so this bound is the one that grows with the number of sessions."""
 
 
+class ConsoleSettings(BaseModel):
+    """The operator console at ``/console`` on the gateway (``LOOM_CONSOLE__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    """On, off, or unset: on whenever ``LOOM_API_TOKEN`` is set. On without the token is a
+    configuration error: the console never serves without a credential."""
+    page_size: int = Field(default=50, ge=1, le=500)
+    """Sessions, approvals and dead letters shown on one page."""
+    login_ttl: float = Field(default=12 * 3600.0, gt=0)
+    """Seconds a console login lasts."""
+    poll: float = Field(default=1.0, gt=0, le=60)
+    """How often the live pages look for a change in the state (one cheap read each)."""
+
+    def on(self, api_token: bool) -> bool:
+        """Whether the gateway serves the console."""
+        return api_token if self.enabled is None else self.enabled
+
+
 class Settings(SettingsBase, AdapterSettings):
     """Everything a Loom process reads from its environment. The adapters' sections
     (``slack``, ``webhooks``, ``cron``, ``heartbeat``) and ``webhook_secret`` come from
@@ -152,6 +172,7 @@ class Settings(SettingsBase, AdapterSettings):
     replies: ReplySettings = Field(default_factory=ReplySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
     capabilities: CapabilitiesSettings = Field(default_factory=CapabilitiesSettings)
     """The default agent's built-in capabilities (LOOM_CAPABILITIES, JSON): none unless set."""
@@ -172,6 +193,15 @@ class Settings(SettingsBase, AdapterSettings):
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
     """MCP servers of the default agent (``LOOM_MCP_SERVERS`` as a JSON list, or ``[[mcp]]``
     tables in the TOML file): the fields of ``Capability.mcp`` (see docs/mcp.md)."""
+
+    @model_validator(mode="after")
+    def _console_needs_the_token(self) -> Settings:
+        if self.console.enabled and self.api_token is None:
+            raise ValueError(
+                "LOOM_CONSOLE__ENABLED is true but LOOM_API_TOKEN is unset: the console "
+                "needs the API token (set it, or turn the console off)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

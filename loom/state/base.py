@@ -10,7 +10,8 @@ The ports, one module each, are what callers type against:
   check);
 - ``FeedbackLog`` (``loom.state.feedback_log``): feedback events (the feedback policy);
 - ``RunEndings`` (``loom.state.endings``): a run's ending in one fenced step, and the
-  outbox of the replies it owes (workers).
+  outbox of the replies it owes (workers);
+- ``SessionIndex`` (``loom.state.session_index``): sessions by last activity (the console).
 
 ``State`` adds connecting, the health check, the URL it was made from, and on the same
 backend the kernel's session store (``state.sessions``: transcripts and run records) and
@@ -31,6 +32,7 @@ from loom.state.claims import Claims, Taken
 from loom.state.endings import RunEnding, RunEndings
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
 from loom.state.leases import HeldLease, Lease, Leases, StaleFencingToken, replica_id
+from loom.state.session_index import SessionIndex
 from loom.state.suspensions import Suspensions
 from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
@@ -48,7 +50,7 @@ class StateUnavailable(LoomError):
     """The state backend cannot be reached (the message names it, with no password)."""
 
 
-class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings):
+class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex):
     """Every port on one backend (Redis, or the in-process memory state), with lifecycle."""
 
     url: str = ""
@@ -114,6 +116,7 @@ __all__ = [
     "Leases",
     "RunEnding",
     "RunEndings",
+    "SessionIndex",
     "SignalRecord",
     "StaleFencingToken",
     "State",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FE
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
+from loom.state.session_index import SessionSummary
 from loom.state.suspensions import MemorySuspensions
 from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
 
@@ -110,6 +112,7 @@ class MemoryState(State):
         self._due: dict[str, float] = {}  # put-off runs: session -> due, on the clock
         self._due_first: dict[str, float] = {}  # session -> its first put-off signal
         self._tokens = itertools.count(1)
+        self._activity: dict[str, float] = {}  # session -> last active; oldest first
 
     def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -257,6 +260,7 @@ class MemoryState(State):
         if ending.replies:
             session.outbox[ending.run_id] = list(ending.replies)
         session.in_flight.clear()
+        self._active(ending.session_id)
         return True
 
     async def unsent_replies(self, session_id: str) -> dict[str, list[str]]:
@@ -297,6 +301,44 @@ class MemoryState(State):
 
     async def record_decision(self, session_id: str, decision_json: str) -> None:
         self._session(session_id).decisions.append(decision_json)
+        self._active(session_id)
+
+    # -- the sessions by last activity -------------------------------------------------
+
+    def _active(self, session_id: str) -> None:
+        self._activity.pop(session_id, None)  # to the end: the dict stays in activity order
+        self._activity[session_id] = time.time()
+
+    async def recent_sessions(self, offset: int, limit: int) -> list[tuple[str, float]]:
+        if limit <= 0 or offset < 0:
+            return []
+        newest_first = list(reversed(self._activity.items()))
+        return newest_first[offset : offset + limit]
+
+    async def count_sessions(self) -> int:
+        return len(self._activity)
+
+    async def activity_ranks(self, session_ids: Sequence[str]) -> dict[str, int]:
+        last = len(self._activity) - 1
+        ranks = {sid: last - at for at, sid in enumerate(self._activity)}
+        return {sid: ranks[sid] for sid in session_ids if sid in ranks}
+
+    async def session_summaries(self, session_ids: Sequence[str]) -> list[SessionSummary]:
+        rows = []
+        for sid in session_ids:
+            decisions = await self.decisions(sid, 1)
+            snapshot = await self.sessions.load(sid)
+            runs = snapshot.runs if snapshot is not None else []
+            newest = max(runs, key=lambda r: r.started_at, default=None)
+            rows.append(
+                SessionSummary(
+                    sid,
+                    self._activity.get(sid),
+                    decisions[-1] if decisions else None,
+                    None if newest is None else json.dumps(newest.to_dict()),
+                )
+            )
+        return rows
 
     async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
         session = self._sessions.get(session_id)

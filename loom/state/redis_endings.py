@@ -19,8 +19,9 @@ from loom.state.redis_sessions import APPEND_FUNCTION, RedisSessionStore, sessio
 from loom.state.redis_working import RedisWorkingState
 
 # KEYS: the append's six (info, messages, runs, order, meta, index), then fence, token,
-# inflight, outbox. ARGV: token, keep (ms, 0 = no expiry), the replies as one JSON array,
-# then the append's arguments. Answers 1 (stored), 0 (stored before) or the newer token.
+# inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
+# replies as one JSON array, then the append's arguments. Answers 1 (stored), 0 (stored
+# before) or the newer token.
 FINISH_RUN = (
     APPEND_FUNCTION
     + """
@@ -43,6 +44,8 @@ if ARGV[3] ~= '[]' then
   redis.call('HSET', KEYS[10], A[7], ARGV[3])
   if keep > 0 then redis.call('PEXPIRE', KEYS[10], keep) end
 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[11], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
 return 1
 """
 )
@@ -67,6 +70,7 @@ class RedisRunEndings(RedisWorkingState, RunEndings):
             session_key(self.prefix, sid, "token"),
             session_key(self.prefix, sid, "inflight"),
             self._outbox(sid),
+            f"{self.prefix}:activity",
         ]
         append = self._transcripts.append_args(
             sid, messages=ending.messages, run=ending.run, metadata=ending.metadata

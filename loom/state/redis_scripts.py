@@ -162,6 +162,7 @@ return out
 # plus the part's name (session_key); a script may build its keys on one Redis, which is
 # what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
+# KEYS[2]: the activity index (session -> last active, server seconds; older than keep go).
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])
@@ -171,6 +172,9 @@ local function push(key, value, bound)
   redis.call('LTRIM', key, -bound, -1)
   if keep > 0 then redis.call('PEXPIRE', key, keep) end
 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep / 1000) end
 for _, r in ipairs(cjson.decode(ARGV[4])) do
   if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
     local stem = r[1]
@@ -182,6 +186,7 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
     end
     push(stem .. 'decisions', r[6], max_decisions)
+    redis.call('ZADD', KEYS[2], string.format('%.6f', now), r[2])
   end
 end
 """

@@ -5,6 +5,9 @@ Cluster hash tag that keeps one session's keys in one slot)::
 
     {prefix}:dedupe:<key>              STRING  "1", expires after the dedupe TTL
     {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:activity                  ZSET    session id -> last decision or run ending
+                                               (server seconds; entries past session_ttl
+                                               pruned as decisions are recorded)
     {prefix}:leases                    ZSET    session id -> server time (ms) its lease
                                                expires; expired entries are pruned on every
                                                acquire and release, and the key expires
@@ -50,6 +53,7 @@ from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FE
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.redis_endings import RedisRunEndings
 from loom.state.redis_rate_limits import RedisRateLimits
+from loom.state.redis_session_index import RedisSessionIndex
 from loom.state.redis_sessions import (
     DEFAULT_SOCKET_TIMEOUT,
     RedisSessionStore,
@@ -70,7 +74,7 @@ across all workers), so it can order them by how long each has been held."""
 MIN_REDIS_VERSION = (6, 2)  # LMOVE, and BLPOP with a fractional timeout
 
 
-class RedisState(RedisRunEndings, State):
+class RedisState(RedisRunEndings, RedisSessionIndex, State):
     """Every ``State`` port on Redis at ``url`` (``redis://`` or ``rediss://``); the
     working state's part is ``RedisWorkingState``, the run endings' ``RedisRunEndings``.
 
@@ -138,6 +142,7 @@ class RedisState(RedisRunEndings, State):
         )
         self._register_working_scripts()
         self._register_ending_scripts(self.sessions)
+        self._register_index_scripts()
         register = self._client.register_script
         self._claim = register(scripts.CLAIM)
         self._claim_many = register(scripts.CLAIM_MANY)

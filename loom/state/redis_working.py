@@ -3,6 +3,7 @@
 Keys (layout of every key: ``loom.state.redis_state``)::
 
     {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:activity                  ZSET    session id -> last decision or run ending
     {prefix}:due                       ZSET    session id -> when its put-off run is due
     {prefix}:due_first                 ZSET    session id -> its first put-off signal's time
     {prefix}:s:{<sid>}:runs            HASH    started, ended: server times of its last run
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
@@ -74,14 +76,17 @@ class RedisWorkingState(WorkingState):
 
     # -- working state -----------------------------------------------------------------
 
-    async def _push(self, key: str, value: str, bound: int) -> int:
-        """Append to a bounded list and refresh its expiry, in one transaction."""
+    async def _push(self, key: str, value: str, bound: int, active: str | None = None) -> int:
+        """Append to a bounded list and refresh its expiry, in one transaction; ``active``:
+        the session to note as active now (a decision)."""
         with self._guard():
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, value)
                 pipe.ltrim(key, -bound, -1)
                 if self._keep_ms:
                     pipe.pexpire(key, self._keep_ms)
+                if active is not None:
+                    pipe.zadd(f"{self.prefix}:activity", {active: time.time()})
                 length = (await pipe.execute())[0]
         return min(int(length), bound)
 
@@ -186,7 +191,7 @@ class RedisWorkingState(WorkingState):
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
             await self._record_signals(
-                keys=[f"{self.prefix}:ready"],
+                keys=[f"{self.prefix}:ready", f"{self.prefix}:activity"],
                 args=[*args, batch_json, milliseconds(RECORDED_TTL)],
             )
 
@@ -248,7 +253,9 @@ class RedisWorkingState(WorkingState):
         return {key: texts[key] for key in order if key in texts}
 
     async def record_decision(self, session_id: str, decision_json: str) -> None:
-        await self._push(self._key(session_id, "decisions"), decision_json, self.max_decisions)
+        await self._push(
+            self._key(session_id, "decisions"), decision_json, self.max_decisions, session_id
+        )
 
     async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
         if limit <= 0:

@@ -74,6 +74,11 @@ class Suspensions(ABC):
     async def count(self) -> int:
         """How many runs are suspended."""
 
+    async def suspended_sessions(self, limit: int = 1000) -> list[str]:
+        """Sessions with a suspended run (at most ``limit``), the soonest to resume first:
+        every suspended run can go on by the end of time (its approvals expire)."""
+        return await self.resumable(datetime.max.replace(tzinfo=UTC), limit)
+
     @abstractmethod
     async def journal(self, session_id: str, run_id: str) -> dict[str, JournalEntry]:
         """The run's journaled tool calls, by call id."""

@@ -151,8 +151,10 @@ class RabbitMQBroker(Broker):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return await self._dead_letters.peek(limit)
 
-    async def replay_dead_letters(self, limit: int | None = None) -> int:
-        return await self._dead_letters.replay(limit)
+    async def replay_dead_letters(
+        self, limit: int | None = None, *, message_id: str | None = None
+    ) -> int:
+        return await self._dead_letters.replay(limit, message_id)
 
     async def queue_depth(self, queue: str) -> int:
         self.topology.check_queue(queue)

@@ -53,7 +53,7 @@ class DeadLetters:
             finally:
                 await _requeue(taken)
 
-    async def replay(self, limit: int | None) -> int:
+    async def replay(self, limit: int | None, message_id: str | None = None) -> int:
         replayed = 0
         skipped: list[AbstractIncomingMessage] = []
         async with self._lock:
@@ -71,6 +71,8 @@ class DeadLetters:
                     skipped.append(incoming)
                     letter = self.letter(incoming)
                     if letter.origin_queue not in self.topology.limited:
+                        continue
+                    if message_id is not None and letter.message.message_id != message_id:
                         continue
                     again = outgoing(letter.message)
                     again.headers[REPLAY_HEADER] = marker
