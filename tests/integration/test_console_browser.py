@@ -2,8 +2,9 @@
 Playwright) against a daemon on RabbitMQ and Redis: log in, watch a session appear live
 after ``POST /signals``, read a run's transcript, approve with a click and see the run
 complete, replay a dead letter; hostile text renders as text (no script runs); without
-the token only the login page is served and a cross-site POST is refused. The tests save
-the screenshots docs/console.md shows (docs/console/*.png)."""
+the token only the login page is served and a cross-site POST is refused. The tests take
+the screenshots docs/console.md shows: into a temporary folder, or into docs/console/ with
+``LOOM_UPDATE_SCREENSHOTS=1`` (so an ordinary run leaves the tracked pictures alone)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ playwright_api = pytest.importorskip("playwright.async_api")
 APP = "tests.integration.console_app:daemon"
 TOKEN = "console-browser-token"
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "console"
+DOCS_SHOTS = ROOT / "docs" / "console"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -97,9 +98,16 @@ async def log_in(page: Any, proc: Proc) -> None:
     await page.wait_for_url("**/console/sessions")
 
 
-async def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go: docs/console/ only when asked to update them."""
+    folder = DOCS_SHOTS if os.environ.get("LOOM_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def shot(page: Any, folder: Path, name: str) -> None:
+    await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 async def post_signal(proc: Proc, summary: str, session: str, **fields: Any) -> None:
@@ -111,7 +119,7 @@ async def post_signal(proc: Proc, summary: str, session: str, **fields: Any) -> 
     assert answer.status_code == 202, answer.text
 
 
-async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> None:
+async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any, shots: Path) -> None:
     proc = await serve(cluster)
     context, page, dialogs = await new_page(browser)
     await log_in(page, proc)
@@ -127,13 +135,13 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
     await eventually(lambda: _run_status(cluster, "web-1", "completed"), "the run to end",
                      timeout=60)  # fmt: skip
     await page.locator('tr.session-row[data-session="web-1"] .status.completed').wait_for()
-    await shot(page, "sessions")
+    await shot(page, shots, "sessions")
 
     # The session, and its run's transcript: the model's HTML answer is text.
     await page.click('tr.session-row[data-session="web-1"] a')
     await page.wait_for_selector("#session-id")
     assert "<script>window.__xss=3</script>" in await page.inner_text("table.decisions")
-    await shot(page, "session")
+    await shot(page, shots, "session")
     await page.click("tr.run-row a")
     await page.wait_for_selector("#run-output")
     output = await page.inner_text("#run-output")
@@ -141,7 +149,7 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
     transcript = await page.inner_text("ol.transcript")
     assert "disk html" in transcript
     assert await page.locator("ol.transcript img, ol.transcript script, #run-output b").count() == 0
-    await shot(page, "run")
+    await shot(page, shots, "run")
 
     # Approve with a click; the approvals page updates live and the run completes.
     await page.goto(f"{proc.url}/console/approvals")
@@ -150,7 +158,7 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
     approval = page.locator("article.approval")
     await approval.wait_for()
     assert '"service": "api"' in await approval.locator("pre.arguments").inner_text()
-    await shot(page, "approvals")
+    await shot(page, shots, "approvals")
     await approval.locator("input[name=message]").fill("go ahead")
     await approval.locator("button.approve").click()
     await page.wait_for_selector("#notice")
@@ -174,7 +182,7 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
     row = page.locator(f'tr.letter[data-message="{letter.id}"]')
     await row.wait_for()
     assert "gave up <b>early</b>" in await row.inner_text()
-    await shot(page, "dead-letters")
+    await shot(page, shots, "dead-letters")
     await row.locator("button.replay").click()
     await page.wait_for_selector("#notice")
     await eventually(lambda: _run_status(cluster, "dl-1", "completed"), "the replayed signal",
@@ -183,7 +191,7 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
 
     await page.goto(f"{proc.url}/console/system")
     assert "attention" in await page.inner_text("table.queues")
-    await shot(page, "system")
+    await shot(page, shots, "system")
 
     # No script ran anywhere.
     assert await page.evaluate("() => window.__xss") is None
@@ -192,7 +200,7 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any) -> 
 
 
 async def test_without_the_token_only_the_login_page_and_no_cross_site_post(
-    cluster: Cluster, browser: Any, tmp_path: Path
+    cluster: Cluster, browser: Any, tmp_path: Path, shots: Path
 ) -> None:
     proc = await serve(cluster)
     context, page, _ = await new_page(browser)
@@ -204,7 +212,7 @@ async def test_without_the_token_only_the_login_page_and_no_cross_site_post(
     await page.fill("#token", "not-the-token")
     await page.click("#login")
     assert await page.inner_text("#login-error") == "wrong token"
-    await shot(page, "login")
+    await shot(page, shots, "login")
 
     # Logged in, the operator visits another site whose page posts to the console.
     await log_in(page, proc)
