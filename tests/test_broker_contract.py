@@ -442,6 +442,24 @@ async def test_queue_depth_counts_ready_messages(broker: Broker) -> None:
         await broker.queue_depth("no-such-queue")
 
 
+async def test_queue_consumers_counts_the_live_consumers(broker: Broker) -> None:
+    """What the console shows as a role's live replicas: consumers come and go."""
+
+    async def ignore(delivery: Delivery) -> None:
+        await delivery.ack()
+
+    assert await broker.queue_consumers(WORK_QUEUE) == 0
+    first = await broker.consume(WORK_QUEUE, ignore)
+    await broker.consume(WORK_QUEUE, ignore)
+    await broker.consume(ATTENTION_QUEUE, ignore)
+    await eventually(lambda: _consumers_are(broker, WORK_QUEUE, 2), "two work consumers")
+    assert await broker.queue_consumers(ATTENTION_QUEUE) == 1
+    await broker.cancel(first)
+    await eventually(lambda: _consumers_are(broker, WORK_QUEUE, 1), "one work consumer left")
+    with pytest.raises(ValueError, match="unknown queue"):
+        await broker.queue_consumers("no-such-queue")
+
+
 async def test_prefetch_bounds_the_deliveries_in_flight(broker: Broker) -> None:
     gate = asyncio.Event()
     in_flight = 0
@@ -673,6 +691,10 @@ def test_importing_loom_broker_does_not_import_aio_pika() -> None:
 
 async def _depth_is(broker: Broker, queue: str, depth: int) -> bool:
     return await broker.queue_depth(queue) == depth
+
+
+async def _consumers_are(broker: Broker, queue: str, count: int) -> bool:
+    return await broker.queue_consumers(queue) == count
 
 
 async def _true(value: bool) -> bool:

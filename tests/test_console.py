@@ -18,7 +18,7 @@ from loom.daemon.app import Daemon
 from loom.daemon.console.auth import COOKIE
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
-from loom.wire import ATTENTION_QUEUE
+from loom.wire import ATTENTION_QUEUE, DEAD_LETTER_QUEUE, REPLIES_QUEUE, WORK_QUEUE
 from tests.test_approvals_daemon import ask, make_daemon, ran
 from tests.test_daemon_memory import drain
 
@@ -237,6 +237,14 @@ async def test_the_system_page_shows_roles_queues_and_no_secret(
     assert page.status_code == 200
     assert ATTENTION_QUEUE in page.text
     assert "attention_consuming" in page.text
+    # One process runs every role: each consumed queue has one live consumer.
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td><td>(\d*)</td>", page.text)
+    assert {queue: (role, consumers) for queue, role, consumers in rows} == {
+        ATTENTION_QUEUE: ("attention", "1"),
+        WORK_QUEUE: ("worker", "1"),
+        REPLIES_QUEUE: ("worker (replies)", "1"),
+        DEAD_LETTER_QUEUE: ("", "0"),
+    }
     assert TOKEN not in page.text.replace("token", "")
 
 

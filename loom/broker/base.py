@@ -217,6 +217,11 @@ class Broker(ABC):
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in ``queue`` (not counting unacknowledged ones)."""
 
+    @abstractmethod
+    async def queue_consumers(self, queue: str) -> int:
+        """Consumers attached to ``queue``: across replicas, the live processes of the role
+        that consumes it."""
+
     async def ping(self) -> bool:
         """True when the broker answers."""
         return True

@@ -134,6 +134,10 @@ class _Consumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump = asyncio.create_task(self._run(), name=f"loom-memory-consumer:{queue.name}")
 
+    @property
+    def queue(self) -> _Queue:
+        return self._queue
+
     async def _run(self) -> None:
         while True:
             await self._slots.acquire()
@@ -296,6 +300,10 @@ class MemoryBroker(Broker):
 
     async def queue_depth(self, queue: str) -> int:
         return len(self._queue(queue).ready)
+
+    async def queue_consumers(self, queue: str) -> int:
+        target = self._queue(queue)
+        return sum(1 for consumer in self._consumers.values() if consumer.queue is target)
 
     async def ping(self) -> bool:
         return not self._closed

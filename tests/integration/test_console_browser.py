@@ -21,7 +21,7 @@ import pytest
 
 from loom import RuntimeSignal
 from loom.broker.base import Message
-from loom.wire import ATTENTION_QUEUE
+from loom.wire import ATTENTION_QUEUE, WORK_QUEUE
 from tests.integration.conftest import ROOT, Cluster, Proc
 from tests.polling import eventually
 
@@ -190,7 +190,8 @@ async def test_operator_console_in_a_browser(cluster: Cluster, browser: Any, sho
     assert await page.locator(f'tr.letter[data-message="{letter.id}"]').count() == 0
 
     await page.goto(f"{proc.url}/console/system")
-    assert "attention" in await page.inner_text("table.queues")
+    work = await page.inner_text(f'table.queues tr:has(td:text-is("{WORK_QUEUE}"))')
+    assert work.split("\t")[1:3] == ["worker", "1"]  # the one process's worker consumes
     await shot(page, shots, "system")
 
     # No script ran anywhere.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractRobustChannel
 
@@ -28,6 +29,9 @@ from loom.broker.rabbitmq.consumer import DeliveryFactory, RabbitConsumer
 from loom.broker.rabbitmq.dead_letters import DeadLetters
 from loom.broker.rabbitmq.declare import Declarer
 from loom.broker.rabbitmq.publisher import Publisher
+
+if TYPE_CHECKING:  # aio-pika's own protocol library (pamqp) types the broker's answer
+    from pamqp.commands import Queue
 
 
 class RabbitMQBroker(Broker):
@@ -157,6 +161,15 @@ class RabbitMQBroker(Broker):
         return await self._dead_letters.replay(limit, message_id)
 
     async def queue_depth(self, queue: str) -> int:
+        result = await self._inspect(queue, "the depth")
+        return result.message_count or 0
+
+    async def queue_consumers(self, queue: str) -> int:
+        result = await self._inspect(queue, "the consumers")
+        return result.consumer_count or 0
+
+    async def _inspect(self, queue: str, what: str) -> Queue.DeclareOk:
+        """The broker's own count of ``queue``'s messages and consumers, asked now."""
         self.topology.check_queue(queue)
         admin = self._connection.admin()
         try:
@@ -165,8 +178,10 @@ class RabbitMQBroker(Broker):
                 # Not admin.declare_queue(passive=True): aio-pika answers that from a cache.
                 result = await channel.queue_declare(self._connection.name(queue), passive=True)
         except ERRORS as exc:
-            raise self._connection.unavailable(f"cannot read the depth of {queue!r}", exc) from exc
-        return result.message_count or 0
+            raise self._connection.unavailable(f"cannot read {what} of {queue!r}", exc) from exc
+        if result is None:  # only with nowait, which a passive declare never asks for
+            raise self._connection.unavailable(f"no answer reading {what} of {queue!r}")
+        return result
 
     async def delete_topology(self) -> None:
         """Delete this namespace's queues and exchanges (test teardown). Needs a namespace."""

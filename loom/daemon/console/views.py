@@ -18,7 +18,15 @@ from loom.intake.context import AdapterContext
 from loom.state.base import State
 from loom.state.leases import replica_id
 from loom.state.session_index import SessionStatus
+from loom.wire import ATTENTION_QUEUE, REPLIES_QUEUE, WORK_QUEUE
 
+CONSUMING_ROLE = {
+    ATTENTION_QUEUE: "attention",
+    WORK_QUEUE: "worker",
+    REPLIES_QUEUE: "worker (replies)",
+}
+"""Which role consumes each queue: its consumers are that role's live replicas (gateways
+and schedulers consume nothing, so the broker does not see them)."""
 MAX_BUSY = 10_000
 """Leases read to tell busy sessions (one per running session across every worker)."""
 MAX_SUSPENDED = 10_000
@@ -220,12 +228,17 @@ async def system_page(host: ConsoleHost) -> dict[str, Any]:
     context = host.adapter_context
     broker = context.broker
     state = host.state
-    depths: dict[str, int | str] = {}
+    queues: dict[str, dict[str, int | str]] = {}
     for queue in broker.topology.queues:
         try:
-            depths[queue] = await broker.queue_depth(queue)
+            queues[queue] = {
+                "role": CONSUMING_ROLE.get(queue, ""),
+                "ready": await broker.queue_depth(queue),
+                "consumers": await broker.queue_consumers(queue),
+            }
         except Exception as problem:  # a broker away is shown, not a failed page
-            depths[queue] = f"unavailable ({type(problem).__name__})"
+            away = f"unavailable ({type(problem).__name__})"
+            queues[queue] = {"role": CONSUMING_ROLE.get(queue, ""), "ready": away, "consumers": ""}
     workers: dict[str, list[dict[str, Any]]] = {}
     for held in await state.held_leases(MAX_BUSY):
         workers.setdefault(held.lease.owner, []).append(
@@ -236,7 +249,7 @@ async def system_page(host: ConsoleHost) -> dict[str, Any]:
         "roles": list(getattr(host, "roles", ())),
         "readiness": await host.readiness(),
         "workers": workers,
-        "queues": depths,
+        "queues": queues,
         "sessions": await state.count_sessions(),
         "suspended": await state.suspensions.count(),
         "broker": broker.url,
