@@ -62,6 +62,8 @@ class PrivateRabbitMQ:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "plugins"),
             "RABBITMQ_PID_FILE": str(d / "pid"),
             "RABBITMQ_CONFIG_FILE": str(d / "none"),
+            # A node killed on purpose may dump its state: there, not in the checkout.
+            "ERL_CRASH_DUMP": str(d / "erl_crash.dump"),
         }
         with (d / "server.log").open("ab") as out:
             self.process = subprocess.Popen(
