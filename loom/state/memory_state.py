@@ -257,6 +257,9 @@ class MemoryState(State):
         if ending.replies:
             session.outbox[ending.run_id] = list(ending.replies)
         session.in_flight.clear()
+        await self.note_run(ending.session_id, ended=True)
+        for event in ending.feedback:
+            await self.add_feedback(ending.session_id, event)
         return True
 
     async def unsent_replies(self, session_id: str) -> dict[str, list[str]]:

@@ -152,7 +152,8 @@ end
 return out
 """
 
-# KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
+# KEYS: the ready set, the due set and the first-put-off set (a ready record takes the
+# session's put-off run with it). ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
 # bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
 # interrupt JSON, ready, decision JSON, recorded key] ("" = none), then how long a recorded
 # key is kept (ms). A record whose recorded key exists is skipped: its signal was recorded
@@ -180,6 +181,8 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       local t = redis.call('TIME')
       local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
+      redis.call('ZREM', KEYS[2], r[2])
+      redis.call('ZREM', KEYS[3], r[2])
     end
     push(stem .. 'decisions', r[6], max_decisions)
   end

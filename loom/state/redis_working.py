@@ -186,7 +186,7 @@ class RedisWorkingState(WorkingState):
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
             await self._record_signals(
-                keys=[f"{self.prefix}:ready"],
+                keys=[f"{self.prefix}:ready", *self._due_keys()[:2]],
                 args=[*args, batch_json, milliseconds(RECORDED_TTL)],
             )
 
