@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import sys
@@ -142,10 +143,8 @@ async def soak(args: argparse.Namespace) -> int:
             deadline = time.monotonic() + STEP_TIMEOUT
             while (decided < sent or handled < sent) and time.monotonic() < deadline:
                 progress.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(progress.wait(), 5.0)
-                except TimeoutError:
-                    pass
             elapsed = time.perf_counter() - t0
             step_runs = runs - runs0
             cpu = (cpu_seconds() - cpu0) / max(step_runs, 1) * 1e3

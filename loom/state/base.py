@@ -134,6 +134,10 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings):
         stored = await self.finish_run(lease.token, ending)
         if then == "keep":
             return RunFinish(stored)
+        if await self.lease_holder(lease.session_id) != lease:
+            # Let go of by an earlier attempt of this very step (or expired): the session
+            # goes to whichever worker takes it next.
+            return RunFinish(stored, released=True, work_left=True)
         work = await self.has_work(lease.session_id)
         if then == "take" and work:
             return RunFinish(stored, take=await self._take(lease.session_id))
