@@ -12,8 +12,9 @@ fresh namespace whose queues, exchanges and Redis keys are deleted at the end.
    every signal in one session (``--no-observe-one-session`` skips it);
 3. queue path: normal signals over 50 sessions to completed runs (attention + worker,
    ``Model.test()``), the Redis commands and round trips per run counted in this process
-   (``bench/redis_counts.py``; target at most 6 commands per run); against Celery's no-op
-   tasks (``bench/celery_noop.py``, a solo worker in a subprocess on the same RabbitMQ) in
+   (``bench/helpers/redis_counts.py``; target at most 6 commands per run); against Celery's
+   no-op tasks (``bench/helpers/celery_noop.py``, a solo worker in a subprocess on the same
+   RabbitMQ) in
    ``--queue-rounds`` interleaved rounds, the ratio of the rounds' medians (target at least
    0.5 runs/s per task/s). Celery is the optional ``bench`` extra
    (``uv sync --extra bench``); without it that comparison is skipped, saying so;
@@ -48,8 +49,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+from helpers.redis_counts import RedisCounts, counting  # bench/helpers
 from redis.asyncio import Redis
-from redis_counts import RedisCounts, counting  # bench/, the script's own folder
 
 from loom import Agent, Model
 from loom.broker.rabbitmq import RabbitMQBroker
@@ -290,10 +291,10 @@ class CeleryRounds:
         self.queue = f"{ns}.celery"
         os.environ["LOOM_BENCH_CELERY_QUEUE"] = self.queue
         os.environ.setdefault("LOOM_BENCH_RABBITMQ_URL", RABBITMQ_URL)
-        import celery_noop  # type: ignore[import-not-found]  # bench/ is on the path
+        from helpers import celery_noop  # bench/, the script's folder, is on the path
 
         self.tasks = celery_noop
-        here = os.path.dirname(os.path.abspath(__file__))
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
         env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "celery_noop", "worker", "--pool=solo",
@@ -329,7 +330,6 @@ def celery_rounds(ns: str) -> CeleryRounds | None:
         import celery  # noqa: F401
     except ImportError:
         return None
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     return CeleryRounds(ns)
 
 
