@@ -36,3 +36,4 @@ bench:  ## print benchmark figures
 	uv run python bench/console.py --sessions 100000 --requests 50 --rounds 1
 	uv run python bench/quality.py --checks 2000 --delegations 200 --rounds 3
 	uv run python bench/mcp_calls.py --calls 500 --rounds 5 --sessions 100 --runs 20
+	uv run python bench/soak.py --signals 2000 --sessions 100 --every 1000

@@ -11,7 +11,13 @@ fresh namespace whose queues, exchanges and Redis keys are deleted at the end.
    ``--rounds`` rounds and the figure is the median of the rounds' ratios. Repeated with
    every signal in one session (``--no-observe-one-session`` skips it);
 3. queue path: normal signals over 50 sessions to completed runs (attention + worker,
-   ``Model.test()``);
+   ``Model.test()``), the Redis commands and round trips per run counted in this process
+   (``bench/helpers/redis_counts.py``; target at most 6 commands per run); against Celery's
+   no-op tasks (``bench/helpers/celery_noop.py``, a solo worker in a subprocess on the same
+   RabbitMQ) in
+   ``--queue-rounds`` interleaved rounds, the ratio of the rounds' medians (target at least
+   0.5 runs/s per task/s). Celery is the optional ``bench`` extra
+   (``uv sync --extra bench``); without it that comparison is skipped, saying so;
 4. latency: publish to run start at a steady 100 signals/s, one session per signal;
    target p99 at most 25 ms.
 
@@ -34,6 +40,7 @@ import os
 import pstats
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -42,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+from helpers.redis_counts import RedisCounts, counting  # bench/helpers
 from redis.asyncio import Redis
 
 from loom import Agent, Model
@@ -221,8 +229,11 @@ async def observe_path(ns: str, n: int, sessions: int, profile: bool) -> float:
 # -- 3. queue path ---------------------------------------------------------------------------
 
 
-async def queue_path(ns: str, n: int, sessions: int, profile: bool) -> tuple[float, float, int]:
-    """Normal signals over ``sessions`` sessions to completed runs (attention + worker)."""
+async def queue_path(
+    ns: str, n: int, sessions: int, profile: bool, counts: RedisCounts | None = None
+) -> tuple[float, float, int, RedisCounts | None]:
+    """Normal signals over ``sessions`` sessions to completed runs (attention + worker);
+    with ``counts`` (``counting()``), also the Redis traffic of the measured part."""
     daemon = _daemon(ns)
     runs: dict[str, list[str]] = {}
     handled: set[str] = set()
@@ -257,14 +268,69 @@ async def queue_path(ns: str, n: int, sessions: int, profile: bool) -> tuple[flo
         completed = 0
         done.clear()
         expected = {s.id for s in signals}
+        before = counts.snapshot() if counts is not None else None
         async with _profiled(profile, "queue path"):
             start = time.perf_counter()
             await _publish_batched(lambda i: publish_signal(daemon.broker, signals[i]), n)
             await asyncio.wait_for(done.wait(), PHASE_TIMEOUT)
             elapsed = time.perf_counter() - start
+        used = counts.since(before) if counts is not None and before is not None else None
     finally:
         await _stopped(daemon)
-    return n / elapsed, completed / elapsed, completed
+    return n / elapsed, completed / elapsed, completed, used
+
+
+# -- 3b. Celery's no-op tasks on the same broker ----------------------------------------------
+
+
+class CeleryRounds:
+    """A solo Celery worker in a subprocess on a queue of this namespace; ``round(n)``
+    sends ``n`` no-op tasks and a last one, and answers tasks/s once the last has run."""
+
+    def __init__(self, ns: str) -> None:
+        self.queue = f"{ns}.celery"
+        os.environ["LOOM_BENCH_CELERY_QUEUE"] = self.queue
+        os.environ.setdefault("LOOM_BENCH_RABBITMQ_URL", RABBITMQ_URL)
+        from helpers import celery_noop  # bench/, the script's folder, is on the path
+
+        self.tasks = celery_noop
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+        env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_noop", "worker", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", self.queue,
+             "--loglevel=WARNING"],
+            env=env, cwd=here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def _round(self, n: int) -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            self.tasks.noop.apply_async((i,))
+        self.tasks.last.apply_async((n,)).get(timeout=PHASE_TIMEOUT)
+        return n / (time.perf_counter() - start)
+
+    async def round(self, n: int) -> float:
+        return await asyncio.to_thread(self._round, n)
+
+    def close(self) -> None:
+        self.worker.terminate()
+        try:
+            self.worker.wait(10)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+        with contextlib.suppress(Exception), self.tasks.app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(self.queue)
+        self.tasks.app.close()
+
+
+def celery_rounds(ns: str) -> CeleryRounds | None:
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        return None
+    return CeleryRounds(ns)
 
 
 # -- 4. latency ------------------------------------------------------------------------------
@@ -315,6 +381,69 @@ async def latency(ns: str, rate: float, count: int, profile: bool) -> list[float
         await _stopped(daemon)
     ids = [sid for sid in published if sid in started][measured_from:]
     return [started[sid] - published[sid] for sid in ids]
+
+
+async def queue_phase(ns: str, n: int, args: argparse.Namespace) -> None:
+    """The queue path, its Redis traffic, and Celery's no-op rate in interleaved rounds."""
+    rounds = max(1, args.queue_rounds)
+    celery = celery_rounds(ns) if args.celery else None
+    loom_runs: list[float] = []
+    loom_signals: list[float] = []
+    tasks: list[float] = []
+    total = RedisCounts()
+    runs_total = 0
+    try:
+        if celery is not None:
+            await celery.round(200)  # warm-up (and waits for the worker to be up)
+        with counting() as counts:
+            for round_ in range(rounds):
+                if celery is not None:
+                    tasks.append(await celery.round(n))
+                profile = args.profile == "queue" and round_ == 0
+                signals_s, runs_s, runs, used = await queue_path(ns, n, 50, profile, counts)
+                loom_signals.append(signals_s)
+                loom_runs.append(runs_s)
+                runs_total += runs
+                if used is not None:
+                    total.commands.update(used.commands)
+                    total.round_trips += used.round_trips
+    finally:
+        if celery is not None:
+            celery.close()
+    _line(
+        "3. queue path (50 sessions) signals",
+        f"{statistics.median(loom_signals):,.0f} sig/s",
+        f"median of {rounds}: {_spread(loom_signals, '{:,.0f}')}",
+    )
+    _line(
+        "   queue path runs",
+        f"{statistics.median(loom_runs):,.0f} runs/s",
+        f"{runs_total} runs, {rounds * n / max(runs_total, 1):.1f} signals/run",
+    )
+    per_run = max(runs_total, 1)
+    _line(
+        "   Redis commands per run",
+        f"{total.total / per_run:.2f}",
+        f"(target <= 6), round trips per run {total.round_trips / per_run:.2f}",
+    )
+    print(f"   by command, per run: {total.per(per_run, top=40)}")
+    if celery is None:
+        print("   Celery comparison skipped: celery is not installed (uv sync --extra bench)")
+        return
+    ratio = statistics.median(loom_runs) / statistics.median(tasks)
+    _line(
+        "   Celery no-op tasks (solo worker)",
+        f"{statistics.median(tasks):,.0f} tasks/s",
+        f"median of {rounds}: {_spread(tasks, '{:,.0f}')}",
+    )
+    per_round = [r / t for r, t in zip(loom_runs, tasks, strict=True)]
+    _line(
+        "   queue runs/s / Celery tasks/s",
+        f"{ratio:.2f}",
+        f"(target >= 0.5) per round: {_spread(per_round, '{:.2f}')}",
+    )
+    sig_ratio = statistics.median(loom_signals) / statistics.median(tasks)
+    _line("   queue signals/s / Celery tasks/s", f"{sig_ratio:.2f}")
 
 
 # -- teardown and main -----------------------------------------------------------------------
@@ -370,6 +499,9 @@ async def main(args: argparse.Namespace) -> int:
     try:
         # The ceiling and the observe path alternate, round after round, and each round's
         # ratio is taken: on a shared machine the bare rate alone swings by half.
+        if args.only_queue:
+            await queue_phase(ns, n, args)
+            return 0
         bares, observes = [], []
         for round_ in range(args.rounds):
             bares.append(await bare_ceiling(ns, n))
@@ -395,13 +527,7 @@ async def main(args: argparse.Namespace) -> int:
             one = await observe_path(ns, n, 1, False)
             share = one / statistics.median(bares)
             _line("   observe path (1 session)", f"{one:,.0f} sig/s", f"{share:.0%} of bare")
-        signals_s, runs_s, runs = await queue_path(ns, n, 50, args.profile == "queue")
-        _line("3. queue path (50 sessions) signals", f"{signals_s:,.0f} sig/s")
-        _line(
-            "   queue path runs",
-            f"{runs_s:,.0f} runs/s",
-            f"{runs} runs, {n / max(runs, 1):.1f} signals/run",
-        )
+        await queue_phase(ns, n, args)
         samples = await latency(ns, args.rate, args.latency_count, args.profile == "latency")
         if samples:
             p50, p99 = _pct(samples, 0.50) * 1e3, _pct(samples, 0.99) * 1e3
@@ -440,4 +566,16 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=100.0, help="latency phase signals/s")
     parser.add_argument("--latency-count", type=int, default=1000)
     parser.add_argument("--profile", choices=("observe", "queue", "latency"))
+    parser.add_argument(
+        "--queue-rounds", type=int, default=3, help="interleaved rounds of queue path and Celery"
+    )
+    parser.add_argument(
+        "--celery",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare the queue path with Celery no-op tasks (needs the bench extra)",
+    )
+    parser.add_argument(
+        "--only-queue", action="store_true", help="run only the queue path and Celery phase"
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -99,15 +99,14 @@ class StateLedger:
                 await self._track_risk(decision.signal)
         await self.working.record_signals([self._record(d) for d in decisions])
         # Put-off runs go to the due set (durable: any worker's sweep starts them when
-        # due); a signal that wakes at once takes the session's put-off signals with it.
+        # due); a signal that wakes at once takes the session's put-off signals with it
+        # (its record, marking the session ready, forgets the put-off run).
         now = {d.session_id for d in decisions if _at_once(d)}
         for decision in decisions:
             timing = decision.timing
             if timing is not None and decision.session_id not in now:
                 await self.working.schedule(decision.session_id, timing.delay, timing.max_wait)
                 metrics.ATTENTION_DEBOUNCED.inc()
-        for session_id in now:
-            await self.working.unschedule(session_id)
 
     async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
         woken = dict.fromkeys(d.session_id for d in decisions if _at_once(d))

@@ -6,11 +6,15 @@ run takes move to the session's in-flight list and leave it only when the run ha
 a worker that dies loses nothing: its lease expires and another worker's sweep takes the
 session, in-flight signals included.
 
-A run ends in one place, ``_end_run``: its transcript, its record, the replies it owes and
-the release of its signals are stored in one fenced step keyed by the run id
-(``State.finish_run``), retried through an outage of the state for as long as the lease is
-held; the replies then go from the session's outbox to the broker. A retry or a kill at any
-point neither loses the answer nor runs or replies twice (``loom.state.endings``).
+A run ends in one place, ``_end_run``: its transcript, its record, the replies it owes, the
+release of its signals and its feedback are stored in one fenced step keyed by the run id
+(``State.finish_and_continue``), which also takes the next run's signals or lets the lease
+go, retried through an outage of the state for as long as the lease is held; the replies
+then go from the session's outbox to the broker. A retry or a kill at any point neither
+loses the answer nor runs or replies twice (``loom.state.endings``).
+
+On Redis a run costs three round trips to the state: the lease with the first run's
+signals (``State.open_session``), the history read, and the ending with the next take.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult, RunStatus
 from loom.runtime.session import Session
 from loom.state.base import State, StateUnavailable
-from loom.state.endings import RunEnding
+from loom.state.endings import RunEnding, RunFinish, RunTake, SessionOpening, Then
+from loom.state.feedback_log import held_feedback
 from loom.state.leases import Lease, Leases, StaleFencingToken, replica_id
 from loom.wire import WORK_QUEUE, PendingSignal, parse_work, publish_work
 
@@ -259,19 +264,22 @@ class SessionWorker:
             return False
         await self._slots.acquire()
         try:
-            lease = await self.state.acquire_lease(session_id, self.owner, self.lease_ttl)
+            opening = await self.state.open_session(session_id, self.owner, self.lease_ttl)
         except BaseException:
             self._slots.release()
             raise
-        if lease is None:
+        if opening is None or opening.released:
             self._slots.release()
+            if opening is not None and opening.work_left:
+                self._background(self.try_run(session_id))  # signals came meanwhile
             return False
-        task = asyncio.create_task(self._drive(lease), name=f"loom-session-{session_id}")
+        task = asyncio.create_task(self._drive(opening), name=f"loom-session-{session_id}")
         self._active[session_id] = task
         metrics.ACTIVE_SESSIONS.inc()
         return True
 
-    async def _drive(self, lease: Lease) -> None:
+    async def _drive(self, opening: SessionOpening) -> None:
+        lease = opening.lease
         session_id = lease.session_id
         logs.bind(session_id=session_id, signal_id=None, run_id=None)  # this task's records
         renewer = asyncio.create_task(self._renew(lease), name=f"loom-lease-{session_id}")
@@ -281,35 +289,37 @@ class SessionWorker:
         waiting = False  # a run of the session is suspended, waiting for people
         try:
             # Replies of a run stored by a worker that died before they left go first.
-            await self._send_replies(session_id)
+            await self._send_unsent(session_id, opening.unsent)
             # Signals a run that died (or was handed back) left in flight: their wait was
-            # recorded when that run took them.
-            left = set(await self.state.in_flight(session_id))
-            checkpoint = await self.state.suspensions.load(session_id)
-            if checkpoint is not None:
-                waiting = not await self._go_on_with(lease, checkpoint)
+            # recorded when that run took them. The opening took them with the pending
+            # ones (observed signals alone, or put off, start no run; left ones always do).
+            left = set(opening.left)
+            take: RunTake | None = opening.take
+            if opening.suspended:
+                checkpoint = await self.state.suspensions.load(session_id)
+                if checkpoint is not None:
+                    waiting = not await self._go_on_with(lease, checkpoint)
                 left = set()  # the suspended run's signals: answered, or still waiting
             recovering = bool(left)
             if left:
                 metrics.LEASE_TAKEOVERS.inc()
             while not self._stopping and not waiting:
-                await self._hold(lease)
-                # Observed signals wait for a run something else asks for: alone they
-                # start none; nor do signals whose run the policy put off. Signals a dead
-                # run left in flight are run again regardless.
-                if not left and not await self._has_work(session_id):
-                    break
-                taken = await self.state.take_pending(session_id)
-                if not taken:
-                    break
+                if take is None:
+                    if session_id in self._lost:
+                        raise StaleFencingToken(f"lease of session {session_id} was lost")
+                    take = await self.state.take_run(lease)  # fenced
+                    if take is None:
+                        break
                 # This run takes every pending signal, put-off ones folded in. The ready
                 # mark stays until the session is let go of: should this worker die, a
                 # sweep finds the signals it left in flight.
-                await self.state.unschedule(session_id)
+                taken, risks, take = take.signals, take.risks, None
+                if not taken:
+                    break
                 signals = [PendingSignal.from_json(t) for t in taken]
                 fresh = [p for t, p in zip(taken, signals, strict=True) if t not in left]
                 left = set()
-                result, ending = await self._run_once(lease, signals, fresh)
+                result, ending = await self._run_once(lease, signals, fresh, risks)
                 if result.status is RunStatus.AWAITING_APPROVAL:
                     waiting = True  # suspended: its signals stay in flight until it ends
                     break
@@ -322,26 +332,22 @@ class SessionWorker:
                     # The next run takes them, with what interrupted this one; this one's
                     # transcript is kept, answering nobody yet.
                     if ending is not None:
-                        await self._store_ending(lease, ending)
+                        await self._store_ending(lease, ending, "keep")
                     continue
-                await self._finish(lease, result, signals, ending)
+                # The ending takes the next run's signals too, or lets the session go.
+                then: Then = "release" if self._stopping else "take"
+                finish = await self._finish(lease, result, signals, ending, then)
                 if recovering:  # signals an earlier attempt left went through this time
                     recovering = False
                     await self.poison.recovered(session_id)
-            await self.state.clear_ready(session_id)
-            released = await self.state.release_lease(lease)
-            # A signal recorded after the last take and before the release found the lease
-            # held and left the session to us: look once more now that it is free. Also when
-            # stopping: then the loop above left such signals for another worker to find.
-            # Not while a run waits for people: new signals wait for it to end; but a
-            # decision that came after the last look (its notice was dropped while we held
-            # the session) must not wait for a sweep.
-            if waiting:
-                checkpoint = await self.state.suspensions.load(session_id)
-                again = checkpoint is not None and can_resume(checkpoint)
-            elif await self._has_work(session_id):
-                await self.state.mark_ready(session_id)
-                again = True
+                if finish.released:
+                    released, again = True, finish.work_left
+                    break
+                take = finish.take
+            if not released:  # else let go of with the run's ending (``again``: work left)
+                # Signals taken for a run that did not start (stopping) stay in flight.
+                untreated = take is not None and bool(take.signals)
+                released, again = await self._let_go(lease, waiting, untreated)
         except StaleFencingToken:
             # The new holder owns the in-flight signals now: touch nothing.
             logger.warning("session %s: lease lost to a newer holder; stopping", session_id)
@@ -379,33 +385,62 @@ class SessionWorker:
         elif again:  # take it straight back rather than wait for the next sweep
             self._background(self.try_run(session_id))
 
+    async def _let_go(self, lease: Lease, waiting: bool, untreated: bool) -> tuple[bool, bool]:
+        """Let go of a session the loop left with its lease held (nothing more to take, a
+        run waiting for people, or stopping; ``untreated``: signals were taken in flight
+        for a run that did not start): (released, take it again)."""
+        session_id = lease.session_id
+        if untreated:
+            return await self.state.release_lease(lease), True
+        await self.state.clear_ready(session_id)
+        released = await self.state.release_lease(lease)
+        # A signal recorded after the last take and before the release found the lease
+        # held and left the session to us: look once more now that it is free. Also when
+        # stopping: then the loop above left such signals for another worker to find.
+        # Not while a run waits for people: new signals wait for it to end; but a
+        # decision that came after the last look (its notice was dropped while we held
+        # the session) must not wait for a sweep.
+        if waiting:
+            checkpoint = await self.state.suspensions.load(session_id)
+            return released, checkpoint is not None and can_resume(checkpoint)
+        if await self.state.has_work(session_id):
+            await self.state.mark_ready(session_id)
+            return released, True
+        return released, False
+
     async def _end_run(
         self,
         lease: Lease,
         result: RunResult,
         signals: Sequence[PendingSignal],
         ending: RunEnding | None,
-    ) -> None:
+        then: Then,
+    ) -> RunFinish:
         """End a run: store it with the replies it owes and the release of its signals in
-        one fenced step, then send the replies. A run that left nothing to store (it never
-        started, or was stopped) keeps its signals in flight for the next attempt."""
+        one fenced step (with what comes next, ``then``), then send the replies. A run that
+        left nothing to store (it never started, or was stopped) keeps its signals in
+        flight for the next attempt."""
         if ending is None:
             await self._hold(lease)  # stopped because the lease was lost: not a failure
             raise RuntimeError(f"run {result.run_id} did not start: {result.error}")
         replies = [reply.to_json().decode() for reply in replies_for(result, signals)]
-        await self._store_ending(lease, dataclasses.replace(ending, replies=replies))
-        await self._send_replies(lease.session_id)
+        finish = await self._store_ending(lease, dataclasses.replace(ending, replies=replies), then)
+        if not finish.stored:  # stored by an earlier attempt: its replies may be waiting
+            await self._send_replies(lease.session_id)
+        elif replies:
+            await self._send_unsent(lease.session_id, {ending.run_id: replies})
+        return finish
 
-    async def _store_ending(self, lease: Lease, ending: RunEnding) -> None:
-        """``finish_run``, retried while the state is away and the lease is held. Keyed by
-        the run id: an attempt that timed out but landed makes the next one a no-op."""
+    async def _store_ending(self, lease: Lease, ending: RunEnding, then: Then) -> RunFinish:
+        """``finish_and_continue``, retried while the state is away and the lease is held.
+        Keyed by the run id: an attempt that timed out but landed makes the next one store
+        nothing (and find the lease let go of if that attempt let it go)."""
         pause = ENDING_RETRY_FIRST
         while True:
             if lease.session_id in self._lost:
                 raise StaleFencingToken(f"lease of session {lease.session_id} was lost")
             try:
-                await self.state.finish_run(lease.token, ending)
-                return
+                return await self.state.finish_and_continue(lease, ending, then)
             except StateUnavailable as outage:
                 logger.warning(
                     "session %s: storing run %s failed (%s); retrying in %.1fs",
@@ -417,7 +452,11 @@ class SessionWorker:
     async def _send_replies(self, session_id: str) -> None:
         """Publish the replies waiting in the session's outbox (confirmed), then drop them.
         Their message ids derive from the run, so the dispatcher sends a copy only once."""
-        for run_id, replies in (await self.state.unsent_replies(session_id)).items():
+        await self._send_unsent(session_id, await self.state.unsent_replies(session_id))
+
+    async def _send_unsent(self, session_id: str, unsent: dict[str, list[str]]) -> None:
+        """Publish these replies of the session's outbox, by run id, then drop them."""
+        for run_id, replies in unsent.items():
             for text in replies:
                 await publish_reply(self.broker, Reply.from_json(text.encode()))
             await self.state.replies_sent(session_id, run_id)
@@ -428,19 +467,17 @@ class SessionWorker:
         result: RunResult,
         signals: Sequence[PendingSignal],
         ending: RunEnding | None,
-    ) -> None:
+        then: Then = "keep",
+    ) -> RunFinish:
         """A run ended: store its ending (which lets go of its signals), then forget its
         checkpoint if it had one. In that order: while the checkpoint remains, a takeover
-        finds the run's stored end (``_recorded``) instead of resuming it again."""
-        await self._end_run(lease, result, signals, ending)
-        if result.metadata.get(PAUSED):
+        finds the run's stored end (``_recorded``) instead of resuming it again; so a run
+        that had a checkpoint keeps the lease past its ending."""
+        paused = bool(result.metadata.get(PAUSED))
+        finish = await self._end_run(lease, result, signals, ending, "keep" if paused else then)
+        if paused:
             await self.awaiting.ended(lease, result.run_id)
-
-    async def _has_work(self, session_id: str) -> bool:
-        """A pending signal asks for a run, and the run is not put off until later."""
-        if not wakes_a_worker(await self.state.pending(session_id)):
-            return False
-        return not await self.state.scheduled(session_id)
+        return finish
 
     async def _carry_over(self, lease: Lease, signals: Sequence[PendingSignal]) -> bool:
         """An interrupted run's signals were not treated: hand them to the next run, marked
@@ -482,15 +519,17 @@ class SessionWorker:
         session = Session(self.agent, SessionConfig(id=session_id), store=store)
         here = {"fencing_token": lease.token, "worker": self.owner}
         checkpoint = dataclasses.replace(checkpoint, metadata={**checkpoint.metadata, **here})
-        run = session.resume(checkpoint, journal=FencedJournal(self.state.suspensions, lease))
+        with held_feedback(session_id) as feedback:
+            run = session.resume(checkpoint, journal=FencedJournal(self.state.suspensions, lease))
         if interrupting is not None and not can_resume(checkpoint):
             run.interrupt(f"interrupted by signal {interrupting.id} while waiting for approval")
         logs.bind(run_id=run.id)
         result = await self._watch(lease, run, signals)
         _log_outcome(session_id, result, len(signals))
+        ending = await self._with_feedback(session_id, store.ending, feedback)
         if result.status is RunStatus.AWAITING_APPROVAL:
             return False  # it asked again, and waits again
-        await self._finish(lease, result, signals, store.ending)
+        await self._finish(lease, result, signals, ending)
         await self.poison.recovered(session_id)
         return True
 
@@ -557,7 +596,11 @@ class SessionWorker:
             )  # fmt: skip
 
     async def _run_once(
-        self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
+        self,
+        lease: Lease,
+        signals: list[PendingSignal],
+        fresh: list[PendingSignal],
+        risks: dict[str, str],
     ) -> tuple[RunResult, RunEnding | None]:
         # The run joins the trace of the first signal it was asked to handle, and links the
         # others: one run answers several signals.
@@ -575,19 +618,22 @@ class SessionWorker:
                 attributes=attributes,
             ) as span,
         ):
-            result, ending = await self._run_signals(lease, signals, fresh)
+            result, ending = await self._run_signals(lease, signals, fresh, risks)
             span.set_attribute("loom.run_id", result.run_id)
             span.set_attribute("loom.status", result.status.value)
             return result, ending
 
     async def _run_signals(
-        self, lease: Lease, signals: list[PendingSignal], fresh: list[PendingSignal]
+        self,
+        lease: Lease,
+        signals: list[PendingSignal],
+        fresh: list[PendingSignal],
+        risks: dict[str, str],
     ) -> tuple[RunResult, RunEnding | None]:
-        """Run the session on ``signals``; ``fresh`` are those taken for the first time.
-        Returns the result and what the run left to store (None if it stored nothing)."""
+        """Run the session on ``signals`` (taken with the active ``risks``, the take fenced
+        and noted as a run's start); ``fresh`` are those taken for the first time. Returns
+        the result and what the run left to store (None if it stored nothing)."""
         session_id = lease.session_id
-        await self.state.check_fence(session_id, lease.token)
-        risks = await self.state.risks(session_id)
         store = LeasedSessionStore(self.state.sessions, self.state, lease)
         # A fresh Session each time: another worker may have run it since, so the history
         # is loaded from the shared store, never from this process's memory.
@@ -597,10 +643,11 @@ class SessionWorker:
             "fencing_token": lease.token,
             "worker": self.owner,
         }
-        await self.state.note_run(session_id, ended=False)  # for a minimum interval
         given = render_run_input(signals, risks)  # observed signals and risks: C_working
         context = RunContext(metadata=metadata, working=(given.digest,) if given.digest else ())
-        run = session.start(given.text, context=context)
+        # The run's feedback is stored with its ending (one step, not one write each).
+        with held_feedback(session_id) as feedback:
+            run = session.start(given.text, context=context)
         # Should the run pause for approvals, its calls from then on are journaled in the
         # state, so a worker that resumes it after a crash never runs one twice.
         run.journal = FencedJournal(self.state.suspensions, lease)
@@ -612,9 +659,22 @@ class SessionWorker:
                 waited = (now - pending.signal.observed_at).total_seconds()
                 metrics.SIGNAL_WAIT.observe(max(waited, 0))
         result = await self._watch(lease, run, signals)
-        await self.state.note_run(session_id, ended=True)
+        ending = await self._with_feedback(session_id, store.ending, feedback)
+        if ending is None:  # the ending notes the run's end; with none, it is noted here
+            await self.state.note_run(session_id, ended=True)
         _log_outcome(session_id, result, len(signals))
-        return result, store.ending
+        return result, ending
+
+    async def _with_feedback(
+        self, session_id: str, ending: RunEnding | None, feedback: list[str]
+    ) -> RunEnding | None:
+        """The ending with the run's held feedback events; with no ending (the run never
+        started, or was stopped), the events are written on their own."""
+        if ending is not None:
+            return dataclasses.replace(ending, feedback=tuple(feedback)) if feedback else ending
+        for event in feedback:
+            await self.state.add_feedback(session_id, event)
+        return None
 
     async def _watch(self, lease: Lease, run: Run, signals: list[PendingSignal]) -> RunResult:
         """Follow the run to its end or its suspension; interrupts and a lost lease reach

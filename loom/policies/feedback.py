@@ -29,7 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loom.core.hooks import HookSource
 from loom.signals import RuntimeSignal
-from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK, FeedbackLog
+from loom.state.feedback_log import (
+    DEFAULT_MAX_FEEDBACK,
+    DEFAULT_MAX_SESSION_FEEDBACK,
+    FeedbackLog,
+    hold,
+)
 
 logger = logging.getLogger("loom.feedback")
 
@@ -235,7 +240,10 @@ class FeedbackPolicy:
         """
         if not self.enabled:
             return None
-        await self.state.add_feedback(event.session_id, event.to_json())
+        event_json = event.to_json()
+        # Inside a worker's run, the run's ending writes the event (one step, not two).
+        if not hold(event.session_id, event_json):
+            await self.state.add_feedback(event.session_id, event_json)
         from loom import metrics  # here, so importing the policy stays light
 
         metrics.FEEDBACK_EVENTS.labels(event.kind).inc()

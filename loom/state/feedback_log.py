@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 DEFAULT_MAX_FEEDBACK = 10_000
 """Feedback events kept in the stream of all sessions."""
 DEFAULT_MAX_SESSION_FEEDBACK = 200
 """Feedback events kept per session: one bound per session, so it must be small."""
+
+
+_HELD: ContextVar[tuple[str, list[str]] | None] = ContextVar("loom_held_feedback", default=None)
+
+
+@contextmanager
+def held_feedback(session_id: str) -> Iterator[list[str]]:
+    """Events of ``session_id`` recorded in this context (and in tasks started in it, such
+    as a run's) are kept in the list instead of being written: a worker writes them with
+    the run's ending, in the same step (``RunEnding.feedback``), not one write each."""
+    events: list[str] = []
+    token = _HELD.set((session_id, events))
+    try:
+        yield events
+    finally:
+        _HELD.reset(token)
+
+
+def hold(session_id: str, event_json: str) -> bool:
+    """Keep the event for the run ending under way in this context, if it is of that run's
+    session (``held_feedback``); False when it must be written now."""
+    held = _HELD.get()
+    if held is None or held[0] != session_id:
+        return False
+    held[1].append(event_json)
+    return True
 
 
 class FeedbackLog(ABC):

@@ -261,6 +261,9 @@ class MemoryState(State):
             session.outbox[ending.run_id] = list(ending.replies)
         session.in_flight.clear()
         self._active(ending.session_id)
+        await self.note_run(ending.session_id, ended=True)
+        for event in ending.feedback:
+            await self.add_feedback(ending.session_id, event)
         return True
 
     async def unsent_replies(self, session_id: str) -> dict[str, list[str]]:

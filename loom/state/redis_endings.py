@@ -1,68 +1,184 @@
-"""``RunEndings`` on Redis: a run's ending in one fenced script keyed by its run id.
+"""``RunEndings`` on Redis: a run's ending in one fenced script keyed by its run id, and the
+other steps of a leased run (``State.open_session``, ``take_run``, ``finish_and_continue``),
+one script each.
 
 Keys (layout of every key: ``loom.state.redis_state``)::
 
     {prefix}:s:{<sid>}:outbox          HASH    run id -> the run's replies, a JSON array
 
-The script checks the run id first (stored already: a retry whose first attempt landed),
-then the fencing token, and only then writes: the transcript and the run record (the
-session store's own append), the outbox entry, and the release of the in-flight signals.
+The ending's script checks the run id first (stored already: a retry whose first attempt
+landed), then the fencing token, and only then writes: the transcript and the run record
+(the session store's own append), the outbox entry, the release of the in-flight signals,
+the run's end (for a minimum interval) and its feedback events. Then, in the same step, what
+comes next: the next run's signals, or the lease let go of (``Then``).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from loom.state.endings import RunEnding, RunEndings
-from loom.state.leases import StaleFencingToken
-from loom.state.redis_sessions import APPEND_FUNCTION, RedisSessionStore, session_key, text
-from loom.state.redis_working import RedisWorkingState
+from loom.state.endings import RunEnding, RunEndings, RunFinish, RunTake, SessionOpening, Then
+from loom.state.leases import Lease, StaleFencingToken
+from loom.state.redis_run_scripts import OPEN_SESSION, RUN_FUNCTIONS, TAKE_RUN
+from loom.state.redis_sessions import (
+    APPEND_FUNCTION,
+    RedisSessionStore,
+    as_dict,
+    session_key,
+    text,
+    texts,
+)
+from loom.state.redis_working import RedisWorkingState, milliseconds
+from loom.state.working import KNOWN_ACTIONS, WAKING_ACTIONS
+
+WAKING = ",".join(WAKING_ACTIONS)
+KNOWN = ",".join(KNOWN_ACTIONS)
 
 # KEYS: the append's six (info, messages, runs, order, meta, index), then fence, token,
 # inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
-# replies as one JSON array, then the append's arguments. Answers 1 (stored), 0 (stored
-# before) or the newer token.
+# replies as one JSON array, what comes after as one JSON object (see ``_after``), then the
+# append's arguments. Answers the newer token (storing nothing) or {stored (1, or 0 when
+# stored before), what next ('kept', 'taken', 'released', 'lost': the lease is no longer
+# the caller's), ...}.
 FINISH_RUN = (
     APPEND_FUNCTION
+    + RUN_FUNCTIONS
     + """
 local A = {}
-for i = 4, #ARGV do A[i - 3] = ARGV[i] end
-if redis.call('HEXISTS', KEYS[3], A[7]) == 1 then return 0 end
+for i = 5, #ARGV do A[i - 4] = ARGV[i] end
+local after = cjson.decode(ARGV[4])
 local token, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
-local fence = tonumber(redis.call('GET', KEYS[7]) or '0')
-local issued = tonumber(redis.call('GET', KEYS[8]) or '0')
-local newest = math.max(fence, issued)
-if token < newest then return string.format('%d', newest) end
-if keep > 0 then
-  redis.call('SET', KEYS[7], ARGV[1], 'PX', keep)
-else
-  redis.call('SET', KEYS[7], ARGV[1])
+local sid, S, P = after.sid, after.stem, after.prefix
+local stored = 0
+if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
+  local fence = tonumber(redis.call('GET', KEYS[7]) or '0')
+  local issued = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local newest = math.max(fence, issued)
+  if token < newest then return string.format('%d', newest) end
+  if keep > 0 then
+    redis.call('SET', KEYS[7], ARGV[1], 'PX', keep)
+  else
+    redis.call('SET', KEYS[7], ARGV[1])
+  end
+  append({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, A)
+  redis.call('DEL', KEYS[9])
+  if ARGV[3] ~= '[]' then
+    redis.call('HSET', KEYS[10], A[7], ARGV[3])
+    if keep > 0 then redis.call('PEXPIRE', KEYS[10], keep) end
+  end
+  note_run(S, 'ended', keep)
+  for _, event in ipairs(after.feedback) do
+    redis.call('XADD', P .. ':feedback', 'MAXLEN', '~', after.max_feedback, '*',
+      'session', sid, 'event', event)
+    redis.call('XADD', S .. 'feedback', 'MAXLEN', after.max_session_feedback, '*',
+      'event', event)
+  end
+  if #after.feedback > 0 and keep > 0 then redis.call('PEXPIRE', S .. 'feedback', keep) end
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[11], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
+  stored = 1
 end
-append({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, A)
-redis.call('DEL', KEYS[9])
-if ARGV[3] ~= '[]' then
-  redis.call('HSET', KEYS[10], A[7], ARGV[3])
-  if keep > 0 then redis.call('PEXPIRE', KEYS[10], keep) end
+if after['then'] == 'keep' then return {stored, 'kept'} end
+-- A retry whose first attempt landed may have let the lease go already.
+if redis.call('GET', S .. 'lease') ~= after.lease then return {stored, 'lost'} end
+local work = has_work(S, P, sid, action_set(after.waking), action_set(after.known))
+if after['then'] == 'take' and work then
+  return {stored, 'taken', take(S, P, sid, tonumber(after.max_pending), keep)}
 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[11], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
-return 1
+let_go(S, P, sid, work)
+return {stored, 'released', work and 1 or 0}
 """
 )
 
 
+def _take(reply: Any) -> RunTake:
+    signals, order, risks = reply
+    found = as_dict(texts(risks))
+    return RunTake(tuple(texts(signals)), {key: found[key] for key in texts(order) if key in found})
+
+
 class RedisRunEndings(RedisWorkingState, RunEndings):
-    """``RunEndings`` on the working state's Redis client; ``RedisState`` calls
-    ``_register_ending_scripts`` once it has its client and session store."""
+    """``RunEndings`` and a leased run's steps on the working state's Redis client;
+    ``RedisState`` calls ``_register_ending_scripts`` once it has its client and stores."""
+
+    max_feedback: int
+    max_session_feedback: int
 
     def _register_ending_scripts(self, transcripts: RedisSessionStore) -> None:
         self._transcripts = transcripts
-        self._finish_run = self._client.register_script(FINISH_RUN)
+        register = self._client.register_script
+        self._finish_run = register(FINISH_RUN)
+        self._open_session = register(OPEN_SESSION)
+        self._take_run = register(TAKE_RUN)
 
     def _outbox(self, session_id: str) -> str:
         return session_key(self.prefix, session_id, "outbox")
 
+    def _stem(self, session_id: str) -> str:
+        return session_key(self.prefix, session_id, "")
+
+    def _token_keep_ms(self, ttl: float) -> int:
+        # The token key must outlive any lease issued with it.
+        return 0 if self._keep_ms == 0 else max(self._keep_ms, milliseconds(ttl))
+
+    async def open_session(self, session_id: str, owner: str, ttl: float) -> SessionOpening | None:
+        keys = [
+            self._key(session_id, "lease"),
+            self._key(session_id, "token"),
+            f"{self.prefix}:leases",
+            self._key(session_id, "leased_at"),
+        ]
+        args: list[str | int] = [
+            owner,
+            milliseconds(ttl),
+            self._token_keep_ms(ttl),
+            session_id,
+            self._stem(session_id),
+            self.prefix,
+            self._keep_ms,
+            self.max_pending,
+            WAKING,
+            KNOWN,
+        ]
+        with self._guard():
+            reply = await self._open_session(keys=keys, args=args)
+        if reply is None:
+            return None
+        token, outbox, left, what = reply[0], reply[1], reply[2], text(reply[3])
+        lease = Lease(session_id, owner, int(token))
+        unsent = {run_id: json.loads(r) for run_id, r in as_dict(texts(outbox)).items()}
+        return SessionOpening(
+            lease,
+            unsent,
+            tuple(texts(left)),
+            suspended=what == "suspended",
+            take=_take(reply[4]) if what == "taken" else None,
+            released=what == "released",
+        )
+
+    async def take_run(self, lease: Lease) -> RunTake | None:
+        sid = lease.session_id
+        keys = [self._key(sid, "fence"), self._key(sid, "token")]
+        stem, bound = self._stem(sid), self.max_pending
+        args: list[str | int] = [lease.token, self._keep_ms, sid, stem, self.prefix, bound,
+                                 WAKING, KNOWN]  # fmt: skip
+        with self._guard():
+            reply = await self._take_run(keys=keys, args=args)
+        if isinstance(reply, (str, bytes)):
+            raise StaleFencingToken(
+                f"session {sid}: fencing token {lease.token} is older than {text(reply)}"
+            )
+        return _take(reply[1]) if text(reply[0]) == "taken" else None
+
     async def finish_run(self, token: int, ending: RunEnding) -> bool:
+        return (await self._finish(token, ending, then="keep", lease="")).stored
+
+    async def finish_and_continue(self, lease: Lease, ending: RunEnding, then: Then) -> RunFinish:
+        held = f"{lease.token}:{lease.owner}"
+        return await self._finish(lease.token, ending, then=then, lease=held)
+
+    async def _finish(self, token: int, ending: RunEnding, *, then: Then, lease: str) -> RunFinish:
         sid = ending.session_id
         keys = [
             *self._transcripts.append_keys(sid),
@@ -76,14 +192,39 @@ class RedisRunEndings(RedisWorkingState, RunEndings):
             sid, messages=ending.messages, run=ending.run, metadata=ending.metadata
         )
         replies = json.dumps(list(ending.replies), ensure_ascii=False)
+        after = {
+            "then": then,
+            "sid": sid,
+            "stem": self._stem(sid),
+            "prefix": self.prefix,
+            "lease": lease,
+            # A list even when empty: cjson would read {} for an empty table.
+            "feedback": list(ending.feedback),
+            "max_feedback": self.max_feedback,
+            "max_session_feedback": self.max_session_feedback,
+            "max_pending": self.max_pending,
+            "waking": WAKING,
+            "known": KNOWN,
+        }
         with self._guard():
             answer = await self._finish_run(
-                keys=keys, args=[token, self._keep_ms, replies, *append]
-            )
+                keys=keys,
+                args=[token, self._keep_ms, replies, json.dumps(after, ensure_ascii=False),
+                      *append],
+            )  # fmt: skip
         if isinstance(answer, (str, bytes)):
             newer = text(answer)
             raise StaleFencingToken(f"session {sid}: fencing token {token} is older than {newer}")
-        return bool(answer)
+        stored, what = bool(answer[0]), text(answer[1])
+        if what == "taken":
+            return RunFinish(stored, take=_take(answer[2]))
+        if what == "released":
+            return RunFinish(stored, released=True, work_left=bool(answer[2]))
+        if what == "lost":
+            # Let go of by an earlier attempt of this very step (or expired): the session
+            # goes to whichever worker takes it next.
+            return RunFinish(stored, released=True, work_left=True)
+        return RunFinish(stored)
 
     async def unsent_replies(self, session_id: str) -> dict[str, list[str]]:
         with self._guard():

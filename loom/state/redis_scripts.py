@@ -152,17 +152,17 @@ end
 return out
 """
 
-# KEYS[1]: the ready set. ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions
-# bound, then the batch as one JSON array of records [key stem, session id, pending JSON,
-# interrupt JSON, ready, decision JSON, recorded key] ("" = none), then how long a recorded
-# key is kept (ms). A record whose recorded key exists is skipped: its signal was recorded
-# before (a redelivery, or a write that timed out and landed anyway). One argument for the
-# whole batch, not eight per signal: redis-py packs every argument in Python, and that
-# packing was a third of the attention role's Redis cost. The session keys are the stem
-# plus the part's name (session_key); a script may build its keys on one Redis, which is
-# what Loom runs on.
+# KEYS: the ready set, the due set and the first-put-off set (a ready record takes the session's
+# put-off run with it), the activity index (session -> last active, server seconds; entries older
+# than keep go). ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions bound, then the
+# batch as one JSON array of records [key stem, session id, pending JSON, interrupt JSON, ready,
+# decision JSON, recorded key] ("" = none), then how long a recorded key is kept (ms). A record
+# whose recorded key exists is skipped: its signal was recorded before (a redelivery, or a write
+# that timed out and landed anyway). One argument for the whole batch, not eight per signal:
+# redis-py packs every argument in Python, and that packing was a third of the attention role's
+# Redis cost. The session keys are the stem plus the part's name (session_key); a script may build
+# its keys on one Redis, which is what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
-# KEYS[2]: the activity index (session -> last active, server seconds; older than keep go).
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])
@@ -174,7 +174,7 @@ local function push(key, value, bound)
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep / 1000) end
+if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - keep / 1000) end
 for _, r in ipairs(cjson.decode(ARGV[4])) do
   if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
     local stem = r[1]
@@ -184,9 +184,11 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       local t = redis.call('TIME')
       local score = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
+      redis.call('ZREM', KEYS[2], r[2])
+      redis.call('ZREM', KEYS[3], r[2])
     end
     push(stem .. 'decisions', r[6], max_decisions)
-    redis.call('ZADD', KEYS[2], string.format('%.6f', now), r[2])
+    redis.call('ZADD', KEYS[4], string.format('%.6f', now), r[2])
   end
 end
 """

@@ -283,10 +283,6 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
             self._key(session_id, "leased_at"),
         ]
 
-    def _token_keep_ms(self, ttl: float) -> int:
-        # The token key must outlive any lease issued with it.
-        return 0 if self._keep_ms == 0 else max(self._keep_ms, milliseconds(ttl))
-
     async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
         args: list[str | int] = [owner, milliseconds(ttl), self._token_keep_ms(ttl), session_id]
         with self._guard():

@@ -191,7 +191,7 @@ class RedisWorkingState(WorkingState):
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
             await self._record_signals(
-                keys=[f"{self.prefix}:ready", f"{self.prefix}:activity"],
+                keys=[f"{self.prefix}:ready", *self._due_keys()[:2], f"{self.prefix}:activity"],
                 args=[*args, batch_json, milliseconds(RECORDED_TTL)],
             )
 

@@ -11,9 +11,12 @@ time (``record_signals``) after reading what it needs of the sessions
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from loom.core.attention import Action
 
 DEFAULT_MAX_PENDING = 500
 DEFAULT_MAX_DECISIONS = 200
@@ -26,6 +29,24 @@ def recorded_key(signal_id: str) -> str:
     """The claim (``Claims``) that says a signal was recorded; forget it to record the
     signal again (a replay of the dead letters)."""
     return f"signal-recorded:{signal_id}"
+
+
+WAKING_ACTIONS = tuple(action.value for action in Action if action.wakes_a_worker)
+KNOWN_ACTIONS = tuple(action.value for action in Action)
+
+
+def asks_for_run(records: Sequence[str]) -> bool:
+    """Whether any pending record's action asks for a run (observed ones never do). A
+    record whose action cannot be read counts as asking: taken in flight, the poison guard
+    gives it up. Only the action is read (Redis scripts read the same)."""
+    for record in records:
+        try:
+            action = json.loads(record).get("action")
+        except (ValueError, AttributeError):
+            return True
+        if action in WAKING_ACTIONS or action not in KNOWN_ACTIONS:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,14 +223,16 @@ class WorkingState(ABC):
         ready: bool = False,
     ) -> None:
         """Apply an attention decision: keep the signal pending, request the interrupt
-        ``(signal_id, reason)``, mark the session ready, record the decision. Backends that
-        can do it in one transaction override this."""
+        ``(signal_id, reason)``, mark the session ready (and forget its put-off run: a run
+        now takes its signals with it), record the decision. Backends that can do it in one
+        transaction override this."""
         if pending_json is not None:
             await self.add_pending(session_id, pending_json)
         if interrupt is not None:
             await self.request_interrupt(session_id, *interrupt)
         if ready:
             await self.mark_ready(session_id)
+            await self.unschedule(session_id)
         await self.record_decision(session_id, decision_json)
 
     async def decision_contexts(self, session_ids: Sequence[str]) -> dict[str, DecisionContext]:
