@@ -12,8 +12,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from loom import Agent, Model, RuntimeSignal
+from loom import Agent, Harness, Model, QualityGate, Runtime, RuntimeSignal
 from loom.broker.base import Message
+from loom.core.quality import Review
 from loom.daemon.app import Daemon
 from loom.daemon.console.auth import COOKIE
 from loom.daemon.http import build_app
@@ -283,3 +284,43 @@ async def test_the_console_is_off_without_a_token_and_cannot_be_forced_on() -> N
     off = make_daemon(console={"enabled": False})
     async with await client_for(off) as client:
         assert (await client.get("/console/login")).status_code == 404
+
+
+async def test_a_run_page_shows_exactly_the_runs_own_messages() -> None:
+    """A run that writes several user turns (a harness's second sprint) and the run after
+    it: each run page shows the messages its worker placed, nothing of the other run's."""
+
+    def answer(request: Any) -> str:
+        last = request.messages[-1].content
+        if "not met" in last:
+            return "sprint two: healthz is fine"
+        return "second run: healthz again" if "later" in last else "sprint one: looked around"
+
+    def mentions_healthz(review: Review) -> bool | str:
+        return "healthz" in review.output or "say healthz"
+
+    runtime = Runtime.long_running(
+        quality=QualityGate.checks(mentions_healthz), harness=Harness.long_running(max_sprints=2)
+    )
+    settings = Settings(broker_url="memory://", state_url="memory://", api_token=TOKEN)
+    daemon = Daemon(Agent(Model.function(answer), runtime=runtime), settings=settings)
+    await daemon.start()
+    try:
+        await ask(daemon, "check the service", session="hc", urgency="high")
+        await ask(daemon, "check it later", session="hc", urgency="high")
+        snapshot = await daemon.state.sessions.load("hc")
+        assert snapshot is not None
+        first, second = sorted(snapshot.runs, key=lambda r: r.started_at)
+        assert first.metadata["transcript"] == {"from": 0, "count": 4}
+        assert second.metadata["transcript"] == {"from": 4, "count": 2}
+        async with await client_for(daemon) as client:
+            await log_in(client)
+            one = (await client.get(f"/console/run?session=hc&run={first.run_id}")).text
+            two = (await client.get(f"/console/run?session=hc&run={second.run_id}")).text
+        assert "sprint one" in one
+        assert "sprint two" in one
+        assert "second run" not in one
+        assert "second run" in two
+        assert "sprint" not in two
+    finally:
+        await daemon.stop()

@@ -45,6 +45,12 @@ def _aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+RUN_TRANSCRIPT = "transcript"
+"""A run record's metadata key saying where the run's messages are in its session's
+transcript: ``{"from": N, "count": k}``, entries counted from the session's first message
+ever stored (``SessionSnapshot.first_entry`` numbers a loaded window the same way)."""
+
+
 @dataclass(slots=True)
 class RunRecord:
     """What a store keeps about one run; upserted by ``run_id`` as the run progresses."""

@@ -33,7 +33,7 @@ from loom.agent import Agent
 from loom.broker.base import Broker, Delivery
 from loom.core.checkpoints import RunCheckpoint
 from loom.core.context import StoredContext
-from loom.core.session_store import SessionSnapshot, SessionStore
+from loom.core.session_store import RUN_TRANSCRIPT, SessionSnapshot, SessionStore
 from loom.daemon.awaiting import AwaitingRuns, FencedJournal, can_resume
 from loom.daemon.poison import PoisonGuard
 from loom.daemon.replies import publish_reply, replies_for
@@ -124,12 +124,26 @@ class LeasedSessionStore(FencedSessionStore):
     def __init__(self, inner: SessionStore, state: Leases, lease: Lease) -> None:
         super().__init__(inner, state, lease)
         self.ending: RunEnding | None = None
+        self._entries: int | None = None  # messages ever stored in the session, as loaded
+
+    async def load_history(self, session_id: str) -> SessionSnapshot | None:
+        snapshot = await super().load_history(session_id)
+        self._entries = 0 if snapshot is None else snapshot.first_entry + len(snapshot.messages)
+        return snapshot
 
     async def append(self, session_id: str, **changes: Any) -> None:
         run = changes.get("run")
         if run is not None:
-            messages, metadata = changes.get("messages", ()), changes.get("metadata")
-            self.ending = RunEnding(session_id, run, tuple(messages), dict(metadata or {}))
+            messages, metadata = tuple(changes.get("messages", ())), changes.get("metadata")
+            if self._entries is None:  # a run resumed from its checkpoint loaded no history
+                await self.load_history(session_id)
+            assert self._entries is not None
+            # Where the run's messages land in the session's transcript (entry numbers
+            # counted from its first message ever): the lease keeps anyone else from
+            # appending meanwhile, so what was loaded is where they start.
+            placed = {"from": self._entries, "count": len(messages)}
+            run = dataclasses.replace(run, metadata={**run.metadata, RUN_TRANSCRIPT: placed})
+            self.ending = RunEnding(session_id, run, messages, dict(metadata or {}))
             return
         await super().append(session_id, **changes)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from loom.broker.base import Broker
 from loom.core.messages import Message
-from loom.core.session_store import RunRecord
+from loom.core.session_store import RUN_TRANSCRIPT, RunRecord, SessionSnapshot
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.session_view import session_view
 from loom.intake.context import AdapterContext
@@ -27,6 +26,8 @@ CONSUMING_ROLE = {
 }
 """Which role consumes each queue: its consumers are that role's live replicas (gateways
 and schedulers consume nothing, so the broker does not see them)."""
+NOT_PLACED = "This run's place in the transcript was not recorded (stored by an older Loom)."
+LEFT_THE_WINDOW = "This run's messages have left the stored transcript (its cap or the summary)."
 MAX_BUSY = 10_000
 """Leases read to tell busy sessions (one per running session across every worker)."""
 MAX_SUSPENDED = 10_000
@@ -127,21 +128,18 @@ def message_view(message: Message) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_segments(messages: Sequence[Message], runs: Sequence[RunRecord]) -> dict[str, list[Any]]:
-    """The transcript window split into the runs that wrote it: each run appends its input
-    (a user message) first, then the model's turns and tool results, so the window is cut
-    at each user message and the pieces go to the runs, newest with newest. Runs whose
-    part of the transcript left the window get none."""
-    pieces: list[list[Message]] = []
-    for message in messages:
-        if message.role == "user" or not pieces:
-            pieces.append([])
-        pieces[-1].append(message)
-    ordered = sorted(runs, key=lambda r: r.started_at)
-    return {
-        run.run_id: [message_view(m) for m in piece]
-        for run, piece in zip(reversed(ordered), reversed(pieces), strict=False)
-    }
+def run_messages(snapshot: SessionSnapshot, record: RunRecord) -> list[Message] | None:
+    """The run's own messages, by where its worker placed them in the transcript
+    (``RUN_TRANSCRIPT``): ``[]`` when they left the stored window, None when the record does
+    not say (a run stored before placements were kept)."""
+    placed = record.metadata.get(RUN_TRANSCRIPT)
+    if not isinstance(placed, dict):
+        return None
+    start = int(placed.get("from", 0)) - snapshot.first_entry
+    stop = start + int(placed.get("count", 0))
+    if start < 0:  # the transcript's cap or the summary took its beginning
+        return []
+    return snapshot.messages[start:stop]
 
 
 def run_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -187,13 +185,25 @@ async def run_page(state: State, session_id: str, run_id: str) -> dict[str, Any]
         }  # fmt: skip
         transcript = [message_view(m) for m in suspended.transcript]
         approvals = [a.to_dict() for a in suspended.pending]
+        note = ""
     elif record is not None and snapshot is not None:
         view = record.to_dict()
-        transcript = run_segments(snapshot.messages, snapshot.runs).get(run_id, [])
+        own = run_messages(snapshot, record)
+        transcript = [message_view(m) for m in own or ()]
         approvals = []
+        note = (
+            NOT_PLACED if own is None
+            else LEFT_THE_WINDOW if not own and record.metadata[RUN_TRANSCRIPT].get("count")
+            else ""
+        )  # fmt: skip
     else:
         return None
-    return {"run": run_view(view), "transcript": transcript, "approvals": approvals}
+    return {
+        "run": run_view(view),
+        "transcript": transcript,
+        "transcript_note": note,
+        "approvals": approvals,
+    }
 
 
 async def approvals_page(state: State, limit: int) -> list[dict[str, Any]]:
@@ -269,8 +279,8 @@ __all__ = [
     "ConsoleHost",
     "approvals_page",
     "fingerprint",
+    "run_messages",
     "run_page",
-    "run_segments",
     "session_page",
     "sessions_page",
     "system_page",
