@@ -197,6 +197,7 @@ class Delegation:
             finally:
                 parent.children.discard(child)
                 state.working.pop(call.id, None)
+                child.state = None
         if result.status is RunStatus.AWAITING_APPROVAL and result.checkpoint is not None:
             # Its usage so far stays in its checkpoint and is added once, when it ends.
             state.children[call.id] = result.checkpoint
@@ -340,6 +341,8 @@ def checkpointed(state: RunProgress) -> ToolJournal:
     so no mark in the journal can race with the call's own result."""
     if state.journal is None:
         state.journal = state.run.journal or MemoryToolJournal()
+    # Its end also ends the checkpoint (the worker forgets a checkpointed run's).
+    state.run.checkpointed = True
     for child in list(state.working.values()):
         child.checkpointed = True  # not started yet: it journals from its start
         inner = child.state

@@ -178,7 +178,10 @@ class AgentLoop:
         self, state: RunState, outcome: tuple[RunStatus, str | None]
     ) -> tuple[RunResult, list[Message]]:
         run, (status, error) = state.run, outcome
-        run.state = None  # its calls are over: nothing more to read of it
+        if run.parent_run_id is None:
+            # Nothing reads a top run's progress after this (a child's is read until its
+            # parent has its result: ``Delegation.run`` lets go of it).
+            run.state = None
         self._calibrate(state)
         checkpoint = None
         if status is RunStatus.AWAITING_APPROVAL:

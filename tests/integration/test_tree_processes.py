@@ -160,7 +160,8 @@ async def test_kill_9_during_the_hold_while_a_sibling_worked(
 
     await eventually(waiting, "the scribe to have noted", timeout=60)
     checkpoint = await cluster.state.suspensions.load("ops")
-    assert checkpoint is not None and checkpoint.pending
+    assert checkpoint is not None
+    assert checkpoint.pending
     assert await cluster.state.lease_holder("ops") is not None  # held, not suspended
     kill_9(first)
 
