@@ -210,3 +210,23 @@ async def test_without_a_kill_the_tree_ends_as_before(scribe_first: bool) -> Non
     assert result.status is RunStatus.COMPLETED, result.error
     assert result.output == "lead: fixer: api restarted + scribe: noted api"
     assert (tree.noted, tree.restarted) == (["api"], ["api"])
+
+
+async def test_a_siblings_call_under_way_before_the_pause_reads_outcome_unknown() -> None:
+    """The scribe's call began before the tree had a checkpoint (the journal never saw it
+    start): the checkpoint names it as under way, and resumed it is not run again."""
+    tree = Tree(scribe_first=True, note_blocks=True)
+    journal = Durable()
+    run = tree.agent().session("ops").start("fix and note")
+    run.journal = journal
+    await asyncio.wait_for(tree.note_started.wait(), 10)
+    tree.go_fixer.set()
+    checkpoint = await paused(run, journal)
+    assert checkpoint.children["d2"].running == ("n1",)
+
+    tree.note_blocks = False
+    result = await resume(tree, await kill(run, journal))
+
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert tree.noted == ["api"]
+    assert result.output.startswith("lead: fixer: api restarted + scribe: outcome unknown")
