@@ -46,6 +46,11 @@ class RunCheckpoint:
     started each: a run tree is suspended whole, and each child resumes from its own
     checkpoint. Their approvals are listed in ``approvals`` too (where decisions land)."""
 
+    running: tuple[str, ...] = ()
+    """Calls of the waiting turn that had started, without a result, when the checkpoint
+    was taken (they began before the run's tree had a checkpoint, so the journal may not
+    know them): resumed, one the journal has no result for is of unknown outcome."""
+
     @property
     def pending(self) -> tuple[Approval, ...]:
         """The approvals not decided yet."""
@@ -78,6 +83,7 @@ class RunCheckpoint:
                 if self.children
                 else {}
             ),
+            **({"running": list(self.running)} if self.running else {}),
         }
 
     @classmethod
@@ -98,6 +104,7 @@ class RunCheckpoint:
             started_at=datetime.fromisoformat(started) if started else None,
             elapsed=float(data.get("elapsed") or 0.0),
             children={k: cls.from_dict(c) for k, c in (data.get("children") or {}).items()},
+            running=tuple(str(c) for c in data.get("running") or ()),
         )
 
     def decided_by(self, known: dict[str, Approval]) -> RunCheckpoint:

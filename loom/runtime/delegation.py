@@ -34,7 +34,7 @@ from loom.core.messages import Message, ToolCall
 from loom.core.quality import DelegationLimits
 from loom.runtime.config import Runtime
 from loom.runtime.history import WorkingHistory
-from loom.runtime.run import Run, RunResult, RunStatus, RunSuspended
+from loom.runtime.run import Run, RunProgress, RunResult, RunStatus, RunSuspended
 from loom.runtime.run_state import RunState
 from loom.tools import Tool
 from loom.tools.tool import ToolDefinition
@@ -163,10 +163,11 @@ class Delegation:
         run_id = suspended.run_id if suspended else f"run_{secrets.token_hex(16)}"
         child = Run(run_id, parent.session_id, max_events=sub.loop.runtime.max_events)
         child.parent_run_id, child.depth, child.max_depth = parent.id, parent.depth + 1, limit
-        # A child's calls are journaled under its parent's journal (a run tree has one):
-        # resumed, it runs none of them twice. Until the parent has a journal, none.
-        outer = state.journal or parent.journal
-        child.journal = None if outer is None else ChildJournal(outer, state, call.id)
+        # A child's calls and turns are journaled under its parent's journal (a run tree
+        # has one), from the moment the tree has a checkpoint: resumed, it runs none of
+        # them twice. A child started after that moment journals from its start.
+        child.journal = ChildJournal(state, call.id)
+        child.checkpointed = suspended is not None or state.journal is not None
         slots = self._slots.setdefault(parent, asyncio.Semaphore(self.limits.max_parallel))
         child_loop = self._governed(sub, governor, rate_limits)
         async with slots:
@@ -190,10 +191,13 @@ class Delegation:
                 body = asyncio.create_task(_resumed(child_loop, child, checkpoint))
             child.attach(body)
             parent.children.add(child)
+            state.working[call.id] = child
             try:
                 result = await self._follow(state, call.id, child, body)
             finally:
                 parent.children.discard(child)
+                state.working.pop(call.id, None)
+                child.state = None
         if result.status is RunStatus.AWAITING_APPROVAL and result.checkpoint is not None:
             # Its usage so far stays in its checkpoint and is added once, when it ends.
             state.children[call.id] = result.checkpoint
@@ -253,10 +257,11 @@ class Delegation:
                 return
             if paused.checkpoint is not None:
                 state.children[call_id] = paused.checkpoint
+            # From now on every run of the tree journals its calls and turns: a sibling
+            # going on while the tree waits runs none of them again when it resumes
+            # elsewhere (its progress is in the checkpoint below).
+            checkpointed(state)
             if not parent.suspending:
-                # From now on the parent's calls are journaled: a sibling finishing while
-                # the tree waits is not run again when it resumes elsewhere.
-                state.journal = state.journal or parent.journal or MemoryToolJournal()
                 parent.pause(
                     RunResult(
                         parent.id,
@@ -326,15 +331,44 @@ def _inherited(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k in ("signals", "fencing_token", "worker")}
 
 
+def checkpointed(state: RunProgress) -> ToolJournal:
+    """The run of ``state`` has a checkpoint (it pauses on a child, or a child writes a
+    turn): it journals from now on, and so does every run below it still working, each
+    from where it has got to. Its journal is returned.
+
+    Synchronous on purpose: a call that starts after this journals itself; one already
+    under way is named in the checkpoint's ``running`` (the checkpoint is written whole),
+    so no mark in the journal can race with the call's own result."""
+    if state.journal is None:
+        state.journal = state.run.journal or MemoryToolJournal()
+    # Its end also ends the checkpoint (the worker forgets a checkpointed run's).
+    state.run.checkpointed = True
+    for child in list(state.working.values()):
+        child.checkpointed = True  # not started yet: it journals from its start
+        inner = child.state
+        if inner is not None:
+            if inner.journal is None:
+                inner.journal = child.journal
+            checkpointed(inner)
+    return state.journal
+
+
 class ChildJournal:
     """A child run's journal inside its parent's: entries under the parent's run, keyed
-    ``<child run id>/<call id>`` (so the tree's journal goes when the top run ends); a
-    child's turn checkpoint becomes the parent's, with the child's inside."""
+    ``<child run id>/<call id>`` (so the tree's journal goes when the top run ends, and a
+    call id the model reused in two children stays two entries). A child's turn is written
+    as its tree's checkpoint: the top run's, with where every child has got to inside."""
 
-    def __init__(self, outer: ToolJournal, parent: RunState, call_id: str) -> None:
-        self.outer = outer
+    def __init__(self, parent: RunState, call_id: str) -> None:
         self.parent = parent
         self.call_id = call_id
+
+    @property
+    def outer(self) -> ToolJournal:
+        journal = self.parent.journal
+        if journal is None:  # the child paused first: its tree has a checkpoint from now
+            journal = self.parent.journal = self.parent.run.journal or MemoryToolJournal()
+        return journal
 
     async def entries(self, run_id: str) -> dict[str, JournalEntry]:
         prefix = f"{run_id}/"
@@ -352,8 +386,9 @@ class ChildJournal:
         await self.outer.finished(self.parent.run.id, f"{run_id}/{call_id}", content, is_error)
 
     async def turn(self, checkpoint: RunCheckpoint) -> None:
-        self.parent.children[self.call_id] = checkpoint
-        await self.outer.turn(self.parent.checkpoint())
+        # The parent's checkpoint reads the child's turn from its state (``checkpoint`` is
+        # that turn), and its siblings' progress with it.
+        await checkpointed(self.parent).turn(self.parent.checkpoint())
 
 
 __all__ = [

@@ -66,6 +66,7 @@ async def _next_sprint(state: RunState, feedback: str, sprint: int) -> None:
     run = state.run
     state.metadata[SPRINT_KEY] = sprint
     state.append(Message.user(feedback))
+    state.settle()
     run.emit("harness.sprint", sprint=sprint, feedback=feedback)
     journal = state.journal or run.journal
     if journal is not None:

@@ -124,9 +124,14 @@ class AgentLoop:
         one, ``history`` is compacted by dropping its oldest turns.
         """
         state = RunState(run, history, [], dict(metadata or {}), started_at=datetime.now(UTC))
+        run.state = state
+        if run.checkpointed:
+            # A sub-agent started in a tree that has a checkpoint journals from the start.
+            state.journal = run.journal
         await self.tools.prepare(run.session_id)
         self._open_window(state, window)
         state.append(user_message)
+        state.settle()
         run.status = RunStatus.RUNNING
         run.input = user_message.content
         run.emit("run.started", input=user_message.content)
@@ -152,9 +157,10 @@ class AgentLoop:
         run (each at most once, through ``run.journal``), then the loop continues. Returns
         like ``execute``, the transcript holding the whole run's messages."""
         state = RunState.from_checkpoint(run, history, checkpoint)
+        state.journal = run.journal or MemoryToolJournal()
+        run.state = state
         await self.tools.prepare(run.session_id)
         self._open_window(state, window)
-        state.journal = run.journal or MemoryToolJournal()
         run.status = RunStatus.RUNNING
         run.input = checkpoint.input
         run.emit("run.resumed", approvals=[a.to_dict() for a in checkpoint.approvals])
@@ -172,6 +178,10 @@ class AgentLoop:
         self, state: RunState, outcome: tuple[RunStatus, str | None]
     ) -> tuple[RunResult, list[Message]]:
         run, (status, error) = state.run, outcome
+        if run.parent_run_id is None:
+            # Nothing reads a top run's progress after this (a child's is read until its
+            # parent has its result: ``Delegation.run`` lets go of it).
+            run.state = None
         self._calibrate(state)
         checkpoint = None
         if status is RunStatus.AWAITING_APPROVAL:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loom import metrics
 from loom.core.approvals import Approval, Decision, UnknownApproval
@@ -24,6 +24,19 @@ _STREAMED_ONLY = frozenset({"model.token", "model.thinking", "model.tool_input"}
 
 
 T = TypeVar("T")
+
+
+class RunProgress(Protocol):
+    """Where a working run has got to (the loop's ``RunState``), as its tree reads it."""
+
+    run: Run
+    journal: ToolJournal | None
+    working: dict[str, Run]
+    """Its sub-agents' runs going on now, by delegation call id."""
+
+    def resume_point(self) -> RunCheckpoint:
+        """Where the run could be resumed from now, without repeating a journaled call."""
+        ...
 
 
 class RunSuspended(Exception):
@@ -166,6 +179,9 @@ class Run:
         """A sub-agent's run: the delegation depth its tree may reach (the top run's)."""
         self.children: set[Run] = set()
         """Sub-agents' runs going on now: an interrupt reaches them too."""
+        self.state: RunProgress | None = None
+        """The loop's state while the run works: a run tree's checkpoint reads where each
+        child still working has got to (``RunState.resume_point``)."""
 
     # -- for the loop -------------------------------------------------------------------
     def attach(self, task: asyncio.Task[Any]) -> None:

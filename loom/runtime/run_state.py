@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +57,26 @@ class RunState:
     children: dict[str, RunCheckpoint] = field(default_factory=dict)
     """Sub-agents' runs of this turn that paused or were suspended, by delegation call id:
     their checkpoints go into the run's (a run tree is suspended whole)."""
+    working: dict[str, Run] = field(default_factory=dict)
+    """Sub-agents' runs of this turn going on now, by delegation call id: once the tree
+    has a checkpoint, where each has got to goes into the run's (``resume_point``)."""
+    running: set[str] = field(default_factory=set)
+    """Calls a checkpoint found under way (``RunCheckpoint.running``): resumed, each is
+    taken as journaled started."""
+    reviewed: bool = False
+    """The open turn's calls are decided (reviewed, approvals asked): it can be resumed
+    as it is. While it is reviewed, a resume point goes back to the turn before it."""
+    settled: int = 0
+    """The last model turn whose calls all have their results in the transcript."""
+    settled_length: int = 0
+    """The transcript's length at that point: a run resumed from there asks the model for
+    turn ``settled + 1``."""
+
+    def settle(self) -> None:
+        """The transcript is whole up to here (a turn closed, the input or a sprint's
+        feedback given): the next model call is the one to ask again if the run is
+        resumed before its turn is decided."""
+        self.settled, self.settled_length = self.iteration, len(self.transcript)
 
     def append(self, message: Message) -> None:
         self.transcript.append(message)
@@ -78,9 +98,10 @@ class RunState:
     def checkpoint(self) -> RunCheckpoint:
         own = (*self.past_approvals, *self.approvals.values())
         ids = {a.id for a in own}
+        children = self.children_checkpoints()
         # A suspended child's approvals are listed with the run's own: decisions on them
         # are taken on the top run's checkpoint, and passed down when the tree resumes.
-        inherited = tuple(a for c in self.children.values() for a in c.approvals if a.id not in ids)
+        inherited = tuple(a for c in children.values() for a in c.approvals if a.id not in ids)
         return RunCheckpoint(
             run_id=self.run.id,
             session_id=self.run.session_id,
@@ -98,7 +119,40 @@ class RunState:
             metadata=self.metadata,
             started_at=self.started_at,
             elapsed=self.elapsed(),
-            children=dict(self.children),
+            children=children,
+            running=tuple(
+                sorted((self.started | self.running) - self.results.keys() - children.keys())
+            ),
+        )
+
+    def children_checkpoints(self) -> dict[str, RunCheckpoint]:
+        """The children's checkpoints, by delegation call id: a suspended child's, and
+        where each child still working has got to, if it journals (its tree has a
+        checkpoint; before that, what it did is not known to the journal either)."""
+        children = dict(self.children)
+        for call_id, child in self.working.items():
+            state = child.state
+            if state is not None and state.journal is not None:
+                children[call_id] = state.resume_point()
+        return children
+
+    def resume_point(self) -> RunCheckpoint:
+        """Where a run still working can be resumed from, wherever it has got to: its open
+        turn once decided (the journal knows its calls and their results), else the last
+        settled turn, the model asked again for the turn under way (its answer not acted
+        on yet)."""
+        if self.open_calls and self.reviewed:
+            return self.checkpoint()
+        current = self.checkpoint()
+        own = {a.id for a in self.approvals.values()}
+        return replace(
+            current,
+            iteration=self.settled,
+            transcript=current.transcript[: self.settled_length],
+            calls=(),
+            results={},
+            approvals=tuple(a for a in current.approvals if a.id not in own),
+            running=(),
         )
 
     @classmethod
@@ -118,6 +172,7 @@ class RunState:
             results=dict(checkpoint.results),
             worked=checkpoint.elapsed,
             children=dict(checkpoint.children),
+            running=set(checkpoint.running),
         )
         turn = {call.id for call in checkpoint.calls}
         for approval in checkpoint.approvals:
@@ -128,6 +183,10 @@ class RunState:
                 state.past_approvals.append(approval)
         for message in checkpoint.transcript:
             state.append(message)
+        state.settle()
+        if checkpoint.calls:  # a checkpointed turn is decided; the one before it settled
+            state.reviewed = True
+            state.settled, state.settled_length = state.iteration - 1, len(state.transcript) - 1
         return state
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from loom import metrics
 from loom.core.approvals import Approval
+from loom.core.checkpoints import JournalEntry, ToolJournal
 from loom.core.governance import Governor, RateLimits, Ruling, ToolCallInfo, Verdict
 from loom.core.hooks import DenyCall, HookManager
 from loom.core.messages import Message, ToolCall
@@ -55,7 +56,7 @@ class ToolCalls:
     async def review(self, state: RunState, calls: Sequence[ToolCall]) -> list[Approval]:
         """Decide every call of the turn before any runs: denied calls get their error
         result now; the approvals returned are the calls that wait for a person."""
-        state.open_calls = tuple(calls)
+        state.open_calls, state.reviewed = tuple(calls), False
         state.results, state.started, state.arguments, state.approvals = {}, set(), {}, {}
         waiting: list[Approval] = []
         for call in calls:
@@ -81,6 +82,7 @@ class ToolCalls:
                 waiting.append(approval)
         if waiting:
             metrics.APPROVALS_REQUESTED.inc(len(waiting))
+        state.reviewed = True
         return waiting
 
     async def _consult_hook(self, state: RunState, call: ToolCall) -> Ruling | None:
@@ -201,20 +203,23 @@ class ToolCalls:
         arguments = state.arguments_of(call)
         run.emit("tool.started", tool_call_id=call.id, tool_name=call.name, arguments=arguments)
         clock = time.perf_counter()
+        # Whether the call is journaled is fixed as it starts: should the run's tree get
+        # its checkpoint meanwhile, a call already started is marked so there (``enlist``).
         state.started.add(call.id)
+        journal = state.journal
         tool = self.tools.get(call.name)
         if tool is not None and tool.read_only:
             # A read-only call can be stopped by an interrupt and loses nothing; a call
             # with side effects runs to its end rather than stop half done.
             try:
                 content, is_error = await run.unless_interrupted(
-                    self._journaled(state, call, arguments)
+                    self._journaled(state, call, arguments, journal)
                 )
             except RunInterrupted:
                 content, is_error = STOPPED, True
         else:
             try:
-                content, is_error = await self._journaled(state, call, arguments)
+                content, is_error = await self._journaled(state, call, arguments, journal)
             except ChildSuspended:
                 return  # no result yet: the child's checkpoint is in the run's
         limit = self.runtime.max_tool_result_chars
@@ -243,19 +248,26 @@ class ToolCalls:
             )
 
     async def _journaled(
-        self, state: RunState, call: ToolCall, arguments: dict[str, Any]
+        self,
+        state: RunState,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        journal: ToolJournal | None,
     ) -> tuple[str, bool]:
-        """Run the call once: with a journal, a call already finished gives its recorded
-        result, and one started but never finished is not run again (unless idempotent)."""
-        journal, run_id = state.journal, state.run.id
+        """Run the call once: with a journal (the run's when the call started), a call
+        already finished gives its recorded result, and one started but never finished is
+        not run again (unless idempotent)."""
+        run_id = state.run.id
         if journal is None:
             content, is_error = await self._invoke(state, call, arguments)
             if state.journal is not None:
-                # The run got its checkpoint while this call ran (a sibling delegation's
-                # child paused): its result is kept, so a resumed run does not run it again.
+                # The run's tree got its checkpoint while this call ran (a child paused),
+                # which marked it started: its result is kept, so a resumed run has it.
                 await state.journal.finished(run_id, call.id, content, is_error)
             return content, is_error
         entry = (await journal.entries(run_id)).get(call.id)
+        if entry is None and call.id in state.running:
+            entry = JournalEntry(call.id)  # under way when the checkpoint was taken
         if entry is not None and entry.finished:
             return entry.content, entry.is_error
         tool = self.tools.get(call.name)
@@ -347,6 +359,8 @@ class ToolCalls:
         state.open_calls = ()
         state.past_approvals.extend(a for a in state.approvals.values() if a.decided)
         state.results, state.started, state.arguments, state.approvals = {}, set(), {}, {}
+        state.reviewed, state.running = False, set()
+        state.settle()
 
 
 def _failed_closed(

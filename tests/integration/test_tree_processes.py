@@ -139,3 +139,39 @@ async def test_a_denial_over_http_is_the_childs_tool_error(
     assert record.output.startswith("lead: fixer: tool call not run: denied by api:bob")
     assert "not in the freeze" in record.output
     assert effects_of(effects) == []
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_during_the_hold_while_a_sibling_worked(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The fixer waits for approval, held by the worker; its sibling, the scribe, notes
+    (an effect) and is in its next model turn when the worker is killed. Resumed elsewhere,
+    the scribe goes on from the tree's checkpoint: its note is not written again."""
+    effects = tmp_path / "effects"
+    held = env(effects, LOOM_APPROVALS__HOLD="600", LOOM_WORKER__LEASE_TTL="3")
+    gateway, _attention, first = await cluster.start_ready(
+        "gateway", "attention", "worker", app=APP, **held, LOOM_TEST_SCRIBE_SECONDS="600"
+    )
+    await send(cluster, "please restart api and note api")
+
+    async def waiting() -> bool:
+        return "scribe waiting" in effects_of(effects)
+
+    await eventually(waiting, "the scribe to have noted", timeout=60)
+    checkpoint = await cluster.state.suspensions.load("ops")
+    assert checkpoint is not None
+    assert checkpoint.pending
+    assert await cluster.state.lease_holder("ops") is not None  # held, not suspended
+    kill_9(first)
+
+    (second,) = await cluster.start_ready("worker", app=APP, **held)
+    answer = await decide(gateway, checkpoint, by="alice")
+    assert answer.status_code == 200, answer.text
+    record = await ended(cluster, checkpoint.run_id, timeout=120)
+    assert record.status == "completed", record.error
+    assert record.output == "lead: fixer: api restarted + scribe: noted api"
+    notes = [e for e in effects_of(effects) if e.startswith("note")]
+    assert notes == ["note api"]  # exactly once
+    assert effects_of(effects).count("restart api") == 1
+    assert second.popen.poll() is None
