@@ -128,3 +128,50 @@ async def test_a_broker_outage_after_the_run_was_stored_sends_the_reply_once() -
     snapshot = await state.sessions.load("ops")
     assert snapshot is not None
     assert len(snapshot.runs) == 1
+
+
+class EndingLandsThenTimesOut(MemoryState):
+    """The first run's ending lands, taking the signal that came during the run, but its
+    answer is lost (a Redis timeout after the write): the worker retries the ending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True
+
+    async def finish_and_continue(self, lease: Any, ending: Any, then: Any) -> Any:
+        if not self.armed:
+            return await super().finish_and_continue(lease, ending, then)
+        self.armed = False
+        later = RuntimeSignal.create("second: disk full", session_id="ops")
+        await self.add_pending("ops", pending_json(later, "queue"))  # came during run 1
+        await self.mark_ready("ops")
+        await super().finish_and_continue(lease, ending, then)  # lands
+        raise StateUnavailable("Redis at redis://r:6379/0: timeout")  # the answer is lost
+
+
+async def test_a_retried_ending_runs_the_signals_its_first_attempt_took() -> None:
+    """Before: the retry found nothing pending and let the session go, and the signal the
+    first attempt took stayed in flight with no lease and no ready mark: never run."""
+    state = EndingLandsThenTimesOut()
+    broker = MemoryBroker(topology=TOPOLOGY)
+    await broker.start()
+    model = CountingModel()
+    agent = Agent(Model.function(model), session_store=state.sessions)
+    first = RuntimeSignal.create("first: deploy failed", session_id="ops")
+    await state.add_pending("ops", pending_json(first, "queue"))
+    await state.mark_ready("ops")
+    worker = SessionWorker(agent, broker, state, sweep_interval=SWEEP)
+    await worker.start()
+    try:
+        for _ in range(500):
+            if model.calls == 2 and not await state.in_flight("ops"):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail(f"the second signal was not run ({model.calls} model call(s))")
+    finally:
+        await worker.stop(timeout=1)
+        await broker.close()
+    snapshot = await state.sessions.load("ops")
+    assert snapshot is not None
+    assert [run.status for run in snapshot.runs] == ["completed", "completed"]

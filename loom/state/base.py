@@ -140,7 +140,9 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
             # Let go of by an earlier attempt of this very step (or expired): the session
             # goes to whichever worker takes it next.
             return RunFinish(stored, released=True, work_left=True)
-        work = await self.has_work(lease.session_id)
+        # Signals in flight here were taken by a first attempt of this step that landed (an
+        # ending empties the list): whoever runs next must get them.
+        work = bool(await self.in_flight(lease.session_id)) or await self.has_work(lease.session_id)
         if then == "take" and work:
             return RunFinish(stored, take=await self._take(lease.session_id))
         return RunFinish(stored, released=True, work_left=await self._let_go(lease, work=work))

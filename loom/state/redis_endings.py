@@ -82,7 +82,10 @@ end
 if after['then'] == 'keep' then return {stored, 'kept'} end
 -- A retry whose first attempt landed may have let the lease go already.
 if redis.call('GET', S .. 'lease') ~= after.lease then return {stored, 'lost'} end
-local work = has_work(S, P, sid, action_set(after.waking), action_set(after.known))
+-- Signals in flight here were taken by a first attempt that landed (the ending empties the
+-- list): whoever runs next must get them, so they count as work whatever they are.
+local taken = redis.call('LLEN', S .. 'inflight') > 0
+local work = taken or has_work(S, P, sid, action_set(after.waking), action_set(after.known))
 if after['then'] == 'take' and work then
   return {stored, 'taken', take(S, P, sid, tonumber(after.max_pending), keep)}
 end

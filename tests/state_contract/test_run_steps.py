@@ -176,6 +176,34 @@ async def test_an_ending_retried_after_it_let_go_takes_nothing(state: State) -> 
     assert await state.lease_holder("s") is None
 
 
+async def test_an_ending_retried_after_it_took_the_next_signals_hands_them_over(
+    state: State,
+) -> None:
+    """A retry whose first attempt landed and took the next run's signals (its answer was
+    lost, a timeout): the retry gives those signals again rather than letting the session
+    go with them stranded in flight, where no sweep would find them."""
+    await state.add_pending("s", record("queue"))
+    opening = await state.open_session("s", "w1", 30)
+    assert opening is not None
+    await state.add_pending("s", record("queue", 1))  # came during the run
+    await state.mark_ready("s")  # as its record did
+    first = await state.finish_and_continue(opening.lease, ending("run-1"), "take")
+    assert first.take is not None
+
+    again = await state.finish_and_continue(opening.lease, ending("run-1"), "take")
+
+    assert not again.stored
+    assert again.take is not None
+    assert again.take.signals == (record("queue", 1),)
+    assert await state.lease_holder("s") == opening.lease
+    # Asked to release instead, the retry keeps the session ready for whoever takes it.
+    released = await state.finish_and_continue(opening.lease, ending("run-1"), "release")
+    assert released.released
+    assert released.work_left
+    assert "s" in await state.ready_sessions()
+    assert await state.in_flight("s") == [record("queue", 1)]
+
+
 async def test_an_ending_under_an_old_token_stores_and_takes_nothing(state: State) -> None:
     old = await state.acquire_lease("s", "w1", 30)
     assert old is not None
