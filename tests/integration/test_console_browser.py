@@ -232,6 +232,14 @@ async def test_without_the_token_only_the_login_page_and_no_cross_site_post(
         await page.wait_for_url(f"{proc.url}/console/**")
     assert "log in first" in await page.inner_text("#problem")  # SameSite: no cookie sent
     assert [d.message.message_id for d in await cluster.broker.dead_letters()] == [letter.id]
+
+    # A login that ends while a live page is open: the next change leads to the login
+    # page rather than embedding it in the live part.
+    await page.goto(f"{proc.url}/console/sessions")
+    await page.wait_for_selector("#live")
+    await context.clear_cookies()
+    await post_signal(proc, "while logged out", "gone-1", urgency="low")
+    await page.wait_for_url("**/console/login")
     await context.close()
 
 

@@ -12,7 +12,14 @@
     if (busy) { again = true; return; }
     busy = true;
     fetch(live.getAttribute("data-live"), { credentials: "same-origin", cache: "no-store" })
-      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (response) {
+        // A login that expired is answered with the login page: go there, do not embed it.
+        if (response.redirected && new URL(response.url).pathname === "/console/login") {
+          window.location.assign("/console/login");
+          return null;
+        }
+        return response.ok ? response.text() : null;
+      })
       .then(function (html) {
         if (html !== null) {
           live.innerHTML = html;
