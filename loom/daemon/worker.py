@@ -71,18 +71,6 @@ MAX_CARRIES = 3
 the interrupted run's outcome, so a storm of interrupts cannot keep a signal forever."""
 
 
-def wakes_a_worker(signals_json: Sequence[str]) -> bool:
-    """Whether any of these pending records asks for a run (observed ones never do). An
-    unreadable record counts as asking: taken in flight, the poison guard gives it up."""
-    for text in signals_json:
-        try:
-            if PendingSignal.from_json(text).action.wakes_a_worker:
-                return True
-        except (ValueError, TypeError, KeyError):
-            return True
-    return False
-
-
 class FencedSessionStore(SessionStore):
     """Writes of one leased worker: refused once a newer lease of the session exists."""
 
