@@ -16,7 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loom.daemon.http_server import GuardedH11Protocol, GuardedHttpToolsProtocol
+from loom.daemon.http_server import (
+    CoalescingTransport,
+    GuardedH11Protocol,
+    GuardedHttpToolsProtocol,
+)
 from loom.intake.http import read_body
 
 
@@ -142,3 +146,50 @@ async def test_a_client_that_hangs_up_mid_body_is_no_error(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     [hung_up] = [r for r in caplog.records if "hung up" in r.getMessage()]
     assert hung_up.levelno == logging.DEBUG
+
+
+class Recording:
+    """A transport that records its writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info {name}"
+
+
+async def test_a_response_goes_out_in_one_write() -> None:
+    """Before: uvicorn wrote a response's head and its body apart, two system calls."""
+    inner = Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 202 Accepted\r\n\r\n")
+    transport.write(b'{"status":"accepted"}')
+    assert inner.writes == []  # held until the end of this step
+    await asyncio.sleep(0)
+    assert inner.writes == [b'HTTP/1.1 202 Accepted\r\n\r\n{"status":"accepted"}']
+    assert transport.get_extra_info("peername") == "info peername"  # the rest is the inner's
+
+
+async def test_what_is_held_is_bounded_and_sent_before_closing() -> None:
+    inner = Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    chunk = b"x" * 40_000
+    transport.write(chunk)
+    transport.write(chunk)  # past FLUSH_BYTES: out at once, not held for the step
+    assert inner.writes == [chunk + chunk]
+    transport.write(b"last")
+    transport.close()
+    assert inner.writes[-1] == b"last"
+    assert inner.closed
+    await asyncio.sleep(0)  # the step's flush finds nothing, and writes nothing closed
+    assert len(inner.writes) == 2
