@@ -1,21 +1,27 @@
 """Gateway throughput and latency: ``POST /signals`` on RabbitMQ beside the bare publish rate.
 
-Prints figures; asserts nothing. Run: ``uv run python bench/gateway.py [--n 5000] [--c 32]``.
+Prints figures; asserts nothing. Run: ``uv run python bench/gateway.py [--n 5000] [--c 32]
+[--rounds 3]``.
 
 1. bare publish: aio-pika alone, persistent and publisher-confirmed into a quorum queue,
-   ``--c`` publishes in flight at a time (what the gateway must do for each request);
+   ``--c`` publishes in flight at a time (what the gateway must do for each request), on
+   uvloop's event loop like the gateway;
 2. ``loom gateway`` in a subprocess (uvicorn, RabbitMQ broker, Redis state) under ``--c``
    concurrent HTTP clients (aiohttp, keep-alive) posting RuntimeSignals: accepted signals/s
    and the latency of each request (p50, p99), first without, then with a dedupe key (one
    Redis claim per request). The queue depth afterwards must equal the 202s: every signal
    the gateway accepted is on the broker.
 
-The load generator shares the machine (and on small machines the cores) with the gateway
-and RabbitMQ, so the HTTP figures are a floor. On a busy machine the rates swing from run
-to run; the CPU figures (Linux) swing less: the gateway process's CPU time per accepted
-signal beside this process's CPU time per bare confirmed publish. Services:
-``LOOM_BENCH_RABBITMQ_URL`` and ``LOOM_BENCH_REDIS_URL`` as in bench/pipeline.py; everything
-lives in a fresh namespace that is deleted at the end.
+The phases run in ``--rounds`` interleaved rounds (bare, then the gateway without and with
+a dedupe key), so a machine that gets busier or quieter weighs on both sides; each round
+prints its own ratio and the last line their median. The load generator (the HTTP clients)
+runs in this process, not in the gateway's: the gateway's CPU is read from its own process
+(Linux ``/proc``), the bare publisher's from this one while it publishes alone. The rates
+share the machine (and on small machines the cores) with the load generator and RabbitMQ,
+so the HTTP rates are a floor and swing from run to run; the CPU figures swing less: the
+gateway process's CPU time per accepted signal beside this process's CPU time per bare
+confirmed publish. Services: ``LOOM_BENCH_RABBITMQ_URL`` and ``LOOM_BENCH_REDIS_URL`` as in
+bench/pipeline.py; everything lives in a fresh namespace that is deleted at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import aio_pika
 import aiohttp
+import uvloop
 from pipeline import (
     RABBITMQ_START,
     RABBITMQ_URL,
@@ -181,6 +189,17 @@ async def queued(ns: str) -> int:
         await broker.close()
 
 
+async def gateway_phase(
+    gateway: asyncio.subprocess.Process, port: int, n: int, c: int, tag: str, dedupe: bool
+) -> tuple[float, float, list[float], Counter[int]]:
+    """Accepted signals/s, gateway CPU seconds per accepted signal, latencies, statuses."""
+    assert gateway.pid is not None
+    cpu = cpu_seconds(gateway.pid)
+    rate, latencies, statuses = await post_signals(port, n, c, tag, dedupe)
+    per_signal = (cpu_seconds(gateway.pid) - cpu) / max(statuses[202], 1)
+    return rate, per_signal, latencies, statuses
+
+
 async def main(args: argparse.Namespace) -> int:
     if not reachable(RABBITMQ_URL, 5672) or not reachable(REDIS_URL, 6379):
         print("RabbitMQ and Redis must both be reachable for this benchmark.", file=sys.stderr)
@@ -188,42 +207,58 @@ async def main(args: argparse.Namespace) -> int:
         return 1
     ns = f"bench-{uuid.uuid4().hex[:10]}"
     n, c = args.n, args.c
-    print(f"loom gateway benchmark: namespace {ns}, N={n}, {c} requests in flight")
+    print(f"loom gateway benchmark: namespace {ns}, N={n}, {c} requests in flight, "
+          f"{args.rounds} interleaved rounds")  # fmt: skip
     gateway: asyncio.subprocess.Process | None = None
+    ratios: dict[bool, list[float]] = {False: [], True: []}
     try:
-        bare = await bare_publish(ns, n, c)
-        _line("1. bare aio-pika confirmed publish", f"{bare:,.0f} msg/s", "(ceiling)")
         port = _free_port()
         gateway = await start_gateway(ns, port)
-        await post_signals(port, min(n, 500), c, "warmup", False)
-        accepted_total = 0
-        for label, dedupe in (("without dedupe key", False), ("with dedupe key", True)):
-            cpu = cpu_seconds(gateway.pid)
-            rate, latencies, statuses = await post_signals(port, n, c, f"run-{dedupe}", dedupe)
-            per_signal = (cpu_seconds(gateway.pid) - cpu) / max(statuses[202], 1)
-            accepted_total += statuses[202]
-            _line(f"2. POST /signals {label}", f"{rate:,.0f} sig/s", f"{rate / bare:.0%} of bare")
-            _line(
-                "   gateway CPU per signal",
-                f"{per_signal * 1e3:.3f} ms",
-                f"{BARE_CPU[-1] / per_signal:.2f} of a bare publish's rate "
-                f"({BARE_CPU[-1] * 1e3:.3f} ms CPU each)",
-            )
-            p50, p99 = _pct(latencies, 0.50) * 1e3, _pct(latencies, 0.99) * 1e3
-            _line(
-                "   latency p50 / p99",
-                f"{p50:.1f} / {p99:.1f} ms",
-                f"max {max(latencies) * 1e3:.1f} ms",
-            )
-            _line("   responses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
-        depth = await queued(ns)
         warmup = min(n, 500)
+        await post_signals(port, warmup, c, "warmup", False)
+        accepted_total = 0
+        for round_ in range(1, args.rounds + 1):
+            bare = await bare_publish(ns, n, c)
+            bare_cpu = BARE_CPU[-1]
+            _line(
+                f"round {round_}: 1. bare aio-pika confirmed publish",
+                f"{bare:,.0f} msg/s",
+                f"{bare_cpu * 1e3:.3f} ms CPU each",
+            )
+            for label, dedupe in (("without dedupe key", False), ("with dedupe key", True)):
+                tag = f"run{round_}-{dedupe}"
+                rate, per_signal, latencies, statuses = await gateway_phase(
+                    gateway, port, n, c, tag, dedupe
+                )
+                accepted_total += statuses[202]
+                ratios[dedupe].append(bare_cpu / per_signal)
+                _line(f"  2. POST /signals {label}", f"{rate:,.0f} sig/s",
+                      f"{rate / bare:.0%} of bare")  # fmt: skip
+                _line(
+                    "     gateway CPU per signal",
+                    f"{per_signal * 1e3:.3f} ms",
+                    f"{bare_cpu / per_signal:.2f} of a bare publish's rate",
+                )
+                p50, p99 = _pct(latencies, 0.50) * 1e3, _pct(latencies, 0.99) * 1e3
+                _line(
+                    "     latency p50 / p99",
+                    f"{p50:.1f} / {p99:.1f} ms",
+                    f"max {max(latencies) * 1e3:.1f} ms",
+                )
+                _line("     responses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+        depth = await queued(ns)
         verdict = "all on the broker" if depth == accepted_total + warmup else "MISMATCH"
         _line(
             "3. queue depth after the run",
             f"{depth:,}",
             f"{verdict} ({accepted_total + warmup} accepted)",
         )
+        for dedupe, label in ((False, "without"), (True, "with")):
+            _line(
+                f"4. accepts / bare publishes (CPU), {label} dedupe key",
+                f"{statistics.median(ratios[dedupe]):.2f} median",
+                "rounds: " + ", ".join(f"{r:.2f}" for r in ratios[dedupe]),
+            )
     finally:
         if gateway is not None:
             gateway.terminate()
@@ -236,4 +271,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="requests per phase")
     parser.add_argument("--c", type=int, default=32, help="requests (and publishes) in flight")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    arguments = parser.parse_args()
+    # The event loop the gateway serves on (loom.daemon.cli.serve_forever): the bare
+    # publisher gets the same, so the baseline is not slowed by a slower loop.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(main(arguments)))

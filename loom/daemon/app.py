@@ -26,7 +26,7 @@ from loom.capabilities import MCPCapability
 from loom.daemon.approvals import StateApprovalDesk
 from loom.daemon.attention import AttentionConsumer
 from loom.daemon.http import build_app, credentials_warning, describe_routes
-from loom.daemon.http_server import GuardedH11Protocol
+from loom.daemon.http_server import GuardedHttpToolsProtocol
 from loom.daemon.replies import ReplyDispatcher
 from loom.daemon.settings import Settings
 from loom.daemon.worker import SessionWorker
@@ -350,10 +350,10 @@ class Daemon:
         # log_config=None: uvicorn's records go through Loom's handler (format, redaction).
         # access_log=False: at "warning" its INFO lines are dropped anyway, but their
         # arguments (client address, quoted path) were still worked out for every request.
-        # http: h11 with a header timeout (uvicorn has none).
+        # http: httptools with a header timeout (uvicorn has none).
         config = uvicorn.Config(
             app,
-            http=GuardedH11Protocol,
+            http=GuardedHttpToolsProtocol,
             log_level="warning",
             lifespan="off",
             log_config=None,

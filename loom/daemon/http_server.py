@@ -1,20 +1,25 @@
 """The HTTP server of a Loom process: uvicorn, with the header timeout it lacks.
 
 uvicorn closes idle keep-alive connections, but not a client that sends its request
-headers slowly: a byte every few seconds holds a connection open for good. The protocol
-here closes a connection whose request headers are not complete ``HEADER_TIMEOUT``
-seconds after it opened (or after the previous response), quietly: no request started, so
-there is no one to answer. Bodies are timed by the body reader
-(``loom.intake.http.read_body``, a 408).
+headers slowly: a byte every few seconds holds a connection open for good. The protocols
+here close a connection whose request headers are not complete ``HEADER_TIMEOUT`` seconds
+after it opened (or after the previous response), quietly: no request started, so there is
+no one to answer. Bodies are timed by the body reader (``loom.intake.http.read_body``, a
+408).
+
+A Loom process serves with httptools (C, which ``uvicorn[standard]`` brings on every
+platform); on the gateway's accept path the pure-Python h11 cost about a third of the
+process's CPU. The h11 protocol is kept, guarded alike, for servers that choose it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger("loom.http")
 
@@ -22,16 +27,14 @@ HEADER_TIMEOUT = 10.0
 """Seconds a client has to send a request's headers."""
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose headers come too slowly."""
+class _HeaderTimer:
+    """The header timeout of one connection: armed while the next request's headers are
+    awaited, disarmed once they are complete."""
 
     header_timeout = HEADER_TIMEOUT
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._cycle_seen: object = None
-        self._arm()
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+    _header_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -41,6 +44,22 @@ class GuardedH11Protocol(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            logger.debug("closing a connection: no complete request headers within %gs",
+                         self.header_timeout)  # fmt: skip
+            self.transport.close()
+
+
+class GuardedH11Protocol(_HeaderTimer, H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose headers come too slowly."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._cycle_seen: object = None
+        self._arm()
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -57,12 +76,77 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def _too_slow(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            logger.debug("closing a connection: no complete request headers within %gs",
-                         self.header_timeout)  # fmt: skip
-            self.transport.close()
+
+class CoalescingTransport:
+    """A transport whose writes made in one step of the event loop go out in one write.
+
+    uvicorn writes a response's status line and headers, then its body, each with a write
+    of its own: two system calls and two TCP segments for every small answer (a 202 is
+    about 150 bytes). Held until the end of the step they are one; more than
+    ``FLUSH_BYTES`` held go out at once, so a response streamed without a pause is not
+    held in memory. ``close`` sends what is held first. The rest is the transport's own.
+    """
+
+    FLUSH_BYTES = 65_536
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+        self._size += len(data)
+        if self._size > self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is held (nothing once the transport closes: the peer is gone)."""
+        if not self._held:
+            return
+        held, self._held, self._size = self._held, [], 0
+        if not self._transport.is_closing():
+            self._transport.write(b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
-__all__ = ["HEADER_TIMEOUT", "GuardedH11Protocol"]
+class GuardedHttpToolsProtocol(_HeaderTimer, HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing connections whose headers come too slowly,
+    and writing each response in one piece (``CoalescingTransport``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(cast(asyncio.Transport, coalescing))
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A request parsed while this one was answered (pipelined) has its headers: the
+        # timer waits only when no request is begun, or one is but its headers are not in.
+        if self.cycle.response_complete and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+__all__ = [
+    "HEADER_TIMEOUT",
+    "CoalescingTransport",
+    "GuardedH11Protocol",
+    "GuardedHttpToolsProtocol",
+]

@@ -41,6 +41,10 @@ def outgoing(message: Message, **properties: Any) -> aio_pika.Message:
     )
 
 
+def _where(exchange: AbstractExchange, routing_key: str) -> str:
+    return f"exchange {exchange.name!r} with routing key {routing_key!r}"
+
+
 class Publisher:
     """Publishes on the connection's publisher channel and waits for the confirmation."""
 
@@ -73,7 +77,6 @@ class Publisher:
         """Publish and wait for the broker's ack. While the robust connection recovers from a
         drop, wait for it (within the timeout) and publish again: a copy may then arrive
         twice, which the dedupe keys absorb; a silent loss would be worse."""
-        where = f"exchange {exchange.name!r} with routing key {routing_key!r}"
         unavailable = self.connection.unavailable
         publisher = self.connection.publisher()
         try:
@@ -87,15 +90,20 @@ class Publisher:
                     except LOST as exc:
                         if not self.connection.is_publisher(publisher):  # closed by us
                             raise unavailable("the broker was closed", exc) from exc
-                        log.warning("publish to %s interrupted (%s); retrying", where, exc)
+                        log.warning("publish to %s interrupted (%s); retrying",
+                                    _where(exchange, routing_key), exc)  # fmt: skip
                         await asyncio.sleep(RETRY_PAUSE)
         except PublishError as exc:
+            where = _where(exchange, routing_key)  # worked out only when it went wrong
             raise unavailable(f"unroutable: no queue took the message to {where}", exc) from exc
         except DeliveryError as exc:
+            where = _where(exchange, routing_key)
             raise unavailable(f"the broker refused the message to {where}", exc) from exc
         except TimeoutError as exc:
+            where = _where(exchange, routing_key)
             raise unavailable(f"no confirmation within {self.timeout}s for {where}", exc) from exc
         except CONNECTION_EXCEPTIONS as exc:
-            raise unavailable(f"publish to {where} failed", exc) from exc
+            raise unavailable(f"publish to {_where(exchange, routing_key)} failed", exc) from exc
         if not isinstance(confirmation, Basic.Ack):
+            where = _where(exchange, routing_key)
             raise unavailable(f"publish to {where} was not confirmed ({confirmation!r})")
