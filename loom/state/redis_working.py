@@ -29,7 +29,6 @@ import redis.asyncio as aioredis
 from loom.state import redis_scripts as scripts
 from loom.state.redis_sessions import session_key, texts, unavailable
 from loom.state.working import (
-    RECORDED_TTL,
     DecisionContext,
     SignalRecord,
     WorkingState,
@@ -192,7 +191,7 @@ class RedisWorkingState(WorkingState):
         with self._guard():
             await self._record_signals(
                 keys=[f"{self.prefix}:ready", *self._due_keys()[:2], f"{self.prefix}:activity"],
-                args=[*args, batch_json, milliseconds(RECORDED_TTL)],
+                args=[*args, batch_json, milliseconds(self.recorded_ttl)],
             )
 
     async def _range(self, key: str, start: int = 0) -> list[str]:

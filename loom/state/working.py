@@ -85,6 +85,8 @@ class WorkingState(ABC):
     max_pending: int = DEFAULT_MAX_PENDING
     max_decisions: int = DEFAULT_MAX_DECISIONS
     max_risks: int = DEFAULT_MAX_RISKS
+    recorded_ttl: float = RECORDED_TTL
+    """Seconds a signal's redelivery claim (``recorded_key``) is kept."""
 
     # -- pending and in flight ---------------------------------------------------------
     @abstractmethod
