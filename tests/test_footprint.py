@@ -163,3 +163,35 @@ async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
         await client.aclose()
         await state.close()
         await delete_redis_keys(url, prefix)
+
+
+class CountingBroker:
+    """Only what the ledger uses of a broker: publish, counted per routing key."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, exchange: str, routing_key: str, message: object) -> None:
+        self.published.append(json.loads(message.body)["session_id"])  # type: ignore[attr-defined]
+
+
+async def test_no_work_notice_for_a_session_a_worker_holds() -> None:
+    """The holder's ending takes the signal (tests/state_contract/test_run_steps.py), so the
+    notice, which the worker taking it would drop, is not sent (issue 20, item 2)."""
+    from loom.core.attention import Action
+    from loom.daemon.ledger import StateLedger
+    from loom.runtime.decisions import SignalDecision
+    from loom.state.memory_state import MemoryState
+
+    state = MemoryState()
+    broker = CountingBroker()
+    assert await state.acquire_lease("held", "w1", 30) is not None
+    decisions = [
+        SignalDecision(Action.QUEUE, "r", RuntimeSignal.create(f"x{i}", session_id=sid))
+        for i, sid in enumerate(["held", "free", "held"])
+    ]
+    ledger = StateLedger(state, state, broker, dedupe_ttl=60)  # type: ignore[arg-type]
+    await ledger.record(decisions)
+    await ledger.wake(decisions)
+    assert broker.published == ["free"]
+    assert len(await state.pending("held")) == 2

@@ -167,7 +167,7 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
             work = True
         return work
 
-    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+    async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         """Each record once per signal id (``recorded_key``, for ``recorded_ttl``): a
         redelivery after a crash, or after a write that timed out and landed anyway, does
         not keep the signal pending twice. Redis does this check in its one script."""
@@ -177,7 +177,7 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
             if not record.signal_id
             or await self.claim(recorded_key(record.signal_id), "1", self.recorded_ttl) is None
         ]
-        await super().record_signals(fresh)
+        return await super().record_signals(fresh)
 
 
 __all__ = [
