@@ -126,7 +126,7 @@ def test_the_state_bounds_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"LOOM_STATE__{name}")
     defaults = Settings()
     assert (defaults.state.max_messages, defaults.state.max_runs) == (400, 100)
-    assert (defaults.state.max_decisions, defaults.feedback.max_session_events) == (100, 100)
+    assert (defaults.state.max_decisions, defaults.feedback.max_session_events) == (50, 100)
     monkeypatch.setenv("LOOM_STATE__MAX_RUNS", "0")
     with pytest.raises(ValueError, match="max_runs"):
         Settings()
