@@ -17,8 +17,8 @@ Cluster hash tag that keeps one session's keys in one slot)::
     {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
     {prefix}:s:{<sid>}:risks           HASH    risk key -> text
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
-    {prefix}:s:{<sid>}:decisions       LIST    decision JSON (compact: loom.wire.decision_view), newest
-                                               last, bounded
+    {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded (compact:
+                                               loom.wire.decision_view reads it)
     {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, max_session_feedback
     {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions,
                                                about max_feedback
