@@ -23,6 +23,7 @@ from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.intake import Adapter, AdapterContext, error, inbound_body
 from loom.intake.openapi import answer, errors
+from loom.wire import decision_view
 from tests.test_daemon_memory import drain
 
 # -- the adapter, as a contributor would write it (loom/adapters/toy.py + toy_settings.py) --
@@ -128,7 +129,7 @@ async def test_a_registered_adapter_serves_a_route_and_publishes_through_the_int
         assert toy.contexts == [daemon.adapter_context]
         assert not isinstance(toy.contexts[0], Daemon)
         await drain(daemon)
-        decisions = [json.loads(d) for d in await daemon.state.decisions("toys")]
+        decisions = [decision_view(d) for d in await daemon.state.decisions("toys")]
         assert [d["signal_id"] for d in decisions] == [first.json()["id"]]
     finally:
         await daemon.stop()

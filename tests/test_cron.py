@@ -25,7 +25,7 @@ from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.intake import Adapter
 from loom.state import MemoryState
-from loom.wire import ATTENTION_QUEUE
+from loom.wire import ATTENTION_QUEUE, decision_view
 from tests.polling import eventually
 
 
@@ -640,7 +640,7 @@ async def test_a_daemon_with_a_one_second_schedule_runs_the_agent() -> None:
         await daemon.stop()
     assert (await daemon.readiness())["cron:health"] is False
     assert all("Deployment health check is due" in output for output in await completed_runs())
-    decisions = [json.loads(d) for d in await daemon.state.decisions("ops")]
+    decisions = [decision_view(d) for d in await daemon.state.decisions("ops")]
     assert {d["source"] for d in decisions} == {"cron"}
     assert {d["action"] for d in decisions} == {"queue"}
     assert len({d["signal_id"] for d in decisions}) == len(decisions)

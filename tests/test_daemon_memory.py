@@ -11,7 +11,7 @@ from loom import Agent, Model, ModelResponse, RuntimeSignal
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.providers.base import ModelRequest
-from loom.wire import publish_signal
+from loom.wire import decision_view, publish_signal
 
 
 def settings(**overrides: object) -> Settings:
@@ -53,7 +53,7 @@ async def test_queued_signal_runs_the_agent_and_is_recorded(daemon: Daemon) -> N
     assert "deploy 42 failed" in run.output
     assert await daemon.state.pending("ops") == []
     assert await daemon.state.in_flight("ops") == []
-    [decision] = [json.loads(d) for d in await daemon.state.decisions("ops")]
+    [decision] = [decision_view(d) for d in await daemon.state.decisions("ops")]
     assert decision["action"] == "queue"
 
 
@@ -86,7 +86,7 @@ async def test_repeated_dedupe_key_is_processed_once(daemon: Daemon) -> None:
     snapshot = await daemon.state.sessions.load("ops")
     assert snapshot is not None
     assert len(snapshot.runs) == 1
-    actions = [json.loads(d)["action"] for d in await daemon.state.decisions("ops")]
+    actions = [decision_view(d)["action"] for d in await daemon.state.decisions("ops")]
     assert actions.count("drop") == 2
 
 
@@ -206,7 +206,7 @@ async def test_a_session_aware_policy_sees_busy_and_risks(daemon: Daemon) -> Non
     await daemon.state.release_lease(lease)
     await daemon.state.set_risk("ops", "disk", "disk almost full")
     assert await consumer.decide_many([low[2]]) == ["queue"]
-    reasons = [json.loads(d)["reason"] for d in await daemon.state.decisions("ops")]
+    reasons = [decision_view(d)["reason"] for d in await daemon.state.decisions("ops")]
     assert reasons == ["urgency low -> observe", "busy: not now", "risky: look now"]
 
 

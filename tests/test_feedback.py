@@ -217,7 +217,7 @@ async def test_settings_turn_the_default_collector_off_and_bound_it(
     bounded = make_daemon()
     assert bounded.feedback.enabled is True
     assert bounded.state.max_feedback == 7
-    assert bounded.state.max_session_feedback == 200  # per session: its own, small bound
+    assert bounded.state.max_session_feedback == 100  # per session: its own, small bound
     monkeypatch.setenv("LOOM_FEEDBACK__MAX_SESSION_EVENTS", "3")
     per_session = make_daemon()
     assert (per_session.state.max_feedback, per_session.state.max_session_feedback) == (7, 3)

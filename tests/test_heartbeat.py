@@ -27,7 +27,7 @@ from loom.core.session_store import RunRecord
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
 from loom.state import MemoryState
-from loom.wire import ATTENTION_QUEUE
+from loom.wire import ATTENTION_QUEUE, decision_view
 
 # -- loopback services ------------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ async def test_the_heartbeat_runs_on_its_own_in_the_scheduler_role() -> None:
         assert (await daemon.readiness())["heartbeat"] is True
 
         async def observed() -> list[dict[str, Any]]:
-            decisions = [json.loads(d) for d in await daemon.state.decisions("default")]
+            decisions = [decision_view(d) for d in await daemon.state.decisions("default")]
             return [d for d in decisions if d["type"] == "heartbeat"]
 
         async with asyncio.timeout(30):

@@ -3,7 +3,6 @@ reply_to no adapter delivers to; a signal queued before the rule is still decide
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from loom import Agent, Model, RuntimeSignal
 from loom.daemon.app import Daemon
 from loom.daemon.http import build_app
-from loom.wire import publish_signal
+from loom.wire import decision_view, publish_signal
 from tests.test_daemon_memory import drain, settings
 
 
@@ -80,7 +79,7 @@ async def test_an_empty_signal_queued_before_the_rule_is_still_decided() -> None
         assert old.says_nothing()
         await publish_signal(daemon.broker, old)
         await drain(daemon)
-        decisions = [json.loads(d) for d in await daemon.state.decisions("ops")]
+        decisions = [decision_view(d) for d in await daemon.state.decisions("ops")]
         assert [d["signal_id"] for d in decisions] == [old.id]
         assert await daemon.broker.dead_letters() == []
     finally:

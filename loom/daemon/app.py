@@ -411,9 +411,16 @@ def _default_feedback(settings: Settings) -> FeedbackPolicy:
 
 
 def state_options(url: str, settings: Settings) -> dict[str, Any]:
+    bounds: dict[str, Any] = {
+        "max_messages": settings.state.max_messages,
+        "max_runs": settings.state.max_runs,
+        "max_decisions": settings.state.max_decisions,
+        "recorded_ttl": settings.state.claim_ttl,
+    }
     if url.startswith("memory:"):
-        return {}
+        return bounds
     options: dict[str, Any] = {
+        **bounds,
         "session_ttl": settings.session_ttl,
         "transcript_ttl": settings.session_ttl,
     }

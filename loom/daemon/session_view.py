@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from loom.state.base import State
-from loom.wire import PendingSignal
+from loom.wire import PendingSignal, decision_view
 
 
 async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
@@ -30,7 +29,7 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
         "pending_signals": [_pending(text) for text in pending],
         "in_flight_signals": [_pending(text) for text in in_flight],
         "active_risks": await state.risks(session_id),
-        "decisions": [json.loads(d) for d in decisions],
+        "decisions": [decision_view(d) for d in decisions],
         "runs": runs,
         "last_reply": last_reply,
         # What compaction kept: "everything up to entry N" and the handoff it injects.

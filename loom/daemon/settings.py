@@ -127,7 +127,7 @@ class FeedbackSettings(BaseModel):
     """Collect run outcomes, tool failures and explicit feedback (off: FeedbackPolicy.none())."""
     max_events: int = Field(default=10_000, ge=1)
     """Feedback events kept in the stream of all sessions (about; oldest go first)."""
-    max_session_events: int = Field(default=200, ge=1)
+    max_session_events: int = Field(default=100, ge=1)
     """Feedback events kept per session (oldest go first): every session has its own
     stream, so this bound is the one that grows with the number of sessions."""
 
@@ -152,6 +152,25 @@ class ConsoleSettings(BaseModel):
         return api_token if self.enabled is None else self.enabled
 
 
+class StateSettings(BaseModel):
+    """What a session keeps in the state (``LOOM_STATE__*``). The defaults hold a session
+    of short signals and replies to about 200 KB in Redis (docs/deploying.md, Sizing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_messages: int = Field(default=400, ge=10)
+    """Transcript entries kept per session, the newest; older ones go (the stored summary
+    still covers what it summarised)."""
+    max_runs: int = Field(default=100, ge=1)
+    """Run records kept per session, the newest (``GET /sessions/{id}``, the console)."""
+    max_decisions: int = Field(default=50, ge=1)
+    """Attention decisions kept per session, the newest (``GET /sessions/{id}`` and the
+    console show the newest 50)."""
+    claim_ttl: float = Field(default=86_400.0, gt=0)
+    """Seconds a signal's redelivery claim is kept: a redelivery of the same signal within
+    it is not recorded twice (about 130 bytes of Redis per signal)."""
+
+
 class Settings(SettingsBase, AdapterSettings):
     """Everything a Loom process reads from its environment. The adapters' sections
     (``slack``, ``webhooks``, ``cron``, ``heartbeat``) and ``webhook_secret`` come from
@@ -173,6 +192,7 @@ class Settings(SettingsBase, AdapterSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
     capabilities: CapabilitiesSettings = Field(default_factory=CapabilitiesSettings)
     """The default agent's built-in capabilities (LOOM_CAPABILITIES, JSON): none unless set."""
@@ -293,6 +313,7 @@ __all__ = [
     "ReplySettings",
     "Settings",
     "SlackSettings",
+    "StateSettings",
     "WebhookMapping",
     "WebhookSettings",
     "WorkerSettings",

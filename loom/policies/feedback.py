@@ -48,10 +48,24 @@ SLACK_REACTIONS = {"+1": "up", "thumbsup": "up", "-1": "down", "thumbsdown": "do
 """Slack reactions read as explicit feedback on the thread's session (skin tones ignored)."""
 
 Subscriber = Callable[["FeedbackEvent"], Any]
+_ALWAYS = frozenset({"id", "kind", "session_id", "at"})
+
+
+def _kept(key: str, value: Any) -> bool:
+    """Whether a field goes into an event's stored JSON (not when ``from_json`` would give
+    the same value back without it)."""
+    if key in _ALWAYS:
+        return True
+    return value not in (None, "", {}) and not (key == "source" and value == "loom")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _rounded(seconds: Any) -> Any:
+    # Microseconds are all a duration needs; the float's other digits cost bytes per event.
+    return round(seconds, 6) if isinstance(seconds, float) else seconds
 
 
 def _event_id() -> str:
@@ -93,7 +107,15 @@ class FeedbackEvent:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
+        """Compact JSON for the state: empty and default fields are left out (every
+        session keeps its newest events; ``from_json`` restores them)."""
+        data = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key in _ALWAYS
+            or (value not in (None, "", {}) and (key, value) != ("source", "loom"))
+        }
+        return json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> FeedbackEvent:
@@ -353,7 +375,7 @@ class FeedbackPolicy:
                 comment=str(result.get("error") or "")[:MAX_COMMENT],
                 source="runtime",
                 data={
-                    "duration": result.get("duration"),
+                    "duration": _rounded(result.get("duration")),
                     "cost_usd": usage.get("cost_usd"),
                     "signals": (result.get("metadata") or {}).get("signals"),
                 },

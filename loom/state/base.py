@@ -71,7 +71,11 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
         max_risks: int = DEFAULT_MAX_RISKS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
         max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
+        recorded_ttl: float = RECORDED_TTL,
     ) -> None:
+        if recorded_ttl <= 0:
+            raise ValueError(f"recorded_ttl must be positive, got {recorded_ttl}")
+        self.recorded_ttl = recorded_ttl
         self.max_pending = max_pending
         self.max_decisions = max_decisions
         self.max_risks = max_risks
@@ -165,17 +169,17 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
             work = True
         return work
 
-    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
-        """Each record once per signal id (``recorded_key``, for ``RECORDED_TTL``): a
+    async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        """Each record once per signal id (``recorded_key``, for ``recorded_ttl``): a
         redelivery after a crash, or after a write that timed out and landed anyway, does
         not keep the signal pending twice. Redis does this check in its one script."""
         fresh = [
             record
             for record in records
             if not record.signal_id
-            or await self.claim(recorded_key(record.signal_id), "1", RECORDED_TTL) is None
+            or await self.claim(recorded_key(record.signal_id), "1", self.recorded_ttl) is None
         ]
-        await super().record_signals(fresh)
+        return await super().record_signals(fresh)
 
 
 __all__ = [

@@ -25,7 +25,12 @@ from loom.state.memory_rate_limits import MemoryRateLimits
 from loom.state.memory_sessions import InMemorySessionStore
 from loom.state.session_index import SessionSummary
 from loom.state.suspensions import MemorySuspensions
-from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
+from loom.state.working import (
+    DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RISKS,
+    RECORDED_TTL,
+)
 
 DEFAULT_MAX_DEDUPE_KEYS = 100_000
 FINISHED_KEPT = 100
@@ -81,6 +86,7 @@ class MemoryState(State):
         max_dedupe_keys: int = DEFAULT_MAX_DEDUPE_KEYS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
         max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
+        recorded_ttl: float = RECORDED_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         bounds = (max_pending, max_decisions, max_risks, max_dedupe_keys, max_feedback,
@@ -93,6 +99,7 @@ class MemoryState(State):
             max_risks=max_risks,
             max_feedback=max_feedback,
             max_session_feedback=max_session_feedback,
+            recorded_ttl=recorded_ttl,
         )
         self._feedback: deque[str] = deque(maxlen=max_feedback)  # of every session
         self.sessions = InMemorySessionStore(max_messages=max_messages, max_runs=max_runs)

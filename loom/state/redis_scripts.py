@@ -163,6 +163,8 @@ return out
 # Redis cost. The session keys are the stem plus the part's name (session_key); a script may build
 # its keys on one Redis, which is what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
+# Answers the sessions of ready records whose lease was held when the record landed: their
+# holder's ending (a later script) takes the signals, so they need no work notice.
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])
@@ -175,6 +177,7 @@ end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - keep / 1000) end
+local held = {}
 for _, r in ipairs(cjson.decode(ARGV[4])) do
   if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
     local stem = r[1]
@@ -186,11 +189,13 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
       redis.call('ZREM', KEYS[2], r[2])
       redis.call('ZREM', KEYS[3], r[2])
+      if redis.call('EXISTS', stem .. 'lease') == 1 then held[#held + 1] = r[2] end
     end
     push(stem .. 'decisions', r[6], max_decisions)
     redis.call('ZADD', KEYS[4], string.format('%.6f', now), r[2])
   end
 end
+return held
 """
 
 MARK_READY = """

@@ -8,16 +8,18 @@ Keys (layout of every key: ``loom.state.redis_state``)::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from loom.state.redis_records import decode_run
 from loom.state.redis_sessions import session_key, text
 from loom.state.redis_working import RedisWorkingState
 from loom.state.session_index import SessionIndex, SessionSummary
 
 # The rows of a page in one step. KEYS[1]: the activity index; ARGV: the key stem of the
 # first session and its id, then the others'. Per session: its score, newest decision and
-# newest run record ('' = none).
+# newest run record and its id ('' = none).
 SUMMARIES = """
 local out = {}
 for i = 1, #ARGV, 2 do
@@ -27,6 +29,7 @@ for i = 1, #ARGV, 2 do
   out[#out + 1] = redis.call('ZSCORE', KEYS[1], sid) or ''
   out[#out + 1] = redis.call('LINDEX', stem .. 'decisions', -1) or ''
   out[#out + 1] = run
+  out[#out + 1] = newest[1] or ''
 end
 return out
 """
@@ -72,14 +75,16 @@ class RedisSessionIndex(RedisWorkingState, SessionIndex):
         args = [part for sid in session_ids for part in (session_key(self.prefix, sid, ""), sid)]
         with self._guard():
             flat = [text(v) for v in await self._summaries(keys=[self._activity], args=args)]
+        rows = [flat[i : i + 4] for i in range(0, len(flat), 4)]
         return [
             SessionSummary(
                 sid,
-                float(flat[3 * i]) if flat[3 * i] else None,
-                flat[3 * i + 1] or None,
-                flat[3 * i + 2] or None,
+                float(score) if score else None,
+                decision or None,
+                # The record as the memory state gives it: whole, not as it is stored.
+                json.dumps(decode_run(run_id, sid, run).to_dict()) if run else None,
             )
-            for i, sid in enumerate(session_ids)
+            for sid, (score, decision, run, run_id) in zip(session_ids, rows, strict=True)
         ]
 
 

@@ -7,7 +7,7 @@ updates the index, so this store itself targets a single Redis, primary and repl
     {prefix}:sessions                  ZSET  session id -> creation time (the index)
     {prefix}:s:{<sid>}:info            HASH  created_at, updated_at, appended, run_seq
     {prefix}:s:{<sid>}:messages        LIST  message JSON, the newest max_messages
-    {prefix}:s:{<sid>}:runs            HASH  run id -> run JSON
+    {prefix}:s:{<sid>}:runs            HASH  run id -> run record (compact JSON: redis_records)
     {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
     {prefix}:s:{<sid>}:meta            HASH  metadata key -> value JSON
     {prefix}:s:{<sid>}:context         STRING  the stored summary, handoff, calibration (JSON)
@@ -47,6 +47,7 @@ from loom.state.redis_history import (
     HeldHistory,
     weight,
 )
+from loom.state.redis_records import decode_run, encode_run
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 _STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")
@@ -301,7 +302,7 @@ class RedisSessionStore(SessionStore):
         runs: list[RunRecord] = []
         if run_parts:
             raw_runs, order = run_parts
-            runs = [RunRecord.from_dict(json.loads(raw_runs[i])) for i in order if i in raw_runs]
+            runs = [decode_run(i, session_id, raw_runs[i]) for i in order if i in raw_runs]
         return SessionSnapshot(
             session_id=session_id,
             metadata={key: json.loads(value) for key, value in raw_meta.items()},
@@ -373,7 +374,7 @@ class RedisSessionStore(SessionStore):
             ttl_ms,
             len(encoded),
             "" if run is None else run.run_id,
-            "" if run is None else dumps(run.to_dict()),
+            "" if run is None else encode_run(run),
             *encoded,
             *pairs,
         ]

@@ -17,7 +17,8 @@ Cluster hash tag that keeps one session's keys in one slot)::
     {prefix}:s:{<sid>}:inflight        LIST    signals a run took, bounded
     {prefix}:s:{<sid>}:risks           HASH    risk key -> text
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
-    {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
+    {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded (compact:
+                                               loom.wire.decision_view reads it)
     {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, max_session_feedback
     {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions,
                                                about max_feedback
@@ -65,7 +66,12 @@ from loom.state.redis_sessions import (
 )
 from loom.state.redis_suspensions import RedisSuspensions
 from loom.state.redis_working import milliseconds
-from loom.state.working import DEFAULT_MAX_DECISIONS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RISKS
+from loom.state.working import (
+    DEFAULT_MAX_DECISIONS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RISKS,
+    RECORDED_TTL,
+)
 
 DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
 MAX_LEASE_SCAN = 10_000
@@ -96,6 +102,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         max_risks: int = DEFAULT_MAX_RISKS,
         max_feedback: int = DEFAULT_MAX_FEEDBACK,
         max_session_feedback: int = DEFAULT_MAX_SESSION_FEEDBACK,
+        recorded_ttl: float = RECORDED_TTL,
         session_ttl: float | None = DEFAULT_SESSION_TTL,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
@@ -110,6 +117,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
             max_risks=max_risks,
             max_feedback=max_feedback,
             max_session_feedback=max_session_feedback,
+            recorded_ttl=recorded_ttl,
         )
         self.url = mask_url(url)
         self.prefix = prefix

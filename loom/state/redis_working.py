@@ -29,7 +29,6 @@ import redis.asyncio as aioredis
 from loom.state import redis_scripts as scripts
 from loom.state.redis_sessions import session_key, texts, unavailable
 from loom.state.working import (
-    RECORDED_TTL,
     DecisionContext,
     SignalRecord,
     WorkingState,
@@ -170,9 +169,9 @@ class RedisWorkingState(WorkingState):
         record = SignalRecord(session_id, decision_json, pending_json, interrupt, ready)
         await self.record_signals([record])
 
-    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+    async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         if not records:
-            return
+            return set()
         batch = [
             [
                 self._key(record.session_id, ""),
@@ -190,10 +189,11 @@ class RedisWorkingState(WorkingState):
         args = [self._keep_ms, self.max_pending, self.max_decisions]
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
-            await self._record_signals(
+            held = await self._record_signals(
                 keys=[f"{self.prefix}:ready", *self._due_keys()[:2], f"{self.prefix}:activity"],
-                args=[*args, batch_json, milliseconds(RECORDED_TTL)],
+                args=[*args, batch_json, milliseconds(self.recorded_ttl)],
             )
+        return set(texts(held))
 
     async def _range(self, key: str, start: int = 0) -> list[str]:
         with self._guard():

@@ -85,6 +85,8 @@ class WorkingState(ABC):
     max_pending: int = DEFAULT_MAX_PENDING
     max_decisions: int = DEFAULT_MAX_DECISIONS
     max_risks: int = DEFAULT_MAX_RISKS
+    recorded_ttl: float = RECORDED_TTL
+    """Seconds a signal's redelivery claim (``recorded_key``) is kept."""
 
     # -- pending and in flight ---------------------------------------------------------
     @abstractmethod
@@ -241,9 +243,11 @@ class WorkingState(ABC):
         contexts = await asyncio.gather(*(self.decision_context(s) for s in unique))
         return dict(zip(unique, contexts, strict=True))
 
-    async def record_signals(self, records: Sequence[SignalRecord]) -> None:
+    async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         """``record_signal`` for each record, in order; backends write them in one
-        transaction."""
+        transaction. Answers the sessions of ready records that a worker held (its lease)
+        once the record was in: the holder's run ending takes their signals, so they need
+        no work notice. Only records written by this call count."""
         for record in records:
             await self.record_signal(
                 record.session_id,
@@ -252,3 +256,6 @@ class WorkingState(ABC):
                 interrupt=record.interrupt,
                 ready=record.ready,
             )
+        # After the writes: a holder seen now ends its run after them, and sees them.
+        ready = dict.fromkeys(record.session_id for record in records if record.ready)
+        return {session_id for session_id in ready if await self.busy(session_id)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from loom.wire.encoding import (
     PendingSignal,
     decision_record,
+    decision_view,
     parse_work,
     publish_signal,
     publish_work,
@@ -47,6 +48,7 @@ __all__ = [
     "PendingSignal",
     "broker_from_url",
     "decision_record",
+    "decision_view",
     "parse_work",
     "publish_signal",
     "publish_work",

@@ -5,6 +5,7 @@ Every role uses this one encoding (`loom.daemon.signals_io` is its deprecated ol
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -85,16 +86,48 @@ class PendingSignal:
         )
 
 
+# A session keeps its newest decisions (LOOM_STATE__MAX_DECISIONS), so they are stored
+# with one-letter keys and the time in milliseconds; ``decision_view`` gives them back whole.
+_DECISION_KEYS = {
+    "i": "signal_id",
+    "s": "source",
+    "t": "type",
+    "u": "urgency",
+    "m": "summary",
+    "a": "action",
+    "r": "reason",
+}
+DECISION_SUMMARY_CHARS = 200
+"""How much of a signal's summary its decision keeps (the signal itself is in the run's input)."""
+
+
 def decision_record(signal: RuntimeSignal, action: str, reason: str) -> str:
+    """What the state keeps of an attention decision (compact; read it with
+    ``decision_view``)."""
     return json.dumps(
         {
-            "signal_id": signal.id,
-            "source": signal.source,
-            "type": signal.type,
-            "urgency": signal.urgency,
-            "summary": signal.summary[:500],
-            "action": action,
-            "reason": reason,
-            "decided_at": datetime.now(UTC).isoformat(),
-        }
+            "i": signal.id,
+            "s": signal.source,
+            "t": signal.type,
+            "u": signal.urgency,
+            "m": signal.summary[:DECISION_SUMMARY_CHARS],
+            "a": action,
+            "r": reason,
+            "at": time.time_ns() // 1_000_000,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
+
+
+def decision_view(stored: str) -> dict[str, Any]:
+    """A stored decision as JSON-ready data: ``signal_id``, ``source``, ``type``,
+    ``urgency``, ``summary``, ``action``, ``reason``, ``decided_at`` (ISO-8601). Decisions
+    stored whole by earlier versions, and any other JSON object, come back as they are."""
+    data = json.loads(stored)
+    if not isinstance(data, dict) or "at" not in data or "i" not in data:
+        return data
+    view = {name: data.get(short) for short, name in _DECISION_KEYS.items()}
+    at = datetime.fromtimestamp(int(data["at"]) / 1000, UTC)
+    view["decided_at"] = at.isoformat(timespec="milliseconds")
+    return view

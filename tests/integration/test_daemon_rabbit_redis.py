@@ -23,7 +23,7 @@ import pytest
 from loom import RuntimeSignal
 from loom.broker.base import Message
 from loom.core.session_store import RunRecord
-from loom.wire import SIGNALS_EXCHANGE, publish_signal
+from loom.wire import SIGNALS_EXCHANGE, decision_view, publish_signal
 from tests.integration.conftest import Cluster
 from tests.polling import eventually
 
@@ -59,7 +59,7 @@ async def settled(c: Cluster, session: str) -> bool:
 
 
 async def decisions(c: Cluster, session: str) -> list[dict[str, Any]]:
-    return [json.loads(d) for d in await c.state.decisions(session)]
+    return [decision_view(d) for d in await c.state.decisions(session)]
 
 
 async def run_in_progress(c: Cluster, session: str) -> bool:

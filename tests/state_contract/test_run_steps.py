@@ -244,3 +244,28 @@ async def test_a_ready_record_forgets_the_put_off_run(state: State) -> None:
 
     assert not await state.scheduled("s")
     assert "s" in await state.ready_sessions()
+
+
+async def test_a_ready_record_names_the_sessions_a_worker_holds(state: State) -> None:
+    """A held session needs no work notice (issue 20): its holder's ending takes what was
+    recorded before it. Only ready records written by the call count."""
+    from loom.state.working import SignalRecord
+
+    lease = await state.acquire_lease("s", "w1", 30)
+    assert lease is not None
+
+    held = await state.record_signals(
+        [
+            SignalRecord("s", "{}", record("queue", 1), ready=True, signal_id="sig-1"),
+            SignalRecord("free", "{}", record("queue", 2), ready=True, signal_id="sig-2"),
+            SignalRecord("s2", "{}", record("observe", 3), signal_id="sig-3"),
+        ]
+    )
+    assert held == {"s"}
+    # The holder's ending takes the signal the notice would have announced.
+    finish = await state.finish_and_continue(lease, ending("run-1"), "take")
+    assert finish.take is not None
+    assert finish.take.signals == (record("queue", 1),)
+    # A redelivered record (already recorded) is not named: its notice goes out again.
+    again = [SignalRecord("s", "{}", record("queue", 1), ready=True, signal_id="sig-1")]
+    assert await state.record_signals(again) == set()

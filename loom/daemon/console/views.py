@@ -17,7 +17,7 @@ from loom.intake.context import AdapterContext
 from loom.state.base import State
 from loom.state.leases import replica_id
 from loom.state.session_index import SessionStatus
-from loom.wire import ATTENTION_QUEUE, REPLIES_QUEUE, WORK_QUEUE
+from loom.wire import ATTENTION_QUEUE, REPLIES_QUEUE, WORK_QUEUE, decision_view
 
 CONSUMING_ROLE = {
     ATTENTION_QUEUE: "attention",
@@ -89,7 +89,7 @@ async def sessions_page(
     rows = []
     for summary in await state.session_summaries(found.session_ids):
         sid = summary.session_id
-        decision = json.loads(summary.last_decision) if summary.last_decision else None
+        decision = decision_view(summary.last_decision) if summary.last_decision else None
         run = json.loads(summary.last_run) if summary.last_run else None
         rows.append(
             {

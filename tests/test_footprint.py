@@ -1,0 +1,197 @@
+"""What a session keeps in the state, and how small (issue 20, item 4): run records,
+decisions and feedback events stored compactly and read back whole; the bounds and the
+claim TTL as settings."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from loom.core.messages import Message, Usage
+from loom.core.session_store import RunRecord
+from loom.daemon.app import Daemon
+from loom.daemon.settings import Settings
+from loom.policies.feedback import FeedbackEvent
+from loom.signals import RuntimeSignal
+from loom.state import state_from_url
+from loom.state.redis_records import decode_run, encode_run
+from loom.state.redis_sessions import RedisSessionStore, session_key
+from loom.state.working import SignalRecord, recorded_key
+from loom.wire import decision_record, decision_view
+from tests.services import delete_redis_keys, require_redis
+
+START = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+
+
+def record(**changes: object) -> RunRecord:
+    base = RunRecord(
+        run_id="run_1",
+        session_id="s-1",
+        status="completed",
+        output="done: disk at 83%",
+        usage={k: int(v) for k, v in Usage(input_tokens=120, requests=1).to_dict().items()},
+        started_at=START,
+        finished_at=START + timedelta(seconds=1.5),
+        metadata={"signals": ["sig_a"], "transcript": {"from": 40, "count": 2}, "worker": "w"},
+    )
+    for name, value in changes.items():
+        setattr(base, name, value)
+    return base
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"status": "failed", "error": "boom", "output": ""},
+        {"finished_at": None, "status": "running", "usage": {}},
+        {"usage": {"input_tokens": 0, "custom": 3}},  # not a whole Usage: kept as it is
+        {"metadata": {}},
+        {"output": "ünïcode ✓ " * 3},
+    ],
+)
+def test_a_run_record_comes_back_whole_from_its_compact_form(changes: dict[str, object]) -> None:
+    original = record(**changes)
+    stored = encode_run(original)
+    assert decode_run("run_1", "s-1", stored) == original
+    # The ids are the hash field and the key; times are integers; zero counts implied.
+    for absent in ("run_1", "s-1", "started_at"):
+        assert absent not in stored
+    assert len(stored) < len(json.dumps(original.to_dict(), separators=(",", ":")))
+
+
+def test_the_compact_record_keeps_the_metadata_the_console_reads() -> None:
+    stored = json.loads(encode_run(record()))
+    assert stored["m"]["signals"] == ["sig_a"]
+    assert stored["m"]["transcript"] == {"from": 40, "count": 2}
+    assert "cache_read_tokens" not in stored["u"]  # zero: implied
+
+
+def test_a_record_stored_whole_by_an_earlier_version_still_reads() -> None:
+    original = record()
+    assert decode_run("run_1", "s-1", json.dumps(original.to_dict())) == original
+
+
+def test_a_decision_is_stored_compactly_and_read_back_whole() -> None:
+    signal = RuntimeSignal.create(
+        "disk at 91% on db-1 " * 20, source="alerts", type="disk", urgency="high"
+    )
+    stored = decision_record(signal, "run_now", "urgency high -> run_now")
+    view = decision_view(stored)
+    assert view == {
+        "signal_id": signal.id,
+        "source": "alerts",
+        "type": "disk",
+        "urgency": "high",
+        "summary": signal.summary[:200],
+        "action": "run_now",
+        "reason": "urgency high -> run_now",
+        "decided_at": view["decided_at"],
+    }
+    decided = datetime.fromisoformat(view["decided_at"])
+    assert abs((datetime.now(UTC) - decided).total_seconds()) < 600
+    assert "signal_id" not in stored
+    assert ", " not in stored[:20]
+    # Earlier versions stored decisions whole: they come back as they are.
+    whole = {"signal_id": "sig_x", "action": "queue", "decided_at": "2026-01-01T00:00:00+00:00"}
+    assert decision_view(json.dumps(whole)) == whole
+
+
+def test_a_feedback_event_leaves_out_defaults_and_comes_back_equal() -> None:
+    event = FeedbackEvent("run_outcome", "s-1", run_id="run_1", value="completed", score=1.0)
+    stored = event.to_json()
+    for absent in ('"comment"', '"source"', ": "):
+        assert absent not in stored
+    assert FeedbackEvent.from_json(stored) == event
+    # A field that happens to hold the default word of another is still kept.
+    noted = FeedbackEvent("explicit", "s-1", value="up", comment="loom", source="slack")
+    assert FeedbackEvent.from_json(noted.to_json()) == noted
+
+
+def test_the_state_bounds_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOM_STATE__MAX_MESSAGES", "50")
+    monkeypatch.setenv("LOOM_STATE__MAX_RUNS", "7")
+    monkeypatch.setenv("LOOM_STATE__MAX_DECISIONS", "9")
+    monkeypatch.setenv("LOOM_STATE__CLAIM_TTL", "3600")
+    daemon = Daemon(settings=Settings(model="test"))
+    assert daemon.state.sessions.max_messages == 50
+    assert daemon.state.sessions.max_runs == 7
+    assert daemon.state.max_decisions == 9
+    assert daemon.state.recorded_ttl == 3600.0
+    for name in ("MAX_MESSAGES", "MAX_RUNS", "MAX_DECISIONS", "CLAIM_TTL"):
+        monkeypatch.delenv(f"LOOM_STATE__{name}")
+    defaults = Settings()
+    assert (defaults.state.max_messages, defaults.state.max_runs) == (400, 100)
+    assert (defaults.state.max_decisions, defaults.feedback.max_session_events) == (50, 100)
+    monkeypatch.setenv("LOOM_STATE__MAX_RUNS", "0")
+    with pytest.raises(ValueError, match="max_runs"):
+        Settings()
+
+
+async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix, max_runs=3, recorded_ttl=120.0)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        store = state.sessions
+        assert isinstance(store, RedisSessionStore)
+        for i in range(5):
+            run = record(run_id=f"run_{i}", started_at=START + timedelta(seconds=i))
+            await store.append("s-1", messages=[Message.user(f"q{i}")], run=run)
+        raw = await client.hgetall(session_key(prefix, "s-1", "runs"))
+        assert sorted(raw) == ["run_2", "run_3", "run_4"]  # the newest max_runs
+        assert all("run_id" not in value for value in raw.values())
+        snapshot = await store.load("s-1")
+        assert snapshot is not None
+        assert [r.run_id for r in snapshot.runs] == ["run_2", "run_3", "run_4"]
+        assert snapshot.runs[-1] == record(run_id="run_4", started_at=START + timedelta(seconds=4))
+        [summary] = await state.session_summaries(["s-1"])
+        assert summary.last_run is not None
+        assert json.loads(summary.last_run)["run_id"] == "run_4"
+
+        signal = RuntimeSignal.create("x", session_id="s-1")
+        decision = decision_record(signal, "observe", "r")
+        stored = SignalRecord("s-1", decision, signal_id=signal.id)
+        await state.record_signals([stored])
+        ttl = await client.pttl(f"{prefix}:dedupe:{recorded_key(signal.id)}")
+        assert 0 < ttl <= 120_000
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+class CountingBroker:
+    """Only what the ledger uses of a broker: publish, counted per routing key."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, exchange: str, routing_key: str, message: object) -> None:
+        self.published.append(json.loads(message.body)["session_id"])  # type: ignore[attr-defined]
+
+
+async def test_no_work_notice_for_a_session_a_worker_holds() -> None:
+    """The holder's ending takes the signal (tests/state_contract/test_run_steps.py), so the
+    notice, which the worker taking it would drop, is not sent (issue 20, item 2)."""
+    from loom.core.attention import Action
+    from loom.daemon.ledger import StateLedger
+    from loom.runtime.decisions import SignalDecision
+    from loom.state.memory_state import MemoryState
+
+    state = MemoryState()
+    broker = CountingBroker()
+    assert await state.acquire_lease("held", "w1", 30) is not None
+    decisions = [
+        SignalDecision(Action.QUEUE, "r", RuntimeSignal.create(f"x{i}", session_id=sid))
+        for i, sid in enumerate(["held", "free", "held"])
+    ]
+    ledger = StateLedger(state, state, broker, dedupe_ttl=60)  # type: ignore[arg-type]
+    await ledger.record(decisions)
+    await ledger.wake(decisions)
+    assert broker.published == ["free"]
+    assert len(await state.pending("held")) == 2
