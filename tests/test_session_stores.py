@@ -218,6 +218,18 @@ async def test_list_sessions_in_creation_order(make_store: StoreFactory) -> None
     assert await store.list_sessions() == ["c", "a", "b"]
 
 
+async def test_a_runs_cost_is_kept_to_the_cent_fraction(make_store: StoreFactory) -> None:
+    """Usage holds counts and one amount, ``cost_usd``: stored and read back, the amount
+    is not cut to a whole number of dollars."""
+    store = make_store()
+    usage = {"input_tokens": 1200, "requests": 2, "cost_usd": 0.01234567}
+    await store.append("s", messages=turn(1), run=run(1, usage=usage))
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert snapshot.runs[0].usage == usage
+    assert RunRecord.from_dict(snapshot.runs[0].to_dict()).usage == usage
+
+
 async def test_snapshots_and_inputs_are_copies(make_store: StoreFactory) -> None:
     store = make_store()
     record = run(1, metadata={"tags": ["x"]}, usage={"input_tokens": 1})

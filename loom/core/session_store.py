@@ -51,6 +51,11 @@ transcript: ``{"from": N, "count": k}``, entries counted from the session's firs
 ever stored (``SessionSnapshot.first_entry`` numbers a loaded window the same way)."""
 
 
+def usage_from(data: Mapping[str, Any]) -> dict[str, int | float]:
+    """A stored usage read back: counts as integers, the cost as the amount it is."""
+    return {str(k): float(v) if k == "cost_usd" else int(v) for k, v in data.items()}
+
+
 @dataclass(slots=True)
 class RunRecord:
     """What a store keeps about one run; upserted by ``run_id`` as the run progresses."""
@@ -60,7 +65,8 @@ class RunRecord:
     status: str
     output: str = ""
     error: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int | float] = field(default_factory=dict)
+    """Token and request counts, and one amount: ``cost_usd`` (``Usage.to_dict``)."""
     started_at: datetime = field(default_factory=utcnow)
     finished_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -103,7 +109,7 @@ class RunRecord:
             status=str(data["status"]),
             output=str(data.get("output", "")),
             error=data.get("error"),
-            usage={str(k): int(v) for k, v in (data.get("usage") or {}).items()},
+            usage=usage_from(data.get("usage") or {}),
             started_at=parse_time(data["started_at"]),
             finished_at=None if finished is None else parse_time(finished),
             metadata=dict(data.get("metadata") or {}),

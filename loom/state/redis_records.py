@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loom.core.messages import Usage
-from loom.core.session_store import RunRecord
+from loom.core.session_store import RunRecord, usage_from
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _USAGE_KEYS = tuple(Usage().to_dict())
@@ -66,7 +66,7 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
         status=str(data.get("s", _DEFAULT_STATUS)),
         output=str(data.get("o", "")),
         error=data.get("e"),
-        usage={str(k): int(v) for k, v in usage.items()},
+        usage=usage_from(usage),
         started_at=started,
         finished_at=None if "d" not in data else started + timedelta(microseconds=data["d"]),
         metadata=dict(data.get("m") or {}),
