@@ -29,19 +29,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+
+import httpx
 
 from loom import Agent, Model, ModelRequest, ModelResponse, RuntimeSignal
 from loom.daemon import worker
 from loom.daemon.app import Daemon
+from loom.daemon.http import build_app
 from loom.daemon.run_input import RunInput
 from loom.daemon.settings import Settings
 from loom.policies.attention import AttentionPolicy
 from loom.runtime.working import SignalDigest
-from loom.wire import PendingSignal, publish_signal
+from loom.state import base as state_base
+from loom.wire import PendingSignal
+
+TOKEN = "bench-attention-token"
+SESSIONS = [f"s{i}" for i in range(64)]
+SLOW_CALL = 30.0
+"""Seconds the fake model takes on a session's first call on a long ask: a page must cut it."""
 
 RECIPES = AttentionPolicy.from_rules(
     {"source": "heartbeat", "action": "observe"},
@@ -59,7 +69,7 @@ main: the observed alerts started runs of their own."""
 
 
 def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
-    """Waves of signals; each wave is published at once, then a short gap."""
+    """Waves of signals; each wave is posted at once, then a short gap."""
     rng = random.Random(seed)
     out: list[list[RuntimeSignal]] = []
     for wave in range(waves):
@@ -82,9 +92,40 @@ def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
                         f"{name} {status} {n}", source="alertmanager", type="alert",
                         urgency="high", session_id=sid,
                         payload={"status": status, "labels": {"alertname": name}}))  # fmt: skip
-        if wave == waves // 2:
-            batch.append(RuntimeSignal.create("prod down", urgency="critical", session_id="s0"))
         out.append(batch)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A critical page that arrives while its session is busy with a slow model call: the
+    ``ask`` before it wants a long answer, and the session's first call on it takes
+    ``SLOW_CALL`` seconds unless the page's interrupt cuts it."""
+
+    number: int
+    wave: int
+    ask: RuntimeSignal
+    page: RuntimeSignal
+
+    @property
+    def ask_tag(self) -> str:
+        return f"[long-{self.number}]"
+
+    @property
+    def page_tag(self) -> str:
+        return f"[page-{self.number}]"
+
+
+def pages(count: int, sessions: int, waves: int) -> list[Page]:
+    """``count`` pages spread over the waves and the sessions."""
+    out = []
+    for k in range(count):
+        sid = f"s{k % sessions}"
+        ask = RuntimeSignal.create(f"[long-{k}] write the postmortem of last week in full",
+                                   source="chat", type="message", session_id=sid)  # fmt: skip
+        page = RuntimeSignal.create(f"[page-{k}] prod down", source="pagerduty",
+                                    urgency="critical", session_id=sid)  # fmt: skip
+        out.append(Page(k, k * waves // count, ask, page))
     return out
 
 
@@ -104,99 +145,188 @@ def old_run_input(signals: Sequence[PendingSignal], risks: Mapping[str, str]) ->
 
 @contextlib.contextmanager
 def old_main(*, observed_start_runs: bool, old_input: bool) -> Iterator[None]:
-    """The worker as it was before issue 19, in the parts this trace exercises."""
-    saved = worker.wakes_a_worker, worker.render_run_input
+    """The worker as it was before issue 19, in the parts this trace exercises: the "more
+    work?" check (now the state's ``asks_for_run``) counting observed signals, and the old
+    run input."""
+    # Patched where ``WorkingState.has_work`` reads it (an import, hence the ignores).
+    saved = state_base.asks_for_run, worker.render_run_input  # type: ignore[attr-defined]
     if observed_start_runs:
-        worker.wakes_a_worker = lambda texts: bool(texts)  # any pending signal: a run
+        state_base.asks_for_run = lambda records: bool(records)  # type: ignore[attr-defined]
     if old_input:
         worker.render_run_input = old_run_input
     try:
         yield
     finally:
-        worker.wakes_a_worker, worker.render_run_input = saved
+        state_base.asks_for_run, worker.render_run_input = saved  # type: ignore[attr-defined]
 
 
 def prompt_chars(request: ModelRequest) -> int:
     return len(request.instructions) + sum(len(m.content) for m in request.messages)
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest rank: with ten pages, p99 is the worst of them."""
+    if not values:
+        return float("nan")
+    ranked = sorted(values)
+    return ranked[max(math.ceil(q * len(ranked)) - 1, 0)]
+
+
+@dataclass
+class Replay:
+    """What one mode's replay saw."""
+
+    calls: int = 0
+    prompt: float = 0.0
+    unhandled: int = 0
+    critical_starts: list[float] = field(default_factory=list)
+    """Seconds from a page's POST to the start of its run's model call."""
+    busy_pages: int = 0
+    """Pages posted while their session's slow call was in flight."""
+    cut: list[float] = field(default_factory=list)
+    """Seconds from a page's POST to its session's slow call being cancelled."""
+    interrupted: int = 0
+    """Runs of a slow call that ended ``interrupted``."""
+    wall: float = 0.0
+
+
 async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]],
-                 latency: float) -> dict[str, Any]:  # fmt: skip
-    calls: list[str] = []
+                 paged: list[Page], latency: float) -> Replay:  # fmt: skip
+    out = Replay()
     sizes: list[int] = []
-    critical_at: dict[str, float] = {}
-    starts: list[float] = []
+    posted: dict[int, float] = {}  # page number: when its POST was sent, until its call
+    sent: dict[int, float] = {}
+    slow_started = {p.number: asyncio.Event() for p in paged}
+    cut_at: dict[int, float] = {}
 
     async def model(request: ModelRequest) -> ModelResponse:
         text = request.last_user_text()
-        calls.append(text)
+        now = time.perf_counter()
         sizes.append(prompt_chars(request))
-        for signal_id, sent in list(critical_at.items()):
-            if signal_id in text or "prod down" in text:
-                starts.append(time.perf_counter() - sent)
-                critical_at.pop(signal_id)
-        await asyncio.sleep(latency)
-        return ModelResponse(text="ok")
+        for p in paged:
+            if p.number in posted and p.page_tag in text:
+                out.critical_starts.append(now - posted.pop(p.number))
+        # A session's first call on a long ask is slow, unless its page is already here.
+        slow = [p for p in paged if p.ask_tag in text and p.page_tag not in text
+                and not slow_started[p.number].is_set()]  # fmt: skip
+        if not slow:
+            await asyncio.sleep(latency)
+            return ModelResponse(text="ok")
+        for p in slow:
+            slow_started[p.number].set()
+        try:
+            await asyncio.sleep(SLOW_CALL)
+        except asyncio.CancelledError:  # the interrupt closed the call
+            for p in slow:
+                cut_at[p.number] = time.perf_counter()
+            raise
+        return ModelResponse(text="the postmortem, in full")
 
-    settings = Settings(broker_url="memory://", state_url="memory://",
-                        worker={"lease_ttl": 5.0, "sweep_interval": 0.05})  # fmt: skip
+    settings = Settings.model_validate({
+        "broker_url": "memory://", "state_url": "memory://", "api_token": TOKEN,
+        "worker": {"lease_ttl": 5.0, "sweep_interval": 0.05}})  # fmt: skip
     daemon = Daemon(Agent(Model.function(model), "You watch ops."), settings=settings,
                     attention=policy)  # fmt: skip
+    transport = httpx.ASGITransport(app=build_app(daemon, gateway=True))
+    headers = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    began = time.perf_counter()
     await daemon.start()
     try:
-        for batch in waves:
-            for signal in batch:
-                if signal.urgency == "critical":
-                    critical_at[signal.id] = time.perf_counter()
-                await publish_signal(daemon.broker, signal)
-            await asyncio.sleep(0.15)
-        while True:  # until nothing is pending, put off, ready or running
-            await daemon.broker.join()  # type: ignore[attr-defined]
-            await daemon.worker.run_until_idle()
-            busy = [s for s in (f"s{i}" for i in range(64)) if await daemon.state.scheduled(s)]
-            if not busy and not daemon.worker.active_sessions:
-                break
-            await asyncio.sleep(0.1)
-        unhandled = 0
-        for i in range(64):
-            for text in await daemon.state.pending(f"s{i}"):
-                unhandled += '"action":"queue"' in text or '"action":"interrupt"' in text
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+
+            async def post(signal: RuntimeSignal) -> None:
+                response = await client.post("/signals", content=signal.model_dump_json(),
+                                             headers=headers)  # fmt: skip
+                if response.status_code != 202:
+                    raise SystemExit(f"POST /signals {response.status_code}: {response.text}")
+
+            async def page_when_busy(p: Page) -> None:
+                await post(p.ask)
+                with contextlib.suppress(TimeoutError):  # counted: busy_pages
+                    await asyncio.wait_for(slow_started[p.number].wait(), SLOW_CALL / 3)
+                    await asyncio.sleep(0.2)  # well into the slow call
+                    out.busy_pages += 1
+                sent[p.number] = posted[p.number] = time.perf_counter()
+                await post(p.page)
+
+            paging: list[asyncio.Task[None]] = []
+            for wave, batch in enumerate(waves):
+                paging += [asyncio.create_task(page_when_busy(p)) for p in paged if p.wave == wave]
+                for signal in batch:
+                    await post(signal)
+                await asyncio.sleep(0.15)
+            await asyncio.gather(*paging)
+            while True:  # until nothing is pending, put off, ready or running
+                await daemon.broker.join()  # type: ignore[attr-defined]
+                await daemon.worker.run_until_idle()
+                busy = [s for s in SESSIONS if await daemon.state.scheduled(s)]
+                if not busy and not daemon.worker.active_sessions:
+                    break
+                await asyncio.sleep(0.1)
+            for sid in SESSIONS:
+                for text in await daemon.state.pending(sid):
+                    out.unhandled += '"action":"queue"' in text or '"action":"interrupt"' in text
+            for p in paged:  # the run that made the slow call: the first to take the ask
+                response = await client.get(f"/sessions/{p.ask.session_id}", headers=headers)
+                runs = [r for r in response.json()["runs"]
+                        if p.ask.id in r["metadata"].get("signals", ())]  # fmt: skip
+                out.interrupted += bool(runs) and runs[0]["status"] == "interrupted"
     finally:
         await daemon.stop()
-    return {"calls": len(calls), "unhandled": unhandled,
-            "prompt": sum(sizes) / max(len(sizes), 1),
-            "critical_start": max(starts) if starts else float("nan")}  # fmt: skip
+    out.wall = time.perf_counter() - began
+    out.calls = len(sizes)
+    out.prompt = sum(sizes) / max(len(sizes), 1)
+    out.cut = [cut_at[n] - sent[n] for n in cut_at]
+    return out
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--waves", type=int, default=10)
+    parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=19)
     args = parser.parse_args()
+    if args.sessions > len(SESSIONS):
+        parser.error(f"--sessions: at most {len(SESSIONS)}")
     waves = trace(args.seed, args.sessions, args.waves)
+    paged = pages(args.pages, args.sessions, args.waves)
+    signals = sum(map(len, waves)) + 2 * len(paged)
     # One run per event: every signal the default policy does not merely observe.
-    per_event = sum(1 for batch in waves for s in batch if s.urgency != "low")
-    results: dict[str, dict[str, Any]] = {}
+    per_event = sum(1 for batch in waves for s in batch if s.urgency != "low") + 2 * len(paged)
+    results: dict[str, Replay] = {}
     with old_main(observed_start_runs=True, old_input=True):
-        results["old main"] = await replay(None, waves, args.latency)
+        results["old main"] = await replay(None, waves, paged, args.latency)
     with old_main(observed_start_runs=False, old_input=True):
-        results["default, old input"] = await replay(None, waves, args.latency)
-    results["default policy"] = await replay(None, waves, args.latency)
-    results["recipes"] = await replay(RECIPES, waves, args.latency)
+        results["default, old input"] = await replay(None, waves, paged, args.latency)
+    results["default policy"] = await replay(None, waves, paged, args.latency)
+    results["recipes"] = await replay(RECIPES, waves, paged, args.latency)
     with old_main(observed_start_runs=True, old_input=True):
-        results["busy rule, old main"] = await replay(BUSY_RULE, waves, args.latency)
-    results["busy rule"] = await replay(BUSY_RULE, waves, args.latency)
+        results["busy rule, old main"] = await replay(BUSY_RULE, waves, paged, args.latency)
+    results["busy rule"] = await replay(BUSY_RULE, waves, paged, args.latency)
     old = results["old main"]
-    print(f"signals {sum(map(len, waves))}, one-run-per-event model calls {per_event}")
+    print(f"signals {signals} by POST /signals, one-run-per-event model calls {per_event}, "
+          f"{len(paged)} critical pages, each while its session waits on a {SLOW_CALL:.0f} s "
+          f"call; fake model {args.latency * 1000:.0f} ms")  # fmt: skip
     print(f"{'':19} {'calls':>5} {'/per-event':>10} {'/old main':>9} {'prompt chars':>12}"
-          f" {'/old main':>9} {'unhandled':>9} {'critical start':>14}")  # fmt: skip
-    for name, figures in results.items():
-        print(f"{name:19} {figures['calls']:5d} {figures['calls'] / per_event:10.3f}"
-              f" {figures['calls'] / old['calls']:9.3f} {figures['prompt']:12.0f}"
-              f" {figures['prompt'] / old['prompt']:9.3f} {figures['unhandled']:9d}"
-              f" {figures['critical_start'] * 1000:11.0f} ms")  # fmt: skip
+          f" {'/old main':>9} {'unhandled':>9} {'critical start p50/p99/max':>26}"
+          f" {'busy':>5} {'cut':>5} {'interrupted':>11} {'cut max':>8} {'wall':>6}")  # fmt: skip
+    for name, r in results.items():
+        starts = "/".join(f"{percentile(r.critical_starts, q) * 1000:.0f}"
+                          for q in (0.5, 0.99, 1.0))  # fmt: skip
+        missed = len(paged) - len(r.critical_starts)
+        starts += f" ms{f' ({missed} never)' if missed else ''}"
+        print(f"{name:19} {r.calls:5d} {r.calls / per_event:10.3f}"
+              f" {r.calls / old.calls:9.3f} {r.prompt:12.0f}"
+              f" {r.prompt / old.prompt:9.3f} {r.unhandled:9d} {starts:>26}"
+              f" {r.busy_pages:5d} {len(r.cut):5d} {r.interrupted:11d}"
+              f" {max(r.cut, default=float('nan')):7.2f}s {r.wall:5.1f}s")  # fmt: skip
+    print(
+        "busy: pages posted while their session's slow call was in flight; cut: slow calls "
+        "cancelled; interrupted: their runs that ended interrupted; cut max: a page's POST "
+        "to its slow call's cancellation"
+    )
 
 
 if __name__ == "__main__":
