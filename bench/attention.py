@@ -69,7 +69,8 @@ main: the observed alerts started runs of their own."""
 
 
 def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
-    """Waves of signals; each wave is posted at once, then a short gap."""
+    """Waves of signals, each in a seeded order that interleaves the sessions' bursts (a
+    wave is posted spread evenly over the gap between waves)."""
     rng = random.Random(seed)
     out: list[list[RuntimeSignal]] = []
     for wave in range(waves):
@@ -92,6 +93,7 @@ def trace(seed: int, sessions: int, waves: int) -> list[list[RuntimeSignal]]:
                         f"{name} {status} {n}", source="alertmanager", type="alert",
                         urgency="high", session_id=sid,
                         payload={"status": status, "labels": {"alertname": name}}))  # fmt: skip
+        rng.shuffle(batch)
         out.append(batch)
     return out
 
@@ -191,7 +193,7 @@ class Replay:
 
 
 async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]],
-                 paged: list[Page], latency: float) -> Replay:  # fmt: skip
+                 paged: list[Page], latency: float, gap: float) -> Replay:  # fmt: skip
     out = Replay()
     sizes: list[int] = []
     posted: dict[int, float] = {}  # page number: when its POST was sent, until its call
@@ -252,9 +254,11 @@ async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]
             paging: list[asyncio.Task[None]] = []
             for wave, batch in enumerate(waves):
                 paging += [asyncio.create_task(page_when_busy(p)) for p in paged if p.wave == wave]
-                for signal in batch:
+                wave_start = time.perf_counter()
+                for n, signal in enumerate(batch):
+                    await asyncio.sleep(wave_start + n * gap / len(batch) - time.perf_counter())
                     await post(signal)
-                await asyncio.sleep(0.15)
+                await asyncio.sleep(wave_start + gap - time.perf_counter())
             await asyncio.gather(*paging)
             while True:  # until nothing is pending, put off, ready or running
                 await daemon.broker.join()  # type: ignore[attr-defined]
@@ -285,7 +289,8 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--waves", type=int, default=10)
     parser.add_argument("--pages", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per model call")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds between waves")
     parser.add_argument("--seed", type=int, default=19)
     args = parser.parse_args()
     if args.sessions > len(SESSIONS):
@@ -296,19 +301,23 @@ async def main() -> None:
     # One run per event: every signal the default policy does not merely observe.
     per_event = sum(1 for batch in waves for s in batch if s.urgency != "low") + 2 * len(paged)
     results: dict[str, Replay] = {}
+
+    async def mode(policy: AttentionPolicy | None) -> Replay:
+        return await replay(policy, waves, paged, args.latency, args.gap)
+
     with old_main(observed_start_runs=True, old_input=True):
-        results["old main"] = await replay(None, waves, paged, args.latency)
+        results["old main"] = await mode(None)
     with old_main(observed_start_runs=False, old_input=True):
-        results["default, old input"] = await replay(None, waves, paged, args.latency)
-    results["default policy"] = await replay(None, waves, paged, args.latency)
-    results["recipes"] = await replay(RECIPES, waves, paged, args.latency)
+        results["default, old input"] = await mode(None)
+    results["default policy"] = await mode(None)
+    results["recipes"] = await mode(RECIPES)
     with old_main(observed_start_runs=True, old_input=True):
-        results["busy rule, old main"] = await replay(BUSY_RULE, waves, paged, args.latency)
-    results["busy rule"] = await replay(BUSY_RULE, waves, paged, args.latency)
+        results["busy rule, old main"] = await mode(BUSY_RULE)
+    results["busy rule"] = await mode(BUSY_RULE)
     old = results["old main"]
     print(f"signals {signals} by POST /signals, one-run-per-event model calls {per_event}, "
           f"{len(paged)} critical pages, each while its session waits on a {SLOW_CALL:.0f} s "
-          f"call; fake model {args.latency * 1000:.0f} ms")  # fmt: skip
+          f"call; model calls {args.latency:.2f} s, waves {args.gap:.2f} s apart")  # fmt: skip
     print(f"{'':19} {'calls':>5} {'/per-event':>10} {'/old main':>9} {'prompt chars':>12}"
           f" {'/old main':>9} {'unhandled':>9} {'critical start p50/p99/max':>26}"
           f" {'busy':>5} {'cut':>5} {'interrupted':>11} {'cut max':>8} {'wall':>6}")  # fmt: skip
