@@ -53,14 +53,22 @@ SESSIONS = [f"s{i}" for i in range(64)]
 SLOW_CALL = 30.0
 """Seconds the fake model takes on a session's first call on a long ask: a page must cut it."""
 
-RECIPES = AttentionPolicy.from_rules(
-    {"source": "heartbeat", "action": "observe"},
+SCALE = 0.1
+"""Bench seconds per real second: the 0.5 s model calls stand for 5 s ones, the recipes'
+delays are docs/attention.md's times this."""
+
+SLACK_AND_STORMS = (
+    {"source": "slack", "type": "message", "action": "queue", "debounce": 3 * SCALE,
+     "max_wait": 10 * SCALE, "group": ["thread_ts"]},
     {"source": "alertmanager", "payload": {"status": "resolved"}, "action": "observe"},
-    {"source": "alertmanager", "action": "queue", "debounce": 0.3, "max_wait": 1,
-     "group": ["labels.alertname"]},
-    {"source": "slack", "action": "queue", "debounce": 0.3, "max_wait": 1,
-     "group": ["thread_ts"]},
+    {"source": "alertmanager", "action": "queue", "debounce": 5 * SCALE,
+     "max_wait": 20 * SCALE, "group": ["labels.alertname", "labels.cluster"]},
+    {"source": "heartbeat", "action": "observe"},
 )  # fmt: skip
+RECIPES = AttentionPolicy.from_rules(*SLACK_AND_STORMS, schedule={"min_interval": 60 * SCALE})
+"""The recipes of docs/attention.md together (Slack threads, alert storms, heartbeats with
+a session's runs at most one a minute), scaled."""
+RECIPES_NO_INTERVAL = AttentionPolicy.from_rules(*SLACK_AND_STORMS)
 
 
 BUSY_RULE = AttentionPolicy.from_rules({"type": "alert", "busy": True, "action": "observe"})
@@ -310,6 +318,7 @@ async def main() -> None:
     with old_main(observed_start_runs=False, old_input=True):
         results["default, old input"] = await mode(None)
     results["default policy"] = await mode(None)
+    results["recipes, no interval"] = await mode(RECIPES_NO_INTERVAL)
     results["recipes"] = await mode(RECIPES)
     with old_main(observed_start_runs=True, old_input=True):
         results["busy rule, old main"] = await mode(BUSY_RULE)
@@ -318,7 +327,7 @@ async def main() -> None:
     print(f"signals {signals} by POST /signals, one-run-per-event model calls {per_event}, "
           f"{len(paged)} critical pages, each while its session waits on a {SLOW_CALL:.0f} s "
           f"call; model calls {args.latency:.2f} s, waves {args.gap:.2f} s apart")  # fmt: skip
-    print(f"{'':19} {'calls':>5} {'/per-event':>10} {'/old main':>9} {'prompt chars':>12}"
+    print(f"{'':20} {'calls':>5} {'/per-event':>10} {'/old main':>9} {'prompt chars':>12}"
           f" {'/old main':>9} {'unhandled':>9} {'critical start p50/p99/max':>26}"
           f" {'busy':>5} {'cut':>5} {'interrupted':>11} {'cut max':>8} {'wall':>6}")  # fmt: skip
     for name, r in results.items():
@@ -326,7 +335,7 @@ async def main() -> None:
                           for q in (0.5, 0.99, 1.0))  # fmt: skip
         missed = len(paged) - len(r.critical_starts)
         starts += f" ms{f' ({missed} never)' if missed else ''}"
-        print(f"{name:19} {r.calls:5d} {r.calls / per_event:10.3f}"
+        print(f"{name:20} {r.calls:5d} {r.calls / per_event:10.3f}"
               f" {r.calls / old.calls:9.3f} {r.prompt:12.0f}"
               f" {r.prompt / old.prompt:9.3f} {r.unhandled:9d} {starts:>26}"
               f" {r.busy_pages:5d} {len(r.cut):5d} {r.interrupted:11d}"
