@@ -1,25 +1,36 @@
-"""Model calls and prompt sizes of a bursty operations trace: one run per event, the old
-main, the default policy and the scheduling recipes of docs/attention.md (issues 19, 16).
+"""Model calls, prompt sizes and critical start of a bursty operations trace posted to
+``POST /signals``: one run per event, the old main, the default policy and the scheduling
+recipes of docs/attention.md (issues 19, 16).
 
-One daemon in this process (memory broker and state, real attention role and workers), a
-fake model with a fixed latency. A seeded trace (heartbeats, low-urgency observations, Slack
-bursts in threads, alert storms of one group, critical pages) is published in waves with
-short gaps; each mode replays the same trace, one after the other in this process:
+One daemon in this process (memory broker and state, real attention role and workers) and
+its gateway app (``build_app(daemon, gateway=True)``, with an API token) served in the same
+process through ``httpx.ASGITransport``: every signal is a ``POST /signals`` that must get
+its 202 (given once the broker confirmed it). A fake model takes 0.5 s a call. A seeded
+trace (heartbeats, Slack bursts in threads, alert storms of one group with their resolves)
+comes in waves, each spread over the gap to the next in an order that interleaves the
+sessions. Ten critical pages come on top, each while its session is busy with a 30 s model
+call: a "long answer" ask goes first, and the page is posted 0.2 s into the session's first
+call on it, which the page's interrupt must cut. Each mode replays the same trace, one after
+the other in this process:
 
-- ``old main``: the behaviour before issue 19, rebuilt in place: the worker's "more work?"
-  check counts observed signals (so they start runs, defect 1) and every run's input lists
-  every observed signal and open risk whole (defect 5); the default policy, which has no
-  schedule. (The other defects, interrupts not cutting the model call and an interrupted
-  run's signals not carried over, touch only the one critical page here.)
+- ``old main``: the behaviour before issue 19, rebuilt in place: the "more work?" check
+  counts observed signals (so they start runs, defect 1) and every run's input lists every
+  observed signal and open risk whole (defect 5); the default policy, which has no
+  schedule. Interrupts are today's (they cut the model call, the interrupted run's signals
+  carried over): the old main let a page wait for the whole 30 s call, which is not
+  rebuilt here.
 - ``default, old input``: today's worker with the old input, to show the digest's share;
 - ``default policy`` and ``recipes``: today's worker, observed signals and risks in
-  ``C_working`` as a digest;
+  ``C_working`` as a digest; the recipes with and without their minimum interval;
 - ``busy rule``: "an alert while busy: observe", on the old main and today.
 
 Printed: model calls as a ratio of the signals that ask for a run (one run per event) and
 of the old main; prompt characters (instructions and messages) per model call as a ratio
-of the old main; signals never handled (must be 0); the worst time from a critical
-signal's publish to its run's model call.
+of the old main; queued signals never handled (must be 0); p50/p99/max of the time from a
+critical page's POST to the start of its run's model call (nearest rank: with ten pages
+p99 is the worst); how many pages came while their session's slow call was in flight, how
+many of those calls were cancelled and their runs ended ``interrupted``, and the longest
+from a page's POST to its slow call's cancellation.
 
     uv run python bench/attention.py --sessions 4 --waves 6
 """
@@ -275,9 +286,10 @@ async def replay(policy: AttentionPolicy | None, waves: list[list[RuntimeSignal]
                 if not busy and not daemon.worker.active_sessions:
                     break
                 await asyncio.sleep(0.1)
-            for sid in SESSIONS:
-                for text in await daemon.state.pending(sid):
-                    out.unhandled += '"action":"queue"' in text or '"action":"interrupt"' in text
+            for sid in SESSIONS:  # asking for a run and left pending, or taken and left
+                left = await daemon.state.pending(sid)
+                out.unhandled += sum(PendingSignal.from_json(t).action.wakes_a_worker for t in left)
+                out.unhandled += len(await daemon.state.in_flight(sid))
             for p in paged:  # the run that made the slow call: the first to take the ask
                 response = await client.get(f"/sessions/{p.ask.session_id}", headers=headers)
                 runs = [r for r in response.json()["runs"]
