@@ -10,13 +10,13 @@ on the one Redis server Loom talks to (a cluster would need them in one slot).
 
 from __future__ import annotations
 
-from loom.state.redis_scripts import INDEX_LEASE
+from loom.state.redis_scripts import ACQUIRE_FUNCTION
 
 # S: the session's key stem; P: the prefix; W and K: sets (Lua tables) of the action values
 # that wake a worker and of every known action (``loom.state.working.asks_for_run`` reads
 # records the same way: only the action, and an unreadable one asks for a run).
 RUN_FUNCTIONS = (
-    INDEX_LEASE
+    ACQUIRE_FUNCTION
     + """
 local function action_set(csv)
   local set = {}
@@ -82,18 +82,8 @@ end
 OPEN_SESSION = (
     RUN_FUNCTIONS
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local t = index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
-local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
-local text = string.format('%d', token)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], text, 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[2], text)
-end
-redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[2])
+local text = acquire(KEYS, ARGV)
+if not text then return false end
 local sid, S, P, keep = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local W, K = action_set(ARGV[9]), action_set(ARGV[10])
 local unsent = redis.call('HGETALL', S .. 'outbox')

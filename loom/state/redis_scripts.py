@@ -220,25 +220,31 @@ end
 """
 
 # Takes a free lease: issues max(last token + 1, server time in microseconds), notes when it
-# was taken (for held_leases) and indexes it.
-ACQUIRE = (
+# was taken (for held_leases) and indexes it. KEYS: lease, token, leases index, leased_at;
+# ARGV: owner, ttl (ms), keep (ms, 0 = no expiry), session id. Answers the token as text, or
+# false when the lease is held. ``OPEN_SESSION`` takes its lease with the same function.
+ACQUIRE_FUNCTION = (
     INDEX_LEASE
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local t = index_lease(KEYS[3], ARGV[4], tonumber(ARGV[2]))
-local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
-local text = string.format('%d', token)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], text, 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[2], text)
+local function acquire(K, A)
+  if redis.call('EXISTS', K[1]) == 1 then return false end
+  local t = index_lease(K[3], A[4], tonumber(A[2]))
+  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local token = math.max(tonumber(redis.call('GET', K[2]) or '0') + 1, floor)
+  local text = string.format('%d', token)
+  if tonumber(A[3]) > 0 then
+    redis.call('SET', K[2], text, 'PX', A[3])
+  else
+    redis.call('SET', K[2], text)
+  end
+  redis.call('SET', K[1], text .. ':' .. A[1], 'PX', A[2])
+  redis.call('SET', K[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', A[2])
+  return text
 end
-redis.call('SET', KEYS[1], text .. ':' .. ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[2])
-return text
 """
 )
+
+ACQUIRE = ACQUIRE_FUNCTION + "return acquire(KEYS, ARGV)\n"
 
 # Extends a lease only while it is still the caller's (same owner and token).
 RENEW = (
@@ -307,6 +313,7 @@ return false
 
 __all__ = [
     "ACQUIRE",
+    "ACQUIRE_FUNCTION",
     "CARRY_OVER",
     "CHECK_FENCE",
     "CLAIM",
