@@ -12,11 +12,15 @@ import httpx
 import pytest
 
 from loom import Agent, Model, ModelRequest, ModelResponse, RuntimeSignal, ToolCall, tool
+from loom.broker.memory import MemoryBroker
 from loom.daemon.app import Daemon
+from loom.daemon.attention import pending_json
 from loom.daemon.http import build_app
-from loom.daemon.settings import Settings
+from loom.daemon.settings import ApprovalSettings, Settings
+from loom.daemon.worker import SessionWorker
 from loom.state.base import StateUnavailable
-from loom.wire import publish_signal
+from loom.state.memory_state import MemoryState
+from loom.wire import TOPOLOGY, publish_signal
 from tests.polling import eventually
 from tests.test_daemon_memory import drain
 
@@ -386,3 +390,52 @@ async def test_a_late_press_on_an_earlier_turns_approval_is_not_unknown() -> Non
             assert again.status_code in (200, 409), (again.status_code, again.text)
     finally:
         await daemon.stop()
+
+
+class PageDuringTheSuspension(MemoryState):
+    """A critical page recorded just as the worker lets go of a run it suspends: the lease
+    is still held, so no work notice goes out for it (the holder is left to find it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.page: RuntimeSignal | None = None
+
+    async def clear_ready(self, session_id: str) -> None:
+        await super().clear_ready(session_id)
+        if self.page is None and await self.suspensions.load(session_id) is not None:
+            self.page = RuntimeSignal.create(
+                "page: db down", urgency="critical", session_id=session_id
+            )
+            await self.add_pending(session_id, pending_json(self.page, "interrupt"))
+            await self.mark_ready(session_id)
+
+
+async def test_a_page_recorded_while_the_run_is_suspended_ends_it_without_a_sweep() -> None:
+    """Before: the worker let go of the session looking only for decisions, so the page
+    waited for the approval to be decided or to expire (no notice, and no sweep looks at
+    a suspended session's signals)."""
+    ran.clear()
+    state = PageDuringTheSuspension()
+    broker = MemoryBroker(topology=TOPOLOGY)
+    await broker.start()
+    agent = Agent(Model.function(script), tools=[restart])
+    worker = SessionWorker(
+        agent, broker, state, sweep_interval=3600, approvals=ApprovalSettings(hold=0.0)
+    )
+    first = RuntimeSignal.create("please restart api", session_id="ops")
+    await state.add_pending("ops", pending_json(first, "queue"))
+    await state.mark_ready("ops")
+    await worker.start()
+    try:
+        await worker.try_run("ops")
+        await eventually(lambda: _interrupted(state, "ops"), "the suspended run to end", timeout=10)
+    finally:
+        await worker.stop(timeout=1)
+        await broker.close()
+    assert state.page is not None
+    assert ran == []  # the page's own run asks again (restart needs approval)
+
+
+async def _interrupted(state: MemoryState, session_id: str) -> bool:
+    snapshot = await state.sessions.load(session_id)
+    return bool(snapshot and snapshot.runs) and snapshot.runs[0].status == "interrupted"

@@ -44,6 +44,7 @@ from loom.intake.replies import Reply
 from loom.runtime.config import RunContext, SessionConfig
 from loom.runtime.run import Run, RunResult, RunStatus
 from loom.runtime.session import Session
+from loom.signals import RuntimeSignal
 from loom.state.base import State, StateUnavailable
 from loom.state.endings import RunEnding, RunFinish, RunTake, SessionOpening, Then
 from loom.state.feedback_log import held_feedback
@@ -400,11 +401,17 @@ class SessionWorker:
         # held and left the session to us: look once more now that it is free. Also when
         # stopping: then the loop above left such signals for another worker to find.
         # Not while a run waits for people: new signals wait for it to end; but a
-        # decision that came after the last look (its notice was dropped while we held
-        # the session) must not wait for a sweep.
+        # decision, or a signal that interrupts the run, that came after the last look
+        # (recorded while we held the session, so with no notice) must not wait for a
+        # sweep: no sweep looks at a suspended session's signals.
         if waiting:
             checkpoint = await self.state.suspensions.load(session_id)
-            return released, checkpoint is not None and can_resume(checkpoint)
+            if checkpoint is None:
+                return released, False
+            if can_resume(checkpoint) or await self._interrupting(session_id) is not None:
+                await self.state.mark_ready(session_id)
+                return released, True
+            return released, False
         if await self.state.has_work(session_id):
             await self.state.mark_ready(session_id)
             return released, True
@@ -494,6 +501,13 @@ class SessionWorker:
         metrics.ATTENTION_CARRIED_OVER.inc(len(carried))
         return True
 
+    async def _interrupting(self, session_id: str) -> RuntimeSignal | None:
+        """The first pending signal that interrupts the session's run, if any."""
+        for pending in map(PendingSignal.from_json, await self.state.pending(session_id)):
+            if pending.action.interrupts:
+                return pending.signal
+        return None
+
     async def _go_on_with(self, lease: Lease, checkpoint: RunCheckpoint) -> bool:
         """The session has a suspended run: resume it when its decisions are in (or one
         expired), or end it when a signal interrupts it. False while it still waits."""
@@ -504,14 +518,7 @@ class SessionWorker:
             # at the start of this drive): only the checkpoint is left to forget.
             await self.awaiting.ended(lease, checkpoint.run_id)
             return True
-        interrupting = next(
-            (
-                pending.signal
-                for pending in map(PendingSignal.from_json, await self.state.pending(session_id))
-                if pending.action.interrupts
-            ),
-            None,
-        )
+        interrupting = await self._interrupting(session_id)
         if not can_resume(checkpoint) and interrupting is None:
             # Still waiting. Ask again: a worker may have died between keeping the run and
             # asking (each request is delivered once, so this repeats none).
