@@ -110,6 +110,27 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+async def _watched(pipe: Any, key: str) -> RunCheckpoint | None:
+    """The checkpoint at ``key``, read under WATCH: a write by anyone else before the
+    transaction runs makes it fail (``WatchError``), and the caller reads again."""
+    await pipe.watch(key)
+    raw = await pipe.get(key)
+    return None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
+
+
+def _unless_stale(answer: Any, session_id: str, token: int) -> str | None:
+    """A fenced script's answer as text (None for none); ``StaleFencingToken`` when it
+    says a newer token holds the session."""
+    if answer is None:
+        return None
+    text = answer.decode() if isinstance(answer, bytes) else str(answer)
+    if text.startswith("stale:"):
+        raise StaleFencingToken(
+            f"session {session_id}: fencing token {token} is older than {text[6:]}"
+        )
+    return text
+
+
 class RedisSuspensions(Suspensions):
     """The port on Redis (see the module's key list)."""
 
@@ -149,14 +170,7 @@ class RedisSuspensions(Suspensions):
             answer = await script(
                 keys=[*self._fence_keys(session_id), *keys], args=[token, self._keep_ms, *args]
             )
-        if answer is None:
-            return None
-        text = answer.decode() if isinstance(answer, bytes) else str(answer)
-        if text.startswith("stale:"):
-            raise StaleFencingToken(
-                f"session {session_id}: fencing token {token} is older than {text[6:]}"
-            )
-        return text
+        return _unless_stale(answer, session_id, token)
 
     async def save(self, checkpoint: RunCheckpoint, token: int) -> None:
         session_id = checkpoint.session_id
@@ -167,10 +181,7 @@ class RedisSuspensions(Suspensions):
                     try:
                         # Compare-and-set against decisions (``decide``): one taken since
                         # the worker read the run is kept, never written over.
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        stored = None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
-                        kept = keeping_decisions(checkpoint, stored)
+                        kept = keeping_decisions(checkpoint, await _watched(pipe, key))
                         pipe.multi()  # type: ignore[no-untyped-call]
                         await self._save(
                             keys=[*self._fence_keys(session_id), key, self._index],
@@ -188,11 +199,7 @@ class RedisSuspensions(Suspensions):
                         break
                     except WatchError:
                         continue
-        text = answer.decode() if isinstance(answer, bytes) else answer
-        if isinstance(text, str) and text.startswith("stale:"):
-            raise StaleFencingToken(
-                f"session {session_id}: fencing token {token} is older than {text[6:]}"
-            )
+        _unless_stale(answer, session_id, token)
 
     def _life_ms(self, checkpoint: RunCheckpoint) -> int:
         """The session's TTL, but never less than until its last approval expires (and a
@@ -225,9 +232,7 @@ class RedisSuspensions(Suspensions):
             async with self._client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        stored = None if raw is None else RunCheckpoint.from_dict(json.loads(raw))
+                        stored = await _watched(pipe, key)
                         if stored is None or stored.approval(approval_id) is None:
                             await pipe.unwatch()  # type: ignore[no-untyped-call]
                             return await self._decide_closed(
