@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from loom import (
 )
 from loom.runtime import session as session_module
 from loom.state import RunRecord
+from loom.state.redis_sessions import RedisSessionStore
+from tests.services import delete_redis_keys, require_redis
 
 
 class Recorder:
@@ -325,3 +328,53 @@ async def test_context_is_compacted_at_whole_turns() -> None:
     assert call_ids == [m.tool_call_id for m in history if m.role == "tool"]
     compacted = [e for r in results for e in r.events if e.type == "context.compacted"]
     assert len(compacted) == len(compactions)
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "memory":
+        yield InMemorySessionStore()
+    elif request.param == "file":
+        yield FileSessionStore(tmp_path / "sessions.jsonl")
+    else:
+        redis_url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+        store = RedisSessionStore(redis_url, prefix=prefix)
+        yield store
+        await store.close()
+        await delete_redis_keys(redis_url, prefix)
+
+
+async def test_half_a_character_from_the_model_or_a_tool_is_stored_as_a_replacement(
+    any_store: Any,
+) -> None:
+    """A lone surrogate (an emoji cut at the token limit, escaped in the provider's JSON)
+    has no UTF-8 form: before, the Redis and file stores could not save the run, which
+    failed, and a daemon retried it until its poison limit."""
+    half = "\ud83d"
+
+    @tool
+    def echo(text: str) -> str:
+        return f"tool says {text}{half}"
+
+    def model(request: ModelRequest) -> ModelResponse:
+        if request.messages[-1].role == "user":
+            call = ToolCall("c1", "echo", {"text": f"arg{half}"}, raw_arguments=None)
+            return ModelResponse.of_tool_calls(call, text=f"calling{half}")
+        return ModelResponse(text=f"done {half}, whole 😀 and joined \ud83d\ude00")
+
+    agent = Agent(Model.function(model), tools=[echo], session_store=any_store)
+    result = await agent.session("half").run("go")
+    await agent.aclose()
+
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert result.output == "done \ufffd, whole 😀 and joined 😀"
+    snapshot = await any_store.load("half")
+    assert snapshot is not None
+    assert [m.content for m in snapshot.messages] == [
+        "go",
+        "calling\ufffd",
+        "tool says arg\ufffd\ufffd",
+        "done \ufffd, whole 😀 and joined 😀",
+    ]
+    assert snapshot.messages[1].tool_calls[0].arguments == {"text": "arg\ufffd"}
+    assert [(r.status, r.output) for r in snapshot.runs] == [("completed", result.output)]

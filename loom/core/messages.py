@@ -42,6 +42,44 @@ class ToolCall:
         )
 
 
+def well_formed(text: str) -> str:
+    """``text`` with each lone UTF-16 surrogate replaced by U+FFFD.
+
+    A provider's JSON may escape half of a character (``"\\ud83d"``: output cut at the
+    token limit), and a tool may return one; Python keeps such a string, but it has no
+    UTF-8 form, so no store, reply or next request could carry it. A surrogate pair split
+    across two code points is joined, not replaced.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _well_formed_value(value: Any) -> Any:
+    """``well_formed`` applied to every string in a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return well_formed(value)
+    if isinstance(value, dict):
+        return {well_formed(str(k)): _well_formed_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_well_formed_value(item) for item in value]
+    return value
+
+
+def well_formed_call(call: ToolCall) -> ToolCall:
+    """``call`` with ``well_formed`` name, arguments and raw arguments."""
+    return ToolCall(
+        id=call.id,
+        name=well_formed(call.name),
+        arguments=_well_formed_value(call.arguments),
+        raw_arguments=None if call.raw_arguments is None else well_formed(call.raw_arguments),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One transcript entry.
@@ -72,14 +110,17 @@ class Message:
         provider_data: dict[str, Any] | None = None,
     ) -> Message:
         return cls(
-            role="assistant", content=content, tool_calls=tool_calls, provider_data=provider_data
+            role="assistant",
+            content=well_formed(content),
+            tool_calls=tuple(well_formed_call(call) for call in tool_calls),
+            provider_data=provider_data,
         )
 
     @classmethod
     def tool_result(cls, call: ToolCall, content: str, *, is_error: bool = False) -> Message:
         return cls(
             role="tool",
-            content=content,
+            content=well_formed(content),
             tool_call_id=call.id,
             tool_name=call.name,
             is_error=is_error,

@@ -19,7 +19,7 @@ async def session_view(state: State, session_id: str) -> dict[str, Any] | None:
     holder = await state.lease_holder(session_id)
     pending = await state.pending(session_id)
     in_flight = await state.in_flight(session_id)
-    decisions = await state.decisions(session_id, 50)
+    decisions = await state.decisions(session_id)
     suspended = await state.suspensions.load(session_id)
     if snapshot is None and not (pending or in_flight or decisions or holder or suspended):
         return None

@@ -165,7 +165,7 @@ class StateSettings(BaseModel):
     """Run records kept per session, the newest (``GET /sessions/{id}``, the console)."""
     max_decisions: int = Field(default=50, ge=1)
     """Attention decisions kept per session, the newest (``GET /sessions/{id}`` and the
-    console show the newest 50)."""
+    console show them all)."""
     claim_ttl: float = Field(default=86_400.0, gt=0)
     """Seconds a signal's redelivery claim is kept: a redelivery of the same signal within
     it is not recorded twice (about 130 bytes of Redis per signal)."""

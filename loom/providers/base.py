@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loom.core.messages import Message, ToolCall, Usage
+from loom.core.messages import Message, ToolCall, Usage, well_formed, well_formed_call
 from loom.errors import ProviderError
 from loom.generation import Generation
 from loom.tools.tool import ToolDefinition
@@ -70,6 +70,11 @@ class ModelResponse:
     model: str = ""
     provider_data: dict[str, Any] | None = None
     """Provider state the next request must send back (e.g. signed thinking blocks)."""
+
+    def __post_init__(self) -> None:
+        # Whatever the provider sent, the run's output and transcript stay storable.
+        self.text = well_formed(self.text)
+        self.tool_calls = tuple(well_formed_call(call) for call in self.tool_calls)
 
     @classmethod
     def of_text(cls, text: str, **kwargs: Any) -> ModelResponse:

@@ -18,7 +18,7 @@ from typing import Any
 from loom.core.checkpoints import MemoryToolJournal, RunCheckpoint
 from loom.core.governance import Governor, RateLimits
 from loom.core.hooks import HookManager
-from loom.core.messages import Message, Usage
+from loom.core.messages import Message, Usage, well_formed
 from loom.errors import AuthenticationError, ProviderError
 from loom.generation import Generation
 from loom.logs import scrub_keys
@@ -440,8 +440,9 @@ class AgentLoop:
                 self.provider.complete(request, on_delta if stream else None)
             )
         except RunInterrupted:
-            run.emit("model.interrupted", iteration=request.iteration, partial="".join(partial))
-            raise _CutShort("".join(partial)) from None
+            said = well_formed("".join(partial))
+            run.emit("model.interrupted", iteration=request.iteration, partial=said)
+            raise _CutShort(said) from None
         except Exception as exc:
             # The reason reaches results, replies, hooks and logs: no key it may quote.
             reason = scrub_keys(describe_model_error(exc))

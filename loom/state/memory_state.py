@@ -350,11 +350,11 @@ class MemoryState(State):
             )
         return rows
 
-    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
+    async def decisions(self, session_id: str, limit: int | None = None) -> list[str]:
         session = self._sessions.get(session_id)
-        if session is None or limit <= 0:
+        if session is None or (limit is not None and limit <= 0):
             return []
-        return list(session.decisions)[-limit:]
+        return list(session.decisions)[-(limit or len(session.decisions)) :]
 
     # -- feedback ----------------------------------------------------------------------
 

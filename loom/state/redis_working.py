@@ -257,10 +257,10 @@ class RedisWorkingState(WorkingState):
             self._key(session_id, "decisions"), decision_json, self.max_decisions, session_id
         )
 
-    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
-        if limit <= 0:
+    async def decisions(self, session_id: str, limit: int | None = None) -> list[str]:
+        if limit is not None and limit <= 0:
             return []
-        return await self._range(self._key(session_id, "decisions"), -limit)
+        return await self._range(self._key(session_id, "decisions"), 0 if limit is None else -limit)
 
     # -- sessions that need a run ------------------------------------------------------
 

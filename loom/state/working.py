@@ -143,8 +143,8 @@ class WorkingState(ABC):
         """Keep an attention decision (the newest ``max_decisions``)."""
 
     @abstractmethod
-    async def decisions(self, session_id: str, limit: int = 50) -> list[str]:
-        """The newest decisions, newest last."""
+    async def decisions(self, session_id: str, limit: int | None = None) -> list[str]:
+        """The newest ``limit`` decisions (all that are kept when None), newest last."""
 
     # -- interrupts --------------------------------------------------------------------
     @abstractmethod

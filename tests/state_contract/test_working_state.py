@@ -124,6 +124,14 @@ async def test_decisions_are_bounded_newest_last(backend: Backend) -> None:
     assert await state.decisions("s", limit=0) == []
 
 
+async def test_every_kept_decision_is_read_by_default(backend: Backend) -> None:
+    # GET /sessions/{id} and the console read them this way: all that max_decisions keeps.
+    state = backend.new(max_decisions=80)
+    for i in range(70):
+        await state.record_decision("s", json.dumps({"n": i}))
+    assert [json.loads(d)["n"] for d in await state.decisions("s")] == list(range(70))
+
+
 # -- ready set ----------------------------------------------------------------------------
 
 
