@@ -19,6 +19,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from pamqp.commands import Basic
 
 from loom.broker.base import ORIGIN_HEADER, REASON_HEADER, Message
+from loom.broker.rabbitmq import batching
 from loom.broker.rabbitmq.connection import LOST, Connection
 from loom.broker.rabbitmq.declare import Declarer
 
@@ -79,19 +80,31 @@ class Publisher:
         twice, which the dedupe keys absorb; a silent loss would be worse."""
         unavailable = self.connection.unavailable
         publisher = self.connection.publisher()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    if publisher.is_closed:
-                        await publisher.ready()
-                    try:
-                        confirmation = await exchange.publish(message, routing_key, mandatory=True)
-                        break
-                    except LOST as exc:
-                        if not self.connection.is_publisher(publisher):  # closed by us
-                            raise unavailable("the broker was closed", exc) from exc
-                        log.warning("publish to %s interrupted (%s); retrying",
-                                    _where(exchange, routing_key), exc)  # fmt: skip
+            while True:
+                try:
+                    if publisher.is_closed or not self.connection.connected:
+                        async with asyncio.timeout_at(deadline):  # a reconnect under way
+                            await publisher.ready()
+                            channel = await publisher.get_underlay_channel()
+                    else:  # connected: returns at once, so no timer is armed for it
+                        channel = await publisher.get_underlay_channel()
+                    # The publish's own timeout (aiormq's) bounds it and its confirmation.
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    confirmation = await batching.publish(
+                        channel, exchange.name, routing_key, message, timeout=remaining
+                    )
+                    break
+                except LOST as exc:
+                    if not self.connection.is_publisher(publisher):  # closed by us
+                        raise unavailable("the broker was closed", exc) from exc
+                    log.warning("publish to %s interrupted (%s); retrying",
+                                _where(exchange, routing_key), exc)  # fmt: skip
+                    async with asyncio.timeout_at(deadline):
                         await asyncio.sleep(RETRY_PAUSE)
         except PublishError as exc:
             where = _where(exchange, routing_key)  # worked out only when it went wrong
