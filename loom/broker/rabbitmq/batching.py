@@ -97,11 +97,12 @@ async def publish(
     channel: aiormq.abc.AbstractChannel,
     exchange: str,
     routing_key: str,
-    message: aio_pika.Message,
+    body: bytes,
+    properties: aiormq.spec.Basic.Properties,
     *,
     timeout: float | None,
 ) -> ConfirmationFrameType | None:
-    """Publish ``message`` (mandatory) and return the broker's confirmation, within
+    """Publish ``body`` with ``properties`` (mandatory) and return the broker's confirmation, within
     ``timeout`` seconds, without waiting for its frames to be written before the next
     publish on the channel is queued. Raises as aio-pika's ``Exchange.publish`` does
     (``DeliveryError`` for a nack, ``PublishError`` for a return, channel and connection
@@ -109,7 +110,7 @@ async def publish(
     arguments: dict[str, Any] = {
         "exchange": exchange,
         "routing_key": routing_key,
-        "properties": message.properties,
+        "properties": properties,
         "mandatory": True,
         "timeout": timeout,
     }
@@ -125,8 +126,8 @@ async def publish(
             break
         await asyncio.sleep(0)
     if isinstance(channel, aiormq.Channel):
-        return await channel.basic_publish(message.body, wait=False, **arguments)
-    return await channel.basic_publish(message.body, **arguments)  # pragma: no cover
+        return await channel.basic_publish(body, wait=False, **arguments)
+    return await channel.basic_publish(body, **arguments)  # pragma: no cover
 
 
 __all__ = [
