@@ -138,7 +138,9 @@ def build_app(
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
-        refused = admission.refusal(signal, daemon.adapters, known_reply_prefixes())
+        # The known kinds of address matter only for a reply_to (worked out only then).
+        known = known_reply_prefixes() if signal.reply_to else ()
+        refused = admission.refusal(signal, daemon.adapters, known)
         if refused is not None:
             return error(422, refused)
         with tracing.continued(request.headers):  # the sender's trace, if it sent one
