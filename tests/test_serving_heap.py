@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from loom import Agent, Model
-from loom.daemon.app import Daemon
+from loom.daemon.app import YOUNG_OBJECTS, Daemon
 from loom.daemon.http import build_app
 from loom.daemon.settings import Settings
 from loom.intake.port import Intake
@@ -28,8 +28,11 @@ async def test_a_serving_process_freezes_what_its_start_made(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Before: full collections walked the start's objects at every pass (a sixth of a
-    gateway's CPU); now they are frozen while the process serves, and let go at its end."""
+    gateway's CPU) and the youngest generation was collected every 700 allocations; now the
+    start's objects are frozen and young ones collected less often while the process
+    serves, and both are undone at its end."""
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     daemon = daemon_with(http={"port": 0})
     caplog.set_level(logging.INFO, logger="loom.daemon")
     serving = asyncio.create_task(daemon.serve(("gateway",)))
@@ -41,10 +44,12 @@ async def test_a_serving_process_freezes_what_its_start_made(
     await eventually(listening, "the gateway to listen")
     try:
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS
     finally:
         daemon.request_stop()
         await serving
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
 
 
 def _count(route: str, status: str) -> float:
