@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -18,6 +18,7 @@ import aiormq
 import pytest
 from aio_pika.exceptions import DeliveryError
 from aiormq import spec
+from yarl import URL
 
 from loom.broker import Binding, BrokerUnavailable, Message, Topology
 from loom.broker.rabbitmq import RabbitMQBroker, batching
@@ -65,19 +66,17 @@ class CountingFactory(batching.CoalescingTransportFactory):
     def __init__(self) -> None:
         self.recorders: list[Recorder] = []
 
-    def wrap(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> Any:
+    def wrap(self, transport: Any, loop: asyncio.AbstractEventLoop) -> Any:
         recorder = Recorder(transport)
         self.recorders.append(recorder)
-        return super().wrap(recorder, loop)
+        return super().wrap(cast(asyncio.Transport, recorder), loop)
 
 
 @pytest.fixture
 async def channel() -> AsyncIterator[tuple[aio_pika.abc.AbstractChannel, CountingFactory]]:
     url = require_rabbitmq()
     factory = CountingFactory()
-    connection = batching.CoalescingRobustConnection(
-        aio_pika.connection.URL(url), transport_factory=factory
-    )
+    connection = batching.CoalescingRobustConnection(URL(url), transport_factory=factory)
     await connection.connect(timeout=10)
     try:
         yield await connection.channel(on_return_raises=True), factory
@@ -118,7 +117,7 @@ async def test_publishes_in_flight_together_go_out_in_few_writes(
     assert recorder.writes - before <= 10, recorder.writes - before
     held = []
     while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        held.append(message.message_id)
+        held.append(str(message.message_id))
     assert sorted(held) == sorted(f"m{i}" for i in range(40))
 
 
@@ -144,7 +143,7 @@ async def test_each_publish_of_a_batch_gets_its_own_ack_or_nack(
     assert len(nacked) == 15, answers
     held = []
     while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        held.append(message.message_id)
+        held.append(str(message.message_id))
     assert sorted(held) == sorted(f"m{i}" for i in acked)
 
 
