@@ -138,7 +138,7 @@ async def start_gateway(ns: str, port: int) -> asyncio.subprocess.Process:
         sys.executable, "-m", "loom", "gateway", cwd=ROOT, env=env, stderr=subprocess.PIPE
     )
     async with aiohttp.ClientSession() as client:
-        for _ in range(200):
+        for _ in range(1200):  # 60 s: a loaded machine starts it slowly
             if process.returncode is not None:
                 error = (await process.stderr.read()).decode() if process.stderr else ""
                 raise RuntimeError(f"loom gateway exited: {error}")
@@ -150,7 +150,7 @@ async def start_gateway(ns: str, port: int) -> asyncio.subprocess.Process:
                 pass
             await asyncio.sleep(0.05)
     process.terminate()
-    raise RuntimeError("loom gateway did not become ready in 10 s")
+    raise RuntimeError("loom gateway did not become ready in 60 s")
 
 
 async def post_signals(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -15,8 +16,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, compile_path
+from starlette.types import Receive, Scope, Send
 
 from loom import tracing
 from loom.adapters.registry import OffRoute, known_reply_prefixes, off_routes
@@ -24,7 +26,7 @@ from loom.daemon.approvals import StateApprovalDesk, approval_routes
 from loom.daemon.attention import describe_validation_error
 from loom.daemon.console import ConsoleAuth, console_routes
 from loom.daemon.feedback_http import feedback_routes
-from loom.daemon.http_metrics import HTTPMetrics
+from loom.daemon.http_metrics import HTTPMetrics, record
 from loom.daemon.intake import accept
 from loom.daemon.openapi import build_openapi
 from loom.daemon.session_view import session_view
@@ -136,7 +138,9 @@ def build_app(
             return error(422, describe_validation_error(problem))
         except CloudEventError as problem:
             return error(422, str(problem))
-        refused = admission.refusal(signal, daemon.adapters, known_reply_prefixes())
+        # The known kinds of address matter only for a reply_to (worked out only then).
+        known = known_reply_prefixes() if signal.reply_to else ()
+        refused = admission.refusal(signal, daemon.adapters, known)
         if refused is not None:
             return error(422, refused)
         with tracing.continued(request.headers):  # the sender's trace, if it sent one
@@ -171,13 +175,53 @@ def build_app(
                     return error(404, off.explain(found.groupdict()))
         return await http_error(request, problem)
 
-    app = Starlette(
+    app = _App(
+        post_signal if gateway else None,
         routes=routes,
         middleware=[Middleware(HTTPMetrics, routes=routes)],
         exception_handlers={HTTPException: not_found},
     )
     app.state.off_routes = [off for _, off in hints]
     return app
+
+
+class _App(Starlette):
+    """The Starlette app, with ``POST /signals`` (the accept path, the one route under
+    load) served before its middleware and router: the same endpoint, answers and metrics,
+    without the layers that only pass the request on (about a tenth of the gateway's CPU).
+    What they would add is done here: the request counted and timed, and a 500 "Internal
+    Server Error" for an endpoint that raises (re-raised, so the server logs it)."""
+
+    def __init__(self, signals: Endpoint | None, **options: Any) -> None:
+        super().__init__(**options)
+        self._signals = signals
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self._signals is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/signals"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+        ):
+            await self._accept(self._signals, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _accept(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+        scope["app"] = self
+        try:
+            response = await endpoint(Request(scope, receive))
+        except Exception:
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
+        else:
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            record("/signals", status, time.perf_counter() - started)
 
 
 def _console(

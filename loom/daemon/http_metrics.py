@@ -70,13 +70,17 @@ class HTTPMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = self.template(scope)
-            counted = _requests.get((route, status))
-            if counted is None:  # routes and status codes are few: every pair is kept
-                counted = metrics.HTTP_REQUESTS.labels(route, str(status))
-                _requests[route, status] = counted
-            counted.inc()
-            timed = _durations.get(route)
-            if timed is None:
-                timed = _durations[route] = metrics.HTTP_DURATION.labels(route)
-            timed.observe(time.perf_counter() - started)
+            record(self.template(scope), status, time.perf_counter() - started)
+
+
+def record(route: str, status: int, seconds: float) -> None:
+    """Count a request to ``route`` answered ``status`` and time it (``seconds``)."""
+    counted = _requests.get((route, status))
+    if counted is None:  # routes and status codes are few: every pair is kept
+        counted = metrics.HTTP_REQUESTS.labels(route, str(status))
+        _requests[route, status] = counted
+    counted.inc()
+    timed = _durations.get(route)
+    if timed is None:
+        timed = _durations[route] = metrics.HTTP_DURATION.labels(route)
+    timed.observe(seconds)

@@ -21,6 +21,8 @@ from typing import Any, cast
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from loom.core.coalescing import CoalescingTransport
+
 logger = logging.getLogger("loom.http")
 
 HEADER_TIMEOUT = 10.0
@@ -75,48 +77,6 @@ class GuardedH11Protocol(_HeaderTimer, H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-
-
-class CoalescingTransport:
-    """A transport whose writes made in one step of the event loop go out in one write.
-
-    uvicorn writes a response's status line and headers, then its body, each with a write
-    of its own: two system calls and two TCP segments for every small answer (a 202 is
-    about 150 bytes). Held until the end of the step they are one; more than
-    ``FLUSH_BYTES`` held go out at once, so a response streamed without a pause is not
-    held in memory. ``close`` sends what is held first. The rest is the transport's own.
-    """
-
-    FLUSH_BYTES = 65_536
-
-    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] = []
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        if not self._held:
-            self._loop.call_soon(self.flush)
-        self._held.append(data)
-        self._size += len(data)
-        if self._size > self.FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send what is held (nothing once the transport closes: the peer is gone)."""
-        if not self._held:
-            return
-        held, self._held, self._size = self._held, [], 0
-        if not self._transport.is_closing():
-            self._transport.write(b"".join(held))
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(_HeaderTimer, HttpToolsProtocol):

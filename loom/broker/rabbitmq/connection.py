@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.exceptions import AMQPConnectionError, ChannelClosed, ChannelInvalidStateError
+from yarl import URL
 
 from loom.broker.base import BrokerUnavailable, namespaced
+from loom.broker.rabbitmq.batching import CoalescingRobustConnection, CoalescingTransportFactory
 
 ERRORS = (TimeoutError, *CONNECTION_EXCEPTIONS)
 """What talking to RabbitMQ raises when it is away or too slow."""
@@ -68,6 +69,8 @@ class Connection:
         self._secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True)
         self.connect_timeout = connect_timeout
         self.namespace = namespace
+        self.transport_factory = CoalescingTransportFactory()
+        """How the socket to RabbitMQ is made (each reconnect makes a new one)."""
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
@@ -91,11 +94,15 @@ class Connection:
                 return False
             try:
                 with _first_attempt_quiet():
-                    connection = await aio_pika.connect_robust(
-                        self._url,
-                        timeout=self.connect_timeout,
+                    # aio_pika.connect_robust, with the connection class that lets the
+                    # transport factory through: publishes in flight together go out in
+                    # one write (batching.py).
+                    connection = CoalescingRobustConnection(
+                        URL(self._url),
                         client_properties={"connection_name": f"loom {self.namespace}".strip()},
+                        transport_factory=self.transport_factory,
                     )
+                    await connection.connect(timeout=self.connect_timeout)
             except ERRORS as exc:
                 raise self.unavailable("cannot connect", exc) from exc
             try:
