@@ -144,6 +144,9 @@ class Message:
         role = data["role"]
         if role not in ("user", "assistant", "tool"):
             raise ValueError(f"unknown message role {role!r}")
+        if len(data) == 2 and "content" in data:
+            # The common entry (a plain turn, as ``to_dict`` writes it): nothing else to read.
+            return cls(role, data["content"])
         return cls(
             role=role,
             content=data.get("content", ""),

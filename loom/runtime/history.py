@@ -34,6 +34,14 @@ class WorkingHistory:
     def __len__(self) -> int:
         return len(self.messages)
 
+    def copy(self) -> WorkingHistory:
+        """A copy with a list of its own and the size already known (no message measured
+        again: a run's window starts from the whole history)."""
+        twin = WorkingHistory()
+        twin.messages = list(self.messages)
+        twin.chars = self.chars
+        return twin
+
     def extend(self, messages: Iterable[Message]) -> None:
         for message in messages:
             self.messages.append(message)

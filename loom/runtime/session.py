@@ -311,7 +311,7 @@ class Session:
             )
         return ContextWindow(
             runtime.context or DropOldestTurns(runtime.max_context_tokens),
-            WorkingHistory(messages),
+            history.copy() if messages is history.messages else WorkingHistory(messages),
             first_entry=self._first_entry + len(history.messages) - len(messages),
             stored=self._stored,
             use_summary=use_summary,

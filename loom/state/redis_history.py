@@ -74,8 +74,8 @@ class HeldHistory:
 
     def extended(self, appended: int, raw: Sequence[str], keep: int) -> HeldHistory:
         """This mirror with the entries ``raw`` parsed after it, the newest ``keep`` kept."""
-        added = [Message.from_dict(json.loads(item)) for item in raw]
-        return self.with_messages(appended, added, [weight(item) for item in raw], keep)
+        weights = [weight(item) for item in raw]
+        return self.with_messages(appended, parse_entries(raw), weights, keep)
 
     def with_messages(
         self, appended: int, added: Sequence[Message], weights: Sequence[int], keep: int
@@ -134,3 +134,18 @@ class HeldHistories:
 
 def weight(raw: str) -> int:
     return len(raw) + MESSAGE_OVERHEAD
+
+
+def parse_entries(raw: Sequence[str]) -> list[Message]:
+    """Message-list entries (each one JSON object) parsed with one JSON parse for them all.
+
+    A store that does not hold a session (it holds fewer than its worker runs in turn, say)
+    parses the whole list for every run, up to ``max_messages`` entries: one parse instead
+    of one per entry takes about half the time that costs.
+    """
+    if not raw:
+        return []
+    entries = json.loads("[" + ",".join(raw) + "]")
+    if len(entries) != len(raw):
+        raise ValueError(f"{len(raw)} message entries held {len(entries)} JSON values")
+    return [Message.from_dict(data) for data in entries]
