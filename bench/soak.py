@@ -10,8 +10,10 @@ each step, once every signal of it is decided and answered by a completed run, i
 - the process's RSS, and its change since the first step (the warm-up);
 - the namespace's Redis memory: the sum of ``MEMORY USAGE`` over its keys (exact for this
   namespace on a shared server), per session and with the signals' redelivery claims
-  (``dedupe:signal-recorded:*``, kept ``RECORDED_TTL``) apart, plus the server's
-  ``used_memory`` for reference (blurred by anyone else using the server);
+  (``recorded:*`` hashes, and ``dedupe:signal-recorded:*`` keys before them, kept the
+  claim TTL) apart, plus the server's
+  ``used_memory`` for reference (blurred by anyone else using the server); with
+  ``--breakdown``, the same memory by key kind (key names with ids taken out);
 - CPU seconds of this process per run in the step.
 
 Services as bench/pipeline.py (``LOOM_BENCH_RABBITMQ_URL``, ``LOOM_BENCH_REDIS_URL``).
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import sys
 import time
@@ -52,8 +55,22 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def namespace_bytes(client: Redis, ns: str) -> tuple[int, int, int]:
-    """(bytes of every key of the namespace, bytes of its redelivery claims, key count)."""
+def key_kind(key: bytes, ns: str) -> str:
+    """A key's kind: its name with the namespace, session ids and other ids taken out."""
+    name = key.decode(errors="replace").removeprefix(ns).lstrip(":")
+    name = re.sub(r"\{[^}]*\}", "{sid}", name)
+    name = re.sub(r"(^|:)signal-recorded:[^:]+", r"\1signal-recorded:*", name)
+    name = re.sub(r"(^|:)recorded:[^:]+:[^:]+$", r"\1recorded:<bucket>:<shard>", name)
+    return re.sub(r"(approval|marker|rate|dedupe:(?!signal)[^:]+):[^:]+$", r"\1:*", name)
+
+
+async def namespace_bytes(
+    client: Redis, ns: str, kinds: dict[str, list[int]] | None = None
+) -> tuple[int, int, int]:
+    """(bytes of every key of the namespace, bytes of its redelivery claims, key count).
+
+    With ``kinds``, also adds up [keys, bytes] per key kind (see :func:`key_kind`).
+    """
     total = claims = count = 0
     batch: list[bytes] = []
 
@@ -65,8 +82,12 @@ async def namespace_bytes(client: Redis, ns: str) -> tuple[int, int, int]:
             sizes = await pipe.execute()
         for key, size in zip(keys, sizes, strict=True):
             total += size or 0
-            if b":dedupe:signal-recorded:" in key:
+            if b":dedupe:signal-recorded:" in key or b":recorded:" in key:
                 claims += size or 0
+            if kinds is not None:
+                kind = kinds.setdefault(key_kind(key, ns), [0, 0])
+                kind[0] += 1
+                kind[1] += size or 0
 
     async for key in client.scan_iter(match=f"{ns}:*", count=2000):
         batch.append(key)
@@ -77,6 +98,21 @@ async def namespace_bytes(client: Redis, ns: str) -> tuple[int, int, int]:
     if batch:
         await measure(batch)
     return total, claims, count
+
+
+def print_kinds(kinds: dict[str, list[int]], sent: int, sessions: int) -> None:
+    """The namespace's memory by key kind; per-session keys (``{sid}``) apart from the keys
+    all sessions share (whose share per session shrinks as sessions are added)."""
+    own = sum(size for kind, (_, size) in kinds.items() if "{sid}" in kind)
+    shared = sum(size for kind, (_, size) in kinds.items() if "{sid}" not in kind)
+    print(f"  by key kind after {sent:,} signals: per-session keys {own / sessions / 1024:.1f} "
+          f"KB/session, shared keys {shared / 1024:.1f} KB in all")  # fmt: skip
+    print(f"  {'kind':<46} {'keys':>8} {'KB':>10} {'KB/session':>10} {'B/key':>8}")
+    for kind, (n, size) in sorted(kinds.items(), key=lambda item: -item[1][1]):
+        print(
+            f"  {kind:<46} {n:>8,} {size / 1024:>10.1f} "
+            f"{size / sessions / 1024:>10.2f} {size / max(n, 1):>8.0f}"
+        )
 
 
 async def soak(args: argparse.Namespace) -> int:
@@ -151,7 +187,8 @@ async def soak(args: argparse.Namespace) -> int:
             await asyncio.sleep(0)
             rss = rss_mb()
             first_rss = rss if first_rss is None else first_rss
-            total, claims, keys = await namespace_bytes(client, ns)
+            kinds: dict[str, list[int]] = {}
+            total, claims, keys = await namespace_bytes(client, ns, kinds)
             used = int((await client.info("memory"))["used_memory"]) / 2**20
             per = total / args.sessions / 1024
             per_without = (total - claims) / args.sessions / 1024
@@ -161,6 +198,8 @@ async def soak(args: argparse.Namespace) -> int:
                 f"{keys:>8,} {used:>14.1f} {cpu:>10.2f} {elapsed:>7.0f}",
                 flush=True,
             )
+            if args.breakdown:
+                print_kinds(kinds, sent, args.sessions)
         print(f"every signal decided: {decided == sent} ({decided:,} of {sent:,}); "
               f"handled by completed runs: {handled:,}")  # fmt: skip
     finally:
@@ -178,4 +217,7 @@ if __name__ == "__main__":
     parser.add_argument("--signals", type=int, default=300_000)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--every", type=int, default=50_000, help="signals per printed step")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="print the memory by key kind at every step"
+    )
     sys.exit(asyncio.run(soak(parser.parse_args())))

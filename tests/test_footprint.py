@@ -5,6 +5,7 @@ claim TTL as settings."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from loom.signals import RuntimeSignal
 from loom.state import state_from_url
 from loom.state.redis_records import decode_run, encode_run
 from loom.state.redis_sessions import RedisSessionStore, session_key
+from loom.state.redis_working import RECORDED_BUCKET, recorded_digest
 from loom.state.working import SignalRecord, recorded_key
 from loom.wire import decision_record, decision_view
 from tests.services import delete_redis_keys, require_redis
@@ -66,9 +68,22 @@ def test_a_run_record_comes_back_whole_from_its_compact_form(changes: dict[str, 
 
 def test_the_compact_record_keeps_the_metadata_the_console_reads() -> None:
     stored = json.loads(encode_run(record()))
-    assert stored["m"]["signals"] == ["sig_a"]
-    assert stored["m"]["transcript"] == {"from": 40, "count": 2}
-    assert "cache_read_tokens" not in stored["u"]  # zero: implied
+    # The worker's metadata and the usage under short names; the range as [from, count].
+    assert (stored["g"], stored["x"], stored["w"]) == (["sig_a"], [40, 2], "w")
+    assert stored["n"] == {"i": 120, "r": 1}  # zero counts: implied
+    assert "m" not in stored
+    assert decode_run("run_1", "s-1", json.dumps(stored)) == record()
+    # Other metadata, and a range of another shape, stay as they are.
+    other = record(metadata={"transcript": [1, 2], "k": {"v": 1}, "fencing_token": 7})
+    assert json.loads(encode_run(other))["m"] == {"transcript": [1, 2], "k": {"v": 1}}
+    assert decode_run("run_1", "s-1", encode_run(other)) == other
+
+
+def test_a_record_stored_with_long_names_by_an_earlier_version_still_reads() -> None:
+    usage = {"input_tokens": 120, "requests": 1}
+    metadata = {"signals": ["sig_a"], "transcript": {"from": 40, "count": 2}, "worker": "w"}
+    stored = {"t": 1772600767891011, "o": "done: disk at 83%", "d": 1500000, "u": usage}
+    assert decode_run("run_1", "s-1", json.dumps(stored | {"m": metadata})) == record()
 
 
 def test_a_record_stored_whole_by_an_earlier_version_still_reads() -> None:
@@ -157,8 +172,20 @@ async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
         decision = decision_record(signal, "observe", "r")
         stored = SignalRecord("s-1", decision, signal_id=signal.id)
         await state.record_signals([stored])
-        ttl = await client.pttl(f"{prefix}:dedupe:{recorded_key(signal.id)}")
-        assert 0 < ttl <= 120_000
+        # The claim is a ten-byte field of a small hash of its bucket, not a key of its own.
+        assert not await client.exists(f"{prefix}:dedupe:{recorded_key(signal.id)}")
+        shard, _ = recorded_digest(signal.id)
+        bucket = int(time.time() // RECORDED_BUCKET)  # the server's clock is this one's
+        places = [f"{prefix}:recorded:{b}:{shard}" for b in (bucket - 1, bucket, bucket + 1)]
+        [claims] = [key for key in places if await client.exists(key)]
+        assert await client.object("encoding", claims) == "listpack"
+        binary = aioredis.Redis.from_url(url)
+        try:
+            assert [len(field) for field in await binary.hkeys(claims)] == [10]
+        finally:
+            await binary.aclose()
+        ttl = await client.pttl(claims)
+        assert 120_000 < ttl <= 120_000 + RECORDED_BUCKET * 1000
     finally:
         await client.aclose()
         await state.close()

@@ -168,7 +168,8 @@ class StateSettings(BaseModel):
     console show them all)."""
     claim_ttl: float = Field(default=86_400.0, gt=0)
     """Seconds a signal's redelivery claim is kept: a redelivery of the same signal within
-    it is not recorded twice (about 130 bytes of Redis per signal)."""
+    it is not recorded twice (about 17 bytes of Redis per signal at volume, kept between
+    this and this plus six hours)."""
 
 
 class Settings(SettingsBase, AdapterSettings):

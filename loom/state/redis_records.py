@@ -4,8 +4,11 @@ A session keeps up to ``max_runs`` records, so each byte counts many times over.
 stored JSON leaves out the run id (it is the hash field) and the session id (it is in the
 key), keeps times as integer microseconds since the epoch (the end as the run's duration),
 the status only when it is not ``completed``, the output and error only when there are
-any, and of the usage only the counts that are not zero. ``decode_run`` gives back the
-same ``RunRecord`` and also reads records stored whole by earlier versions.
+any, and of the usage only the counts that are not zero, each under a short name. The
+metadata the worker writes on every run (its signals, fencing token, worker and transcript
+range) goes under short names too, the range as ``[from, count]``; any other metadata
+stays as it is under ``m``. ``decode_run`` gives back the same ``RunRecord`` and also reads
+the records earlier versions stored (whole, or with long names).
 """
 
 from __future__ import annotations
@@ -15,11 +18,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loom.core.messages import Usage
-from loom.core.session_store import RunRecord, usage_from
+from loom.core.session_store import RUN_TRANSCRIPT, RunRecord, usage_from
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _USAGE_KEYS = tuple(Usage().to_dict())
 _DEFAULT_STATUS = "completed"
+_USAGE_NAMES = {
+    "input_tokens": "i",
+    "output_tokens": "o",
+    "cache_read_tokens": "cr",
+    "cache_write_tokens": "cw",
+    "reasoning_tokens": "rt",
+    "requests": "r",
+    "cost_usd": "c",
+    "unpriced_requests": "ur",
+}
+"""The short name of each usage count (a count not named here is stored whole, ``U``)."""
+_USAGE_KEYS_BY_NAME = {name: key for key, name in _USAGE_NAMES.items()}
+_METADATA_NAMES = {"signals": "g", "fencing_token": "f", "worker": "w", RUN_TRANSCRIPT: "x"}
+"""The run metadata every run of the worker carries, stored at the top under these names."""
 
 
 def _micros(value: datetime) -> int:
@@ -39,13 +56,24 @@ def encode_run(record: RunRecord) -> str:
     if record.finished_at is not None:
         data["d"] = _micros(record.finished_at) - started
     if record.usage:
-        if set(record.usage) == set(_USAGE_KEYS):
+        if set(record.usage) == set(_USAGE_KEYS) <= set(_USAGE_NAMES):
             # The usual case, a whole Usage: the zero counts are implied.
-            data["u"] = {k: v for k, v in record.usage.items() if v}
+            data["n"] = {_USAGE_NAMES[k]: v for k, v in record.usage.items() if v}
         else:
             data["U"] = dict(record.usage)
-    if record.metadata:
-        data["m"] = record.metadata
+    rest = dict(record.metadata)
+    for key, name in _METADATA_NAMES.items():
+        value = rest.get(key)
+        if key == RUN_TRANSCRIPT:
+            if not (isinstance(value, dict) and set(value) == {"from", "count"}):
+                continue  # not the worker's range: kept as it is under "m"
+            value = [value["from"], value["count"]]
+        elif key not in rest:
+            continue
+        del rest[key]
+        data[name] = value
+    if rest:
+        data["m"] = rest
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -56,10 +84,20 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
         return RunRecord.from_dict(data)
     started = _EPOCH + timedelta(microseconds=int(data["t"]))
     usage: dict[str, Any] = {}
-    if "u" in data:
+    if "n" in data:
+        named = {_USAGE_KEYS_BY_NAME[name]: v for name, v in data["n"].items()}
+        usage = dict.fromkeys(_USAGE_KEYS, 0) | named
+    elif "u" in data:
         usage = dict.fromkeys(_USAGE_KEYS, 0) | data["u"]
     elif "U" in data:
         usage = data["U"]
+    metadata = dict(data.get("m") or {})
+    for key, name in _METADATA_NAMES.items():
+        if name in data:
+            value = data[name]
+            if key == RUN_TRANSCRIPT and isinstance(value, list):
+                value = {"from": value[0], "count": value[1]}
+            metadata[key] = value
     return RunRecord(
         run_id=run_id,
         session_id=session_id,
@@ -69,7 +107,7 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
         usage=usage_from(usage),
         started_at=started,
         finished_at=None if "d" not in data else started + timedelta(microseconds=data["d"]),
-        metadata=dict(data.get("m") or {}),
+        metadata=metadata,
     )
 
 

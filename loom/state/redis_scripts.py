@@ -156,15 +156,27 @@ return out
 # put-off run with it), the activity index (session -> last active, server seconds; entries older
 # than keep go). ARGV: keep (ms, 0 = no expiry), the pending bound, the decisions bound, then the
 # batch as one JSON array of records [key stem, session id, pending JSON, interrupt JSON, ready,
-# decision JSON, recorded key] ("" = none), then how long a recorded key is kept (ms). A record
-# whose recorded key exists is skipped: its signal was recorded before (a redelivery, or a write
-# that timed out and landed anyway). One argument for the whole batch, not eight per signal:
-# redis-py packs every argument in Python, and that packing was a third of the attention role's
-# Redis cost. The session keys are the stem plus the part's name (session_key); a script may build
-# its keys on one Redis, which is what Loom runs on.
+# decision JSON, recorded key, claim shard, claim place] ("" = none), then the claim TTL (ms),
+# the claim bucket width (ms), the claim hashes' prefix and the claims' digests. A record whose
+# signal was recorded before (a redelivery, or a write that timed out and landed anyway) is
+# skipped. One argument for the whole batch, not eight per signal: redis-py packs every argument
+# in Python, and that packing was a third of the attention role's Redis cost. The session keys
+# are the stem plus the part's name (session_key); a script may build its keys on one Redis,
+# which is what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
 # Answers the sessions of ready records whose lease was held when the record landed: their
 # holder's ending (a later script) takes the signals, so they need no work notice.
+#
+# The redelivery claims are kept compactly (about 16 bytes a signal, against 130 for a key of
+# its own): a claim is a field of the hash ``<claim prefix><bucket>:<shard>``, where the bucket
+# is the server time (ms) divided by the bucket width (fixed, not derived from the TTL, so
+# replicas with different claim TTLs share one layout) and the shard the first three hex digits
+# of a digest of the signal id (4,096 hashes a bucket, each small enough to stay a listpack);
+# the field is the next ten bytes of that digest, taken from the digests argument at the
+# record's claim place (ten bytes each). A hash expires one claim TTL after its bucket ends, so
+# a claim lives between one TTL and one TTL plus one bucket width. A signal is looked up in
+# every bucket of the last TTL, and under the recorded key: one key a signal, the layout before
+# these hashes (and what ``claim`` writes), so claims taken before an upgrade still hold.
 RECORD_SIGNALS = """
 local keep = tonumber(ARGV[1])
 local max_pending = tonumber(ARGV[2])
@@ -176,10 +188,28 @@ local function push(key, value, bound)
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ttl = tonumber(ARGV[5])
+local width = tonumber(ARGV[6])
+local current = math.floor(now_ms / width)
+local oldest = math.floor((now_ms - ttl) / width)
+local live = (current + 1) * width + ttl - now_ms
+local function fresh(r)
+  if r[7] == '' then return true end
+  if redis.call('EXISTS', r[7]) == 1 then return false end
+  local field = string.sub(ARGV[8], r[9] * 10 - 9, r[9] * 10)
+  for bucket = current, oldest, -1 do
+    if redis.call('HEXISTS', ARGV[7] .. bucket .. ':' .. r[8], field) == 1 then return false end
+  end
+  local claims = ARGV[7] .. current .. ':' .. r[8]
+  redis.call('HSET', claims, field, '')
+  if redis.call('PTTL', claims) < live then redis.call('PEXPIRE', claims, live) end
+  return true
+end
 if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - keep / 1000) end
 local held = {}
 for _, r in ipairs(cjson.decode(ARGV[4])) do
-  if r[7] == '' or redis.call('SET', r[7], '1', 'NX', 'PX', ARGV[5]) then
+  if fresh(r) then
     local stem = r[1]
     if r[3] ~= '' then push(stem .. 'pending', r[3], max_pending) end
     if r[4] ~= '' then push(stem .. 'interrupts', r[4], max_pending) end

@@ -24,7 +24,11 @@ Cluster hash tag that keeps one session's keys in one slot)::
                                                about max_feedback
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
     {prefix}:s:{<sid>}:outbox          HASH    run id -> replies a stored run owes, JSON
-    {prefix}:dedupe:signal-recorded:<id> STRING "1": the signal was recorded (attention)
+    {prefix}:recorded:<bucket>:<shard> HASH    signal id digest -> "": the signals recorded
+                                               in a bucket of server time, each claim kept
+                                               the claim TTL at least (``RECORD_SIGNALS``)
+    {prefix}:dedupe:signal-recorded:<id> STRING "1": a claim ``claim`` took, or from before
+                                               the claim hashes; still honoured
     {prefix}:s:{<sid>}:lease           STRING  "<token>:<owner>", expires with the lease
     {prefix}:s:{<sid>}:leased_at       STRING  server time the lease was taken, expires with it
     {prefix}:s:{<sid>}:token           STRING  the newest lease token issued
@@ -70,6 +74,7 @@ from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    RECORDED_PREFIX,
     RECORDED_TTL,
 )
 
@@ -195,11 +200,17 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         return None if held is None else str(held)
 
     async def claimed(self, key: str) -> str | None:
+        if key.startswith(RECORDED_PREFIX):
+            return "1" if await self._recorded(key.removeprefix(RECORDED_PREFIX)) else None
         with self._guard():
             held = await self._client.get(f"{self.prefix}:dedupe:{key}")
         return None if held is None else str(held)
 
     async def forget(self, key: str) -> None:
+        if key.startswith(RECORDED_PREFIX):
+            # A signal's redelivery claim lives in the claim hashes (RECORD_SIGNALS).
+            await self._forget_recorded(key.removeprefix(RECORDED_PREFIX))
+            return
         with self._guard():
             await self._client.delete(f"{self.prefix}:dedupe:{key}")
 

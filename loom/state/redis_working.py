@@ -13,13 +13,18 @@ Keys (layout of every key: ``loom.state.redis_state``)::
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
     {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
+    {prefix}:recorded:<bucket>:<shard> HASH    10-byte signal id digest -> "": the signals
+                                               recorded in a bucket of server time, kept
+                                               for the claim TTL after it (RECORD_SIGNALS)
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -34,6 +39,18 @@ from loom.state.working import (
     WorkingState,
     recorded_key,
 )
+
+RECORDED_BUCKET = 6 * 3600.0
+"""Seconds of server time whose recorded signals share a set of claim hashes (fixed, so
+replicas with different claim TTLs share one layout): a claim lives between the claim TTL
+and the claim TTL plus this, and a signal is looked up in TTL / this + 1 buckets."""
+
+
+def recorded_digest(signal_id: str) -> tuple[str, bytes]:
+    """A signal id's redelivery claim on Redis: its hash's shard (three hex digits, 4,096
+    a bucket) and its field (ten bytes), both of one BLAKE2b digest of the id."""
+    digest = hashlib.blake2b(signal_id.encode(), digest_size=12).digest()
+    return digest[:2].hex()[:3], digest[2:]
 
 
 def milliseconds(seconds: float) -> int:
@@ -53,6 +70,8 @@ class RedisWorkingState(WorkingState):
     """Per-session keys expire this long after their last write (0: never)."""
     _block_slice: float | None
     """The longest a blocking wait may last (under the socket timeout)."""
+    recorded_bucket: float = RECORDED_BUCKET
+    """The width of a bucket of redelivery claims (``RECORDED_BUCKET``; shorter in tests)."""
 
     def _register_working_scripts(self) -> None:
         register = self._client.register_script
@@ -172,28 +191,75 @@ class RedisWorkingState(WorkingState):
     async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         if not records:
             return set()
-        batch = [
-            [
+        batch: list[list[object]] = []
+        digests: list[bytes] = []
+        for record in records:
+            claim: list[object] = ["", "", 0]
+            if record.signal_id:
+                shard, field = recorded_digest(record.signal_id)
+                digests.append(field)
+                claim = [self._dedupe_key(recorded_key(record.signal_id)), shard, len(digests)]
+            batch.append([
                 self._key(record.session_id, ""),
                 record.session_id,
                 record.pending_json or "",
                 json.dumps(list(record.interrupt)) if record.interrupt is not None else "",
                 record.ready,
                 record.decision_json,
-                f"{self.prefix}:dedupe:{recorded_key(record.signal_id)}"
-                if record.signal_id
-                else "",
-            ]
-            for record in records
-        ]
+                *claim,
+            ])  # fmt: skip
         args = [self._keep_ms, self.max_pending, self.max_decisions]
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
             held = await self._record_signals(
                 keys=[f"{self.prefix}:ready", *self._due_keys()[:2], f"{self.prefix}:activity"],
-                args=[*args, batch_json, milliseconds(self.recorded_ttl)],
+                args=[
+                    *args,
+                    batch_json,
+                    milliseconds(self.recorded_ttl),
+                    milliseconds(self.recorded_bucket),
+                    self._recorded_prefix,
+                    b"".join(digests),
+                ],
             )
         return set(texts(held))
+
+    def _dedupe_key(self, key: str) -> str:
+        return f"{self.prefix}:dedupe:{key}"
+
+    @property
+    def _recorded_prefix(self) -> str:
+        return f"{self.prefix}:recorded:"
+
+    def _recorded_places(self, signal_id: str) -> tuple[list[str], bytes]:
+        """The claim hashes that may hold a signal's redelivery claim (every bucket a claim
+        can still live in, one more either side for clocks apart), and its field."""
+        shard, field = recorded_digest(signal_id)
+        width = milliseconds(self.recorded_bucket)
+        now = time.time() * 1000
+        oldest = math.floor((now - milliseconds(self.recorded_ttl) - width) / width) - 1
+        buckets = range(oldest, math.floor(now / width) + 2)
+        return [f"{self._recorded_prefix}{bucket}:{shard}" for bucket in buckets], field
+
+    async def _recorded(self, signal_id: str) -> bool:
+        """Whether a signal's redelivery claim is held (``claimed(recorded_key(id))``)."""
+        keys, field = self._recorded_places(signal_id)
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.exists(self._dedupe_key(recorded_key(signal_id)))
+                for key in keys:
+                    pipe.hexists(key, field)
+                return any(await pipe.execute())
+
+    async def _forget_recorded(self, signal_id: str) -> None:
+        """Drop a signal's redelivery claim (``forget(recorded_key(id))``)."""
+        keys, field = self._recorded_places(signal_id)
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._dedupe_key(recorded_key(signal_id)))
+                for key in keys:
+                    pipe.hdel(key, field)
+                await pipe.execute()
 
     async def _range(self, key: str, start: int = 0) -> list[str]:
         with self._guard():

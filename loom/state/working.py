@@ -25,10 +25,13 @@ RECORDED_TTL = 86_400.0
 """Seconds a recorded signal id is remembered, so a redelivery is not recorded again."""
 
 
+RECORDED_PREFIX = "signal-recorded:"
+
+
 def recorded_key(signal_id: str) -> str:
     """The claim (``Claims``) that says a signal was recorded; forget it to record the
     signal again (a replay of the dead letters)."""
-    return f"signal-recorded:{signal_id}"
+    return f"{RECORDED_PREFIX}{signal_id}"
 
 
 WAKING_ACTIONS = tuple(action.value for action in Action if action.wakes_a_worker)

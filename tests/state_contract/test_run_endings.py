@@ -4,6 +4,7 @@ memory and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,7 @@ from loom.state import State
 from loom.state.endings import RunEnding
 from loom.state.leases import StaleFencingToken
 from loom.state.working import SignalRecord, recorded_key
-from tests.state_contract.backends import Backend
+from tests.state_contract.backends import TTL, Backend
 
 
 def ending(run_id: str = "run-1", replies: tuple[str, ...] = ('{"r":1}',)) -> RunEnding:
@@ -110,3 +111,59 @@ async def test_a_signal_recorded_again_is_kept_once(state: State) -> None:
     await state.forget(recorded_key("sig-1"))
     await state.record_signals([record])
     assert await state.pending("s") == ["sig-a", "sig-a"]
+
+
+def short_claims(backend: Backend, ttl: float, bucket: float) -> State:
+    """A state whose redelivery claims last ``ttl``; on Redis their buckets are ``bucket``
+    wide (a day's claims share 6-hour buckets in production)."""
+    state: State = backend.new(recorded_ttl=ttl)
+    if backend.kind == "redis":
+        state.recorded_bucket = bucket  # type: ignore[attr-defined]
+    return state
+
+
+async def test_a_signal_redelivered_within_the_claim_ttl_is_kept_once_across_buckets(
+    backend: Backend,
+) -> None:
+    """A redelivery in a later bucket of claims than the first delivery's is still found
+    (the claims of the last TTL are all looked at), by another replica too."""
+    state = short_claims(backend, ttl=60.0, bucket=TTL / 4)
+    peer = backend.peer(state, recorded_ttl=60.0)
+    if backend.kind == "redis":
+        peer.recorded_bucket = TTL / 4
+    first = SignalRecord("s", '{"d":1}', pending_json="sig-a", signal_id="sig-1")
+    second = SignalRecord("s", '{"d":2}', pending_json="sig-b", signal_id="sig-2")
+    await state.record_signals([first, second, first])  # a duplicate in one batch, too
+    await asyncio.sleep(TTL)  # four buckets later
+    await state.record_signals([first])
+    await peer.record_signals([second])
+
+    assert await state.pending("s") == ["sig-a", "sig-b"]
+    assert len(await state.decisions("s")) == 2
+    assert await peer.claimed(recorded_key("sig-1")) == "1"
+    assert await state.claimed(recorded_key("sig-3")) is None
+
+
+async def test_a_signal_redelivered_after_the_claim_ttl_may_be_recorded_again(
+    backend: Backend,
+) -> None:
+    state = short_claims(backend, ttl=TTL, bucket=TTL / 4)
+    record = SignalRecord("s", '{"d":1}', pending_json="sig-a", signal_id="sig-1")
+    await state.record_signals([record])
+    # Past the TTL and the bucket the claim was taken in, the claim is gone.
+    await asyncio.sleep(TTL + TTL / 4 + 0.1)
+    assert await state.claimed(recorded_key("sig-1")) is None
+    await state.record_signals([record])
+    assert await state.pending("s") == ["sig-a", "sig-a"]
+
+
+async def test_a_claim_taken_as_a_key_still_keeps_a_signal_once(state: State) -> None:
+    """The claim ``claim`` takes under the recorded key (and the one key a signal had on
+    Redis before the claim hashes) holds for the attention batch too."""
+    assert await state.claim(recorded_key("sig-1"), "1", 60.0) is None
+    record = SignalRecord("s", '{"d":1}', pending_json="sig-a", signal_id="sig-1")
+    await state.record_signals([record])
+    assert await state.pending("s") == []
+    await state.forget(recorded_key("sig-1"))
+    await state.record_signals([record])
+    assert await state.pending("s") == ["sig-a"]
