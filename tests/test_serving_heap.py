@@ -52,6 +52,30 @@ async def test_a_serving_process_freezes_what_its_start_made(
     assert gc.get_threshold() == thresholds
 
 
+async def test_a_cancelled_serve_undoes_the_settled_heap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: cancelling ``serve`` while it waited left the heap frozen and the youngest
+    generation's threshold at ``YOUNG_OBJECTS`` for the rest of the process."""
+    gc.unfreeze()
+    thresholds = gc.get_threshold()
+    daemon = daemon_with(http={"port": 0})
+    caplog.set_level(logging.INFO, logger="loom.daemon")
+    serving = asyncio.create_task(daemon.serve(("gateway",)))
+
+    async def listening() -> bool:
+        assert not serving.done(), serving
+        return any(r.getMessage().startswith("listening on") for r in caplog.records)
+
+    await eventually(listening, "the gateway to listen")
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    await daemon.stop()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+
+
 def _count(route: str, status: str) -> float:
     labels = {"route": route, "status": status}
     return REGISTRY.get_sample_value("loom_http_requests_total", labels) or 0.0

@@ -386,21 +386,23 @@ class Daemon:
         )
         self._server = _Server(config)
         thresholds = settle_heap()
-        server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
-        logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])
-        stopper = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({server_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        logger.info("loom stopping: draining for up to %.0fs", self.settings.shutdown_timeout)
-        self.draining = True
         try:
-            await self.stop()
+            server_task = asyncio.create_task(self._server.serve([listener]), name="loom-http")
+            logger.info("listening on http://%s:%d", http.host, listener.getsockname()[1])
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({server_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            logger.info("loom stopping: draining for up to %.0fs", self.settings.shutdown_timeout)
+            self.draining = True
+            try:
+                await self.stop()
+            finally:
+                self._server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await server_task
+                stopper.cancel()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
         finally:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await server_task
-            stopper.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             gc.unfreeze()  # what the start made may be collected again (in-process servers)
             gc.set_threshold(*thresholds)
         if server_task.done() and server_task.exception() is not None:

@@ -17,6 +17,8 @@ class TcpProxy:
         self.up = True
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -38,6 +40,14 @@ class TcpProxy:
     def restore(self) -> None:
         self.up = True
 
+    def stall(self) -> None:
+        """Stop reading what clients send (as RabbitMQ does under a memory or disk alarm),
+        until ``flow()``."""
+        self._reading.clear()
+
+    def flow(self) -> None:
+        self._reading.set()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
@@ -49,12 +59,18 @@ class TcpProxy:
             return
         self._writers.update((writer, upstream_writer))
         await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            self._pipe(reader, upstream_writer, stallable=True),
+            self._pipe(upstream_reader, writer),
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, stallable: bool = False
+    ) -> None:
         try:
-            while chunk := await reader.read(65536):
+            while not stallable or await self._reading.wait():
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -16,8 +16,9 @@ event loop one write:
 Each publish still waits for its own confirmation: its own delivery tag, acked, nacked or
 returned by the broker on its own; a lost connection fails every publish not yet confirmed.
 Nothing is confirmed before its bytes were written, so waiting for the write bought nothing
-but the serialisation. Back-pressure stays: aiormq's frame queue is bounded, and the
-socket's write buffer pauses the writer past its high-water mark.
+but the serialisation. Back-pressure stays: while the socket's buffer is past its high-water
+mark (the broker is not reading), a new publish waits for it to drain before it is queued,
+so what is buffered is bounded by the publishes already under way when the broker stopped.
 
 The one piece outside the libraries' declared interfaces is ``wait``: aiormq's concrete
 ``Channel.basic_publish`` takes it, its abstract ``AbstractChannel`` does not declare it.
@@ -40,6 +41,28 @@ from yarl import URL
 from loom.core.coalescing import CoalescingTransport
 
 
+class _FlowProtocol(asyncio.StreamReaderProtocol):
+    """The stream protocol, with an event that is set while the transport takes writes
+    (cleared between its ``pause_writing`` and ``resume_writing``)."""
+
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.writable.set()  # whoever waits finds the connection gone
+
+
 class CoalescingTransportFactory(aiormq.TransportFactory):
     """aiormq's TCP (or TLS, for ``amqps://``) connection, its writes coalesced per step.
 
@@ -57,7 +80,7 @@ class CoalescingTransportFactory(aiormq.TransportFactory):
             raise AMQPConnectionError(f"no host and port in the broker URL {url.host!r}")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = _FlowProtocol(reader, loop)
         try:
             transport, _ = await loop.create_connection(
                 lambda: protocol, host=url.host, port=url.port, ssl=ssl, **kwargs
@@ -65,7 +88,13 @@ class CoalescingTransportFactory(aiormq.TransportFactory):
         except OSError as e:  # what aiormq's own factories raise
             raise AMQPConnectionError(*e.args) from e
         coalescing = cast(asyncio.WriteTransport, self.wrap(transport, loop))
+        self.writable = protocol.writable
         return reader, asyncio.StreamWriter(coalescing, protocol, reader, loop)
+
+    writable: asyncio.Event | None = None
+    """Set while the newest connection's socket takes writes; cleared while its buffer is
+    past the high-water mark (the broker is not reading: RabbitMQ stops reading publishers'
+    sockets under a memory or disk alarm)."""
 
     def wrap(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> Any:
         """The transport the writer writes to."""
@@ -101,6 +130,7 @@ async def publish(
     properties: aiormq.spec.Basic.Properties,
     *,
     timeout: float | None,
+    writable: asyncio.Event | None = None,
 ) -> ConfirmationFrameType | None:
     """Publish ``body`` with ``properties`` (mandatory) and return the broker's confirmation, within
     ``timeout`` seconds, without waiting for its frames to be written before the next
@@ -125,6 +155,12 @@ async def publish(
         if not queue.full():
             break
         await asyncio.sleep(0)
+    if writable is not None and not writable.is_set():
+        # The broker is not reading: nothing waits for a write below, so without this the
+        # socket's buffer would grow by every publish until the broker reads again (and a
+        # publish that timed out would still land then). Wait for it within the timeout.
+        async with asyncio.timeout(timeout):
+            await writable.wait()
     if isinstance(channel, aiormq.Channel):
         return await channel.basic_publish(body, wait=False, **arguments)
     return await channel.basic_publish(body, **arguments)  # pragma: no cover

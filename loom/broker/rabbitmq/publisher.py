@@ -118,7 +118,13 @@ class Publisher:
                     if remaining <= 0:
                         raise TimeoutError
                     confirmation = await batching.publish(
-                        channel, exchange.name, routing_key, body, properties, timeout=remaining
+                        channel,
+                        exchange.name,
+                        routing_key,
+                        body,
+                        properties,
+                        timeout=remaining,
+                        writable=self.connection.transport_factory.writable,
                     )
                     break
                 except LOST as exc:
