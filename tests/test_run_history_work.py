@@ -64,9 +64,14 @@ def test_entries_parse_as_each_alone_would() -> None:
     assert parse_entries([]) == []
 
 
-def test_an_entry_holding_two_values_is_refused() -> None:
+def test_entries_that_are_not_one_message_each_are_refused() -> None:
     raw = entries([Message.user("a")])
-    with pytest.raises(ValueError, match="1 message entries held 2 JSON values"):
-        parse_entries([raw[0] + "," + raw[0]])
+    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+        parse_entries([raw[0] + "," + raw[0]])  # two values in one entry
     with pytest.raises(ValueError, match="unknown message role"):
         parse_entries(['{"role": "system", "content": "x"}'])
+    # Halves that would join into values in one parse are refused as the entries they are.
+    with pytest.raises(json.JSONDecodeError):
+        parse_entries(['{"role": "user", "content": "a', 'b"}'])
+    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+        parse_entries(["1,2", '"x', 'y"'])  # three values in one parse, as three entries

@@ -145,7 +145,12 @@ def parse_entries(raw: Sequence[str]) -> list[Message]:
     """
     if not raw:
         return []
-    entries = json.loads("[" + ",".join(raw) + "]")
-    if len(entries) != len(raw):
-        raise ValueError(f"{len(raw)} message entries held {len(entries)} JSON values")
-    return [Message.from_dict(data) for data in entries]
+    try:
+        entries = json.loads("[" + ",".join(raw) + "]")
+        if len(entries) == len(raw):
+            return [Message.from_dict(data) for data in entries]
+    except (ValueError, TypeError, KeyError):
+        pass
+    # Something is not one JSON message per entry: parsed one by one, the error names the
+    # entry and its own position (or the entries were whole after all).
+    return [Message.from_dict(json.loads(entry)) for entry in raw]
