@@ -24,6 +24,19 @@ def daemon_with(**settings: Any) -> Daemon:
     return Daemon(Agent(Model.test()), settings=Settings(**settings))
 
 
+async def serving_gateway(daemon: Daemon, caplog: pytest.LogCaptureFixture) -> asyncio.Task[None]:
+    """``daemon.serve`` as the gateway, once it listens."""
+    caplog.set_level(logging.INFO, logger="loom.daemon")
+    serving = asyncio.create_task(daemon.serve(("gateway",)))
+
+    async def listening() -> bool:
+        assert not serving.done(), serving
+        return any(r.getMessage().startswith("listening on") for r in caplog.records)
+
+    await eventually(listening, "the gateway to listen")
+    return serving
+
+
 async def test_a_serving_process_freezes_what_its_start_made(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -34,14 +47,7 @@ async def test_a_serving_process_freezes_what_its_start_made(
     gc.unfreeze()
     thresholds = gc.get_threshold()
     daemon = daemon_with(http={"port": 0})
-    caplog.set_level(logging.INFO, logger="loom.daemon")
-    serving = asyncio.create_task(daemon.serve(("gateway",)))
-
-    async def listening() -> bool:
-        assert not serving.done(), serving
-        return any(r.getMessage().startswith("listening on") for r in caplog.records)
-
-    await eventually(listening, "the gateway to listen")
+    serving = await serving_gateway(daemon, caplog)
     try:
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold()[0] == YOUNG_OBJECTS
@@ -60,14 +66,7 @@ async def test_a_cancelled_serve_undoes_the_settled_heap(
     gc.unfreeze()
     thresholds = gc.get_threshold()
     daemon = daemon_with(http={"port": 0})
-    caplog.set_level(logging.INFO, logger="loom.daemon")
-    serving = asyncio.create_task(daemon.serve(("gateway",)))
-
-    async def listening() -> bool:
-        assert not serving.done(), serving
-        return any(r.getMessage().startswith("listening on") for r in caplog.records)
-
-    await eventually(listening, "the gateway to listen")
+    serving = await serving_gateway(daemon, caplog)
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
