@@ -150,6 +150,15 @@ async def test_a_script_error_fails_its_caller_alone(
         assert isinstance(taken[1], ResponseError)
         assert "WRONGTYPE" in str(taken[1])
         assert await admin.get("t:dedupe:accepting:bad") is None
+
+        # A key that cannot be encoded (half a character) fails its own call, as it is made.
+        taken = await asyncio.gather(
+            state.claim_unless_marked("accepted:c", "accepting:c", "sig-c", TTL),
+            state.claim_unless_marked("accepted:\ud800", "accepting:\ud800", "sig-d", TTL),
+            return_exceptions=True,
+        )
+        assert taken[0] is None
+        assert isinstance(taken[1], UnicodeEncodeError)
     finally:
         await state.close()
 
