@@ -57,6 +57,7 @@ from loom.state.claims import Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.redis_endings import RedisRunEndings
+from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_rate_limits import RedisRateLimits
 from loom.state.redis_session_index import RedisSessionIndex
 from loom.state.redis_sessions import (
@@ -166,6 +167,8 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         self._release = register(scripts.RELEASE)
         self._check_fence = register(scripts.CHECK_FENCE)
         self._held_leases = register(scripts.HELD_LEASES)
+        # The accept path's two calls: many requests make them in the same loop step.
+        self._batched = AutoPipeline(self._client)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
             raise StateUnavailable(f"Redis at {self.url} is {version}; Loom needs {wanted}+")
 
     async def close(self) -> None:
+        await self._batched.close()
         await self._client.aclose()
 
     async def ping(self) -> bool:
@@ -234,7 +238,9 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
     ) -> Taken | None:
         keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
         with self._guard():
-            taken = await self._claim_unless_marked(keys=keys, args=[owner, milliseconds(ttl)])
+            taken = await self._batched.call(
+                self._claim_unless_marked, keys, [owner, milliseconds(ttl)]
+            )
         if taken is None:
             return None
         what, value = texts(taken)
@@ -245,7 +251,9 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
     ) -> None:
         keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
         with self._guard():
-            await self._mark_and_release(keys=keys, args=[value, milliseconds(ttl), owner])
+            await self._batched.call(
+                self._mark_and_release, keys, [value, milliseconds(ttl), owner]
+            )
 
     async def claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[str | None]:
         if not claims:

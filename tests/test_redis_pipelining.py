@@ -1,0 +1,237 @@
+"""The accept path's Redis calls made in one loop step go out in one pipeline
+(``loom.state.redis_pipelining``), each caller with its own answer; on a private Redis, so
+its command counts, its scripts and its outages are this test's alone."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from loom.state.base import StateUnavailable
+from loom.state.redis_pipelining import AutoPipeline
+from loom.state.redis_state import RedisState
+from tests.private_redis import PrivateRedis
+
+TTL = 30.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def admin(redis_server: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client of its own, for reading the server's counts and setting keys up."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def count_writes(client: aioredis.Redis) -> list[int]:
+    """The client's connections count each write that carries a script call (EVALSHA):
+    ``[writes, calls in them]``. One write is one round trip."""
+    counts = [0, 0]
+    pool = client.connection_pool
+    base: Any = pool.connection_class
+
+    class Counting(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            chunks = [command] if isinstance(command, bytes | str) else list(command)
+            data = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+            if b"EVALSHA" in data:
+                counts[0] += 1
+                counts[1] += data.count(b"EVALSHA")
+            await super().send_packed_command(command, check_health)
+
+    pool.connection_class = Counting
+    return counts
+
+
+async def evalsha_calls(admin: aioredis.Redis) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_concurrent_claims_go_in_one_round_trip_each_with_its_own_answer(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    writes = count_writes(state._client)
+    try:
+        # Set up: keys 0-4 accepted before, 5-9 being accepted by someone else, 10-19 free.
+        for i in range(5):
+            await admin.set(f"t:marker:accepted:k{i}", f"first-{i}")
+        for i in range(5, 10):
+            await admin.set(f"t:dedupe:accepting:k{i}", f"other-{i}", px=30_000)
+        # Redis learns both scripts (a first call meets NOSCRIPT and is sent again).
+        await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)
+        await state.mark_and_release("accepted:w", "w", TTL, "accepting:w", "w")
+        before_writes, before_calls = writes[0], await evalsha_calls(admin)
+
+        taken = await asyncio.gather(
+            *(
+                state.claim_unless_marked(f"accepted:k{i}", f"accepting:k{i}", f"sig-{i}", TTL)
+                for i in range(20)
+            ),
+            # the same free key twice in one batch: the first claims it, the second meets it
+            state.claim_unless_marked("accepted:k10", "accepting:k10", "late", TTL),
+        )
+
+        assert writes[0] - before_writes == 1  # 21 calls, one write: one round trip
+        assert await evalsha_calls(admin) - before_calls == 21  # each ran once, none twice
+        assert taken[:5] == [("marked", f"first-{i}") for i in range(5)]
+        assert taken[5:10] == [("claimed", f"other-{i}") for i in range(5, 10)]
+        assert taken[10:20] == [None] * 10
+        assert taken[20] == ("claimed", "sig-10")
+        for i in range(10, 20):
+            assert await admin.get(f"t:dedupe:accepting:k{i}") == f"sig-{i}"
+
+        # The markers, likewise batched: each releases its own claim only.
+        before_writes = writes[0]
+        await asyncio.gather(
+            *(
+                state.mark_and_release(f"accepted:k{i}", f"sig-{i}", TTL, f"accepting:k{i}", s)
+                for i, s in ((i, f"sig-{i}") for i in range(10, 20))
+            ),
+            state.mark_and_release("accepted:k5", "sig-5", TTL, "accepting:k5", "sig-5"),
+        )
+        assert writes[0] - before_writes == 1
+        for i in range(10, 20):
+            assert await admin.get(f"t:marker:accepted:k{i}") == f"sig-{i}"
+            assert await admin.get(f"t:dedupe:accepting:k{i}") is None
+        assert await admin.get("t:dedupe:accepting:k5") == "other-5"  # not its claim
+    finally:
+        await state.close()
+
+
+async def test_a_batch_is_bounded(redis_server: PrivateRedis, admin: aioredis.Redis) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    script = client.register_script("return ARGV[1]")
+    pipeline = AutoPipeline(client, max_batch=8)
+    try:
+        await client.script_load(script.script)
+        answers = await asyncio.gather(*(pipeline.call(script, [], [i]) for i in range(20)))
+        assert answers == [str(i) for i in range(20)]
+        assert writes == [3, 20]  # 8 + 8 + 4
+        with pytest.raises(ValueError, match="max_batch"):
+            AutoPipeline(client, max_batch=0)
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_a_script_error_fails_its_caller_alone(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    try:
+        await admin.rpush("t:marker:accepted:bad", "not a string")  # GET on it: WRONGTYPE
+        taken = await asyncio.gather(
+            state.claim_unless_marked("accepted:a", "accepting:a", "sig-a", TTL),
+            state.claim_unless_marked("accepted:bad", "accepting:bad", "sig-bad", TTL),
+            state.claim_unless_marked("accepted:b", "accepting:b", "sig-b", TTL),
+            return_exceptions=True,
+        )
+        assert taken[0] is None
+        assert taken[2] is None
+        assert isinstance(taken[1], ResponseError)
+        assert "WRONGTYPE" in str(taken[1])
+        assert await admin.get("t:dedupe:accepting:bad") is None
+
+        # A key that cannot be encoded (half a character) fails its own call, as it is made.
+        taken = await asyncio.gather(
+            state.claim_unless_marked("accepted:c", "accepting:c", "sig-c", TTL),
+            state.claim_unless_marked("accepted:\ud800", "accepting:\ud800", "sig-d", TTL),
+            return_exceptions=True,
+        )
+        assert taken[0] is None
+        assert isinstance(taken[1], UnicodeEncodeError)
+    finally:
+        await state.close()
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    try:
+        assert await state.claim_unless_marked("accepted:x", "accepting:x", "sig-x", TTL) is None
+        await admin.script_flush()  # as after a restart without persistence of scripts
+        taken = await asyncio.gather(
+            *(state.claim_unless_marked(f"accepted:{k}", f"accepting:{k}", "s", TTL) for k in "xyz")
+        )
+        assert taken == [("claimed", "sig-x"), None, None]
+        await state.mark_and_release("accepted:y", "s", TTL, "accepting:y", "s")
+        assert await admin.get("t:marker:accepted:y") == "s"
+    finally:
+        await state.close()
+
+
+async def test_redis_gone_mid_batch_fails_every_caller_and_claims_no_success(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(f"{redis_server.url}?socket_timeout=0.5", prefix="t")
+    try:
+        await admin.set("t:marker:accepted:done", "first")
+        assert await state.ping()
+        redis_server.freeze()  # the batch is written; its answers never come
+        taken = await asyncio.gather(
+            *(
+                state.claim_unless_marked(f"accepted:{k}", f"accepting:{k}", f"sig-{k}", TTL)
+                for k in ("a", "b", "done")
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(t, StateUnavailable) for t in taken), taken
+        redis_server.thaw()  # Redis now runs what it had read: the claims may have landed
+        # A retry meets a claim (a 503, "send it again") or the earlier marker, never a
+        # marker of the failed calls: nothing failed was taken as accepted.
+        again = await asyncio.gather(
+            *(
+                state.claim_unless_marked(f"accepted:{k}", f"accepting:{k}", f"retry-{k}", TTL)
+                for k in ("a", "b", "done")
+            )
+        )
+        assert again[0] in (None, ("claimed", "sig-a"))
+        assert again[1] in (None, ("claimed", "sig-b"))
+        assert again[2] == ("marked", "first")
+        assert await admin.get("t:marker:accepted:a") is None
+        assert await admin.get("t:marker:accepted:b") is None
+    finally:
+        redis_server.thaw()
+        await state.close()
+
+
+async def test_redis_killed_fails_every_caller_of_the_batch(
+    redis_server: PrivateRedis,
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    try:
+        assert await state.ping()
+        redis_server.kill()
+        taken = await asyncio.gather(
+            *(
+                state.claim_unless_marked(f"accepted:{i}", f"accepting:{i}", "s", TTL)
+                for i in "abcde"
+            ),
+            state.mark_and_release("accepted:m", "s", TTL, "accepting:m", "s"),
+            return_exceptions=True,
+        )
+        assert all(isinstance(t, StateUnavailable) for t in taken), taken
+        redis_server.start()  # and the next batch goes through again
+        assert await state.claim_unless_marked("accepted:1", "accepting:1", "s", TTL) is None
+    finally:
+        await state.close()
