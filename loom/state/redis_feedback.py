@@ -4,22 +4,23 @@ Every session keeps a stream of its newest feedback events, so each byte counts 
 over; most of them are run outcomes, one per run. The state is handed each event as JSON
 (``FeedbackEvent.to_json``) and must give the very same text back, so the compact form is
 a lossless re-encoding of that text, stored under the entry field ``e`` (``event`` holds
-the text as it came, as earlier versions stored every event): no session id (the per-session
-stream's key and the stream of all's ``session`` field hold it), the time as integer
-microseconds since the epoch, the random hex of the id, run id and signal ids as base64,
-short names, the kind as a letter, and the score and source left out when they are what
-the kind (and value) give anyway. ``encode_feedback`` checks that ``decode_feedback`` gives
-the text back byte for byte and otherwise stores it as it came, so text of any other shape
+the text as it came, as earlier versions stored every event): no session id (the
+per-session stream's key and the stream of all's ``session`` field hold it), the time as
+integer microseconds since the epoch, the random hex of the id, run id and signal ids
+packed (``loom.state.redis_ids``), short names, the kind as a letter (none for a run's
+outcome), and the score and source left out when they are what the kind (and value) give
+anyway. ``encode_feedback`` checks that ``decode_feedback`` gives the text back byte for
+byte and otherwise stores it as it came, so text of any other shape
 (another writer's, a hand-made event) is kept exactly too.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from loom.state.redis_ids import pack_id, pack_ids, unpack_id, unpack_ids
 
 COMPACT = "e"
 """The entry field of an event in the compact form."""
@@ -29,6 +30,8 @@ WHOLE = "event"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KINDS = {"run_outcome": "o", "tool_failure": "t", "quality_verdict": "q", "explicit": "x"}
 _KINDS_BY_CODE = {code: kind for kind, code in _KINDS.items()}
+_USUAL_KIND = "run_outcome"
+"""One per run, most of a session's events: its letter is left out."""
 _SOURCES = {"run_outcome": "runtime", "tool_failure": "runtime", "quality_verdict": "quality"}
 """The source an event of the kind usually has (left out when it has it)."""
 _SCORES: dict[tuple[str, Any], float] = {
@@ -44,10 +47,6 @@ _VALUES = {"run_outcome": "completed"}
 """The value an event of the kind usually has (left out when it has it)."""
 _DATA_NAMES = {"duration": "d", "cost_usd": "c", "signals": "g", "tool_call_id": "tc"}
 _DATA_KEYS_BY_NAME = {name: key for key, name in _DATA_NAMES.items()}
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
-"""The random part of Loom's ids (``uuid4().hex``), stored as its 16 bytes in base64 (22
-characters, not 32)."""
-_PACKED = 22
 _NO_SOURCE = 0
 """Stored as the source of an event whose JSON has none (``FeedbackEvent`` leaves out
 ``loom``), told apart from the kind's usual source, which is not stored."""
@@ -75,34 +74,14 @@ def _iso(micros: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).isoformat()
 
 
-def _pack(ident: Any, prefix: str) -> str | None:
-    """``ident``'s hex part packed, when it is ``prefix`` and 32 lowercase hex digits."""
-    if not isinstance(ident, str) or not ident.startswith(prefix):
-        return None
-    rest = ident[len(prefix) :]
-    if not _HEX_ID.fullmatch(rest):
-        return None
-    return base64.urlsafe_b64encode(bytes.fromhex(rest)).decode()[:_PACKED]
-
-
-def _unpack(packed: str, prefix: str) -> str:
-    return prefix + base64.urlsafe_b64decode(packed + "==").hex()
-
-
 def _pack_signals(signals: Any) -> Any:
     """A run's signal ids as one string of packed ids, when each is ``sig_`` and hex."""
-    if not isinstance(signals, list) or not signals:
-        return signals
-    packed = [_pack(signal, "sig_") for signal in signals]
-    if any(item is None for item in packed):
-        return signals
-    return "".join(packed)  # type: ignore[arg-type]
+    packed = pack_ids(signals, "sig_")
+    return signals if packed is None else packed
 
 
 def _unpack_signals(stored: Any) -> Any:
-    if not isinstance(stored, str):
-        return stored
-    return [_unpack(stored[i : i + _PACKED], "sig_") for i in range(0, len(stored), _PACKED)]
+    return unpack_ids(stored, "sig_") if isinstance(stored, str) else stored
 
 
 def _compact(session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -114,15 +93,16 @@ def _compact(session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
         return None  # fields out of order, or unknown ones: stored as they came
     out: dict[str, Any] = {}
     ident = event.get("id")
-    packed = _pack(ident, "fb_")
+    packed = pack_id(ident, "fb_")
     if packed is not None:
         out["i"] = packed
     else:
         out["I"] = ident
-    out["k"] = _KINDS[kind]
+    if kind != _USUAL_KIND:
+        out["k"] = _KINDS[kind]
     if "run_id" in event:
         run_id = event["run_id"]
-        packed = _pack(run_id, "run_")
+        packed = pack_id(run_id, "run_")
         if packed is not None:
             out["r"] = packed
         else:
@@ -155,14 +135,14 @@ def _compact(session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
 
 def _expanded(session_id: str, stored: dict[str, Any]) -> dict[str, Any]:
     """The event's fields back from ``_compact``'s form, in their order."""
-    kind = _KINDS_BY_CODE[stored["k"]]
+    kind = _KINDS_BY_CODE[stored["k"]] if "k" in stored else _USUAL_KIND
     event: dict[str, Any] = {
-        "id": _unpack(stored["i"], "fb_") if "i" in stored else stored.get("I"),
+        "id": unpack_id(stored["i"], "fb_") if "i" in stored else stored.get("I"),
         "kind": kind,
         "session_id": session_id,
     }
     if "r" in stored:
-        event["run_id"] = _unpack(stored["r"], "run_")
+        event["run_id"] = unpack_id(stored["r"], "run_")
     elif "R" in stored:
         event["run_id"] = stored["R"]
     value = stored.get("v", _VALUES.get(kind))
