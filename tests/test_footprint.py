@@ -79,6 +79,26 @@ def test_the_compact_record_keeps_the_metadata_the_console_reads() -> None:
     assert decode_run("run_1", "s-1", encode_run(other)) == other
 
 
+def test_a_runs_signal_ids_are_stored_packed_and_read_back_whole() -> None:
+    signals = [RuntimeSignal.create("x").id for _ in range(3)]
+    original = record(metadata={**record().metadata, "signals": signals})
+    stored = encode_run(original)
+    assert "sig_" not in stored
+    assert len(json.loads(stored)["G"]) == 3 * 22  # each id 22 characters, not 36
+    assert "g" not in json.loads(stored)
+    assert decode_run("run_1", "s-1", stored) == original
+    # As the compact form stored them before they were packed: a list under "g".
+    unpacked = json.loads(stored)
+    unpacked["g"] = signals
+    del unpacked["G"]
+    assert decode_run("run_1", "s-1", json.dumps(unpacked)) == original
+    # Ids of another shape (and an empty list) stay a list.
+    for kept in (["sig_A" + "0" * 31], ["sig_1", signals[0]], []):
+        other = record(metadata={"signals": kept})
+        assert json.loads(encode_run(other))["g"] == kept
+        assert decode_run("run_1", "s-1", encode_run(other)) == other
+
+
 def test_a_record_stored_with_long_names_by_an_earlier_version_still_reads() -> None:
     usage = {"input_tokens": 120, "requests": 1}
     metadata = {"signals": ["sig_a"], "transcript": {"from": 40, "count": 2}, "worker": "w"}

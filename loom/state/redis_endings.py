@@ -20,6 +20,7 @@ from typing import Any
 
 from loom.state.endings import RunEnding, RunEndings, RunFinish, RunTake, SessionOpening, Then
 from loom.state.leases import Lease, StaleFencingToken
+from loom.state.redis_feedback import encode_feedback
 from loom.state.redis_run_scripts import OPEN_SESSION, RUN_FUNCTIONS, TAKE_RUN
 from loom.state.redis_sessions import (
     APPEND_FUNCTION,
@@ -70,9 +71,9 @@ if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
   note_run(S, 'ended', keep)
   for _, event in ipairs(after.feedback) do
     redis.call('XADD', P .. ':feedback', 'MAXLEN', '~', after.max_feedback, '*',
-      'session', sid, 'event', event)
+      'session', sid, event[1], event[2])
     redis.call('XADD', S .. 'feedback', 'MAXLEN', after.max_session_feedback, '*',
-      'event', event)
+      event[1], event[2])
   end
   if #after.feedback > 0 and keep > 0 then redis.call('PEXPIRE', S .. 'feedback', keep) end
   local t = redis.call('TIME')
@@ -202,7 +203,8 @@ class RedisRunEndings(RedisWorkingState, RunEndings):
             "prefix": self.prefix,
             "lease": lease,
             # A list even when empty: cjson would read {} for an empty table.
-            "feedback": list(ending.feedback),
+            # Each event as its stream entry's field and value (``encode_feedback``).
+            "feedback": [encode_feedback(sid, event) for event in ending.feedback],
             "max_feedback": self.max_feedback,
             "max_session_feedback": self.max_session_feedback,
             "max_pending": self.max_pending,

@@ -6,7 +6,8 @@ key), keeps times as integer microseconds since the epoch (the end as the run's 
 the status only when it is not ``completed``, the output and error only when there are
 any, and of the usage only the counts that are not zero, each under a short name. The
 metadata the worker writes on every run (its signals, fencing token, worker and transcript
-range) goes under short names too, the range as ``[from, count]``; any other metadata
+range) goes under short names too, the range as ``[from, count]`` and the signal ids packed
+(``G``, when each is a Loom ``sig_`` id: 22 characters, not 36); any other metadata
 stays as it is under ``m``. ``decode_run`` gives back the same ``RunRecord`` and also reads
 the records earlier versions stored (whole, or with long names).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from loom.core.messages import Usage
 from loom.core.session_store import RUN_TRANSCRIPT, RunRecord, usage_from
+from loom.state.redis_ids import pack_ids, unpack_ids
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _USAGE_KEYS = tuple(Usage().to_dict())
@@ -37,6 +39,8 @@ _USAGE_NAMES = {
 _USAGE_KEYS_BY_NAME = {name: key for key, name in _USAGE_NAMES.items()}
 _METADATA_NAMES = {"signals": "g", "fencing_token": "f", "worker": "w", RUN_TRANSCRIPT: "x"}
 """The run metadata every run of the worker carries, stored at the top under these names."""
+_PACKED_SIGNALS = "G"
+"""The run's signal ids packed (``loom.state.redis_ids``), when each is a Loom ``sig_`` id."""
 
 
 def _micros(value: datetime) -> int:
@@ -71,6 +75,10 @@ def encode_run(record: RunRecord) -> str:
         elif key not in rest:
             continue
         del rest[key]
+        packed = pack_ids(value, "sig_") if key == "signals" else None
+        if packed is not None:
+            data[_PACKED_SIGNALS] = packed
+            continue
         data[name] = value
     if rest:
         data["m"] = rest
@@ -92,6 +100,8 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
     elif "U" in data:
         usage = data["U"]
     metadata = dict(data.get("m") or {})
+    if _PACKED_SIGNALS in data:
+        metadata["signals"] = unpack_ids(data[_PACKED_SIGNALS], "sig_")
     for key, name in _METADATA_NAMES.items():
         if name in data:
             value = data[name]

@@ -19,9 +19,11 @@ Cluster hash tag that keeps one session's keys in one slot)::
     {prefix}:s:{<sid>}:risk_order      LIST    risk keys, oldest first
     {prefix}:s:{<sid>}:decisions       LIST    decision JSON, newest last, bounded (compact:
                                                loom.wire.decision_view reads it)
-    {prefix}:s:{<sid>}:feedback        STREAM  event=<feedback JSON>, max_session_feedback
-    {prefix}:feedback                  STREAM  session=<id> event=<JSON>, of all sessions,
-                                               about max_feedback
+    {prefix}:s:{<sid>}:feedback        STREAM  e=<compact feedback JSON> (or event=<JSON>
+                                               as it came: loom.state.redis_feedback),
+                                               max_session_feedback
+    {prefix}:feedback                  STREAM  session=<id> e=<compact JSON> (or event=),
+                                               of all sessions, about max_feedback
     {prefix}:s:{<sid>}:interrupts      LIST    ["signal id", "reason"] JSON, bounded
     {prefix}:s:{<sid>}:outbox          HASH    run id -> replies a stored run owes, JSON
     {prefix}:recorded:<bucket>:<shard> HASH    signal id digest -> "": the signals recorded
@@ -57,6 +59,7 @@ from loom.state.claims import Taken
 from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FEEDBACK
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.redis_endings import RedisRunEndings
+from loom.state.redis_feedback import encode_feedback, stored_event
 from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_rate_limits import RedisRateLimits
 from loom.state.redis_session_index import RedisSessionIndex
@@ -270,6 +273,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
 
     async def add_feedback(self, session_id: str, event_json: str) -> None:
         stream = self._key(session_id, "feedback")
+        field, stored = encode_feedback(session_id, event_json)
         # The stream of all is long: MAXLEN ~ trims whole stream nodes, cheap, and the bound
         # holds within a node. A session's stream is short (every session has one, so its
         # bound is small): trimmed exactly, one entry per XADD.
@@ -277,13 +281,13 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xadd(
                     f"{self.prefix}:feedback",
-                    {"session": session_id, "event": event_json},
+                    {"session": session_id, field: stored},
                     maxlen=self.max_feedback,
                     approximate=True,
                 )
                 pipe.xadd(
                     stream,
-                    {"event": event_json},
+                    {field: stored},
                     maxlen=self.max_session_feedback,
                     approximate=False,
                 )
@@ -297,7 +301,12 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         key = f"{self.prefix}:feedback" if session_id is None else self._key(session_id, "feedback")
         with self._guard():
             entries = await self._client.xrevrange(key, count=limit)
-        return [text(fields["event"]) for _, fields in reversed(entries or []) if fields]
+        events = []
+        for _, fields in reversed(entries or []):
+            if fields:
+                found = {text(name): text(value) for name, value in fields.items()}
+                events.append(stored_event(found.get("session", session_id or ""), found))
+        return events
 
     # -- leases ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loom.state import FeedbackLog
+from loom.state import FeedbackLog, State
 from loom.state.feedback_log import DEFAULT_MAX_SESSION_FEEDBACK
 from tests.state_contract.backends import Backend
 
@@ -74,3 +74,55 @@ async def test_redis_feedback_streams_expire_with_the_session(
         assert await raw.xlen(f"{prefix}:feedback") == 1
     finally:
         await state.close()
+
+
+def loom_events(session_id: str) -> list[str]:
+    """Events as ``FeedbackPolicy`` records them, of every kind and shape."""
+    from loom.policies.feedback import FeedbackEvent
+
+    signals = ["sig_0123456789abcdef0123456789abcdef", "sig_fedcba9876543210fedcba9876543210"]
+    events = [
+        FeedbackEvent("run_outcome", session_id, run_id="run_00ff" * 8, value="completed",
+                      score=1.0, source="runtime",
+                      data={"duration": 0.003066, "cost_usd": 0.0, "signals": signals}),
+        FeedbackEvent("run_outcome", session_id, run_id="run_1", value="failed", score=-1.0,
+                      comment="provider said no", source="runtime",
+                      data={"duration": 2.5, "cost_usd": None, "signals": None}),
+        FeedbackEvent("run_outcome", session_id, run_id="run_2", value="cancelled",
+                      source="runtime", data={"duration": 1, "signals": ["not-hex"]}),
+        FeedbackEvent("tool_failure", session_id, run_id="run_3", value="shell", score=-1.0,
+                      comment="exit 1", source="runtime", data={"tool_call_id": "call_1"}),
+        FeedbackEvent("quality_verdict", session_id, run_id="run_4", value="fail", score=-1.0,
+                      comment="tone: not met", source="quality"),
+        FeedbackEvent("explicit", session_id, value="up", score=0.5, comment="ünïcode ✓",
+                      source="http"),
+        FeedbackEvent("explicit", session_id, value="down", score=-1.0, source="slack",
+                      id="fb_sig_1", data={"signal_id": "sig_1", "channel": "C1", "ts": None}),
+        FeedbackEvent("explicit", session_id, value="neutral", score=0.0),  # source "loom"
+    ]  # fmt: skip
+    return [event.to_json() for event in events]
+
+
+async def test_loom_events_come_back_as_the_same_text(state: State) -> None:
+    """Whatever form a backend keeps them in, the events read back byte for byte, added
+    one by one and with a run's ending, per session and in the stream of all."""
+    from datetime import UTC, datetime
+
+    from loom.core.session_store import RunRecord
+    from loom.state.endings import RunEnding
+
+    added, ended = loom_events("s"), loom_events("t")
+    for event in added:
+        await state.add_feedback("s", event)
+    opening = await state.open_session("t", "w1", 30)
+    assert opening is not None
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    record = RunRecord("run-1", "t", "completed", started_at=at)
+    finish = await state.finish_and_continue(
+        opening.lease, RunEnding("t", record, feedback=tuple(ended)), "release"
+    )
+    assert finish.stored
+
+    assert await state.read_feedback("s", limit=100) == added
+    assert await state.read_feedback("t", limit=100) == ended
+    assert await state.read_feedback(None, limit=100) == added + ended
