@@ -80,7 +80,7 @@ class HeldHistory:
 
     def extended(self, appended: int, raw: Sequence[str], keep: int) -> HeldHistory:
         """This mirror with the entries ``raw`` parsed after it, the newest ``keep`` kept."""
-        weights = [weight(item) for item in raw]
+        weights = [len(item) + MESSAGE_OVERHEAD for item in raw]  # ``weight``, inlined
         return self.with_messages(appended, parse_entries(raw), weights, keep)
 
     def with_messages(
@@ -89,10 +89,12 @@ class HeldHistory:
         """This mirror with ``added`` (already parsed) after it, the newest ``keep`` kept."""
         messages = (*self.messages, *added)
         sizes = (*self.weights, *weights)
+        size = self.size + sum(weights)
         start = max(len(messages) - keep, 0)
         if start:
+            size -= sum(sizes[:start])
             messages, sizes = messages[start:], sizes[start:]
-        return HeldHistory(self.created_at, appended, messages, sizes, sum(sizes), time.monotonic())
+        return HeldHistory(self.created_at, appended, messages, sizes, size, time.monotonic())
 
 
 class HeldHistories:
