@@ -83,3 +83,12 @@ def test_load_counts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_negative_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="hold_bytes must be 0 or more"):
         HeldHistories(max_bytes=-1)
+
+
+def test_a_look_without_a_load_counts_nothing() -> None:
+    held = HeldHistories(max_bytes=SESSION_BYTES)
+    load(held, "a")
+    assert held.peek("a") is not None
+    assert held.peek("b") is None
+    assert (held.hits, held.misses) == (0, 1)
+    assert held._uses == {"a": 1}

@@ -134,15 +134,19 @@ class HeldHistories:
         return len(self._held)
 
     def get(self, session_id: str) -> HeldHistory | None:
-        """The session's mirror, if held; counts the load either way."""
-        self._expire()
+        """The session's mirror for a load, if held; counts the load either way."""
+        held = self.peek(session_id)
         self._count(session_id)
-        held = self._held.get(session_id)
         if held is None:
             self.misses += 1
         else:
             self.hits += 1
         return held
+
+    def peek(self, session_id: str) -> HeldHistory | None:
+        """The session's mirror, if held, without counting a load (an append's look)."""
+        self._expire()
+        return self._held.get(session_id)
 
     def put(self, session_id: str, history: HeldHistory) -> None:
         """Hold ``history`` as the session's mirror: in place of the one held, or, for a
