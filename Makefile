@@ -26,6 +26,7 @@ bench:  ## print benchmark figures
 	uv run python bench/session_store.py
 	uv run python bench/providers.py --calls 50 --history-calls 20
 	uv run python bench/history_load.py --loads 50
+	uv run python bench/run_cpu.py --rounds 50 --daemon
 	uv run python bench/pipeline.py --n 300 --rounds 1 --latency-count 200
 	uv run python bench/gateway.py --n 500
 	uv run python bench/context.py --messages 2000 --chunks 2000 --runs 50

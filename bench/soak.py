@@ -14,7 +14,8 @@ each step, once every signal of it is decided and answered by a completed run, i
   claim TTL) apart, plus the server's
   ``used_memory`` for reference (blurred by anyone else using the server); with
   ``--breakdown``, the same memory by key kind (key names with ids taken out);
-- CPU seconds of this process per run in the step.
+- CPU seconds of this process per run in the step, and the share of the step's history
+  loads that found the session's transcript held parsed (``HeldHistories``).
 
 Services as bench/pipeline.py (``LOOM_BENCH_RABBITMQ_URL``, ``LOOM_BENCH_REDIS_URL``).
 """
@@ -53,6 +54,12 @@ def rss_mb() -> float:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def held_loads(daemon: Daemon) -> tuple[int, int]:
+    """(hits, misses) of the worker's held transcripts so far (``HeldHistories``)."""
+    held = getattr(daemon.state.sessions, "held", None)
+    return (0, 0) if held is None else (held.hits, held.misses)
 
 
 def key_kind(key: bytes, ns: str) -> str:
@@ -152,7 +159,7 @@ async def soak(args: argparse.Namespace) -> int:
     print(
         f"{'signals':>9} {'decided':>9} {'runs':>8} {'RSS MB':>8} {'RSS vs 1st':>10} "
         f"{'ns KB/session':>13} {'w/o claims':>10} {'keys':>8} {'used_memory MB':>14} "
-        f"{'CPU ms/run':>10} {'step s':>7}"
+        f"{'CPU ms/run':>10} {'held hits':>9} {'step s':>7}"
     )
     first_rss: float | None = None
     sent = 0
@@ -161,6 +168,7 @@ async def soak(args: argparse.Namespace) -> int:
             step = min(args.every, args.signals - sent)
             base = sent
             cpu0, runs0, t0 = cpu_seconds(), runs, time.perf_counter()
+            loads0 = held_loads(daemon)
 
             def publish(i: int, base: int = base) -> Any:
                 n = base + i
@@ -184,6 +192,9 @@ async def soak(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - t0
             step_runs = runs - runs0
             cpu = (cpu_seconds() - cpu0) / max(step_runs, 1) * 1e3
+            (hits, misses), (hits0, misses0) = held_loads(daemon), loads0
+            hits, misses = hits - hits0, misses - misses0
+            hit_rate = hits / max(hits + misses, 1)
             await asyncio.sleep(0)
             rss = rss_mb()
             first_rss = rss if first_rss is None else first_rss
@@ -195,7 +206,7 @@ async def soak(args: argparse.Namespace) -> int:
             print(
                 f"{sent:>9,} {decided:>9,} {runs:>8,} {rss:>8.1f} "
                 f"{(rss / first_rss - 1):>+10.1%} {per:>13.1f} {per_without:>10.1f} "
-                f"{keys:>8,} {used:>14.1f} {cpu:>10.2f} {elapsed:>7.0f}",
+                f"{keys:>8,} {used:>14.1f} {cpu:>10.2f} {hit_rate:>9.1%} {elapsed:>7.0f}",
                 flush=True,
             )
             if args.breakdown:

@@ -242,3 +242,19 @@ async def test_no_work_notice_for_a_session_a_worker_holds() -> None:
     await ledger.wake(decisions)
     assert broker.published == ["free"]
     assert len(await state.pending("held")) == 2
+
+
+async def test_the_held_transcripts_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = require_redis()
+    monkeypatch.setenv("LOOM_STATE__HOLD_BYTES", "1000000")
+    daemon = Daemon(settings=Settings(model="test", state_url=url, namespace="holdtest"))
+    try:
+        assert isinstance(daemon.state.sessions, RedisSessionStore)
+        assert daemon.state.sessions.held.max_bytes == 1_000_000
+    finally:
+        await daemon.state.close()
+    monkeypatch.setenv("LOOM_STATE__HOLD_BYTES", "-1")
+    with pytest.raises(ValueError, match="hold_bytes"):
+        Settings()
+    monkeypatch.delenv("LOOM_STATE__HOLD_BYTES")
+    assert Settings().state.hold_bytes == 32 * 1024 * 1024

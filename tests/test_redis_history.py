@@ -159,3 +159,24 @@ async def test_nothing_is_held_past_its_time(
     await store.load_history(SID)
     assert len(parsed) == 4
     assert len(store.held) == 1
+
+
+async def test_sessions_in_turn_that_do_not_all_fit_are_partly_held(
+    stores: Callable[..., RedisSessionStore], parsed: list[dict[str, Any]]
+) -> None:
+    writer = stores(max_messages=100)
+    reader = stores(max_messages=100, hold_bytes=20_000)
+    sessions = [f"s-{n}" for n in range(12)]
+    for n, session_id in enumerate(sessions):
+        await writer.append(session_id, messages=turn(n))
+    for _ in range(2):  # the first round fills the budget, the second finds it full
+        for session_id in sessions:
+            await reader.load_history(session_id)
+    held = len(reader.held)
+    assert 0 < held < len(sessions)
+    parsed.clear()
+    for session_id in sessions:
+        await reader.load_history(session_id)
+    # The held ones parse nothing; least recently used would have parsed every session.
+    assert len(parsed) == 4 * (len(sessions) - held)
+    assert reader.held.hits >= held

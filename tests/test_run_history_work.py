@@ -9,7 +9,9 @@ transcript twice as fast as it has to.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -32,17 +34,39 @@ async def test_a_run_measures_each_loaded_message_once(monkeypatch: pytest.Monke
     assert loaded is not None
     assert len(loaded.messages) == 60
     measured: list[Message] = []
-    original = history.message_chars
+    one, many = history.message_chars, history.messages_chars
 
     def counting(message: Message) -> int:
         measured.append(message)
-        return original(message)
+        return one(message)
+
+    def counting_all(messages: Sequence[Message]) -> int:
+        measured.extend(messages)
+        return many(messages)
 
     monkeypatch.setattr(history, "message_chars", counting)
+    monkeypatch.setattr(history, "messages_chars", counting_all)
     session = Session(agent, SessionConfig(id="s"), store=store)
     assert (await session.run("one more")).ok
     # The 60 loaded messages once each, then the run's own two as they join the history.
     assert len(measured) == 62
+
+
+def test_messages_measure_together_as_each_alone() -> None:
+    call = ToolCall("c1", "look", {"path": "/tmp", "deep": [1, {"x": None}]})
+    other = ToolCall("c2", "list", {})
+    messages = [
+        Message.user("question"),
+        Message.assistant("", (call, other)),
+        Message.tool_result(call, "found it"),
+        Message.assistant("done"),
+    ]
+    assert history.messages_chars(messages) == sum(map(history.message_chars, messages))
+    assert history.message_chars(messages[1]) > history.message_chars(Message.assistant(""))
+    grown = history.WorkingHistory(messages[:1])
+    grown.extend(message for message in messages[1:])  # any iterable, measured once
+    assert grown.messages == messages
+    assert grown.chars == history.WorkingHistory(messages).chars == history.messages_chars(messages)
 
 
 def entries(messages: list[Message]) -> list[str]:
@@ -60,7 +84,12 @@ def test_entries_parse_as_each_alone_would() -> None:
     ]
     raw = entries(messages)
     assert parse_entries(raw) == [Message.from_dict(json.loads(item)) for item in raw]
-    assert parse_entries(raw) == messages
+    parsed = parse_entries(raw)
+    assert parsed == messages
+    plain = [i for i, m in enumerate(messages) if not m.tool_calls and not m.provider_data]
+    assert [hash(parsed[i]) for i in plain] == [hash(messages[i]) for i in plain]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed[0].content = "changed"  # type: ignore[misc]
     assert parse_entries([]) == []
 
 

@@ -453,6 +453,7 @@ def state_options(url: str, settings: Settings) -> dict[str, Any]:
         **bounds,
         "session_ttl": settings.session_ttl,
         "transcript_ttl": settings.session_ttl,
+        "hold_bytes": settings.state.hold_bytes,
     }
     if settings.namespace:
         options["prefix"] = f"{settings.namespace}:loom"

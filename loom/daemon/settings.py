@@ -27,6 +27,7 @@ from loom.daemon.capabilities_settings import CapabilitiesSettings
 from loom.daemon.context_settings import ContextSettings
 from loom.intake.settings import Credential, SettingsBase
 from loom.policies.attention import AttentionRule, Schedule
+from loom.state.redis_history import DEFAULT_HOLD_BYTES
 
 DEFAULT_INSTRUCTIONS = (
     "You are Loom, an operations agent. Signals reach you from chat, webhooks, alerts and "
@@ -166,6 +167,10 @@ class StateSettings(BaseModel):
     max_decisions: int = Field(default=50, ge=1)
     """Attention decisions kept per session, the newest (``GET /sessions/{id}`` and the
     console show them all)."""
+    hold_bytes: int = Field(default=DEFAULT_HOLD_BYTES, ge=0)
+    """Parsed transcripts a worker keeps between runs on Redis (as the store counts them,
+    about 600 bytes a message of short turns), so a run reads only what was appended since;
+    a session not held is read and parsed whole (docs/deploying.md, CPU per run)."""
     claim_ttl: float = Field(default=86_400.0, gt=0)
     """Seconds a signal's redelivery claim is kept: a redelivery of the same signal within
     it is not recorded twice (about 17 bytes of Redis per signal at volume, kept between

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 
 from loom.core.messages import Message
 
@@ -13,10 +14,26 @@ MESSAGE_OVERHEAD_CHARS = 16
 
 def message_chars(message: Message) -> int:
     """Characters a message contributes to a request, for the four-chars-a-token estimate."""
-    size = len(message.content) + MESSAGE_OVERHEAD_CHARS
-    for call in message.tool_calls:
-        size += len(call.name) + len(json.dumps(call.arguments, default=str))
-    return size
+    return len(message.content) + MESSAGE_OVERHEAD_CHARS + _calls_chars(message)
+
+
+def messages_chars(messages: Sequence[Message]) -> int:
+    """``message_chars`` summed over ``messages``: the contents' lengths are added up in C
+    (a run whose session was not held measures its whole history with this)."""
+    chars = sum(map(len, map(_CONTENT, messages))) + MESSAGE_OVERHEAD_CHARS * len(messages)
+    for message in filter(_CALLS, messages):
+        chars += _calls_chars(message)
+    return chars
+
+
+def _calls_chars(message: Message) -> int:
+    return sum(
+        len(call.name) + len(json.dumps(call.arguments, default=str)) for call in message.tool_calls
+    )
+
+
+_CONTENT = attrgetter("content")
+_CALLS = attrgetter("tool_calls")
 
 
 class WorkingHistory:
@@ -43,9 +60,9 @@ class WorkingHistory:
         return twin
 
     def extend(self, messages: Iterable[Message]) -> None:
-        for message in messages:
-            self.messages.append(message)
-            self.chars += message_chars(message)
+        added = messages if isinstance(messages, list | tuple) else list(messages)
+        self.messages.extend(added)
+        self.chars += messages_chars(added)
 
     def drop_oldest_turns(self, target_chars: int) -> int:
         """Drop leading turns until at most ``target_chars`` remain; returns messages dropped."""

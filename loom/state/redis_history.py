@@ -10,7 +10,9 @@ list. Every writer of the message list must bump ``appended`` by the entries it 
 the append script does.
 
 The mirrors are bounded: by bytes (the JSON they were parsed from, plus a fixed cost per
-message) and by time since their last use.
+message) and by time since their last use. Which sessions are held when they do not all
+fit is ``HeldHistories``' choice: not simply the most recently used, which holds nothing
+useful when sessions come round in turn.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ DEFAULT_HOLD_BYTES = 32 * 1024 * 1024
 DEFAULT_HOLD_SECONDS = 300.0
 MESSAGE_OVERHEAD = 400
 """About what a parsed message costs beyond its JSON (object, dicts, list slot)."""
+AGE_LOADS = 10
+"""Loads per session counted between two halvings of the load counts."""
+USES_KEPT = 65_536
+"""Sessions whose loads are counted at most (about 100 bytes each)."""
 
 # KEYS: info, messages, meta, context. Returns {} for a missing session, else {info, meta,
 # mode, items, length, context}: mode 'since' means items are the entries appended after
@@ -74,7 +80,7 @@ class HeldHistory:
 
     def extended(self, appended: int, raw: Sequence[str], keep: int) -> HeldHistory:
         """This mirror with the entries ``raw`` parsed after it, the newest ``keep`` kept."""
-        weights = [weight(item) for item in raw]
+        weights = [len(item) + MESSAGE_OVERHEAD for item in raw]  # ``weight``, inlined
         return self.with_messages(appended, parse_entries(raw), weights, keep)
 
     def with_messages(
@@ -83,35 +89,78 @@ class HeldHistory:
         """This mirror with ``added`` (already parsed) after it, the newest ``keep`` kept."""
         messages = (*self.messages, *added)
         sizes = (*self.weights, *weights)
+        size = self.size + sum(weights)
         start = max(len(messages) - keep, 0)
         if start:
+            size -= sum(sizes[:start])
             messages, sizes = messages[start:], sizes[start:]
-        return HeldHistory(self.created_at, appended, messages, sizes, sum(sizes), time.monotonic())
+        return HeldHistory(self.created_at, appended, messages, sizes, size, time.monotonic())
 
 
 class HeldHistories:
-    """Parsed transcripts by session id, least recently used dropped first."""
+    """Parsed transcripts by session id, within ``max_bytes``: least recently used dropped
+    first, but a session is let in past a full budget only if it was loaded more often
+    than the one it would drop.
+
+    Plain LRU holds nothing useful when a worker's sessions come round in turn and do not
+    all fit: the one it drops is always the next to run, so every load misses. Counting
+    loads (``uses``, halved now and then so the counts follow a changing load) keeps a
+    stable set held instead: a newcomer that was loaded no more often than the least
+    recently used held session is not let in (ties keep what is held), so with sessions in
+    turn as many hit as fit, and a session that runs more often than others takes a place.
+    Entries unused for ``hold_seconds`` still go, which makes room again.
+    """
 
     def __init__(
         self, max_bytes: int = DEFAULT_HOLD_BYTES, hold_seconds: float = DEFAULT_HOLD_SECONDS
     ) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"hold_bytes must be 0 or more, not {max_bytes}")
         self.max_bytes = max_bytes
         self.hold_seconds = hold_seconds
         self.size = 0
         """Bytes held, as the mirrors' ``size`` counts them."""
+        self.hits = 0
+        """Loads (``get``) that found the session held."""
+        self.misses = 0
+        """Loads that did not."""
+        self.refused = 0
+        """Mirrors not let in: the budget was full of sessions loaded at least as often."""
         self._held: OrderedDict[str, HeldHistory] = OrderedDict()
+        self._uses: dict[str, int] = {}
+        self._loads = 0  # since the counts were last halved
 
     def __len__(self) -> int:
         return len(self._held)
 
     def get(self, session_id: str) -> HeldHistory | None:
+        """The session's mirror for a load, if held; counts the load either way."""
+        held = self.peek(session_id)
+        self._count(session_id)
+        if held is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return held
+
+    def peek(self, session_id: str) -> HeldHistory | None:
+        """The session's mirror, if held, without counting a load (an append's look)."""
         self._expire()
         return self._held.get(session_id)
 
     def put(self, session_id: str, history: HeldHistory) -> None:
+        """Hold ``history`` as the session's mirror: in place of the one held, or, for a
+        session not held, if it fits or was loaded more often than the one it drops."""
+        held = session_id in self._held
         self.drop(session_id)
         if history.size > self.max_bytes:
             return
+        if not held and self._held and self.size + history.size > self.max_bytes:
+            # This load was counted by ``get``: compare the loads before it.
+            victim = next(iter(self._held))
+            if self._uses.get(session_id, 1) - 1 <= self._uses.get(victim, 0):
+                self.refused += 1
+                return
         self._held[session_id] = history
         self.size += history.size
         while self.size > self.max_bytes:
@@ -122,6 +171,18 @@ class HeldHistories:
         old = self._held.pop(session_id, None)
         if old is not None:
             self.size -= old.size
+
+    def _count(self, session_id: str) -> None:
+        self._uses[session_id] = self._uses.get(session_id, 0) + 1
+        self._loads += 1
+        # Halved every ten loads per session counted, so the counts follow the load; and
+        # while more sessions are counted than ``USES_KEPT`` (those loaded once drop out).
+        if self._loads >= AGE_LOADS * max(len(self._uses), 64) or len(self._uses) > USES_KEPT:
+            while True:
+                self._uses = {sid: uses // 2 for sid, uses in self._uses.items() if uses > 1}
+                if len(self._uses) <= USES_KEPT:
+                    break
+            self._loads = 0
 
     def _expire(self) -> None:
         deadline = time.monotonic() - self.hold_seconds

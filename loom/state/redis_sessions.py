@@ -344,7 +344,7 @@ class RedisSessionStore(SessionStore):
         args = self.append_args(session_id, messages=messages, run=run, metadata=metadata)
         with unavailable(self._where, self._password):
             appended = int(await self._append(keys=self.append_keys(session_id), args=args))
-        held = self.held.get(session_id)
+        held = self.held.peek(session_id)
         if held is not None and messages and appended == held.appended + len(messages):
             # Nobody appended in between: the mirror takes these very messages, unparsed.
             encoded = args[8 : 8 + len(messages)]

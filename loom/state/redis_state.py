@@ -60,6 +60,7 @@ from loom.state.feedback_log import DEFAULT_MAX_FEEDBACK, DEFAULT_MAX_SESSION_FE
 from loom.state.leases import HeldLease, Lease, StaleFencingToken
 from loom.state.redis_endings import RedisRunEndings
 from loom.state.redis_feedback import encode_feedback, stored_event
+from loom.state.redis_history import DEFAULT_HOLD_BYTES
 from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_rate_limits import RedisRateLimits
 from loom.state.redis_session_index import RedisSessionIndex
@@ -116,6 +117,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_runs: int = DEFAULT_MAX_RUNS,
         transcript_ttl: float | None = None,
+        hold_bytes: int = DEFAULT_HOLD_BYTES,
         socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
     ) -> None:
         if min(max_pending, max_decisions, max_risks, max_feedback, max_session_feedback) < 1:
@@ -146,6 +148,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
             max_messages=max_messages,
             max_runs=max_runs,
             ttl=transcript_ttl,
+            hold_bytes=hold_bytes,
         )
         self.rate_limits = RedisRateLimits(
             self._client, prefix=prefix, where=self.url, password=self._password
