@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import resource
@@ -37,7 +38,7 @@ from pipeline import RABBITMQ_URL, REDIS_URL, _publish_batched, reachable, teard
 from redis.asyncio import Redis
 
 from loom import Agent, Model
-from loom.daemon.app import Daemon
+from loom.daemon.app import Daemon, settle_heap
 from loom.daemon.settings import Settings
 from loom.signals import RuntimeSignal
 from loom.wire import publish_signal
@@ -155,6 +156,9 @@ async def soak(args: argparse.Namespace) -> int:
     daemon.agent.on("after_run", after_run)
     client = Redis.from_url(REDIS_URL)
     await daemon.start(["attention", "worker"])
+    # A served role settles its heap once started (``Daemon.serve``): the soak measures
+    # the process as it serves, unless asked for Python's default collector.
+    settled = settle_heap() if args.gc == "served" else None
     print(f"loom soak: namespace {ns}, {args.signals:,} signals to {args.sessions:,} sessions")
     print(
         f"{'signals':>9} {'decided':>9} {'runs':>8} {'RSS MB':>8} {'RSS vs 1st':>10} "
@@ -214,6 +218,9 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"every signal decided: {decided == sent} ({decided:,} of {sent:,}); "
               f"handled by completed runs: {handled:,}")  # fmt: skip
     finally:
+        if settled is not None:
+            gc.unfreeze()
+            gc.set_threshold(*settled)
         try:
             await daemon.stop()
         finally:
@@ -228,6 +235,12 @@ if __name__ == "__main__":
     parser.add_argument("--signals", type=int, default=300_000)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--every", type=int, default=50_000, help="signals per printed step")
+    parser.add_argument(
+        "--gc",
+        choices=("served", "default"),
+        default="served",
+        help="the collector as a served role sets it (settle_heap), or Python's default",
+    )
     parser.add_argument(
         "--breakdown", action="store_true", help="print the memory by key kind at every step"
     )
