@@ -37,6 +37,8 @@ def run_outcome(session_id: str = "s-1") -> FeedbackEvent:
         value="completed",
         score=1.0,
         source="runtime",
+        # A time with microseconds: its text's length does not depend on the clock.
+        at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
         data={"duration": 0.003066, "cost_usd": 0.0, "signals": SIGNALS},
     )
 
@@ -88,12 +90,72 @@ def test_a_run_outcome_is_stored_in_under_half_its_json() -> None:
         '"score":1.0,"at":"2026-01-01T00:00:00+00:00","data":{"duration":1,"d":2}}',
         '{"id":"fb_1","kind":"run_outcome","session_id":"s-1","value":"completed",'
         '"score":1.0,"at":"2026-01-01T00:00:00+00:00","data":{"g":"sig_x"}}',
+        # a value that is a list or an object (no score can be looked up for it)
+        '{"id":"fb_1","kind":"explicit","session_id":"s-1","value":["up"],'
+        '"at":"2026-01-01T00:00:00+00:00"}',
+        '{"id":"fb_1","kind":"explicit","session_id":"s-1","value":{"thumb":"up"},'
+        '"score":1.0,"at":"2026-01-01T00:00:00+00:00"}',
+        '{"id":"fb_1","kind":"quality_verdict","session_id":"s-1","value":{"pass":true},'
+        '"score":1.0,"source":"quality","at":"2026-01-01T00:00:00+00:00"}',
+        # nested deeper than the JSON parser goes
+        "[" * 100_000,
     ],
 )
 def test_text_of_any_other_shape_is_stored_as_it_came(text: str) -> None:
     field, stored = encode_feedback("s-1", text)
     assert (field, stored) == (WHOLE, text)
     assert decode_feedback("s-1", field, stored) == text
+
+
+async def test_values_of_any_shape_are_stored_by_both_writes() -> None:
+    """``add_feedback`` and a run's ending (``finish_and_continue``) keep text the compact
+    form cannot represent as it came, as the memory state does, rather than fail."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = RedisState(url, prefix=prefix)
+    listed = (
+        '{"id":"fb_1","kind":"explicit","session_id":"s-1","value":["up"],'
+        '"at":"2026-01-01T00:00:00+00:00"}'
+    )
+    nested = (
+        '{"id":"fb_2","kind":"explicit","session_id":"s-1","value":{"thumb":"up"},'
+        '"score":1.0,"at":"2026-01-01T00:00:00+00:00"}'
+    )
+    try:
+        await state.add_feedback("s-1", listed)
+        opening = await state.open_session("s-1", "w1", 30)
+        assert opening is not None
+        record = RunRecord("run-1", "s-1", "completed", started_at=datetime(2026, 1, 1, tzinfo=UTC))
+        ending = RunEnding("s-1", record, feedback=(nested,))
+        assert (await state.finish_and_continue(opening.lease, ending, "release")).stored
+        assert await state.read_feedback("s-1") == [listed, nested]
+        assert await state.read_feedback() == [listed, nested]
+    finally:
+        await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+async def test_an_entry_this_version_cannot_expand_does_not_hide_the_others() -> None:
+    """A newer version's compact entry (a kind code this one does not know) is given as
+    stored, as the memory state gives any text it holds; ``FeedbackEvent.from_json``
+    refuses it as it refuses any unreadable text, and the other entries read."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = RedisState(url, prefix=prefix)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        before = run_outcome().to_json()
+        await state.add_feedback("s-1", before)
+        newer = '{"i":"AAAAAAAAAAAAAAAAAAAAAA","k":"z","t":1767225600000000}'
+        await client.xadd(session_key(prefix, "s-1", "feedback"), {COMPACT: newer})
+        after = run_outcome().to_json()
+        await state.add_feedback("s-1", after)
+        assert await state.read_feedback("s-1") == [before, newer, after]
+        with pytest.raises(ValueError, match="unknown feedback kind"):
+            FeedbackEvent.from_json(newer)
+        assert stored_event("s-1", {COMPACT: "not JSON"}) == "not JSON"
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
 
 
 def test_a_time_the_compact_form_cannot_shorten_is_kept_as_it_is() -> None:

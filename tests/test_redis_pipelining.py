@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.exceptions import ResponseError
 
+from loom.state import redis_pipelining
 from loom.state.base import StateUnavailable
 from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_state import RedisState
@@ -235,3 +237,202 @@ async def test_redis_killed_fails_every_caller_of_the_batch(
         assert await state.claim_unless_marked("accepted:1", "accepting:1", "s", TTL) is None
     finally:
         await state.close()
+
+
+async def eval_calls(admin: aioredis.Redis) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+def writes_seen(client: aioredis.Redis) -> asyncio.Event:
+    """Set once a write of script calls has gone out on one of the client's connections."""
+    written = asyncio.Event()
+    pool = client.connection_pool
+    base: Any = pool.connection_class
+
+    class Watched(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            await super().send_packed_command(command, check_health)
+            if isinstance(command, bytes) and b"EVALSHA" in command:
+                written.set()
+
+    pool.connection_class = Watched
+    return written
+
+
+async def test_a_caller_cancelled_before_its_batch_goes_out_has_no_call_sent(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    try:
+        await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)  # scripts known
+        before = await evalsha_calls(admin)
+        gone = asyncio.ensure_future(
+            state.claim_unless_marked("accepted:a", "accepting:a", "sig-a", TTL)
+        )
+        kept = asyncio.ensure_future(
+            state.claim_unless_marked("accepted:b", "accepting:b", "sig-b", TTL)
+        )
+        await asyncio.sleep(0)  # both queued; their batch not sent yet
+        gone.cancel()
+        assert await kept is None
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert await admin.get("t:dedupe:accepting:a") is None  # no claim taken for nobody
+        assert await admin.get("t:dedupe:accepting:b") == "sig-b"
+        assert await evalsha_calls(admin) - before == 1
+
+        # A batch of cancelled callers only is not sent at all.
+        gone = asyncio.ensure_future(
+            state.claim_unless_marked("accepted:c", "accepting:c", "sig-c", TTL)
+        )
+        await asyncio.sleep(0)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await state._batched.close()  # waits for the batch task, which sends nothing
+        assert await evalsha_calls(admin) - before == 1
+        assert await admin.get("t:dedupe:accepting:c") is None
+    finally:
+        await state.close()
+
+
+async def test_a_caller_cancelled_mid_batch_leaves_the_others_and_the_connection_sound(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    # One connection: the next call after the batch reads from the very same one.
+    client = aioredis.Redis.from_url(f"{redis_server.url}?max_connections=1", decode_responses=True)
+    written = writes_seen(client)
+    echo = client.register_script("return ARGV[1]")
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(echo.script)
+        calls = [asyncio.ensure_future(pipeline.call(echo, [], [f"r{i}"])) for i in range(3)]
+        await written.wait()  # the batch is on its way, its replies unread
+        calls[1].cancel()
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert answers[0] == "r0"
+        assert isinstance(answers[1], asyncio.CancelledError)
+        assert answers[2] == "r2"
+        # The cancelled caller's reply was read too: the next user of the connection
+        # gets its own reply, not the one left behind.
+        assert await pipeline.call(echo, [], ["next"]) == "next"
+        assert await client.get("nothing-here") is None
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_replies_read_before_a_failure_are_delivered(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(f"{redis_server.url}?socket_timeout=0.3", prefix="t")
+    # Holds Redis for much longer than the timeout. Its padding makes it longer than what
+    # Redis reads of a connection at once (16 KiB): Redis runs and answers the call before
+    # it, then reads the rest of this one, so that reply is on its way when this one stalls.
+    stall = state._client.register_script(
+        "local t = tonumber(redis.call('TIME')[1])"
+        " while tonumber(redis.call('TIME')[1]) < t + 2 do end return 'late'"
+    )
+    try:
+        await state._client.script_load(stall.script)
+        await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)  # scripts known
+        taken = await asyncio.gather(
+            state.claim_unless_marked("accepted:a", "accepting:a", "sig-a", TTL),
+            state._batched.call(stall, [], ["x" * 40_000]),
+            state.claim_unless_marked("accepted:b", "accepting:b", "sig-b", TTL),
+            return_exceptions=True,
+        )
+        assert taken[0] is None  # its claim landed and its reply was read: it has it
+        assert isinstance(taken[1], redis.exceptions.TimeoutError), taken[1]
+        assert isinstance(taken[2], StateUnavailable), taken[2]  # ran, or not: unknown
+        assert await admin.get("t:dedupe:accepting:a") == "sig-a"
+    finally:
+        await state.close()
+
+
+async def test_scripts_refused_are_sent_again_as_eval_each_call_once(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    count = client.register_script("return redis.call('INCR', KEYS[1])")
+    other = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(count.script)  # Redis knows one of the two scripts
+        await admin.config_resetstat()
+        answers = await asyncio.gather(
+            pipeline.call(count, ["n1"], []),
+            pipeline.call(other, ["n2"], [10]),
+            pipeline.call(count, ["n1"], []),
+            pipeline.call(other, ["n2"], [5]),
+        )
+        assert list(answers) == [1, 10, 2, 15]
+        assert await evalsha_calls(admin) == 4  # one batch of four
+        assert await eval_calls(admin) == 2  # the two refused, each sent once more
+        # EVAL cached the script: the next call of it is an EVALSHA that runs.
+        assert await pipeline.call(other, ["n2"], [1]) == 16
+        assert await evalsha_calls(admin) == 5
+        assert await eval_calls(admin) == 2
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_one_connection_recovers_from_a_script_flush(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(f"{redis_server.url}?max_connections=1", prefix="t")
+    try:
+        assert await state.claim_unless_marked("accepted:x", "accepting:x", "sig-x", TTL) is None
+        await admin.script_flush()
+        taken = await asyncio.gather(
+            state.claim_unless_marked("accepted:x", "accepting:x", "s", TTL),
+            state.claim_unless_marked("accepted:y", "accepting:y", "sig-y", TTL),
+        )
+        assert list(taken) == [("claimed", "sig-x"), None]
+        await state.mark_and_release("accepted:y", "sig-y", TTL, "accepting:y", "sig-y")
+        assert await admin.get("t:marker:accepted:y") == "sig-y"
+    finally:
+        await state.close()
+
+
+async def test_close_sends_what_is_queued_and_refuses_calls_after(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)  # scripts known
+    queued = [
+        asyncio.ensure_future(state.claim_unless_marked(f"accepted:{k}", f"accepting:{k}", k, TTL))
+        for k in "abc"
+    ]
+    await asyncio.sleep(0)  # queued, not sent yet
+    await state.close()
+    assert await asyncio.gather(*queued) == [None, None, None]
+    for k in "abc":
+        assert await admin.get(f"t:dedupe:accepting:{k}") == k
+    with pytest.raises(StateUnavailable, match="closed"):
+        await state.claim_unless_marked("accepted:d", "accepting:d", "d", TTL)
+    assert await admin.get("t:dedupe:accepting:d") is None
+
+
+async def test_close_is_bounded_without_a_socket_timeout(
+    redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_pipelining, "CLOSE_WAIT", 0.2)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)  # no timeout
+    echo = client.register_script("return ARGV[1]")
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(echo.script)
+        redis_server.freeze()  # the batch is written; its reply never comes
+        waiting = asyncio.ensure_future(pipeline.call(echo, [], ["x"]))
+        await asyncio.sleep(0)
+        # Without a bound, close would wait for the reply for ever (the test's own
+        # limit turns that into a failure rather than a hang).
+        await asyncio.wait_for(pipeline.close(), timeout=60)
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        redis_server.thaw()
+        await client.aclose()

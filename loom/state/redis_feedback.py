@@ -53,6 +53,12 @@ _NO_SOURCE = 0
 _ORDER = ("id", "kind", "session_id", "run_id", "value", "score", "comment", "source", "at")
 
 
+def _given_score(kind: Any, value: Any) -> float | None:
+    """The score the kind's value gives, if any (a value of any other type gives none: a
+    list or an object cannot be looked up)."""
+    return _SCORES.get((kind, value)) if isinstance(value, str) else None
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -108,9 +114,11 @@ def _compact(session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
         else:
             out["R"] = run_id
     value = event.get("value")
+    if isinstance(value, list | dict):
+        return None  # a hand-made value of another shape: stored as it came
     if value != _VALUES.get(kind):
         out["v"] = value
-    if "score" in event and event["score"] != _SCORES.get((kind, value)):
+    if "score" in event and event["score"] != _given_score(kind, value):
         out["s"] = event["score"]
     if "comment" in event:
         out["c"] = event["comment"]
@@ -148,7 +156,7 @@ def _expanded(session_id: str, stored: dict[str, Any]) -> dict[str, Any]:
     value = stored.get("v", _VALUES.get(kind))
     if value is not None:
         event["value"] = value
-    score = stored.get("s", _SCORES.get((kind, value)))
+    score = stored.get("s", _given_score(kind, value))
     if score is not None:
         event["score"] = score
     if "c" in stored:
@@ -168,19 +176,19 @@ def _expanded(session_id: str, stored: dict[str, Any]) -> dict[str, Any]:
 
 def encode_feedback(session_id: str, event_json: str) -> tuple[str, str]:
     """The stream entry field and value that keep ``event_json`` of ``session_id``: the
-    compact form when it gives the text back exactly, else the text as it is."""
+    compact form when it gives the text back exactly, else the text as it is. Never
+    raises: whatever the text, it is stored (the memory state takes any text too)."""
     try:
         event = json.loads(event_json)
-    except ValueError:
-        return WHOLE, event_json
-    stored = _compact(session_id, event) if isinstance(event, dict) else None
-    if stored is not None:
-        compact = _dumps(stored)
-        try:
+        stored = _compact(session_id, event) if isinstance(event, dict) else None
+        if stored is not None:
+            compact = _dumps(stored)
             if decode_feedback(session_id, COMPACT, compact) == event_json:
                 return COMPACT, compact
-        except (KeyError, TypeError, ValueError):
-            pass  # a shape the compact form cannot give back (a null score it would fill)
+    except Exception:
+        # The compact form only saves bytes: text it cannot give back (not JSON, a list as
+        # a value, a null score it would fill) is stored as it came, whatever went wrong.
+        pass
     return WHOLE, event_json
 
 
@@ -194,9 +202,15 @@ def decode_feedback(session_id: str, field: str, stored: str) -> str:
 
 
 def stored_event(session_id: str, fields: dict[str, str]) -> str:
-    """The event JSON of a stream entry's fields (either form)."""
+    """The event JSON of a stream entry's fields (either form). An entry in a compact form
+    this version cannot expand (a newer version's: a kind it does not know) is given as
+    stored, as the memory state gives any text it was handed: reading the others goes on,
+    and ``FeedbackEvent.from_json`` refuses that one as it refuses any unreadable text."""
     if COMPACT in fields:
-        return decode_feedback(session_id, COMPACT, fields[COMPACT])
+        try:
+            return decode_feedback(session_id, COMPACT, fields[COMPACT])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return fields[COMPACT]
     return fields[WHOLE]
 
 

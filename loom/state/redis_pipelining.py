@@ -10,12 +10,15 @@ redis-py's per-command cost: together about as much CPU as the rest of the reque
 together): one write on one pooled connection, one round trip.
 
 Each caller gets its own reply, or its own error: a call that cannot be encoded fails as
-it is made, a script that fails (a wrong type) fails that caller alone. A failure of the
-connection (Redis gone, a timeout) fails every caller of the batch, as it would have
-failed each of their calls on its own, and like those calls a batch is never re-sent
-(``redis_connect``): the calls may or may not have run. The one exception is NOSCRIPT
-(Redis restarted or its scripts were flushed): Redis ran nothing of that call, so the
-script is loaded and the calls it refused are sent again, once.
+it is made, a script that fails (a wrong type) fails that caller alone, and a caller
+cancelled before its batch goes out has its call left out of it. A failure of the
+connection (Redis gone, a timeout) fails the callers whose replies had not been read when
+it came, as it would have failed each of their calls on its own; the callers whose replies
+were read before it get them. Like those calls a batch is never re-sent (``redis_connect``):
+the calls that failed may or may not have run. The one exception is NOSCRIPT (Redis
+restarted or its scripts were flushed): Redis ran nothing of that call, so the calls it
+refused are sent again, once, as EVAL with the script's source, on the same connection
+(which also caches the script for the next EVALSHA).
 
 The batch is written and read on a pooled connection directly, each command encoded once
 as it is queued: redis-py's pipelines ask Redis which scripts it knows before every
@@ -25,25 +28,33 @@ execution (a second round trip) and cost about as much CPU per batch as the call
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 MAX_BATCH = 256
 """Calls sent in one round trip at most: the ones queued beyond it go out in the next."""
 
-_Call = tuple[AsyncScript, bytes, "asyncio.Future[Any]"]
-"""A queued call: its script, its EVALSHA command as sent, its reply."""
+_Call = tuple[AsyncScript, int, bytes, "asyncio.Future[Any]"]
+"""A queued call: its script, how many arguments follow the script (key count, keys,
+arguments), those arguments encoded, its reply."""
+
+CLOSE_WAIT = 5.0
+"""Seconds ``close`` waits at least for the batches on their way (then cancels them)."""
 
 
 def pack(encoding: str, errors: str, *arguments: str | int | bytes) -> bytes:
     """One command in Redis's protocol (RESP): the arguments as bulk strings."""
-    parts = [b"*%d\r\n" % len(arguments)]
+    return b"*%d\r\n" % len(arguments) + _bulk(encoding, errors, arguments)
+
+
+def _bulk(encoding: str, errors: str, arguments: Sequence[str | int | bytes]) -> bytes:
+    parts: list[bytes] = []
     for argument in arguments:
         if isinstance(argument, bytes):
             data = argument
@@ -70,18 +81,30 @@ class AutoPipeline:
         self._errors: str = encoder.encoding_errors
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def call(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]
+        self,
+        script: AsyncScript,
+        keys: Sequence[str | int | bytes],
+        args: Sequence[str | int | bytes],
     ) -> Any:
         """The script's reply to ``keys`` and ``args``, sent with the other calls of this
-        step of the loop; raises what the call raised (redis-py's exceptions)."""
-        command = pack(self._encoding, self._errors, "EVALSHA", script.sha, len(keys), *keys, *args)
+        step of the loop; raises what the call raised (redis-py's exceptions).
+
+        Keys and arguments are ``str``, ``int`` or ``bytes`` only (encoded here, once, as
+        the call is queued; anything else raises ``TypeError``): unlike redis-py's own
+        commands, floats and other values are not converted. After ``close`` a call is
+        refused with redis-py's ``ConnectionError``, as a closed client's would be.
+        """
+        if self._closed:
+            raise RedisConnectionError("the pipeline of script calls is closed")
+        tail = _bulk(self._encoding, self._errors, (len(keys), *keys, *args))
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         if not self._queued:
             loop.call_soon(self._flush)
-        self._queued.append((script, command, reply))
+        self._queued.append((script, len(keys) + len(args) + 1, tail, reply))
         if len(self._queued) >= self.max_batch:
             self._flush()
         return await reply
@@ -96,62 +119,108 @@ class AutoPipeline:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        try:
-            replies = await self._execute(batch)
-        except asyncio.CancelledError:
-            for _, _, reply in batch:
-                reply.cancel()
-            raise
-        except Exception as problem:
-            for _, _, reply in batch:
-                if not reply.done():
-                    reply.set_exception(problem)
+        # A caller cancelled before its batch went out: its call is not sent at all (a
+        # claim taken for nobody would hold its key until the claim expires).
+        batch = [call for call in batch if not call[3].done()]
+        if not batch:
             return
-        for (_, _, reply), answer in zip(batch, replies, strict=True):
+        try:
+            outcomes = await self._execute(batch)
+        except BaseException as problem:
+            # Every caller is settled whatever ends the batch (none waits forever).
+            for *_, reply in batch:
+                if reply.done():
+                    continue
+                if isinstance(problem, Exception):
+                    reply.set_exception(problem)
+                else:
+                    reply.cancel()
+            if not isinstance(problem, Exception):
+                raise
+            return
+        for (*_, reply), outcome in zip(batch, outcomes, strict=True):
             if reply.done():  # its caller was cancelled
                 continue
-            if isinstance(answer, Exception):
-                reply.set_exception(answer)
+            if isinstance(outcome, Exception):
+                reply.set_exception(outcome)
             else:
-                reply.set_result(answer)
+                reply.set_result(outcome)
+
+    def _command(self, name: str, call: _Call) -> bytes:
+        """The call as EVALSHA (naming the script by its digest) or EVAL (its source)."""
+        script, count, tail, _ = call
+        named = script.sha if name == "EVALSHA" else script.script
+        if isinstance(named, memoryview):
+            named = bytes(named)
+        head = _bulk(self._encoding, self._errors, (name, named))
+        return b"*%d\r\n" % (count + 2) + head + tail
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        """Each call's reply or its own error (a ``ResponseError``), in order."""
+        """Each call's outcome, in order: its reply, its own error (a ``ResponseError``),
+        or the connection's failure when the connection failed before its reply was read."""
         pool = self._client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            replies = await _round_trip(connection, [command for _, command, _ in batch])
+            commands = [self._command("EVALSHA", call) for call in batch]
+            replies, failure = await _round_trip(connection, commands)
+            outcomes = _settled(replies, failure, len(batch))
             refused = [at for at, answer in enumerate(replies) if isinstance(answer, NoScriptError)]
-            if refused:
-                for script in {id(batch[at][0]): batch[at][0] for at in refused}.values():
-                    await self._client.script_load(script.script)
-                again = await _round_trip(connection, [batch[at][1] for at in refused])
-                for at, answer in zip(refused, again, strict=True):
-                    replies[at] = answer
-            return replies
+            if refused and failure is None:
+                # Redis ran none of these: sent again as EVAL, on this same connection (a
+                # second one may not be free, or under Sentinel may reach another server);
+                # EVAL also caches the script for the next EVALSHA.
+                again = [self._command("EVAL", batch[at]) for at in refused]
+                replies, failure = await _round_trip(connection, again)
+                for at, outcome in zip(
+                    refused, _settled(replies, failure, len(again)), strict=True
+                ):
+                    outcomes[at] = outcome
+            elif refused:
+                for at in refused:  # not sent again on a connection that failed
+                    outcomes[at] = failure
+            return outcomes
         finally:
             await pool.release(connection)
 
     async def close(self) -> None:
-        """Send what is queued and wait for the batches on their way (each ends within
-        the client's socket timeout)."""
+        """Refuse new calls, send what is queued and wait for the batches on their way,
+        ``CLOSE_WAIT`` seconds at most (or the client's socket timeout, when longer): the
+        callers of a batch still unanswered then are cancelled."""
+        self._closed = True
         self._flush()
-        if self._sending:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._sending, return_exceptions=True)
+        if not self._sending:
+            return
+        timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+        bound = max(CLOSE_WAIT, timeout or 0.0)
+        _, pending = await asyncio.wait(set(self._sending), timeout=bound)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _round_trip(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:
-    """Write the commands at once, then read a reply for each. A failure of the connection
-    raises (the connection closes itself: no reply left unread for its next user)."""
-    await connection.send_packed_command(b"".join(commands))
+def _settled(replies: list[Any], failure: Exception | None, count: int) -> list[Any]:
+    """An outcome for each of ``count`` calls: the replies read, then the failure."""
+    return [*replies, *([failure] * (count - len(replies)))]
+
+
+async def _round_trip(
+    connection: AbstractConnection, commands: list[bytes]
+) -> tuple[list[Any], Exception | None]:
+    """Write the commands at once, then read a reply for each: the replies read (a script's
+    error among them), and the failure of the connection that stopped the reading, if one
+    did (the connection then closes itself: no reply left unread for its next user)."""
     replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(await connection.read_response())
-        except ResponseError as error:
-            replies.append(error)
-    return replies
+    try:
+        await connection.send_packed_command(b"".join(commands))
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+    except Exception as failure:
+        return replies, failure
+    return replies, None
 
 
-__all__ = ["MAX_BATCH", "AutoPipeline", "pack"]
+__all__ = ["CLOSE_WAIT", "MAX_BATCH", "AutoPipeline", "pack"]
