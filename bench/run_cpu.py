@@ -125,7 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         if keys:
             await client.delete(*keys)
         await client.aclose()
-        await store.close()
+        await (daemon.state.close() if args.daemon else store.close())
 
 
 if __name__ == "__main__":

@@ -937,3 +937,13 @@ def test_the_chart_refuses_a_blank_secret(helm: str, key: str) -> None:
         _run(helm, "template", "loom", str(CHART), "--set-string", f"secrets.{key}=").returncode
         == 0
     )
+
+
+def test_the_workers_held_transcripts_budget_is_a_value(helm: str) -> None:
+    docs = render(helm, "defaults", "--set", "config.state.holdBytes=67108864")
+    for deployment in kind(docs, "Deployment"):
+        assert pod_env(docs, deployment)["LOOM_STATE__HOLD_BYTES"] == "67108864"
+    assert Settings(state={"hold_bytes": 67108864}).state.hold_bytes == 67108864
+    defaults = render(helm, "defaults")
+    for deployment in kind(defaults, "Deployment"):
+        assert "LOOM_STATE__HOLD_BYTES" not in pod_env(defaults, deployment)

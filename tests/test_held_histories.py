@@ -92,3 +92,55 @@ def test_a_look_without_a_load_counts_nothing() -> None:
     assert held.peek("b") is None
     assert (held.hits, held.misses) == (0, 1)
     assert held._uses == {"a": 1}
+
+
+def test_a_large_newcomer_is_compared_with_every_session_it_would_drop() -> None:
+    held = HeldHistories(max_bytes=10 * SESSION_BYTES)
+    load(held, "cold")
+    hot = [f"hot-{n}" for n in range(9)]
+    for _ in range(5):
+        for session_id in hot:
+            load(held, session_id)
+    big = HeldHistory.parsed("2026-01-01T00:00:00Z", 32, [ENTRY] * 32)  # room of eight
+    for _ in range(3):
+        held.get("big")
+        held.put("big", big)
+    # "big" was loaded more often than "cold", but it would also drop seven sessions loaded
+    # more often than itself: it is not let in, and every hot session stays.
+    assert held.get("big") is None
+    assert all(held.peek(session_id) is not None for session_id in hot)
+    assert held.size <= held.max_bytes
+
+
+def test_a_large_newcomer_drops_several_sessions_loaded_less_often() -> None:
+    held = HeldHistories(max_bytes=4 * SESSION_BYTES)
+    for session_id in ("a", "b", "c", "d"):
+        load(held, session_id)
+    big = HeldHistory.parsed("2026-01-01T00:00:00Z", 12, [ENTRY] * 12)  # room of three
+    for _ in range(3):
+        held.get("big")
+        held.put("big", big)
+    assert held.peek("big") is big
+    assert [held.peek(s) is not None for s in ("a", "b", "c", "d")] == [False] * 3 + [True]
+    assert held.size == held.max_bytes
+
+
+def test_counting_too_many_sessions_forgets_those_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("loom.state.redis_history.USES_KEPT", 64)
+    held = HeldHistories(max_bytes=2 * SESSION_BYTES)
+    for _ in range(3):
+        for session_id in ("a", "b"):
+            load(held, session_id)
+    for n in range(62):  # as often as the held ones, so halving alone forgets no one
+        for _ in range(3):
+            held.get(f"s-{n}")
+    held.get("one-more")  # 65 counted: halved, the ones loaded once forgotten
+    held.get("two-more")  # 65 again, every count alike
+    assert len(held._uses) <= 64
+    # The held sessions keep their counts: a newcomer loaded once before does not beat them.
+    assert held._uses.get("a", 0) >= 1
+    assert held._uses.get("b", 0) >= 1
+    assert not load(held, "one-more")
+    assert held.peek("one-more") is None

@@ -6,7 +6,7 @@ several of them per step; they convert to and from JSON-ready dicts for the stor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
@@ -160,6 +160,10 @@ class Message:
 
 # Each field's slot setter, and the defaults of the fields after ``content`` (all plain
 # values: none has a default factory).
+if hasattr(Message, "__post_init__") or any(
+    f.default_factory is not MISSING for f in fields(Message)
+):
+    raise TypeError("_plain sets Message's fields directly: it skips __post_init__ and factories")
 _ROLE, _CONTENT, _CALLS, _CALL_ID, _TOOL, _ERROR, _DATA = (
     getattr(Message, field.name).__set__ for field in fields(Message)
 )

@@ -17,6 +17,7 @@ useful when sessions come round in turn.
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections import OrderedDict
@@ -100,13 +101,13 @@ class HeldHistory:
 class HeldHistories:
     """Parsed transcripts by session id, within ``max_bytes``: least recently used dropped
     first, but a session is let in past a full budget only if it was loaded more often
-    than the one it would drop.
+    than every session it would drop.
 
     Plain LRU holds nothing useful when a worker's sessions come round in turn and do not
     all fit: the one it drops is always the next to run, so every load misses. Counting
     loads (``uses``, halved now and then so the counts follow a changing load) keeps a
-    stable set held instead: a newcomer that was loaded no more often than the least
-    recently used held session is not let in (ties keep what is held), so with sessions in
+    stable set held instead: a newcomer that was loaded no more often than one of the
+    held sessions it would drop is not let in (ties keep what is held), so with sessions in
     turn as many hit as fit, and a session that runs more often than others takes a place.
     Entries unused for ``hold_seconds`` still go, which makes room again.
     """
@@ -155,12 +156,22 @@ class HeldHistories:
         self.drop(session_id)
         if history.size > self.max_bytes:
             return
-        if not held and self._held and self.size + history.size > self.max_bytes:
-            # This load was counted by ``get``: compare the loads before it.
-            victim = next(iter(self._held))
-            if self._uses.get(session_id, 1) - 1 <= self._uses.get(victim, 0):
-                self.refused += 1
-                return
+        if not held and self.size + history.size > self.max_bytes:
+            # This load was counted by ``get``: compare the loads before it with those of
+            # every session it would drop (least recently used first), not just the first:
+            # a large newcomer may need the room of several.
+            before = self._uses.get(session_id, 1) - 1
+            victims, room = [], self.max_bytes - self.size
+            for victim, mirror in self._held.items():
+                if room >= history.size:
+                    break
+                if before <= self._uses.get(victim, 0):
+                    self.refused += 1
+                    return
+                victims.append(victim)
+                room += mirror.size
+            for victim in victims:
+                self.drop(victim)
         self._held[session_id] = history
         self.size += history.size
         while self.size > self.max_bytes:
@@ -176,13 +187,19 @@ class HeldHistories:
         self._uses[session_id] = self._uses.get(session_id, 0) + 1
         self._loads += 1
         # Halved every ten loads per session counted, so the counts follow the load; and
-        # while more sessions are counted than ``USES_KEPT`` (those loaded once drop out).
+        # when more sessions are counted than ``USES_KEPT`` (those loaded once drop out).
         if self._loads >= AGE_LOADS * max(len(self._uses), 64) or len(self._uses) > USES_KEPT:
-            while True:
-                self._uses = {sid: uses // 2 for sid, uses in self._uses.items() if uses > 1}
-                if len(self._uses) <= USES_KEPT:
-                    break
+            self._uses = {sid: uses // 2 for sid, uses in self._uses.items() if uses > 1}
             self._loads = 0
+            excess = len(self._uses) - USES_KEPT * 7 // 8
+            if excess > 0:
+                # Still too many (the counts were alike): the least loaded sessions not
+                # held are forgotten, not every count halved away, which would make the
+                # held ones lose to any newcomer. Down to 7/8, so this is not redone at
+                # every new session.
+                spare = (sid for sid in self._uses if sid not in self._held)
+                for sid in heapq.nsmallest(excess, spare, key=self._uses.__getitem__):
+                    del self._uses[sid]
 
     def _expire(self) -> None:
         deadline = time.monotonic() - self.hold_seconds
