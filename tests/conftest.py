@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from loom.logs import CHATTY_LOGGERS
+from tests.private_redis import PrivateRedis
 
 pytest_plugins = ["tests.fakes.llm_server"]
 
@@ -25,3 +28,14 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name, was in chatty.items():
         logging.getLogger(name).setLevel(was)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, on a port of its own: for tests that stop,
+    freeze or restart Redis while the rest of the suite keeps the shared one."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()

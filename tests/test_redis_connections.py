@@ -4,23 +4,9 @@ before use."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from loom.state.redis_state import RedisState
 from tests.private_redis import PrivateRedis
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path).start()
-    yield server
-    server.stop()
 
 
 async def test_a_connection_gone_stale_in_a_restart_is_replaced_before_use(

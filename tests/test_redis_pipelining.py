@@ -5,9 +5,7 @@ its command counts, its scripts and its outages are this test's alone."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,15 +20,6 @@ from loom.state.redis_state import RedisState
 from tests.private_redis import PrivateRedis
 
 TTL = 30.0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
