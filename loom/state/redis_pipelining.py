@@ -48,12 +48,9 @@ CLOSE_WAIT = 5.0
 """Seconds ``close`` waits at least for the batches on their way (then cancels them)."""
 
 
-def pack(encoding: str, errors: str, *arguments: str | int | bytes) -> bytes:
-    """One command in Redis's protocol (RESP): the arguments as bulk strings."""
-    return b"*%d\r\n" % len(arguments) + _bulk(encoding, errors, arguments)
-
-
 def _bulk(encoding: str, errors: str, arguments: Sequence[str | int | bytes]) -> bytes:
+    """The arguments as Redis protocol (RESP) bulk strings: a command is ``*<count>\\r\\n``
+    followed by its arguments so."""
     parts: list[bytes] = []
     for argument in arguments:
         if isinstance(argument, bytes):
@@ -223,4 +220,4 @@ async def _round_trip(
     return replies, None
 
 
-__all__ = ["CLOSE_WAIT", "MAX_BATCH", "AutoPipeline", "pack"]
+__all__ = ["CLOSE_WAIT", "MAX_BATCH", "AutoPipeline"]
