@@ -19,6 +19,7 @@ from loom.daemon.settings import Settings
 from loom.policies.feedback import FeedbackEvent
 from loom.signals import RuntimeSignal
 from loom.state import state_from_url
+from loom.state.endings import RunEnding
 from loom.state.redis_records import decode_run, encode_run
 from loom.state.redis_sessions import RedisSessionStore, session_key
 from loom.state.redis_working import RECORDED_BUCKET, recorded_digest
@@ -206,6 +207,87 @@ async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
             await binary.aclose()
         ttl = await client.pttl(claims)
         assert 120_000 < ttl <= 120_000 + RECORDED_BUCKET * 1000
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
+    """A record whose output is its run's last reply leaves it to the transcript and says
+    which entry holds it; as the transcript drops that entry the record takes the message
+    back. Every output reads back, in the snapshot and in the sessions page's summary."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix, max_runs=4, max_messages=4)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        store = state.sessions
+        assert isinstance(store, RedisSessionStore)
+        for i in range(6):
+            run = record(run_id=f"run_{i}", output=f"reply {i}")
+            turn = [Message.user(f"q{i}"), Message.assistant(f"reply {i}")]
+            await store.append("s-1", messages=turn, run=run)
+        raw = await client.hgetall(session_key(prefix, "s-1", "runs"))
+        assert sorted(raw) == ["run_2", "run_3", "run_4", "run_5"]
+        # Entries 8 to 11 are kept: runs 4 and 5's replies are stored once, there.
+        for run_id, entry in (("run_4", 9), ("run_5", 11)):
+            assert raw[run_id].startswith(f'{{"O":{entry},')
+            assert "reply" not in raw[run_id]
+        # Runs 2 and 3's replies were dropped from the transcript: their records kept them.
+        for run_id, reply in (("run_2", "reply 2"), ("run_3", "reply 3")):
+            assert json.loads(raw[run_id])["om"] == {"role": "assistant", "content": reply}
+        outputs = await client.zrange(session_key(prefix, "s-1", "outputs"), 0, -1, withscores=True)
+        assert outputs == [("run_4", 9.0), ("run_5", 11.0)]
+        snapshot = await store.load("s-1")
+        assert snapshot is not None
+        assert [r.output for r in snapshot.runs] == [f"reply {i}" for i in range(2, 6)]
+        assert snapshot.runs[-1] == record(run_id="run_5", output="reply 5")
+        [summary] = await state.session_summaries(["s-1"])
+        assert summary.last_run is not None
+        assert json.loads(summary.last_run)["output"] == "reply 5"
+
+        # A record whose output is not its last message keeps it, and so does an upsert.
+        await store.append("s-1", run=record(run_id="run_5", output="changed"))
+        other = record(run_id="run_6", output="not the reply")
+        await store.append("s-1", messages=[Message.assistant("the reply")], run=other)
+        raw = await client.hgetall(session_key(prefix, "s-1", "runs"))
+        assert json.loads(raw["run_5"])["o"] == "changed"
+        assert json.loads(raw["run_6"])["o"] == "not the reply"
+        outputs = await client.zrange(session_key(prefix, "s-1", "outputs"), 0, -1)
+        assert outputs == ["run_4"]  # run_2 went with the run bound, run_5 is whole again
+        snapshot = await store.load("s-1")
+        assert snapshot is not None
+        outputs = [r.output for r in snapshot.runs]
+        assert outputs == ["reply 3", "reply 4", "changed", "not the reply"]
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+async def test_a_run_ending_stores_its_output_once_and_reads_it_back() -> None:
+    """The worker's path (``finish_and_continue``, one script) stores a record the same way."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix, transcript_ttl=3600.0)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        opening = await state.open_session("s-1", "w1", 30)
+        assert opening is not None
+        run = record(run_id="run_1", output="all disks fine")
+        turn = (Message.user("check disks"), Message.assistant("all disks fine"))
+        ending = RunEnding("s-1", run, messages=turn)
+        assert (await state.finish_and_continue(opening.lease, ending, "release")).stored
+        stored = await client.hget(session_key(prefix, "s-1", "runs"), "run_1")
+        assert stored is not None
+        assert stored.startswith('{"O":1,')
+        assert "all disks fine" not in stored
+        snapshot = await state.sessions.load("s-1")
+        assert snapshot is not None
+        assert snapshot.runs == [run]
+        # It expires with the session's other keys.
+        ttls = [await client.pttl(session_key(prefix, "s-1", k)) for k in ("messages", "outputs")]
+        assert ttls[0] > 0
+        assert abs(ttls[0] - ttls[1]) < 1000
     finally:
         await client.aclose()
         await state.close()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,67 @@ async def test_runs_are_bounded_to_the_most_recent(make_store: StoreFactory) -> 
     assert snapshot is not None
     assert [r.run_id for r in snapshot.runs] == ["run-000003", "run-000004", "run-000005"]
     assert snapshot.runs[1].status == "cancelled"
+
+
+async def test_every_runs_output_reads_back_whether_the_transcript_holds_it_or_not(
+    make_store: StoreFactory,
+) -> None:
+    """An output that is the run's last reply (Redis stores it once, in the transcript, while
+    the transcript holds it), one that is not, one whose reply the bound dropped, and
+    records upserted with and without messages all read back as stored."""
+    store = make_store(max_messages=6, max_runs=5)
+    outputs: dict[str, str] = {}
+    for i in range(9):
+        # Every third run's output is not its last reply.
+        output = f"summary {i}" if i % 3 == 2 else f"answer {i:06d}"
+        await store.append("s", messages=turn(i), run=run(i, output=output))
+        outputs[f"run-{i:06d}"] = output
+    # Upserts: the newest without messages, an older one with a reply of its own.
+    await store.append("s", run=run(8, output="rewritten"))
+    outputs["run-000008"] = "rewritten"
+    await store.append("s", messages=[Message.assistant("late")], run=run(6, output="late"))
+    outputs["run-000006"] = "late"
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    assert {record.run_id: record.output for record in snapshot.runs} == {
+        f"run-{i:06d}": outputs[f"run-{i:06d}"] for i in range(4, 9)
+    }
+    for i in range(9, 12):  # the bound drops every reply the transcript held
+        await store.append("s", messages=turn(i), run=run(i, output=f"answer {i:06d}"))
+        outputs[f"run-{i:06d}"] = f"answer {i:06d}"
+    snapshot = await store.load("s")
+    assert snapshot is not None
+    got = {record.run_id: record.output for record in snapshot.runs}
+    assert got == {run_id: outputs[run_id] for run_id in got}
+    assert sorted(got) == ["run-000007", "run-000008", "run-000009", "run-000010", "run-000011"]
+
+
+async def test_redis_keeps_every_output_the_memory_store_keeps() -> None:
+    """Random appends (replies of any length, runs with and without messages, upserts,
+    outputs that are and are not the last reply) under small bounds: Redis, which stores
+    an output once while its transcript holds it, reads back what the memory store does."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    rng = random.Random(20)
+    redis_store = RedisSessionStore(url, prefix=prefix, max_messages=7, max_runs=6)
+    memory_store = InMemorySessionStore(max_messages=7, max_runs=6)
+    try:
+        for step in range(300):
+            run_id = rng.randrange(step + 1)  # often a new run, sometimes an upsert
+            messages = [Message.user(f"q{step}")] * rng.randrange(3)
+            if rng.random() < 0.8:
+                messages.append(Message.assistant(f"reply {step}"))
+            output = f"reply {step}" if rng.random() < 0.7 else f"other {step}"
+            record = run(run_id, output=output)
+            for store in (redis_store, memory_store):
+                await store.append("s", messages=messages, run=record)
+            if step % 25 == 0 or step == 299:
+                from_redis, from_memory = await redis_store.load("s"), await memory_store.load("s")
+                assert from_redis is not None
+                assert from_memory is not None
+                assert from_redis.runs == from_memory.runs
+    finally:
+        await redis_store.close()
+        await delete_redis_keys(url, prefix)
 
 
 async def test_unknown_session_loads_as_none(make_store: StoreFactory) -> None:

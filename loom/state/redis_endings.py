@@ -36,7 +36,7 @@ from loom.state.working import KNOWN_ACTIONS, WAKING_ACTIONS
 WAKING = ",".join(WAKING_ACTIONS)
 KNOWN = ",".join(KNOWN_ACTIONS)
 
-# KEYS: the append's six (info, messages, runs, order, meta, index), then fence, token,
+# KEYS: the append's seven (info, messages, runs, order, meta, index, outputs), then fence, token,
 # inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
 # replies as one JSON array, what comes after as one JSON object (see ``_after``), then the
 # append's arguments. Answers the newer token (storing nothing) or {stored (1, or 0 when
@@ -53,20 +53,20 @@ local token, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
 local sid, S, P = after.sid, after.stem, after.prefix
 local stored = 0
 if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
-  local fence = tonumber(redis.call('GET', KEYS[7]) or '0')
-  local issued = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local fence = tonumber(redis.call('GET', KEYS[8]) or '0')
+  local issued = tonumber(redis.call('GET', KEYS[9]) or '0')
   local newest = math.max(fence, issued)
   if token < newest then return string.format('%d', newest) end
   if keep > 0 then
-    redis.call('SET', KEYS[7], ARGV[1], 'PX', keep)
+    redis.call('SET', KEYS[8], ARGV[1], 'PX', keep)
   else
-    redis.call('SET', KEYS[7], ARGV[1])
+    redis.call('SET', KEYS[8], ARGV[1])
   end
-  append({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, A)
-  redis.call('DEL', KEYS[9])
+  append({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, A)
+  redis.call('DEL', KEYS[10])
   if ARGV[3] ~= '[]' then
-    redis.call('HSET', KEYS[10], A[7], ARGV[3])
-    if keep > 0 then redis.call('PEXPIRE', KEYS[10], keep) end
+    redis.call('HSET', KEYS[11], A[7], ARGV[3])
+    if keep > 0 then redis.call('PEXPIRE', KEYS[11], keep) end
   end
   note_run(S, 'ended', keep)
   for _, event in ipairs(after.feedback) do
@@ -77,7 +77,7 @@ if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
   end
   if #after.feedback > 0 and keep > 0 then redis.call('PEXPIRE', S .. 'feedback', keep) end
   local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[11], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
+  redis.call('ZADD', KEYS[12], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
   stored = 1
 end
 if after['then'] == 'keep' then return {stored, 'kept'} end

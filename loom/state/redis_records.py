@@ -10,15 +10,23 @@ range) goes under short names too, the range as ``[from, count]`` and the signal
 (``G``, when each is a Loom ``sig_`` id: 22 characters, not 36); any other metadata
 stays as it is under ``m``. ``decode_run`` gives back the same ``RunRecord`` and also reads
 the records earlier versions stored (whole, or with long names).
+
+A run's output is most often its last reply, which the transcript keeps too. Such a
+record is stored without it (``encode_run(record, output_in_transcript=True)``): the append
+script puts the reply's place in the transcript first (``{"O":<entry>,...``), and when the
+transcript is about to drop that entry it puts the entry itself there instead
+(``{"om":<message JSON>,...``: ``loom.state.redis_sessions.INLINE_OUTPUT``). So an output
+is stored once while the transcript keeps it, and kept with the record after.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loom.core.messages import Usage
+from loom.core.messages import Message, Usage
 from loom.core.session_store import RUN_TRANSCRIPT, RunRecord, usage_from
 from loom.state.redis_ids import pack_ids, unpack_ids
 
@@ -41,19 +49,35 @@ _METADATA_NAMES = {"signals": "g", "fencing_token": "f", "worker": "w", RUN_TRAN
 """The run metadata every run of the worker carries, stored at the top under these names."""
 _PACKED_SIGNALS = "G"
 """The run's signal ids packed (``loom.state.redis_ids``), when each is a Loom ``sig_`` id."""
+_OUTPUT_ENTRY = "O"
+"""The transcript entry (counted from the session's first) whose content is the output."""
+_OUTPUT_MESSAGE = "om"
+"""The output's message itself, put there when the transcript dropped its entry."""
 
 
 def _micros(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
-def encode_run(record: RunRecord) -> str:
-    """The stored form of ``record`` (compact JSON; see the module's docstring)."""
+def output_in(record: RunRecord, last: Message | None) -> bool:
+    """Whether ``last``, the last message a run appends, holds ``record``'s output as is."""
+    return (
+        bool(record.output)
+        and last is not None
+        and last.role == "assistant"
+        and last.content == record.output
+    )
+
+
+def encode_run(record: RunRecord, *, output_in_transcript: bool = False) -> str:
+    """The stored form of ``record`` (compact JSON; see the module's docstring). With
+    ``output_in_transcript`` the output is left out: the last message appended with the
+    record holds it (``output_in``), and the append script says where."""
     started = _micros(record.started_at)
     data: dict[str, Any] = {"t": started}
     if record.status != _DEFAULT_STATUS:
         data["s"] = record.status
-    if record.output:
+    if record.output and not output_in_transcript:
         data["o"] = record.output
     if record.error is not None:
         data["e"] = record.error
@@ -85,11 +109,29 @@ def encode_run(record: RunRecord) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
-    """The record ``encode_run`` stored (or a whole record of an earlier version)."""
+def decode_run(
+    run_id: str,
+    session_id: str,
+    stored: str,
+    transcript: Sequence[str] = (),
+    first_entry: int = 0,
+) -> RunRecord:
+    """The record ``encode_run`` stored (or a whole record of an earlier version).
+
+    ``transcript`` is the session's stored transcript (message JSON), whose first item is
+    entry ``first_entry``: it gives the output of a record stored without one. An output
+    whose entry the transcript no longer holds (only when a version that knows nothing of
+    this trimmed the transcript) reads as none."""
     data = json.loads(stored)
     if "run_id" in data:
         return RunRecord.from_dict(data)
+    output = data.get("o", "")
+    if _OUTPUT_MESSAGE in data:
+        output = data[_OUTPUT_MESSAGE]["content"]
+    elif _OUTPUT_ENTRY in data:
+        place = int(data[_OUTPUT_ENTRY]) - first_entry
+        if 0 <= place < len(transcript):
+            output = json.loads(transcript[place])["content"]
     started = _EPOCH + timedelta(microseconds=int(data["t"]))
     usage: dict[str, Any] = {}
     if "n" in data:
@@ -112,7 +154,7 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
         run_id=run_id,
         session_id=session_id,
         status=str(data.get("s", _DEFAULT_STATUS)),
-        output=str(data.get("o", "")),
+        output=str(output),
         error=data.get("e"),
         usage=usage_from(usage),
         started_at=started,
@@ -121,4 +163,4 @@ def decode_run(run_id: str, session_id: str, stored: str) -> RunRecord:
     )
 
 
-__all__ = ["decode_run", "encode_run"]
+__all__ = ["decode_run", "encode_run", "output_in"]

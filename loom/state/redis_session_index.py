@@ -13,19 +13,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from loom.state.redis_records import decode_run
-from loom.state.redis_sessions import session_key, text
+from loom.state.redis_sessions import INLINE_OUTPUT, session_key, text
 from loom.state.redis_working import RedisWorkingState
 from loom.state.session_index import SessionIndex, SessionSummary
 
 # The rows of a page in one step. KEYS[1]: the activity index; ARGV: the key stem of the
 # first session and its id, then the others'. Per session: its score, newest decision and
-# newest run record and its id ('' = none).
-SUMMARIES = """
+# newest run record (with its output, when the transcript holds it) and its id ('' = none).
+SUMMARIES = (
+    INLINE_OUTPUT
+    + """
 local out = {}
 for i = 1, #ARGV, 2 do
   local stem, sid = ARGV[i], ARGV[i + 1]
   local newest = redis.call('ZREVRANGE', stem .. 'run_order', 0, 0)
   local run = newest[1] and redis.call('HGET', stem .. 'runs', newest[1]) or ''
+  if run ~= '' then run = with_output(run, stem .. 'info', stem .. 'messages') end
   out[#out + 1] = redis.call('ZSCORE', KEYS[1], sid) or ''
   out[#out + 1] = redis.call('LINDEX', stem .. 'decisions', -1) or ''
   out[#out + 1] = run
@@ -33,6 +36,7 @@ for i = 1, #ARGV, 2 do
 end
 return out
 """
+)
 
 
 class RedisSessionIndex(RedisWorkingState, SessionIndex):

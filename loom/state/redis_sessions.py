@@ -9,6 +9,8 @@ updates the index, so this store itself targets a single Redis, primary and repl
     {prefix}:s:{<sid>}:messages        LIST  message JSON, the newest max_messages
     {prefix}:s:{<sid>}:runs            HASH  run id -> run record (compact JSON: redis_records)
     {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
+    {prefix}:s:{<sid>}:outputs         ZSET  run id -> the transcript entry holding the
+                                             output its record leaves out (redis_records)
     {prefix}:s:{<sid>}:meta            HASH  metadata key -> value JSON
     {prefix}:s:{<sid>}:context         STRING  the stored summary, handoff, calibration (JSON)
 """
@@ -47,10 +49,10 @@ from loom.state.redis_history import (
     HeldHistory,
     weight,
 )
-from loom.state.redis_records import decode_run, encode_run
+from loom.state.redis_records import decode_run, encode_run, output_in
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
-_STORE_PARTS = ("info", "messages", "runs", "run_order", "meta")
+_STORE_PARTS = ("info", "messages", "runs", "run_order", "meta", "outputs")
 
 
 def mask_url(url: str) -> str:
@@ -139,41 +141,90 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# A run record stored without its output ('{"O":<entry>,...': loom.state.redis_records)
+# read with the output's message in its place ('{"om":<message JSON>,...'), as it must be
+# kept once the transcript drops that entry, or as it is when the list no longer holds it.
+INLINE_OUTPUT = """
+local function entry_message(info, messages, entry)
+  local appended = tonumber(redis.call('HGET', info, 'appended') or 0)
+  local place = entry - (appended - redis.call('LLEN', messages))
+  if place < 0 then return nil end
+  return redis.call('LINDEX', messages, place) or nil
+end
+
+local function with_output(record, info, messages)
+  local entry, rest = string.match(record, '^{"O":(%d+),()')
+  if not entry then return record end
+  local message = entry_message(info, messages, tonumber(entry))
+  if not message then return record end
+  return '{"om":' .. message .. ',' .. string.sub(record, rest)
+end
+"""
+
 # The whole append in one step: a crash can never leave a run record without its
 # messages, and the bounds, the run order and the index are kept in the same step. A Lua
-# function of the keys K (info, messages, runs, order, meta, index) and arguments A (see
-# ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares it.
-APPEND_FUNCTION = """
+# function of the keys K (info, messages, runs, order, meta, index, outputs) and arguments
+# A (see ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares
+# it. A record whose output is the last message appended with it (A[9] = '1') is stored
+# without it and says which entry holds it; before the transcript drops that entry the
+# record takes the message back (``INLINE_OUTPUT``), so an output is never lost.
+APPEND_FUNCTION = (
+    INLINE_OUTPUT
+    + """
 local function append(K, A)
   local info, messages, runs, order, meta = K[1], K[2], K[3], K[4], K[5]
-  local index = K[6]
+  local index, outputs = K[6], K[7]
   local n, ttl = tonumber(A[6]), tonumber(A[5])
   if redis.call('HSETNX', info, 'created_at', A[2]) == 1 then
     local t = redis.call('TIME')
     redis.call('ZADD', index, t[1] .. '.' .. string.format('%06d', tonumber(t[2])), A[1])
   end
   redis.call('HSET', info, 'updated_at', A[2])
+  local appended = 0
   if n > 0 then
     -- One by one: unpack() of a long append would overflow Lua's stack.
-    for i = 9, 8 + n do redis.call('RPUSH', messages, A[i]) end
-    redis.call('HINCRBY', info, 'appended', n)
-    redis.call('LTRIM', messages, -tonumber(A[3]), -1)
+    for i = 10, 9 + n do redis.call('RPUSH', messages, A[i]) end
+    appended = redis.call('HINCRBY', info, 'appended', n)
   end
-  if A[7] ~= '' and redis.call('HSET', runs, A[7], A[8]) == 1 then
-    redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
-    local excess = redis.call('ZCARD', order) - tonumber(A[4])
-    if excess > 0 then
-      local dropped = redis.call('ZPOPMIN', order, excess)
-      for i = 1, #dropped, 2 do redis.call('HDEL', runs, dropped[i]) end
+  if A[7] ~= '' then
+    local record = A[8]
+    if A[9] == '1' and n > 0 then
+      record = '{"O":' .. (appended - 1) .. ',' .. string.sub(record, 2)
+      redis.call('ZADD', outputs, appended - 1, A[7])
+    else
+      redis.call('ZREM', outputs, A[7])
+    end
+    if redis.call('HSET', runs, A[7], record) == 1 then
+      redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
+      local excess = redis.call('ZCARD', order) - tonumber(A[4])
+      if excess > 0 then
+        local dropped = redis.call('ZPOPMIN', order, excess)
+        for i = 1, #dropped, 2 do
+          redis.call('HDEL', runs, dropped[i])
+          redis.call('ZREM', outputs, dropped[i])
+        end
+      end
     end
   end
-  for i = 9 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
+  if n > 0 then
+    local keep_from = '(' .. (appended - tonumber(A[3]))
+    for _, run in ipairs(redis.call('ZRANGEBYSCORE', outputs, '-inf', keep_from)) do
+      local record = redis.call('HGET', runs, run)
+      if record then redis.call('HSET', runs, run, with_output(record, info, messages)) end
+    end
+    redis.call('ZREMRANGEBYSCORE', outputs, '-inf', keep_from)
+    redis.call('LTRIM', messages, -tonumber(A[3]), -1)
+  end
+  for i = 10 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
   if ttl > 0 then
-    for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+    for i = 1, 7 do
+      if i ~= 6 then redis.call('PEXPIRE', K[i], ttl) end
+    end
   end
   return tonumber(redis.call('HGET', info, 'appended') or 0)
 end
 """
+)
 _APPEND = APPEND_FUNCTION + "return append(KEYS, ARGV)\n"
 
 
@@ -229,7 +280,8 @@ class RedisSessionStore(SessionStore):
 
     def append_keys(self, session_id: str) -> list[str]:
         """The keys ``APPEND_FUNCTION`` is given for ``session_id``."""
-        return [*self._keys(session_id), self._index]
+        info, messages, runs, order, meta, outputs = self._keys(session_id)
+        return [info, messages, runs, order, meta, self._index, outputs]
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         return await self._load(session_id, with_runs=True)
@@ -239,7 +291,7 @@ class RedisSessionStore(SessionStore):
         summary covers (``first_entry`` says where the messages begin). Only what was
         appended since this store last read the session is read and parsed (see
         loom.state.redis_history); the summary's cut is applied to the held copy."""
-        info_key, messages_key, _, _, meta_key = self._keys(session_id)
+        info_key, messages_key, _, _, meta_key, _ = self._keys(session_id)
         held = self.held.get(session_id)
         version = ("", -1) if held is None else (held.created_at, held.appended)
         keys = [info_key, messages_key, meta_key, self._context_key(session_id)]
@@ -278,7 +330,7 @@ class RedisSessionStore(SessionStore):
         )
 
     async def _load(self, session_id: str, *, with_runs: bool) -> SessionSnapshot | None:
-        info_key, messages_key, runs_key, order_key, meta_key = self._keys(session_id)
+        info_key, messages_key, runs_key, order_key, meta_key, _ = self._keys(session_id)
         with unavailable(self._where, self._password):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(info_key)
@@ -302,7 +354,11 @@ class RedisSessionStore(SessionStore):
         runs: list[RunRecord] = []
         if run_parts:
             raw_runs, order = run_parts
-            runs = [decode_run(i, session_id, raw_runs[i]) for i in order if i in raw_runs]
+            runs = [
+                decode_run(i, session_id, raw_runs[i], raw_messages, first_entry)
+                for i in order
+                if i in raw_runs
+            ]
         return SessionSnapshot(
             session_id=session_id,
             metadata={key: json.loads(value) for key, value in raw_meta.items()},
@@ -347,7 +403,7 @@ class RedisSessionStore(SessionStore):
         held = self.held.peek(session_id)
         if held is not None and messages and appended == held.appended + len(messages):
             # Nobody appended in between: the mirror takes these very messages, unparsed.
-            encoded = args[8 : 8 + len(messages)]
+            encoded = args[9 : 9 + len(messages)]
             weights = [weight(str(item)) for item in encoded]
             self.held.put(
                 session_id, held.with_messages(appended, messages, weights, self.max_messages)
@@ -366,6 +422,8 @@ class RedisSessionStore(SessionStore):
         encoded = [dumps(message.to_dict()) for message in messages]
         pairs = [part for key, value in (metadata or {}).items() for part in (key, dumps(value))]
         ttl_ms = 0 if self.ttl is None else max(1, int(self.ttl * 1000))
+        # The output is stored once: in the transcript, when the last message holds it.
+        output_here = run is not None and output_in(run, messages[-1] if messages else None)
         return [
             session_id,
             format_time(utcnow()),
@@ -374,7 +432,8 @@ class RedisSessionStore(SessionStore):
             ttl_ms,
             len(encoded),
             "" if run is None else run.run_id,
-            "" if run is None else encode_run(run),
+            "" if run is None else encode_run(run, output_in_transcript=output_here),
+            "1" if output_here else "",
             *encoded,
             *pairs,
         ]
