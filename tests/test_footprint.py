@@ -237,7 +237,8 @@ async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
         for run_id, reply in (("run_2", "reply 2"), ("run_3", "reply 3")):
             assert json.loads(raw[run_id])["om"] == {"role": "assistant", "content": reply}
         outputs = await client.zrange(session_key(prefix, "s-1", "outputs"), 0, -1, withscores=True)
-        assert outputs == [("run_4", 9.0), ("run_5", 11.0)]
+        # Named by their sequence numbers (run_order scores): run_4 was the fifth stored.
+        assert outputs == [("5", 9.0), ("6", 11.0)]
         snapshot = await store.load("s-1")
         assert snapshot is not None
         assert [r.output for r in snapshot.runs] == [f"reply {i}" for i in range(2, 6)]
@@ -254,7 +255,7 @@ async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
         assert json.loads(raw["run_5"])["o"] == "changed"
         assert json.loads(raw["run_6"])["o"] == "not the reply"
         outputs = await client.zrange(session_key(prefix, "s-1", "outputs"), 0, -1)
-        assert outputs == ["run_4"]  # run_2 went with the run bound, run_5 is whole again
+        assert outputs == ["5"]  # run_4; run_2 went with the run bound, run_5 is whole again
         snapshot = await store.load("s-1")
         assert snapshot is not None
         outputs = [r.output for r in snapshot.runs]

@@ -9,8 +9,9 @@ updates the index, so this store itself targets a single Redis, primary and repl
     {prefix}:s:{<sid>}:messages        LIST  message JSON, the newest max_messages
     {prefix}:s:{<sid>}:runs            HASH  run id -> run record (compact JSON: redis_records)
     {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
-    {prefix}:s:{<sid>}:outputs         ZSET  run id -> the transcript entry holding the
-                                             output its record leaves out (redis_records)
+    {prefix}:s:{<sid>}:outputs         ZSET  run sequence number (its run_order score) ->
+                                             the transcript entry holding the output its
+                                             record leaves out (redis_records)
     {prefix}:s:{<sid>}:meta            HASH  metadata key -> value JSON
     {prefix}:s:{<sid>}:context         STRING  the stored summary, handoff, calibration (JSON)
 """
@@ -171,6 +172,10 @@ end
 APPEND_FUNCTION = (
     INLINE_OUTPUT
     + """
+local function seq_name(score)
+  return string.format('%d', tonumber(score))
+end
+
 local function append(K, A)
   local info, messages, runs, order, meta = K[1], K[2], K[3], K[4], K[5]
   local index, outputs = K[6], K[7]
@@ -188,12 +193,8 @@ local function append(K, A)
   end
   if A[7] ~= '' then
     local record = A[8]
-    if A[9] == '1' and n > 0 then
-      record = '{"O":' .. (appended - 1) .. ',' .. string.sub(record, 2)
-      redis.call('ZADD', outputs, appended - 1, A[7])
-    else
-      redis.call('ZREM', outputs, A[7])
-    end
+    local elided = A[9] == '1' and n > 0
+    if elided then record = '{"O":' .. (appended - 1) .. ',' .. string.sub(record, 2) end
     if redis.call('HSET', runs, A[7], record) == 1 then
       redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
       local excess = redis.call('ZCARD', order) - tonumber(A[4])
@@ -201,15 +202,25 @@ local function append(K, A)
         local dropped = redis.call('ZPOPMIN', order, excess)
         for i = 1, #dropped, 2 do
           redis.call('HDEL', runs, dropped[i])
-          redis.call('ZREM', outputs, dropped[i])
+          redis.call('ZREM', outputs, seq_name(dropped[i + 1]))
         end
+      end
+    end
+    -- The outputs index names a record by its sequence number, shorter than its id.
+    local seq = redis.call('ZSCORE', order, A[7])
+    if seq then
+      if elided then
+        redis.call('ZADD', outputs, appended - 1, seq_name(seq))
+      else
+        redis.call('ZREM', outputs, seq_name(seq))
       end
     end
   end
   if n > 0 then
     local keep_from = '(' .. (appended - tonumber(A[3]))
-    for _, run in ipairs(redis.call('ZRANGEBYSCORE', outputs, '-inf', keep_from)) do
-      local record = redis.call('HGET', runs, run)
+    for _, seq in ipairs(redis.call('ZRANGEBYSCORE', outputs, '-inf', keep_from)) do
+      local run = redis.call('ZRANGEBYSCORE', order, seq, seq)[1]
+      local record = run and redis.call('HGET', runs, run)
       if record then redis.call('HSET', runs, run, with_output(record, info, messages)) end
     end
     redis.call('ZREMRANGEBYSCORE', outputs, '-inf', keep_from)
