@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from loom.core.messages import Message, Usage
+from loom.core.messages import Message, ToolCall, Usage
 from loom.core.session_store import RunRecord
 from loom.daemon.app import Daemon
 from loom.daemon.settings import Settings
@@ -233,9 +233,11 @@ async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
         for run_id, entry in (("run_4", 9), ("run_5", 11)):
             assert raw[run_id].startswith(f'{{"O":{entry},')
             assert "reply" not in raw[run_id]
-        # Runs 2 and 3's replies were dropped from the transcript: their records kept them.
+        # Runs 2 and 3's replies were dropped from the transcript: their records took them
+        # back, as an earlier version stored them.
         for run_id, reply in (("run_2", "reply 2"), ("run_3", "reply 3")):
-            assert json.loads(raw[run_id])["om"] == {"role": "assistant", "content": reply}
+            assert json.loads(raw[run_id])["o"] == reply
+            assert "O" not in json.loads(raw[run_id])
         outputs = await client.zrange(session_key(prefix, "s-1", "outputs"), 0, -1, withscores=True)
         # Named by their sequence numbers (run_order scores): run_4 was the fifth stored.
         assert outputs == [("5", 9.0), ("6", 11.0)]
@@ -292,6 +294,55 @@ async def test_a_run_ending_stores_its_output_once_and_reads_it_back() -> None:
     finally:
         await client.aclose()
         await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+async def test_a_dropped_reply_gives_its_record_only_its_text() -> None:
+    """A reply with a tool call and provider data (a reasoning model's) leaves its record
+    only the reply's text when the transcript drops it; an append longer than the bound,
+    a reply on each side of the bound's first entry, a record the run order has lost, and
+    the session's deletion."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    store = RedisSessionStore(url, prefix=prefix, max_messages=4, max_runs=10, ttl=3600.0)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    runs_key = session_key(prefix, "s-1", "runs")
+    try:
+        thinking = {"thinking": [{"type": "thinking", "thinking": "t" * 2000, "signature": "s"}]}
+        call = ToolCall(id="call_1", name="lookup", arguments={"q": 1})
+        reply = Message.assistant('é ✓ 😀 / "quoted"', (call,), provider_data=thinking)
+        await store.append("s-1", messages=[Message.user("q0"), reply], run=record(
+            run_id="run_0", output=reply.content))  # fmt: skip
+        assert "O" in json.loads(await client.hget(runs_key, "run_0"))
+        # Six messages at once, more than the bound: the reply is dropped in the same step.
+        long = [Message.user(f"q{i}") for i in range(5)] + [Message.assistant("a1")]
+        await store.append("s-1", messages=long, run=record(run_id="run_1", output="a1"))
+        stored = await client.hget(runs_key, "run_0")
+        assert json.loads(stored)["o"] == reply.content
+        assert "thinking" not in stored
+        assert len(stored) < 300
+        # Entries: run_1's reply is 7, the list keeps 4 to 7. Three more entries keep
+        # 7 to 10: run_1's reply is the first kept and stays where it is.
+        turn = [Message.user("q2"), Message.user("q2b"), Message.assistant("a2")]
+        await store.append("s-1", messages=turn, run=record(run_id="run_2", output="a2"))
+        assert json.loads(await client.hget(runs_key, "run_1"))["O"] == 7
+        await store.append("s-1", messages=[Message.assistant("a3")], run=record(
+            run_id="run_3", output="a3"))  # fmt: skip
+        assert json.loads(await client.hget(runs_key, "run_1"))["o"] == "a1"
+        # A record the run order no longer holds could not be found again: it keeps its own.
+        await client.delete(session_key(prefix, "s-1", "run_order"))
+        await store.append("s-1", messages=[Message.assistant("a4")], run=record(
+            run_id="run_3", output="a4"))  # fmt: skip
+        assert json.loads(await client.hget(runs_key, "run_3"))["o"] == "a4"
+        snapshot = await store.load("s-1")
+        assert snapshot is not None
+        ttls = [await client.pttl(session_key(prefix, "s-1", k)) for k in ("messages", "outputs")]
+        assert ttls[0] > 0
+        assert abs(ttls[0] - ttls[1]) < 1000
+        await store.delete("s-1")
+        assert not await client.keys(f"{prefix}:*")
+    finally:
+        await client.aclose()
+        await store.close()
         await delete_redis_keys(url, prefix)
 
 

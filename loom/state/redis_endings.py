@@ -36,8 +36,8 @@ from loom.state.working import KNOWN_ACTIONS, WAKING_ACTIONS
 WAKING = ",".join(WAKING_ACTIONS)
 KNOWN = ",".join(KNOWN_ACTIONS)
 
-# KEYS: the append's seven (info, messages, runs, order, meta, index, outputs), then fence, token,
-# inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
+# KEYS: the append's seven (info, messages, runs, order, meta, index, outputs), then
+# fence, token, inflight, outbox, the activity index. ARGV: token, keep (ms, 0 = no expiry), the
 # replies as one JSON array, what comes after as one JSON object (see ``_after``), then the
 # append's arguments. Answers the newer token (storing nothing) or {stored (1, or 0 when
 # stored before), what next ('kept', 'taken', 'released', 'lost': the lease is no longer

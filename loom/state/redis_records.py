@@ -11,12 +11,13 @@ range) goes under short names too, the range as ``[from, count]`` and the signal
 stays as it is under ``m``. ``decode_run`` gives back the same ``RunRecord`` and also reads
 the records earlier versions stored (whole, or with long names).
 
-A run's output is most often its last reply, which the transcript keeps too. Such a
-record is stored without it (``encode_run(record, output_in_transcript=True)``): the append
-script puts the reply's place in the transcript first (``{"O":<entry>,...``), and when the
-transcript is about to drop that entry it puts the entry itself there instead
-(``{"om":<message JSON>,...``: ``loom.state.redis_sessions.INLINE_OUTPUT``). So an output
-is stored once while the transcript keeps it, and kept with the record after.
+A run's output is most often its last reply, which the transcript keeps too. The append
+script stores such a record without it (the output comes first, so it knows which bytes
+to leave out: ``output_bytes``) and puts the reply's place in the transcript first instead
+(``{"O":<entry>,...``). When the transcript is about to drop that entry the script gives
+the record the reply's content back as its output (``loom.state.redis_sessions.
+INLINE_OUTPUT``). So an output is stored once while the transcript keeps it, and kept
+with the record after.
 """
 
 from __future__ import annotations
@@ -51,16 +52,15 @@ _PACKED_SIGNALS = "G"
 """The run's signal ids packed (``loom.state.redis_ids``), when each is a Loom ``sig_`` id."""
 _OUTPUT_ENTRY = "O"
 """The transcript entry (counted from the session's first) whose content is the output."""
-_OUTPUT_MESSAGE = "om"
-"""The output's message itself, put there when the transcript dropped its entry."""
 
 
 def _micros(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
-def output_in(record: RunRecord, last: Message | None) -> bool:
-    """Whether ``last``, the last message a run appends, holds ``record``'s output as is."""
+def is_last_reply(record: RunRecord, last: Message | None) -> bool:
+    """Whether ``last``, the last message a run appends, is a reply holding ``record``'s
+    output as is (its content is what the transcript entry gives back)."""
     return (
         bool(record.output)
         and last is not None
@@ -69,16 +69,21 @@ def output_in(record: RunRecord, last: Message | None) -> bool:
     )
 
 
-def encode_run(record: RunRecord, *, output_in_transcript: bool = False) -> str:
-    """The stored form of ``record`` (compact JSON; see the module's docstring). With
-    ``output_in_transcript`` the output is left out: the last message appended with the
-    record holds it (``output_in``), and the append script says where."""
+def output_bytes(record: RunRecord) -> int:
+    """The bytes ``"o":<output>,`` takes right after the ``{`` of ``encode_run(record)``."""
+    return len(f'"o":{json.dumps(record.output, ensure_ascii=False)},'.encode())
+
+
+def encode_run(record: RunRecord) -> str:
+    """The stored form of ``record`` (compact JSON; see the module's docstring). The
+    output, when there is one, comes first (``output_bytes``)."""
+    data: dict[str, Any] = {}
+    if record.output:
+        data["o"] = record.output
     started = _micros(record.started_at)
-    data: dict[str, Any] = {"t": started}
+    data["t"] = started
     if record.status != _DEFAULT_STATUS:
         data["s"] = record.status
-    if record.output and not output_in_transcript:
-        data["o"] = record.output
     if record.error is not None:
         data["e"] = record.error
     if record.finished_at is not None:
@@ -126,9 +131,7 @@ def decode_run(
     if "run_id" in data:
         return RunRecord.from_dict(data)
     output = data.get("o", "")
-    if _OUTPUT_MESSAGE in data:
-        output = data[_OUTPUT_MESSAGE]["content"]
-    elif _OUTPUT_ENTRY in data:
+    if _OUTPUT_ENTRY in data:
         place = int(data[_OUTPUT_ENTRY]) - first_entry
         if 0 <= place < len(transcript):
             output = json.loads(transcript[place])["content"]
@@ -163,4 +166,4 @@ def decode_run(
     )
 
 
-__all__ = ["decode_run", "encode_run", "output_in"]
+__all__ = ["decode_run", "encode_run", "is_last_reply", "output_bytes"]

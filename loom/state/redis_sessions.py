@@ -50,7 +50,7 @@ from loom.state.redis_history import (
     HeldHistory,
     weight,
 )
-from loom.state.redis_records import decode_run, encode_run, output_in
+from loom.state.redis_records import decode_run, encode_run, is_last_reply, output_bytes
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 _STORE_PARTS = ("info", "messages", "runs", "run_order", "meta", "outputs")
@@ -143,8 +143,9 @@ def dumps(value: Any) -> str:
 
 
 # A run record stored without its output ('{"O":<entry>,...': loom.state.redis_records)
-# read with the output's message in its place ('{"om":<message JSON>,...'), as it must be
-# kept once the transcript drops that entry, or as it is when the list no longer holds it.
+# read with the content of that transcript entry as its output ('{"o":<content>,...'), as
+# it must be kept once the transcript drops the entry; unchanged when the list no longer
+# holds the entry or it cannot be read (the output then reads as none).
 INLINE_OUTPUT = """
 local function entry_message(info, messages, entry)
   local appended = tonumber(redis.call('HGET', info, 'appended') or 0)
@@ -158,7 +159,11 @@ local function with_output(record, info, messages)
   if not entry then return record end
   local message = entry_message(info, messages, tonumber(entry))
   if not message then return record end
-  return '{"om":' .. message .. ',' .. string.sub(record, rest)
+  local ok, decoded = pcall(cjson.decode, message)
+  if not ok or type(decoded) ~= 'table' or type(decoded.content) ~= 'string' then
+    return record
+  end
+  return '{"o":' .. cjson.encode(decoded.content) .. ',' .. string.sub(record, rest)
 end
 """
 
@@ -166,9 +171,10 @@ end
 # messages, and the bounds, the run order and the index are kept in the same step. A Lua
 # function of the keys K (info, messages, runs, order, meta, index, outputs) and arguments
 # A (see ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares
-# it. A record whose output is the last message appended with it (A[9] = '1') is stored
-# without it and says which entry holds it; before the transcript drops that entry the
-# record takes the message back (``INLINE_OUTPUT``), so an output is never lost.
+# it. A record whose output is the last message appended with it leaves its output out
+# (the A[9] bytes after its '{', '"o":<output>,') and says which entry holds it; before the
+# transcript drops that entry the record takes the content back (``INLINE_OUTPUT``). Only
+# a record the run order holds is found again, so one that is not keeps its output.
 APPEND_FUNCTION = (
     INLINE_OUTPUT
     + """
@@ -192,9 +198,12 @@ local function append(K, A)
     appended = redis.call('HINCRBY', info, 'appended', n)
   end
   if A[7] ~= '' then
-    local record = A[8]
-    local elided = A[9] == '1' and n > 0
-    if elided then record = '{"O":' .. (appended - 1) .. ',' .. string.sub(record, 2) end
+    local record, cut = A[8], tonumber(A[9])
+    local elided = cut > 0 and n > 0
+      and (redis.call('HEXISTS', runs, A[7]) == 0 or redis.call('ZSCORE', order, A[7]))
+    if elided then
+      record = '{"O":' .. string.format('%d', appended - 1) .. ',' .. string.sub(record, 2 + cut)
+    end
     if redis.call('HSET', runs, A[7], record) == 1 then
       redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
       local excess = redis.call('ZCARD', order) - tonumber(A[4])
@@ -210,7 +219,7 @@ local function append(K, A)
     local seq = redis.call('ZSCORE', order, A[7])
     if seq then
       if elided then
-        redis.call('ZADD', outputs, appended - 1, seq_name(seq))
+        redis.call('ZADD', outputs, string.format('%d', appended - 1), seq_name(seq))
       else
         redis.call('ZREM', outputs, seq_name(seq))
       end
@@ -292,6 +301,7 @@ class RedisSessionStore(SessionStore):
     def append_keys(self, session_id: str) -> list[str]:
         """The keys ``APPEND_FUNCTION`` is given for ``session_id``."""
         info, messages, runs, order, meta, outputs = self._keys(session_id)
+        # The index sixth, as the scripts sharing APPEND_FUNCTION had it before ``outputs``.
         return [info, messages, runs, order, meta, self._index, outputs]
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
@@ -433,8 +443,9 @@ class RedisSessionStore(SessionStore):
         encoded = [dumps(message.to_dict()) for message in messages]
         pairs = [part for key, value in (metadata or {}).items() for part in (key, dumps(value))]
         ttl_ms = 0 if self.ttl is None else max(1, int(self.ttl * 1000))
-        # The output is stored once: in the transcript, when the last message holds it.
-        output_here = run is not None and output_in(run, messages[-1] if messages else None)
+        # The output is stored once: in the transcript, when it is the last reply.
+        last = messages[-1] if messages else None
+        cut = 0 if run is None or not is_last_reply(run, last) else output_bytes(run)
         return [
             session_id,
             format_time(utcnow()),
@@ -443,8 +454,8 @@ class RedisSessionStore(SessionStore):
             ttl_ms,
             len(encoded),
             "" if run is None else run.run_id,
-            "" if run is None else encode_run(run, output_in_transcript=output_here),
-            "1" if output_here else "",
+            "" if run is None else encode_run(run),
+            cut,
             *encoded,
             *pairs,
         ]
