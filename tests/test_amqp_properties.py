@@ -29,7 +29,7 @@ TOPOLOGY = Topology(
     limited=(),
 )
 
-IDS = ["sig_0123456789abcdef", "é" * 10, "x" * 255, "\u2603 quoted \" and \\ id", "a"]
+IDS = ["sig_0123456789abcdef", "é" * 10, "x" * 255, '\u2603 quoted " and \\ id', "a"]
 """Message ids: plain, non-ASCII, the longest a short string holds, odd characters, one."""
 
 
