@@ -92,6 +92,12 @@ async def test_a_signal_is_one_trace_from_the_gateway_to_the_run(
     assert spans["loom.model"].parent.span_id == run
     assert spans["loom.tool"].parent.span_id == run
     signal_id = response.json()["id"]
+    for hop in ("loom.gateway.accept", "loom.signal.publish"):  # worked out when recording
+        attributes = dict(spans[hop].attributes or {})
+        assert attributes["loom.signal_id"] == signal_id, hop
+        assert attributes["loom.session_id"] == "ops", hop
+        assert "loom.source" in attributes, hop
+        assert "loom.type" in attributes, hop
     assert spans["loom.attention.decide"].attributes["loom.signal_id"] == signal_id
     assert spans["loom.attention.decide"].attributes["loom.decision"] == "queue"
     assert spans["loom.worker.run"].attributes["loom.status"] == "completed"

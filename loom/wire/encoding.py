@@ -26,8 +26,7 @@ async def publish_signal(broker: Broker, signal: RuntimeSignal) -> None:
     """Publish a signal; returns once the broker confirmed it (else BrokerUnavailable).
 
     The headers carry the trace context (``traceparent``) when tracing is on."""
-    attributes = {"loom.signal_id": signal.id, "loom.source": signal.source,
-                  "loom.type": signal.type, "loom.session_id": signal.session_id}  # fmt: skip
+    attributes = tracing.signal_attributes(signal) if tracing.recording() else None
     with tracing.span("loom.signal.publish", kind="producer", attributes=attributes):
         message = Message(
             body=signal.model_dump_json().encode(),
