@@ -77,6 +77,9 @@ class AutoPipeline:
         self._encoding: str = encoder.encoding
         self._errors: str = encoder.encoding_errors
         self._queued: list[_Call] = []
+        self._heads: dict[tuple[str, str | bytes], bytes] = {}
+        """Each script's command name and digest (or source), encoded: a script's calls
+        all begin alike."""
         self._sending: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -149,7 +152,9 @@ class AutoPipeline:
         named = script.sha if name == "EVALSHA" else script.script
         if isinstance(named, memoryview):
             named = bytes(named)
-        head = _bulk(self._encoding, self._errors, (name, named))
+        head = self._heads.get((name, named))
+        if head is None:  # the same for every call of the script: encoded once
+            head = self._heads[name, named] = _bulk(self._encoding, self._errors, (name, named))
         return b"*%d\r\n" % (count + 2) + head + tail
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
