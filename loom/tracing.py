@@ -102,6 +102,10 @@ def text_carrier(headers: Mapping[str, Any]) -> dict[str, str]:
     """The propagation headers among message or HTTP headers, as text."""
     carrier: dict[str, str] = {}
     for name in PROPAGATION_HEADERS:
+        # ``in`` first: most requests have none of these, and a missing name costs
+        # Starlette's ``Headers.get`` a KeyError raised and caught.
+        if name not in headers:
+            continue
         value = headers.get(name)
         if isinstance(value, bytes):
             value = value.decode("latin-1")

@@ -227,3 +227,13 @@ async def test_the_trace_crosses_rabbitmq_and_redis(exporter: InMemorySpanExport
     spans = by_name(exporter.get_finished_spans(), publish.context.trace_id)
     assert {"loom.attention.decide", "loom.worker.run", "loom.run", "loom.model"} <= set(spans)
     assert spans["loom.attention.decide"].parent.span_id == publish.context.span_id
+
+
+def test_the_carrier_takes_the_propagation_headers_of_http_and_message_headers() -> None:
+    from starlette.datastructures import Headers
+
+    http = Headers(raw=[(b"traceparent", CALLER.encode()), (b"content-type", b"text/plain")])
+    assert tracing.text_carrier(http) == {"traceparent": CALLER}
+    assert tracing.text_carrier(Headers(raw=[(b"accept", b"*/*")])) == {}
+    message = {"traceparent": CALLER.encode(), "tracestate": "k=v", "baggage": "", "x": "y"}
+    assert tracing.text_carrier(message) == {"traceparent": CALLER, "tracestate": "k=v"}

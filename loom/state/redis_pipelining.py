@@ -36,6 +36,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 256
 """Calls sent in one round trip at most: the ones queued beyond it go out in the next."""
@@ -215,14 +216,36 @@ async def _round_trip(
     replies: list[Any] = []
     try:
         await connection.send_packed_command(b"".join(commands))
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
+        await _read_replies(connection, len(commands), replies)
     except Exception as failure:
         return replies, failure
     return replies, None
+
+
+async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    """Read ``count`` replies into ``replies`` (a script's error as its reply), each within
+    the connection's socket timeout of the one before, as redis-py bounds each read, but
+    with one timer for the batch, moved on at each reply: redis-py arms and disarms a timer
+    of its own for every read, which cost as much as the rest of the read. While the timer
+    here bounds the reads the connection's own timeout is off; it is restored after."""
+    limit = connection.socket_timeout
+    loop = asyncio.get_running_loop()
+    connection.socket_timeout = None
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+                if limit is not None:
+                    deadline.reschedule(loop.time() + limit)
+    except TimeoutError as late:
+        # What redis-py raises for a read past its socket timeout; the connection closed
+        # itself when the timer interrupted the read (no reply is left unread on it).
+        raise RedisTimeoutError("Timeout reading from Redis") from late
+    finally:
+        connection.socket_timeout = limit
 
 
 __all__ = ["CLOSE_WAIT", "MAX_BATCH", "AutoPipeline"]
