@@ -84,6 +84,14 @@ def recording() -> bool:
     return _AVAILABLE and _recording()
 
 
+def quiet() -> bool:
+    """True when a hop has nothing to trace: no span would be recorded and the current
+    context holds no caller's trace to pass on. Then ``span(name)`` (no ``parent``) gives
+    ``_QUIET`` and ``inject`` writes nothing, so a hop that runs for every signal can skip
+    both, and ask this once instead of once each."""
+    return not _AVAILABLE or not (_recording() or _ambient())
+
+
 def signal_attributes(signal: RuntimeSignal) -> dict[str, Any]:
     """The attributes of a span about one signal."""
     return {
@@ -301,6 +309,7 @@ __all__ = [
     "enabled",
     "inject",
     "instrument",
+    "quiet",
     "recording",
     "set_tracer_provider",
     "signal_attributes",

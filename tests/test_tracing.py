@@ -237,3 +237,34 @@ def test_the_carrier_takes_the_propagation_headers_of_http_and_message_headers()
     assert tracing.text_carrier(Headers(raw=[(b"accept", b"*/*")])) == {}
     message = {"traceparent": CALLER.encode(), "tracestate": "k=v", "baggage": "", "x": "y"}
     assert tracing.text_carrier(message) == {"traceparent": CALLER, "tracestate": "k=v"}
+
+
+async def test_without_an_sdk_provider_the_gateway_hands_the_callers_trace_to_the_broker() -> None:
+    """The accept path skips spans and headers it has nothing for (``tracing.quiet``), but a
+    caller's ``traceparent`` still goes on with the signal, and none is made up."""
+    settings = Settings(api_token="tok")
+    d = Daemon(Agent(Model.function(script), tools=[check]), settings=settings)
+    await d.start()
+    headers: list[dict[str, object]] = []
+    try:
+        await d.attention_consumer.stop()
+
+        async def take(delivery):  # type: ignore[no-untyped-def]
+            headers.append(dict(delivery.headers))
+            await delivery.ack()
+
+        tag = await d.broker.consume(ATTENTION_QUEUE, take)
+        transport = httpx.ASGITransport(app=build_app(d, gateway=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            for caller in ({"traceparent": CALLER}, {}):
+                response = await client.post(
+                    "/signals",
+                    json={"summary": "deploy 7 failed", "session_id": "ops"},
+                    headers={"authorization": "Bearer tok", **caller},
+                )
+                assert response.status_code == 202
+        await d.broker.join()  # type: ignore[attr-defined]
+        await d.broker.cancel(tag)
+    finally:
+        await d.stop()
+    assert headers == [{"traceparent": CALLER}, {}]
