@@ -1,7 +1,8 @@
 """Instructions per accepted ``POST /signals`` beside a bare confirmed publish (callgrind).
 
-Prints figures; asserts nothing. Needs valgrind (``callgrind_control`` on the PATH) and the
-services of bench/gateway.py. Run: ``uv run python bench/gateway_instructions.py [--n 1000]``.
+Prints figures; asserts nothing. Needs the services of bench/gateway.py, and valgrind
+(``callgrind_control`` on the PATH; without it the bench says so and prints nothing else).
+Run: ``uv run python bench/gateway_instructions.py [--n 1000]``.
 
 bench/gateway.py's ratio divides CPU times measured minutes apart on a shared machine, and
 swings with the load (a bare publish took 0.13 to 0.23 ms of CPU between runs of one
@@ -146,8 +147,9 @@ async def main(args: argparse.Namespace) -> int:
         await bare_child(args.n, args.c)
         return 0
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        print("valgrind (with callgrind_control) must be on the PATH.", file=sys.stderr)
-        return 1
+        # An optional tool, unlike the services: `make bench` goes on without these figures.
+        print("skipped: valgrind (with callgrind_control) is not on the PATH.", file=sys.stderr)
+        return 0
     if not reachable(RABBITMQ_URL, 5672) or not reachable(REDIS_URL, 6379):
         print("RabbitMQ and Redis must both be reachable (see bench/gateway.py).", file=sys.stderr)
         return 1
