@@ -29,6 +29,7 @@ bench:  ## print benchmark figures
 	uv run python bench/run_cpu.py --rounds 50 --daemon
 	uv run python bench/pipeline.py --n 300 --rounds 1 --latency-count 200
 	uv run python bench/gateway.py --n 500
+	uv run python bench/gateway_instructions.py --n 200
 	uv run python bench/context.py --messages 2000 --chunks 2000 --runs 50
 	uv run python bench/attention.py --sessions 4 --waves 6
 	uv run python bench/governance.py --calls 5000 --rounds 3

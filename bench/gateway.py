@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import aio_pika
@@ -125,7 +126,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def start_gateway(ns: str, port: int) -> asyncio.subprocess.Process:
+async def start_gateway(
+    ns: str, port: int, prefix: Sequence[str] = ()
+) -> asyncio.subprocess.Process:
+    """``loom gateway`` in a subprocess (``prefix``: a command it runs under, e.g. valgrind),
+    once it answers ``/readyz``."""
     env = {
         **os.environ,
         "LOOM_BROKER_URL": RABBITMQ_URL,
@@ -135,8 +140,9 @@ async def start_gateway(ns: str, port: int) -> asyncio.subprocess.Process:
         "LOOM_HTTP__PORT": str(port),
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loom", "gateway", cwd=ROOT, env=env, stderr=subprocess.PIPE
-    )
+        *prefix, sys.executable, "-m", "loom", "gateway", cwd=ROOT, env=env,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
     async with aiohttp.ClientSession() as client:
         for _ in range(1200):  # 60 s: a loaded machine starts it slowly
             if process.returncode is not None:

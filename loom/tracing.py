@@ -18,16 +18,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from loom._version import __version__
 from loom.core.hooks import HookSource
+
+if TYPE_CHECKING:
+    from loom.signals import RuntimeSignal
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
 
     _AVAILABLE = True
+    # The providers that make no recording spans (a tuple: ``A | B`` is built at each use).
+    _NOT_RECORDING: tuple[type, ...] = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 except ImportError:  # the otel extra is not installed: tracing is off
     _AVAILABLE = False
 
@@ -70,7 +75,31 @@ def _recording() -> bool:
     """True once a real (SDK) tracer provider is in place. Until then spans would be
     non-recording, and making them costs tens of microseconds per hop for nothing."""
     provider = _provider if _provider is not None else trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return not isinstance(provider, _NOT_RECORDING)
+
+
+def recording() -> bool:
+    """True when spans are recorded (OpenTelemetry and an SDK tracer provider): what a
+    span's attributes are worked out for, on paths that run for every signal."""
+    return _AVAILABLE and _recording()
+
+
+def quiet() -> bool:
+    """True when a hop has nothing to trace: no span would be recorded and the current
+    context holds no caller's trace to pass on. Then ``span(name)`` (no ``parent``) gives
+    ``_QUIET`` and ``inject`` writes nothing, so a hop that runs for every signal can skip
+    both, and ask this once instead of once each."""
+    return not _AVAILABLE or not (_recording() or _ambient())
+
+
+def signal_attributes(signal: RuntimeSignal) -> dict[str, Any]:
+    """The attributes of a span about one signal."""
+    return {
+        "loom.signal_id": signal.id,
+        "loom.source": signal.source,
+        "loom.type": signal.type,
+        "loom.session_id": signal.session_id,
+    }
 
 
 def _kind(kind: Kind) -> Any:
@@ -81,6 +110,10 @@ def text_carrier(headers: Mapping[str, Any]) -> dict[str, str]:
     """The propagation headers among message or HTTP headers, as text."""
     carrier: dict[str, str] = {}
     for name in PROPAGATION_HEADERS:
+        # ``in`` first: most requests have none of these, and a missing name costs
+        # Starlette's ``Headers.get`` a KeyError raised and caught.
+        if name not in headers:
+            continue
         value = headers.get(name)
         if isinstance(value, bytes):
             value = value.decode("latin-1")
@@ -157,8 +190,10 @@ def _recording_span(
 
 def continued(headers: Mapping[str, Any]) -> AbstractContextManager[SpanLike | None]:
     """Make the caller's trace (from its ``traceparent`` header) current for the block."""
+    if not _AVAILABLE:
+        return nullcontext()
     carrier = text_carrier(headers)
-    if not _AVAILABLE or not carrier:
+    if not carrier:
         return nullcontext()
     return _attached(propagate.extract(carrier))
 
@@ -274,7 +309,10 @@ __all__ = [
     "enabled",
     "inject",
     "instrument",
+    "quiet",
+    "recording",
     "set_tracer_provider",
+    "signal_attributes",
     "span",
     "text_carrier",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.responses import JSONResponse
 
 from loom import Agent, Model, RuntimeSignal
 from loom.broker.memory import MemoryBroker
@@ -53,6 +54,24 @@ async def test_the_intake_accepts_once_per_dedupe_key_and_publishes_confirmed() 
     await intake.publish(RuntimeSignal.create("no key"))
     assert await host.broker.queue_depth(ATTENTION_QUEUE) == 2
     await host.broker.close()
+
+
+@pytest.mark.parametrize(
+    "signal_id", ["sig_0123456789abcdef", 'say "hi" \\ there', "\u2603 snow", "a" * 128]
+)
+async def test_the_answer_to_an_accepted_signal_is_the_json_response_it_was(
+    signal_id: str,
+) -> None:
+    host = Host()
+    await host.broker.start()
+    signal = RuntimeSignal(id=signal_id, summary="disk full")
+    answer = await Intake(host, publish_timeout=1.0, dedupe_ttl=60.0).accept(signal)
+    await host.broker.close()
+    expected = JSONResponse({"id": signal_id, "status": "accepted"}, status_code=202)
+    assert answer.status_code == 202
+    assert bytes(answer.body) == bytes(expected.body)
+    assert answer.raw_headers == expected.raw_headers
+    assert json.loads(bytes(answer.body)) == {"id": signal_id, "status": "accepted"}
 
 
 def test_a_daemon_hands_adapters_its_context() -> None:

@@ -340,6 +340,47 @@ async def test_replies_read_before_a_failure_are_delivered(
         await state.close()
 
 
+async def test_a_batch_past_the_socket_timeout_leaves_the_connection_sound(
+    redis_server: PrivateRedis,
+) -> None:
+    # One connection, so the calls after the batch use the very one that timed out.
+    url = f"{redis_server.url}?max_connections=1&socket_timeout=0.3"
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    echo = client.register_script("return ARGV[1]")
+    stall = client.register_script(  # holds Redis past the timeout, then answers
+        "local t = tonumber(redis.call('TIME')[1])"
+        " while tonumber(redis.call('TIME')[1]) < t + 2 do end return 'late'"
+    )
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(echo.script)
+        await client.script_load(stall.script)
+        answers = await asyncio.gather(
+            pipeline.call(stall, [], []), pipeline.call(echo, [], ["after"]),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert isinstance(answers[0], redis.exceptions.TimeoutError), answers[0]
+        assert isinstance(answers[1], redis.exceptions.TimeoutError), answers[1]
+        # The late replies are never read as anyone's: the connection was closed, and the
+        # next calls (once Redis is free again) get their own answers on a new one.
+        for attempt in range(100):
+            try:
+                assert await pipeline.call(echo, [], [f"next-{attempt}"]) == f"next-{attempt}"
+                break
+            except redis.exceptions.TimeoutError:  # Redis still runs the stalled script
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("Redis never answered again")
+        assert await pipeline.call(echo, [], ["again"]) == "again"
+        assert await client.get("nothing-here") is None
+        # Its own timeout is the connection's again (the batch's reads set it aside).
+        [connection] = [*client.connection_pool._available_connections]
+        assert connection.socket_timeout == 0.3
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
 async def test_scripts_refused_are_sent_again_as_eval_each_call_once(
     redis_server: PrivateRedis, admin: aioredis.Redis
 ) -> None:

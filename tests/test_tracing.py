@@ -92,6 +92,12 @@ async def test_a_signal_is_one_trace_from_the_gateway_to_the_run(
     assert spans["loom.model"].parent.span_id == run
     assert spans["loom.tool"].parent.span_id == run
     signal_id = response.json()["id"]
+    for hop in ("loom.gateway.accept", "loom.signal.publish"):  # worked out when recording
+        attributes = dict(spans[hop].attributes or {})
+        assert attributes["loom.signal_id"] == signal_id, hop
+        assert attributes["loom.session_id"] == "ops", hop
+        assert "loom.source" in attributes, hop
+        assert "loom.type" in attributes, hop
     assert spans["loom.attention.decide"].attributes["loom.signal_id"] == signal_id
     assert spans["loom.attention.decide"].attributes["loom.decision"] == "queue"
     assert spans["loom.worker.run"].attributes["loom.status"] == "completed"
@@ -221,3 +227,44 @@ async def test_the_trace_crosses_rabbitmq_and_redis(exporter: InMemorySpanExport
     spans = by_name(exporter.get_finished_spans(), publish.context.trace_id)
     assert {"loom.attention.decide", "loom.worker.run", "loom.run", "loom.model"} <= set(spans)
     assert spans["loom.attention.decide"].parent.span_id == publish.context.span_id
+
+
+def test_the_carrier_takes_the_propagation_headers_of_http_and_message_headers() -> None:
+    from starlette.datastructures import Headers
+
+    http = Headers(raw=[(b"traceparent", CALLER.encode()), (b"content-type", b"text/plain")])
+    assert tracing.text_carrier(http) == {"traceparent": CALLER}
+    assert tracing.text_carrier(Headers(raw=[(b"accept", b"*/*")])) == {}
+    message = {"traceparent": CALLER.encode(), "tracestate": "k=v", "baggage": "", "x": "y"}
+    assert tracing.text_carrier(message) == {"traceparent": CALLER, "tracestate": "k=v"}
+
+
+async def test_without_an_sdk_provider_the_gateway_hands_the_callers_trace_to_the_broker() -> None:
+    """The accept path skips spans and headers it has nothing for (``tracing.quiet``), but a
+    caller's ``traceparent`` still goes on with the signal, and none is made up."""
+    settings = Settings(api_token="tok")
+    d = Daemon(Agent(Model.function(script), tools=[check]), settings=settings)
+    await d.start()
+    headers: list[dict[str, object]] = []
+    try:
+        await d.attention_consumer.stop()
+
+        async def take(delivery):  # type: ignore[no-untyped-def]
+            headers.append(dict(delivery.headers))
+            await delivery.ack()
+
+        tag = await d.broker.consume(ATTENTION_QUEUE, take)
+        transport = httpx.ASGITransport(app=build_app(d, gateway=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom") as client:
+            for caller in ({"traceparent": CALLER}, {}):
+                response = await client.post(
+                    "/signals",
+                    json={"summary": "deploy 7 failed", "session_id": "ops"},
+                    headers={"authorization": "Bearer tok", **caller},
+                )
+                assert response.status_code == 202
+        await d.broker.join()  # type: ignore[attr-defined]
+        await d.broker.cancel(tag)
+    finally:
+        await d.stop()
+    assert headers == [{"traceparent": CALLER}, {}]

@@ -22,6 +22,7 @@ logger = logging.getLogger("loom.http")
 
 BODY_TIMEOUT = 30.0
 """Seconds a client has, once its headers are in, to send the whole body."""
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_json(body: bytes | str) -> Any:
@@ -73,7 +74,7 @@ async def read_body(
     ``BODY_TIMEOUT``). A client that hangs up is logged at DEBUG: nobody is left to answer."""
     declared = request.headers.get("content-length", "")
     # ASCII digits only, and few: int() of "²" or of 5,000 digits raises.
-    if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 18 or int(declared) > limit):
+    if _DIGITS.fullmatch(declared) and (len(declared) > 18 or int(declared) > limit):
         return error(413, f"body larger than {limit} bytes")
     seconds = BODY_TIMEOUT if timeout is None else timeout
     chunks: list[bytes] = []

@@ -36,6 +36,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 256
 """Calls sent in one round trip at most: the ones queued beyond it go out in the next."""
@@ -77,6 +78,9 @@ class AutoPipeline:
         self._encoding: str = encoder.encoding
         self._errors: str = encoder.encoding_errors
         self._queued: list[_Call] = []
+        self._heads: dict[tuple[str, str | bytes], bytes] = {}
+        """Each script's command name and digest (or source), encoded: a script's calls
+        all begin alike."""
         self._sending: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -149,7 +153,9 @@ class AutoPipeline:
         named = script.sha if name == "EVALSHA" else script.script
         if isinstance(named, memoryview):
             named = bytes(named)
-        head = _bulk(self._encoding, self._errors, (name, named))
+        head = self._heads.get((name, named))
+        if head is None:  # the same for every call of the script: encoded once
+            head = self._heads[name, named] = _bulk(self._encoding, self._errors, (name, named))
         return b"*%d\r\n" % (count + 2) + head + tail
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
@@ -210,14 +216,36 @@ async def _round_trip(
     replies: list[Any] = []
     try:
         await connection.send_packed_command(b"".join(commands))
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
+        await _read_replies(connection, len(commands), replies)
     except Exception as failure:
         return replies, failure
     return replies, None
+
+
+async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    """Read ``count`` replies into ``replies`` (a script's error as its reply), each within
+    the connection's socket timeout of the one before, as redis-py bounds each read, but
+    with one timer for the batch, moved on at each reply: redis-py arms and disarms a timer
+    of its own for every read, which cost as much as the rest of the read. While the timer
+    here bounds the reads the connection's own timeout is off; it is restored after."""
+    limit = connection.socket_timeout
+    loop = asyncio.get_running_loop()
+    connection.socket_timeout = None
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+                if limit is not None:
+                    deadline.reschedule(loop.time() + limit)
+    except TimeoutError as late:
+        # What redis-py raises for a read past its socket timeout; the connection closed
+        # itself when the timer interrupted the read (no reply is left unread on it).
+        raise RedisTimeoutError("Timeout reading from Redis") from late
+    finally:
+        connection.socket_timeout = limit
 
 
 __all__ = ["CLOSE_WAIT", "MAX_BATCH", "AutoPipeline"]

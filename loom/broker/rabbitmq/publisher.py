@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -46,12 +47,51 @@ def outgoing(message: Message, **properties: Any) -> aio_pika.Message:
 def persistent(message: Message) -> spec.Basic.Properties:
     """The AMQP properties ``outgoing(message).properties`` has, made without the
     ``aio_pika.Message`` (whose attribute checks cost as much as the rest of a publish)."""
-    return spec.Basic.Properties(
+    return PersistentProperties(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=dict(message.headers),
         message_id=message.message_id or uuid.uuid4().hex,
         priority=0,
     )
+
+
+_PERSISTENT_FLAGS = 0x2000 | 0x1000 | 0x0800 | 0x0080
+"""The property flags of headers, delivery mode, priority and message id (AMQP 0-9-1)."""
+_PERSISTENT_HEAD = struct.pack(">HIBB", _PERSISTENT_FLAGS, 0, 2, 0)
+"""The flags, an empty header table, delivery mode 2 (persistent) and priority 0: what
+precedes the message id in the properties of every publish without headers."""
+
+
+class PersistentProperties(spec.Basic.Properties):
+    """The properties ``persistent`` makes, encoded in a few operations when the message
+    has no headers (the gateway's publishes while tracing is off): pamqp walks and
+    type-checks all fourteen properties for each message, a tenth of a publish's CPU in
+    the gateway. Anything else (headers, another property set, an id of more than 255
+    bytes) is encoded by pamqp, byte for byte what the fast path would give."""
+
+    def marshal(self) -> bytes:
+        message_id = self.message_id
+        if (
+            type(message_id) is str
+            and message_id
+            and self.headers == {}
+            and self.delivery_mode == 2
+            and self.priority == 0
+            and self.content_type is None
+            and self.content_encoding is None
+            and self.correlation_id is None
+            and self.reply_to is None
+            and self.expiration is None
+            and self.timestamp is None
+            and self.message_type is None
+            and self.user_id is None
+            and self.app_id is None
+            and self.cluster_id == ""
+        ):
+            encoded = message_id.encode()
+            if len(encoded) <= 255:
+                return _PERSISTENT_HEAD + bytes((len(encoded),)) + encoded
+        return super().marshal()
 
 
 def _where(exchange: AbstractExchange, routing_key: str) -> str:
