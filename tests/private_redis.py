@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 PORTS = range(16500, 16550)
 """This suite's ports for private Redis servers."""
@@ -35,6 +36,8 @@ class PrivateRedis:
         self, directory: Path, port: int | None = None, *, extra: tuple[str, ...] = ()
     ) -> None:
         self.directory = directory
+        self.chosen = port is None
+        """Whether the port was picked here (and can be picked again if it is taken)."""
         self.port = port or free_port()
         self.extra = extra
         """More arguments: ``("--replicaof", host, port)`` for a replica."""
@@ -52,20 +55,38 @@ class PrivateRedis:
         ]  # fmt: skip
 
     def start(self) -> PrivateRedis:
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
+        """Start the server and wait until it answers. Another test run on this machine
+        can take a port between ``free_port``'s probe and the server's bind: a server
+        that could not bind exits, and the one answering is then not ours (its process id
+        says so), so a port this class chose is chosen again."""
+        for _ in range(5):
+            self.process = subprocess.Popen(
+                self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            if self._answers():
+                return self
+            self.process.kill()
+            self.process.wait(5)
+            if not self.chosen:
+                break
+            self.port = free_port()
         raise RuntimeError(f"the private Redis on port {self.port} did not start")
+
+    def _answers(self) -> bool:
+        """True once this object's server answers on its port (False if it exited)."""
+        assert self.process is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process.poll() is None:
+            client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.2)
+            try:
+                if client.info("server")["process_id"] == self.process.pid:
+                    return True
+            except redis.exceptions.RedisError:
+                pass
+            finally:
+                client.close()
+            time.sleep(0.05)
+        return False
 
     def _signal(self, number: int) -> None:
         if self.process is not None and self.process.poll() is None:
