@@ -241,8 +241,10 @@ async def _read_replies(connection: AbstractConnection, count: int, replies: lis
                 if limit is not None:
                     deadline.reschedule(loop.time() + limit)
     except TimeoutError as late:
-        # What redis-py raises for a read past its socket timeout; the connection closed
-        # itself when the timer interrupted the read (no reply is left unread on it).
+        # What redis-py raises for a read past its socket timeout. redis-py closes the
+        # connection when the timer interrupts its read; closed here too, so a late reply
+        # can never reach the next caller of a pooled connection whatever redis-py does.
+        await connection.disconnect(nowait=True)
         raise RedisTimeoutError("Timeout reading from Redis") from late
     finally:
         connection.socket_timeout = limit

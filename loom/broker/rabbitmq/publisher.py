@@ -69,6 +69,9 @@ class PersistentProperties(spec.Basic.Properties):
     the gateway. Anything else (headers, another property set, an id of more than 255
     bytes) is encoded by pamqp, byte for byte what the fast path would give."""
 
+    # No ``__slots__ = ()`` here: pamqp's ``marshal`` walks ``self.__slots__``, so the
+    # slow path would then encode no property at all.
+
     def marshal(self) -> bytes:
         message_id = self.message_id
         if (
