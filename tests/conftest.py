@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from loom.broker.rabbitmq import RabbitMQBroker
 from loom.logs import CHATTY_LOGGERS
+from loom.wire import TOPOLOGY
 from tests.private_redis import PrivateRedis
+from tests.services import require_rabbitmq
 
 pytest_plugins = ["tests.fakes.llm_server"]
 
@@ -39,3 +43,17 @@ def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def namespace() -> AsyncIterator[str]:
+    """A fresh namespace on the RabbitMQ at hand, its topology deleted afterwards."""
+    url = require_rabbitmq()
+    name = f"loomtest-{uuid.uuid4().hex[:12]}"
+    yield name
+    cleaner = RabbitMQBroker(url, topology=TOPOLOGY, namespace=name)
+    await cleaner.start()
+    try:
+        await cleaner.delete_topology()
+    finally:
+        await cleaner.close()

@@ -147,19 +147,6 @@ async def test_each_publish_of_a_batch_gets_its_own_ack_or_nack(
     assert sorted(held) == sorted(f"m{i}" for i in acked)
 
 
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    url = require_rabbitmq()
-    name = f"loomtest-{uuid.uuid4().hex[:12]}"
-    yield name
-    cleaner = RabbitMQBroker(url, topology=TOPOLOGY, namespace=name)
-    await cleaner.start()
-    try:
-        await cleaner.delete_topology()
-    finally:
-        await cleaner.close()
-
-
 async def _held(url: str, queue: str) -> list[str]:
     """The message ids in ``queue`` (taken off it)."""
     async with await aio_pika.connect(url) as connection:

@@ -5,8 +5,6 @@ pamqp's, and what RabbitMQ hands a consumer is the same either way.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,19 +83,6 @@ def test_a_missing_id_is_made_up_and_an_empty_one_is_left_out() -> None:
     blank = PersistentProperties(delivery_mode=2, headers={}, message_id="", priority=0)
     expected = spec.Basic.Properties(delivery_mode=2, headers={}, message_id="", priority=0)
     assert blank.marshal() == expected.marshal()
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    url = require_rabbitmq()
-    name = f"loomtest-{uuid.uuid4().hex[:12]}"
-    yield name
-    cleaner = RabbitMQBroker(url, topology=TOPOLOGY, namespace=name)
-    await cleaner.start()
-    try:
-        await cleaner.delete_topology()
-    finally:
-        await cleaner.close()
 
 
 async def test_a_consumer_gets_the_properties_with_and_without_headers(namespace: str) -> None:
