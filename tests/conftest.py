@@ -46,12 +46,14 @@ def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    """A fresh namespace on the RabbitMQ at hand, its topology deleted afterwards."""
+async def namespace(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh namespace on the RabbitMQ at hand; afterwards the topology the test module
+    declares (its ``TOPOLOGY``, else Loom's) is deleted from it."""
     url = require_rabbitmq()
     name = f"loomtest-{uuid.uuid4().hex[:12]}"
     yield name
-    cleaner = RabbitMQBroker(url, topology=TOPOLOGY, namespace=name)
+    topology = getattr(request.module, "TOPOLOGY", TOPOLOGY)
+    cleaner = RabbitMQBroker(url, topology=topology, namespace=name)
     await cleaner.start()
     try:
         await cleaner.delete_topology()
