@@ -20,6 +20,7 @@ from loom.policies.feedback import FeedbackEvent
 from loom.signals import RuntimeSignal
 from loom.state import state_from_url
 from loom.state.endings import RunEnding
+from loom.state.redis_ids import run_field, run_id_of
 from loom.state.redis_records import decode_run, encode_run
 from loom.state.redis_sessions import RedisSessionStore, session_key
 from loom.state.redis_working import RECORDED_BUCKET, recorded_digest
@@ -100,6 +101,21 @@ def test_a_runs_signal_ids_are_stored_packed_and_read_back_whole() -> None:
         assert decode_run("run_1", "s-1", encode_run(other)) == other
 
 
+def test_a_clock_based_fencing_token_is_stored_as_its_distance_from_the_start() -> None:
+    start = int((START - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+    for token in (start - 17_354, start + 3, start - 10**9):
+        original = record(metadata={**record().metadata, "fencing_token": token})
+        stored = json.loads(encode_run(original))
+        assert (stored["F"], "f" in stored) == (token - start, False)
+        assert decode_run("run_1", "s-1", encode_run(original)) == original
+    # A counter's token (the memory state's) is shorter as it is; a non-integer stays too.
+    for token in (7, 10**15, "7", True):
+        original = record(metadata={**record().metadata, "fencing_token": token})
+        stored = json.loads(encode_run(original))
+        assert (stored["f"], "F" in stored) == (token, False)
+        assert decode_run("run_1", "s-1", encode_run(original)) == original
+
+
 def test_a_record_stored_with_long_names_by_an_earlier_version_still_reads() -> None:
     usage = {"input_tokens": 120, "requests": 1}
     metadata = {"signals": ["sig_a"], "transcript": {"from": 40, "count": 2}, "worker": "w"}
@@ -132,6 +148,28 @@ def test_a_decision_is_stored_compactly_and_read_back_whole() -> None:
     assert abs((datetime.now(UTC) - decided).total_seconds()) < 600
     assert "signal_id" not in stored
     assert ", " not in stored[:20]
+    # The id is packed and the reason the urgency gives is left out.
+    assert signal.id not in stored
+    assert signal.id.removeprefix("sig_") not in stored
+    assert "->" not in stored
+
+
+def test_a_decision_keeps_a_reason_of_its_own_and_an_id_it_cannot_pack() -> None:
+    signal = RuntimeSignal.create("disk", source="alerts", urgency="high", id="alert-7")
+    for reason in ("rule source=alerts -> observe", "urgency high -> run_now", ""):
+        stored = decision_record(signal, "observe", reason)
+        view = decision_view(stored)
+        assert (view["signal_id"], view["action"], view["reason"]) == ("alert-7", "observe", reason)
+        assert '"alert-7"' in stored
+
+
+def test_a_decision_stored_compactly_by_an_earlier_version_still_reads() -> None:
+    stored = {"i": "sig_" + "ab" * 16, "s": "a", "t": "b", "u": "low", "m": "x", "a": "observe"}
+    stored |= {"r": "urgency low -> observe", "at": 1772600767891}
+    view = decision_view(json.dumps(stored))
+    assert view["signal_id"] == "sig_" + "ab" * 16
+    assert view["reason"] == "urgency low -> observe"
+    assert view["decided_at"] == "2026-03-04T05:06:07.891+00:00"
     # Earlier versions stored decisions whole: they come back as they are.
     whole = {"signal_id": "sig_x", "action": "queue", "decided_at": "2026-01-01T00:00:00+00:00"}
     assert decision_view(json.dumps(whole)) == whole
@@ -291,6 +329,61 @@ async def test_a_run_ending_stores_its_output_once_and_reads_it_back() -> None:
         ttls = [await client.pttl(session_key(prefix, "s-1", k)) for k in ("messages", "outputs")]
         assert ttls[0] > 0
         assert abs(ttls[0] - ttls[1]) < 1000
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
+
+
+def test_a_run_field_gives_its_run_id_back() -> None:
+    loom_id = f"run_{uuid.uuid4().hex}"
+    assert len(run_field(loom_id)) == 22
+    looks_packed = "A" * 22
+    for run_id in (loom_id, "run_1", looks_packed, "=x", "=" + looks_packed, "run_" + "F" * 32):
+        assert run_id_of(run_field(run_id)) == run_id
+    assert run_field(looks_packed) != looks_packed
+    # The fields earlier versions used, the run id as it is, still read.
+    assert run_id_of(loom_id) == loom_id
+
+
+async def test_a_loom_run_record_is_named_by_its_packed_id() -> None:
+    """Through the run ending's script and the plain append: the record and the run order
+    under the packed id, the outbox under the run id; a retry is seen as stored; a record
+    an earlier version stored under the run id as it is stays there when written again."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix, transcript_ttl=3600.0)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    runs_key, order_key = (session_key(prefix, "s-1", k) for k in ("runs", "run_order"))
+    try:
+        opening = await state.open_session("s-1", "w1", 30)
+        assert opening is not None
+        run = record(run_id=f"run_{uuid.uuid4().hex}", output="all disks fine")
+        turn = (Message.user("check disks"), Message.assistant("all disks fine"))
+        ending = RunEnding("s-1", run, messages=turn, replies=['{"text":"ok"}'])
+        assert await state.finish_run(opening.lease.token, ending)
+        assert not await state.finish_run(opening.lease.token, ending)  # the retry
+        field = run_field(run.run_id)
+        assert sorted(await client.hkeys(runs_key)) == sorted([field, "ended"])
+        assert await client.zrange(order_key, 0, -1) == [field]
+        assert await state.unsent_replies("s-1") == {run.run_id: ['{"text":"ok"}']}
+        snapshot = await state.sessions.load("s-1")
+        assert snapshot is not None
+        assert snapshot.runs == [run]
+        [summary] = await state.session_summaries(["s-1"])
+        assert summary.last_run is not None
+        assert json.loads(summary.last_run)["run_id"] == run.run_id
+
+        # As an earlier version stored it: under the run id, a suspended run, say.
+        old = record(run_id=f"run_{uuid.uuid4().hex}", status="running", output="")
+        await client.hset(runs_key, old.run_id, encode_run(old))
+        await client.zadd(order_key, {old.run_id: 2})
+        done = record(run_id=old.run_id, output="approved and done")
+        await state.sessions.append("s-1", messages=[Message.assistant("approved and done")],
+                                    run=done)  # fmt: skip
+        assert run_field(old.run_id) not in await client.hkeys(runs_key)
+        snapshot = await state.sessions.load("s-1")
+        assert snapshot is not None
+        assert snapshot.runs == [run, done]
     finally:
         await client.aclose()
         await state.close()

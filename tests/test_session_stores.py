@@ -225,8 +225,9 @@ async def test_every_runs_output_reads_back_whether_the_transcript_holds_it_or_n
 
 async def test_redis_keeps_every_output_the_memory_store_keeps() -> None:
     """Random appends (replies of any length, runs with and without messages, upserts,
-    outputs that are and are not the last reply) under small bounds: Redis, which stores
-    an output once while its transcript holds it, reads back what the memory store does."""
+    outputs that are and are not the last reply, run ids packed and not) under small
+    bounds: Redis, which stores an output once while its transcript holds it, reads back
+    what the memory store does."""
     url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
     rng = random.Random(20)
     redis_store = RedisSessionStore(url, prefix=prefix, max_messages=7, max_runs=6)
@@ -239,6 +240,8 @@ async def test_redis_keeps_every_output_the_memory_store_keeps() -> None:
                 messages.append(Message.assistant(f"reply {step}"))
             output = f"reply {step}" if rng.random() < 0.7 else f"other {step}"
             record = run(run_id, output=output)
+            if run_id % 2:  # a Loom run id, which Redis stores packed
+                record.run_id = f"run_{run_id:032x}"
             for store in (redis_store, memory_store):
                 await store.append("s", messages=messages, run=record)
             if step % 25 == 0 or step == 299:

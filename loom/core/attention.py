@@ -118,6 +118,12 @@ if set(TRAITS) != {action.value for action in Action}:
     raise RuntimeError(f"every Action needs a row in TRAITS: {sorted(set(Action) ^ set(TRAITS))}")
 
 
+def urgency_reason(urgency: str, action: str) -> str:
+    """The reason an attention policy gives for an action it takes by the signal's urgency
+    alone. Decisions store only a reason that differs from it (``loom.wire.decision_record``)."""
+    return f"urgency {urgency} -> {action}"
+
+
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """What a policy may look at of the session a signal is for.
@@ -190,4 +196,5 @@ __all__ = [
     "SessionView",
     "Timing",
     "Traits",
+    "urgency_reason",
 ]

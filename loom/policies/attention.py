@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from loom import metrics
-from loom.core.attention import Action, SessionView, Timing
+from loom.core.attention import Action, SessionView, Timing, urgency_reason
 from loom.runtime.decisions import SignalDecision
 from loom.signals import RuntimeSignal, Urgency
 
@@ -249,7 +249,7 @@ class AttentionPolicy:
             except ValueError as problem:
                 raise ValueError(f"attention policy returned an {problem}") from None
         action = self.by_urgency[signal.urgency]
-        return action, f"urgency {signal.urgency} -> {action}"
+        return action, urgency_reason(signal.urgency, action)
 
 
 __all__ = [

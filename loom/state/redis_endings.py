@@ -52,7 +52,7 @@ local after = cjson.decode(ARGV[4])
 local token, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
 local sid, S, P = after.sid, after.stem, after.prefix
 local stored = 0
-if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
+if redis.call('HEXISTS', KEYS[3], run_field(KEYS[3], A[7], A[10])) == 0 then
   local fence = tonumber(redis.call('GET', KEYS[8]) or '0')
   local issued = tonumber(redis.call('GET', KEYS[9]) or '0')
   local newest = math.max(fence, issued)
@@ -65,7 +65,7 @@ if redis.call('HEXISTS', KEYS[3], A[7]) == 0 then
   append({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, A)
   redis.call('DEL', KEYS[10])
   if ARGV[3] ~= '[]' then
-    redis.call('HSET', KEYS[11], A[7], ARGV[3])
+    redis.call('HSET', KEYS[11], A[10], ARGV[3])
     if keep > 0 then redis.call('PEXPIRE', KEYS[11], keep) end
   end
   note_run(S, 'ended', keep)

@@ -1,6 +1,7 @@
 """Loom's random ids packed for Redis: ``<prefix><32 hex digits>`` (``uuid4().hex``, as in
 ``fb_``, ``run_`` and ``sig_`` ids) kept as the 16 bytes' URL-safe base64, 22 characters
-instead of 32. Records and events that keep many of them per session store them so."""
+instead of 32. Records and events that keep many of them per session store them so, and a
+session's run records are named by their packed run id (``run_field``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Any
 PACKED = 22
 """Characters of one packed id."""
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
+_LOOKS_PACKED = re.compile(r"[A-Za-z0-9_-]{22}")
+_ESCAPE = "="
+"""Marks a run field that is an id as it is, not packed (``=`` is in no packed id, and
+in no run id the feedback API takes)."""
+RUN_PREFIX = "run_"
 
 
 def pack_id(ident: Any, prefix: str) -> str | None:
@@ -47,4 +53,32 @@ def unpack_ids(packed: str, prefix: str) -> list[str]:
     return [unpack_id(packed[i : i + PACKED], prefix) for i in range(0, len(packed), PACKED)]
 
 
-__all__ = ["PACKED", "pack_id", "pack_ids", "unpack_id", "unpack_ids"]
+def run_field(run_id: str) -> str:
+    """The name a run record is stored under: a Loom run id packed, any other as it is
+    (behind ``=`` when it would read as packed, or begins with ``=``). ``run_id_of`` gives
+    the id back, also of the fields earlier versions used (the id as it is)."""
+    packed = pack_id(run_id, RUN_PREFIX)
+    if packed is not None:
+        return packed
+    if _LOOKS_PACKED.fullmatch(run_id) or run_id.startswith(_ESCAPE):
+        return _ESCAPE + run_id
+    return run_id
+
+
+def run_id_of(field: str) -> str:
+    """The run id ``run_field`` stored under ``field``."""
+    if _LOOKS_PACKED.fullmatch(field):
+        return unpack_id(field, RUN_PREFIX)
+    return field.removeprefix(_ESCAPE)
+
+
+__all__ = [
+    "PACKED",
+    "RUN_PREFIX",
+    "pack_id",
+    "pack_ids",
+    "run_field",
+    "run_id_of",
+    "unpack_id",
+    "unpack_ids",
+]

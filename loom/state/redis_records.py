@@ -6,8 +6,10 @@ key), keeps times as integer microseconds since the epoch (the end as the run's 
 the status only when it is not ``completed``, the output and error only when there are
 any, and of the usage only the counts that are not zero, each under a short name. The
 metadata the worker writes on every run (its signals, fencing token, worker and transcript
-range) goes under short names too, the range as ``[from, count]`` and the signal ids packed
-(``G``, when each is a Loom ``sig_`` id: 22 characters, not 36); any other metadata
+range) goes under short names too, the range as ``[from, count]``, the signal ids packed
+(``G``, when each is a Loom ``sig_`` id: 22 characters, not 36) and the fencing token as
+its distance from the start (``F``) when that is shorter, as Redis's clock-based tokens
+are; any other metadata
 stays as it is under ``m``. ``decode_run`` gives back the same ``RunRecord`` and also reads
 the records earlier versions stored (whole, or with long names).
 
@@ -50,12 +52,20 @@ _METADATA_NAMES = {"signals": "g", "fencing_token": "f", "worker": "w", RUN_TRAN
 """The run metadata every run of the worker carries, stored at the top under these names."""
 _PACKED_SIGNALS = "G"
 """The run's signal ids packed (``loom.state.redis_ids``), when each is a Loom ``sig_`` id."""
+_TOKEN_DELTA = "F"
+"""The fencing token less the start (``t``), when that is shorter than the token."""
 _OUTPUT_ENTRY = "O"
 """The transcript entry (counted from the session's first) whose content is the output."""
 
 
 def _micros(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _shorter_as_delta(token: int, started: int) -> bool:
+    """Whether a fencing token is written in fewer digits as its distance from the run's
+    start: Redis issues tokens from its clock in microseconds, a few ms before the start."""
+    return len(str(token - started)) < len(str(token))
 
 
 def is_last_reply(record: RunRecord, last: Message | None) -> bool:
@@ -108,6 +118,9 @@ def encode_run(record: RunRecord) -> str:
         if packed is not None:
             data[_PACKED_SIGNALS] = packed
             continue
+        if key == "fencing_token" and type(value) is int and _shorter_as_delta(value, started):
+            data[_TOKEN_DELTA] = value - started
+            continue
         data[name] = value
     if rest:
         data["m"] = rest
@@ -147,6 +160,8 @@ def decode_run(
     metadata = dict(data.get("m") or {})
     if _PACKED_SIGNALS in data:
         metadata["signals"] = unpack_ids(data[_PACKED_SIGNALS], "sig_")
+    if _TOKEN_DELTA in data:
+        metadata["fencing_token"] = int(data["t"]) + int(data[_TOKEN_DELTA])
     for key, name in _METADATA_NAMES.items():
         if name in data:
             value = data[name]

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from loom.state.redis_ids import run_id_of
 from loom.state.redis_records import decode_run
 from loom.state.redis_sessions import INLINE_OUTPUT, session_key, text
 from loom.state.redis_working import RedisWorkingState
@@ -19,7 +20,7 @@ from loom.state.session_index import SessionIndex, SessionSummary
 
 # The rows of a page in one step. KEYS[1]: the activity index; ARGV: the key stem of the
 # first session and its id, then the others'. Per session: its score, newest decision and
-# newest run record (with its output, when the transcript holds it) and its id ('' = none).
+# newest run record (with its output, when the transcript holds it) and its field ('' = none).
 SUMMARIES = (
     INLINE_OUTPUT
     + """
@@ -86,9 +87,9 @@ class RedisSessionIndex(RedisWorkingState, SessionIndex):
                 float(score) if score else None,
                 decision or None,
                 # The record as the memory state gives it: whole, not as it is stored.
-                json.dumps(decode_run(run_id, sid, run).to_dict()) if run else None,
+                json.dumps(decode_run(run_id_of(field), sid, run).to_dict()) if run else None,
             )
-            for sid, (score, decision, run, run_id) in zip(session_ids, rows, strict=True)
+            for sid, (score, decision, run, field) in zip(session_ids, rows, strict=True)
         ]
 
 

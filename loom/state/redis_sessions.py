@@ -7,8 +7,9 @@ updates the index, so this store itself targets a single Redis, primary and repl
     {prefix}:sessions                  ZSET  session id -> creation time (the index)
     {prefix}:s:{<sid>}:info            HASH  created_at, updated_at, appended, run_seq
     {prefix}:s:{<sid>}:messages        LIST  message JSON, the newest max_messages
-    {prefix}:s:{<sid>}:runs            HASH  run id -> run record (compact JSON: redis_records)
-    {prefix}:s:{<sid>}:run_order       ZSET  run id -> first-stored sequence number
+    {prefix}:s:{<sid>}:runs            HASH  run field (the run id packed: redis_ids.run_field)
+                                             -> run record (compact JSON: redis_records)
+    {prefix}:s:{<sid>}:run_order       ZSET  run field -> first-stored sequence number
     {prefix}:s:{<sid>}:outputs         ZSET  run sequence number (its run_order score) ->
                                              the transcript entry holding the output its
                                              record leaves out (redis_records)
@@ -49,6 +50,7 @@ from loom.state.redis_history import (
     HeldHistory,
     weight,
 )
+from loom.state.redis_ids import run_field, run_id_of
 from loom.state.redis_records import decode_run, encode_run, is_last_reply, output_bytes
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
@@ -187,7 +189,8 @@ end
 # messages, and the bounds, the run order and the index are kept in the same step. A Lua
 # function of the keys K (info, messages, runs, order, meta, index, outputs) and arguments
 # A (see ``append_args``), so the run ending's script (``loom.state.redis_endings``) shares
-# it. A record whose output is the last message appended with it leaves its output out
+# it. A record is stored under its run field (A[7], ``run_field``; A[10] is the run id).
+# A record whose output is the last message appended with it leaves its output out
 # (the A[9] bytes after its '{', '"o":<output>,') and says which entry holds it; before the
 # transcript drops that entry the record takes the content back (``INLINE_OUTPUT``). Only
 # a record the run order holds is found again, so one that is not keeps its output.
@@ -196,6 +199,13 @@ APPEND_FUNCTION = (
     + """
 local function seq_name(score)
   return string.format('%d', tonumber(score))
+end
+
+-- The field of a run's record: its packed name, unless an earlier version stored the record
+-- under the run id as it is (a run suspended across an upgrade), which is kept.
+local function run_field(runs, field, run_id)
+  if field ~= run_id and redis.call('HEXISTS', runs, run_id) == 1 then return run_id end
+  return field
 end
 
 local function append(K, A)
@@ -210,18 +220,18 @@ local function append(K, A)
   local appended = 0
   if n > 0 then
     -- One by one: unpack() of a long append would overflow Lua's stack.
-    for i = 10, 9 + n do redis.call('RPUSH', messages, A[i]) end
+    for i = 11, 10 + n do redis.call('RPUSH', messages, A[i]) end
     appended = redis.call('HINCRBY', info, 'appended', n)
   end
   if A[7] ~= '' then
-    local record, cut = A[8], tonumber(A[9])
+    local field, record, cut = run_field(runs, A[7], A[10]), A[8], tonumber(A[9])
     local elided = cut > 0 and n > 0
-      and (redis.call('HEXISTS', runs, A[7]) == 0 or redis.call('ZSCORE', order, A[7]))
+      and (redis.call('HEXISTS', runs, field) == 0 or redis.call('ZSCORE', order, field))
     if elided then
       record = '{"O":' .. string.format('%d', appended - 1) .. ',' .. string.sub(record, 2 + cut)
     end
-    if redis.call('HSET', runs, A[7], record) == 1 then
-      redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), A[7])
+    if redis.call('HSET', runs, field, record) == 1 then
+      redis.call('ZADD', order, redis.call('HINCRBY', info, 'run_seq', 1), field)
       local excess = redis.call('ZCARD', order) - tonumber(A[4])
       if excess > 0 then
         local dropped = redis.call('ZPOPMIN', order, excess)
@@ -232,7 +242,7 @@ local function append(K, A)
       end
     end
     -- The outputs index names a record by its sequence number, shorter than its id.
-    local seq = redis.call('ZSCORE', order, A[7])
+    local seq = redis.call('ZSCORE', order, field)
     if seq then
       if elided then
         redis.call('ZADD', outputs, string.format('%d', appended - 1), seq_name(seq))
@@ -251,7 +261,7 @@ local function append(K, A)
     redis.call('ZREMRANGEBYSCORE', outputs, '-inf', keep_from)
     redis.call('LTRIM', messages, -tonumber(A[3]), -1)
   end
-  for i = 10 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
+  for i = 11 + n, #A, 2 do redis.call('HSET', meta, A[i], A[i + 1]) end
   if ttl > 0 then
     for i = 1, 7 do
       if i ~= 6 then redis.call('PEXPIRE', K[i], ttl) end
@@ -262,6 +272,8 @@ end
 """
 )
 _APPEND = APPEND_FUNCTION + "return append(KEYS, ARGV)\n"
+_MESSAGES_ARG = 10
+"""Where the messages begin in ``append_args`` (A[11] in Lua)."""
 
 
 # What a run needs, in one step: the info, the metadata, the stored context, and only the
@@ -392,9 +404,9 @@ class RedisSessionStore(SessionStore):
         if run_parts:
             raw_runs, order = run_parts
             runs = [
-                decode_run(i, session_id, raw_runs[i], raw_messages, first_entry)
-                for i in order
-                if i in raw_runs
+                decode_run(run_id_of(field), session_id, raw_runs[field], raw_messages, first_entry)
+                for field in order
+                if field in raw_runs
             ]
         return SessionSnapshot(
             session_id=session_id,
@@ -440,7 +452,7 @@ class RedisSessionStore(SessionStore):
         held = self.held.peek(session_id)
         if held is not None and messages and appended == held.appended + len(messages):
             # Nobody appended in between: the mirror takes these very messages, unparsed.
-            encoded = args[9 : 9 + len(messages)]
+            encoded = args[_MESSAGES_ARG : _MESSAGES_ARG + len(messages)]
             weights = [weight(str(item)) for item in encoded]
             self.held.put(
                 session_id, held.with_messages(appended, messages, weights, self.max_messages)
@@ -469,9 +481,10 @@ class RedisSessionStore(SessionStore):
             self.max_runs,
             ttl_ms,
             len(encoded),
-            "" if run is None else run.run_id,
+            "" if run is None else run_field(run.run_id),
             "" if run is None else encode_run(run),
             cut,
+            "" if run is None else run.run_id,
             *encoded,
             *pairs,
         ]

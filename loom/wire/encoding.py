@@ -12,8 +12,9 @@ from typing import Any
 
 from loom import tracing
 from loom.broker.base import Broker, Message
-from loom.core.attention import Action
+from loom.core.attention import Action, urgency_reason
 from loom.signals import RuntimeSignal
+from loom.state.redis_ids import pack_id, unpack_id
 from loom.wire.topology import SIGNALS_EXCHANGE, WORK_EXCHANGE, WORK_ROUTING_KEY
 
 
@@ -87,7 +88,9 @@ class PendingSignal:
 
 
 # A session keeps its newest decisions (LOOM_STATE__MAX_DECISIONS), so they are stored
-# with one-letter keys and the time in milliseconds; ``decision_view`` gives them back whole.
+# with one-letter keys, the time in milliseconds, a Loom signal id packed (``I``: 22
+# characters, not 36) and the reason only when it is not the one the urgency gives
+# (``urgency_reason``); ``decision_view`` gives them back whole.
 _DECISION_KEYS = {
     "i": "signal_id",
     "s": "source",
@@ -97,6 +100,7 @@ _DECISION_KEYS = {
     "a": "action",
     "r": "reason",
 }
+_PACKED_SIGNAL_ID = "I"
 DECISION_SUMMARY_CHARS = 200
 """How much of a signal's summary its decision keeps (the signal itself is in the run's input)."""
 
@@ -104,20 +108,19 @@ DECISION_SUMMARY_CHARS = 200
 def decision_record(signal: RuntimeSignal, action: str, reason: str) -> str:
     """What the state keeps of an attention decision (compact; read it with
     ``decision_view``)."""
-    return json.dumps(
-        {
-            "i": signal.id,
-            "s": signal.source,
-            "t": signal.type,
-            "u": signal.urgency,
-            "m": signal.summary[:DECISION_SUMMARY_CHARS],
-            "a": action,
-            "r": reason,
-            "at": time.time_ns() // 1_000_000,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    packed = pack_id(signal.id, "sig_")
+    data: dict[str, Any] = {"i": signal.id} if packed is None else {_PACKED_SIGNAL_ID: packed}
+    data |= {
+        "s": signal.source,
+        "t": signal.type,
+        "u": signal.urgency,
+        "m": signal.summary[:DECISION_SUMMARY_CHARS],
+        "a": action,
+    }
+    if reason != urgency_reason(signal.urgency, action):
+        data["r"] = reason
+    data["at"] = time.time_ns() // 1_000_000
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def decision_view(stored: str) -> dict[str, Any]:
@@ -125,8 +128,14 @@ def decision_view(stored: str) -> dict[str, Any]:
     ``urgency``, ``summary``, ``action``, ``reason``, ``decided_at`` (ISO-8601). Decisions
     stored whole by earlier versions, and any other JSON object, come back as they are."""
     data = json.loads(stored)
-    if not isinstance(data, dict) or "at" not in data or "i" not in data:
+    if not isinstance(data, dict) or "at" not in data:
         return data
+    if _PACKED_SIGNAL_ID in data:
+        data["i"] = unpack_id(data[_PACKED_SIGNAL_ID], "sig_")
+    elif "i" not in data:
+        return data
+    if "r" not in data:
+        data["r"] = urgency_reason(str(data.get("u")), str(data.get("a")))
     view = {name: data.get(short) for short, name in _DECISION_KEYS.items()}
     at = datetime.fromtimestamp(int(data["at"]) / 1000, UTC)
     view["decided_at"] = at.isoformat(timespec="milliseconds")
