@@ -58,7 +58,21 @@ def test_a_run_outcome_is_stored_in_under_half_its_json() -> None:
     field, stored = encode_feedback("s-1", text)
     assert field == COMPACT
     assert len(text) == 357
-    assert len(stored) <= 170, stored
+    assert len(stored) <= 162, stored
+
+
+@pytest.mark.parametrize("cost", [0.0, 0.25, None, 0, "0.0"])
+def test_a_run_outcomes_cost_is_left_out_only_when_it_is_zero(cost: object) -> None:
+    text = run_outcome().to_json().replace('"cost_usd":0.0', f'"cost_usd":{json.dumps(cost)}')
+    field, stored = encode_feedback("s-1", text)
+    assert (field, '"c":' in stored) == (COMPACT, cost != 0.0 or type(cost) is not float)
+    assert decode_feedback("s-1", field, stored) == text
+    # Data without a cost, with the cost elsewhere, or a cost that reads as "none" (false),
+    # is given back as it came too.
+    for data in ('{"duration":0.5}', '{"signals":null,"cost_usd":0.0}', "{}", '{"cost_usd":false}'):
+        other = text.replace(text[text.index('"data":') + 7 : -1], data)
+        field, stored = encode_feedback("s-1", other)
+        assert decode_feedback("s-1", field, stored) == other
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ the text as it came, as earlier versions stored every event): no session id (the
 per-session stream's key and the stream of all's ``session`` field hold it), the time as
 integer microseconds since the epoch, the random hex of the id, run id and signal ids
 packed (``loom.state.redis_ids``), short names, the kind as a letter (none for a run's
-outcome), and the score and source left out when they are what the kind (and value) give
-anyway. ``encode_feedback`` checks that ``decode_feedback`` gives the text back byte for
-byte and otherwise stores it as it came, so text of any other shape
-(another writer's, a hand-made event) is kept exactly too.
+outcome), the score and source left out when they are what the kind (and value) give
+anyway, and a run outcome's cost left out when it is 0.0. ``encode_feedback`` checks that
+``decode_feedback`` gives the text back byte for byte and otherwise stores it as it came,
+so text of any other shape (another writer's, a hand-made event) is kept exactly too.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ _VALUES = {"run_outcome": "completed"}
 """The value an event of the kind usually has (left out when it has it)."""
 _DATA_NAMES = {"duration": "d", "cost_usd": "c", "signals": "g", "tool_call_id": "tc"}
 _DATA_KEYS_BY_NAME = {name: key for key, name in _DATA_NAMES.items()}
+_COST = "cost_usd"
+"""Left out of a run outcome's data when it is 0.0 (a free or unpriced model's runs)."""
+_NO_COST = False
+"""Stored as the cost of a run outcome whose data has none."""
 _NO_SOURCE = 0
 """Stored as the source of an event whose JSON has none (``FeedbackEvent`` leaves out
 ``loom``), told apart from the kind's usual source, which is not stored."""
@@ -134,11 +138,33 @@ def _compact(session_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
         data = event["data"]
         if not isinstance(data, dict):
             return None
+        outcome = kind == _USUAL_KIND
         out["d"] = {
             _DATA_NAMES.get(key, key): _pack_signals(item) if key == "signals" else item
             for key, item in data.items()
+            if not (outcome and key == _COST and _is_free(item))
         }
+        if outcome and _COST not in data:
+            out["d"][_DATA_NAMES[_COST]] = _NO_COST
     return out
+
+
+def _is_free(cost: Any) -> bool:
+    return type(cost) is float and cost == 0.0
+
+
+def _with_cost(data: dict[str, Any]) -> dict[str, Any]:
+    """A run outcome's data as it was before ``_compact``: without a cost where it had
+    none, else with the zero cost it left out back in its place, after the duration
+    (``FeedbackPolicy``'s order)."""
+    if _COST in data:
+        if data[_COST] is _NO_COST:
+            del data[_COST]
+        return data
+    keys = list(data)
+    at = keys.index("duration") + 1 if "duration" in keys else 0
+    items = list(data.items())
+    return dict([*items[:at], (_COST, 0.0), *items[at:]])
 
 
 def _expanded(session_id: str, stored: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +197,8 @@ def _expanded(session_id: str, stored: dict[str, Any]) -> dict[str, Any]:
             _DATA_KEYS_BY_NAME.get(key, key): _unpack_signals(item) if key == "g" else item
             for key, item in data.items()
         }
+        if kind == _USUAL_KIND:
+            event["data"] = _with_cost(event["data"])
     return event
 
 
