@@ -36,7 +36,9 @@ def alive(pid: int) -> bool:
 
 
 async def gone(pid: int) -> bool:
-    for _ in range(100):
+    # Up to 10 s: a killed process is gone at once on an idle machine, but it must be
+    # scheduled to exit, which on a loaded one (a suite beside a soak) once took over 2 s.
+    for _ in range(500):
         if not alive(pid):
             return True
         await asyncio.sleep(0.02)
