@@ -24,7 +24,7 @@ from loom.state.redis_ids import run_field, run_id_of
 from loom.state.redis_records import decode_run, encode_run
 from loom.state.redis_sessions import RedisSessionStore, session_key
 from loom.state.redis_working import RECORDED_BUCKET, recorded_digest
-from loom.state.working import SignalRecord, recorded_key
+from loom.state.working import NOTICE_WINDOW, SignalRecord, recorded_key
 from loom.wire import decision_record, decision_view
 from tests.services import delete_redis_keys, require_redis
 
@@ -469,6 +469,68 @@ async def test_no_work_notice_for_a_session_a_worker_holds() -> None:
     await ledger.wake(decisions)
     assert broker.published == ["free"]
     assert len(await state.pending("held")) == 2
+
+
+async def test_one_work_notice_for_a_burst_to_a_waiting_session() -> None:
+    """Signals that keep coming for a session no worker has taken yet (its notice queued
+    behind others') add no notice of their own: with one a signal, a burst left a backlog
+    of notices that workers took long after their signals had run (bench/soak.py), and a
+    KEDA queue trigger counted signals where it meant sessions."""
+    from loom.core.attention import Action
+    from loom.daemon.ledger import StateLedger
+    from loom.runtime.decisions import SignalDecision
+    from loom.state.memory_state import MemoryState
+
+    clock = [1000.0]
+    state = MemoryState(clock=lambda: clock[0])
+    broker = CountingBroker()
+    ledger = StateLedger(state, state, broker, dedupe_ttl=60)  # type: ignore[arg-type]
+    for batch in range(3):
+        decisions = [
+            SignalDecision(Action.QUEUE, "r", RuntimeSignal.create(f"x{batch}", session_id=sid))
+            for sid in ("a", "b")
+        ]
+        await ledger.record(decisions)
+        await ledger.wake(decisions)
+    assert broker.published == ["a", "b"]
+    assert len(await state.pending("a")) == 3
+    # A worker took "a": its next signal is announced again. A notice not taken within
+    # NOTICE_WINDOW (a long backlog, a queue lost) counts as lost: "b" is announced again.
+    opening = await state.open_session("a", "w1", 30)
+    assert opening is not None
+    assert await state.release_lease(opening.lease)
+    clock[0] += NOTICE_WINDOW
+    decisions = [
+        SignalDecision(Action.QUEUE, "r", RuntimeSignal.create("y", session_id=sid))
+        for sid in ("a", "b")
+    ]
+    await ledger.record(decisions)
+    await ledger.wake(decisions)
+    assert broker.published == ["a", "b", "a", "b"]
+
+
+async def test_on_redis_a_notice_not_taken_in_its_window_is_asked_again() -> None:
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        record = SignalRecord("s", "{}", "{}", ready=True, signal_id="sig-1")
+        assert await state.record_signals([record]) == set()
+        record = SignalRecord("s", "{}", "{}", ready=True, signal_id="sig-2")
+        assert await state.record_signals([record]) == {"s"}
+        asked = await client.zscore(f"{prefix}:noticed", "s")
+        assert asked is not None
+        await client.zadd(f"{prefix}:noticed", {"s": asked - NOTICE_WINDOW})
+        record = SignalRecord("s", "{}", "{}", ready=True, signal_id="sig-3")
+        assert await state.record_signals([record]) == set()
+        # Taking the lease ends the notice; the mark goes with it.
+        lease = await state.acquire_lease("s", "w1", 30)
+        assert lease is not None
+        assert await client.zscore(f"{prefix}:noticed", "s") is None
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
 
 
 async def test_the_held_transcripts_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,8 +46,9 @@ class StateLedger:
         """Each signal's trace context by signal id, kept with its pending record."""
         self.grouping = grouping
         """The policy's group keys, read into the views of a policy that folds by group."""
-        self._held: set[str] = set()
-        """Sessions held by a worker when this batch's records landed (``record``)."""
+        self._quiet: set[str] = set()
+        """Sessions of this batch that need no work notice (``record_signals``): held by a
+        worker when the records landed, or with a notice out already."""
 
     async def claim(self, signals: Sequence[RuntimeSignal]) -> list[bool]:
         holders = iter(
@@ -99,7 +100,7 @@ class StateLedger:
         for decision in decisions:
             if not decision.duplicate:
                 await self._track_risk(decision.signal)
-        self._held = await self.working.record_signals([self._record(d) for d in decisions])
+        self._quiet = await self.working.record_signals([self._record(d) for d in decisions])
         # Put-off runs go to the due set (durable: any worker's sweep starts them when
         # due); a signal that wakes at once takes the session's put-off signals with it
         # (its record, marking the session ready, forgets the put-off run).
@@ -112,9 +113,10 @@ class StateLedger:
 
     async def wake(self, decisions: Sequence[SignalDecision]) -> list[SignalDecision]:
         # A session a worker holds needs no notice: its holder's run ending takes the
-        # signals (a notice would only be dropped by the worker that takes it).
+        # signals (a notice would only be dropped by the worker that takes it). Nor does
+        # one a notice is out for: whoever takes its lease first takes these signals too.
         woken = dict.fromkeys(
-            d.session_id for d in decisions if _at_once(d) and d.session_id not in self._held
+            d.session_id for d in decisions if _at_once(d) and d.session_id not in self._quiet
         )
         await asyncio.gather(*(publish_work(self.broker, session_id) for session_id in woken))
         return list(decisions)

@@ -29,6 +29,7 @@ from loom.state.working import (
     DEFAULT_MAX_DECISIONS,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_RISKS,
+    NOTICE_WINDOW,
     RECORDED_TTL,
 )
 
@@ -116,6 +117,7 @@ class MemoryState(State):
         self._sweep_at = 1024
         self._sessions: dict[str, _Session] = {}
         self._ready: dict[str, None] = {}  # insertion order is first-marked order
+        self._noticed: dict[str, float] = {}  # session -> notice asked at; oldest first
         self._due: dict[str, float] = {}  # put-off runs: session -> due, on the clock
         self._due_first: dict[str, float] = {}  # session -> its first put-off signal
         self._tokens = itertools.count(1)
@@ -381,6 +383,19 @@ class MemoryState(State):
     async def ready_sessions(self, limit: int = 100) -> list[str]:
         return list(itertools.islice(self._ready, max(limit, 0)))
 
+    async def note_notices(self, session_ids: Sequence[str]) -> set[str]:
+        now = self._clock()
+        while self._noticed:  # the lapsed notes go first: they are the oldest
+            session_id, asked = next(iter(self._noticed.items()))
+            if now - asked < NOTICE_WINDOW:
+                break
+            del self._noticed[session_id]
+        out = {session_id for session_id in session_ids if session_id in self._noticed}
+        for session_id in session_ids:
+            if session_id not in out:
+                self._noticed[session_id] = now
+        return out
+
     # -- runs put off ------------------------------------------------------------------
 
     async def schedule(self, session_id: str, delay: float, max_wait: float) -> None:
@@ -432,6 +447,7 @@ class MemoryState(State):
         if self._live_lease(session) is not None:
             return None
         token = next(self._tokens)
+        self._noticed.pop(session_id, None)  # the lease's holder takes the pending signals
         session.leased_at = self._clock()
         session.lease = (owner, token, session.leased_at + ttl)
         session.issued = token

@@ -132,6 +132,7 @@ class RedisRunEndings(RedisWorkingState, RunEndings):
             self._key(session_id, "token"),
             f"{self.prefix}:leases",
             self._key(session_id, "leased_at"),
+            f"{self.prefix}:noticed",
         ]
         args: list[str | int] = [
             owner,

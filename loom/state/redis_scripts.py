@@ -164,8 +164,12 @@ return out
 # are the stem plus the part's name (session_key); a script may build its keys on one Redis,
 # which is what Loom runs on.
 # Atomic, like the transaction it replaces: a decision is never recorded without its effects.
-# Answers the sessions of ready records whose lease was held when the record landed: their
-# holder's ending (a later script) takes the signals, so they need no work notice.
+# Answers the sessions of ready records that need no work notice: those whose lease was held
+# when the record landed (their holder's ending, a later script, takes the signals), and those
+# a notice is out for (KEYS[5], session -> server time the notice was asked: the next lease
+# taken on the session, which takes its pending signals, ends it in ``acquire``; one older
+# than ARGV[9] ms counts as lost and another is asked). Every other session's ready records
+# ask for one notice, noted in KEYS[5].
 #
 # The redelivery claims are kept compactly (about 16 bytes a signal, against 130 for a key of
 # its own): a claim is a field of the hash ``<claim prefix><bucket>:<shard>``, where the bucket
@@ -207,7 +211,8 @@ local function fresh(r)
   return true
 end
 if keep > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - keep / 1000) end
-local held = {}
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[9]) / 1000)
+local quiet, asked = {}, {}
 for _, r in ipairs(cjson.decode(ARGV[4])) do
   if fresh(r) then
     local stem = r[1]
@@ -219,13 +224,22 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
       redis.call('ZADD', KEYS[1], 'NX', score, r[2])
       redis.call('ZREM', KEYS[2], r[2])
       redis.call('ZREM', KEYS[3], r[2])
-      if redis.call('EXISTS', stem .. 'lease') == 1 then held[#held + 1] = r[2] end
+      if redis.call('EXISTS', stem .. 'lease') == 1 or redis.call('ZSCORE', KEYS[5], r[2]) then
+        quiet[r[2]] = true
+      else
+        asked[r[2]] = true
+        redis.call('ZADD', KEYS[5], string.format('%.6f', now), r[2])
+      end
     end
     push(stem .. 'decisions', r[6], max_decisions)
     redis.call('ZADD', KEYS[4], string.format('%.6f', now), r[2])
   end
 end
-return held
+local out = {}
+for sid in pairs(quiet) do
+  if not asked[sid] then out[#out + 1] = sid end
+end
+return out
 """
 
 MARK_READY = """
@@ -250,9 +264,11 @@ end
 """
 
 # Takes a free lease: issues max(last token + 1, server time in microseconds), notes when it
-# was taken (for held_leases) and indexes it. KEYS: lease, token, leases index, leased_at;
-# ARGV: owner, ttl (ms), keep (ms, 0 = no expiry), session id. Answers the token as text, or
-# false when the lease is held. ``OPEN_SESSION`` takes its lease with the same function.
+# was taken (for held_leases), indexes it and ends the session's work notice (whoever takes
+# the lease takes its pending signals: RECORD_SIGNALS). KEYS: lease, token, leases index,
+# leased_at, the notices out; ARGV: owner, ttl (ms), keep (ms, 0 = no expiry), session id.
+# Answers the token as text, or false when the lease is held. ``OPEN_SESSION`` takes its
+# lease with the same function.
 ACQUIRE_FUNCTION = (
     INDEX_LEASE
     + """
@@ -269,6 +285,7 @@ local function acquire(K, A)
   end
   redis.call('SET', K[1], text .. ':' .. A[1], 'PX', A[2])
   redis.call('SET', K[4], t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'PX', A[2])
+  redis.call('ZREM', K[5], A[4])
   return text
 end
 """

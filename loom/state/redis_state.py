@@ -5,6 +5,9 @@ Cluster hash tag that keeps one session's keys in one slot)::
 
     {prefix}:dedupe:<key>              STRING  "1", expires after the dedupe TTL
     {prefix}:ready                     ZSET    session id -> first-marked server time
+    {prefix}:noticed                   ZSET    session id -> server time a work notice for
+                                               it was asked, until a lease is taken on it
+                                               (RECORD_SIGNALS; older than NOTICE_WINDOW: lost)
     {prefix}:activity                  ZSET    session id -> last decision or run ending
                                                (server seconds; entries past session_ttl
                                                pruned as decisions are recorded)
@@ -314,12 +317,14 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
     # -- leases ------------------------------------------------------------------------
 
     def _lease_keys(self, session_id: str) -> list[str]:
-        """The lease, its token, the leases index and when the lease was taken."""
+        """The lease, its token, the leases index, when the lease was taken and the work
+        notices out (which taking a lease ends)."""
         return [
             self._key(session_id, "lease"),
             self._key(session_id, "token"),
             f"{self.prefix}:leases",
             self._key(session_id, "leased_at"),
+            f"{self.prefix}:noticed",
         ]
 
     async def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from loom.state import redis_scripts as scripts
 from loom.state.redis_sessions import session_key, texts, unavailable
 from loom.state.working import (
+    NOTICE_WINDOW,
     DecisionContext,
     SignalRecord,
     WorkingState,
@@ -211,8 +212,13 @@ class RedisWorkingState(WorkingState):
         args = [self._keep_ms, self.max_pending, self.max_decisions]
         batch_json = json.dumps(batch, ensure_ascii=False)
         with self._guard():
-            held = await self._record_signals(
-                keys=[f"{self.prefix}:ready", *self._due_keys()[:2], f"{self.prefix}:activity"],
+            quiet = await self._record_signals(
+                keys=[
+                    f"{self.prefix}:ready",
+                    *self._due_keys()[:2],
+                    f"{self.prefix}:activity",
+                    f"{self.prefix}:noticed",
+                ],
                 args=[
                     *args,
                     batch_json,
@@ -220,9 +226,10 @@ class RedisWorkingState(WorkingState):
                     milliseconds(self.recorded_bucket),
                     self._recorded_prefix,
                     b"".join(digests),
+                    milliseconds(NOTICE_WINDOW),
                 ],
             )
-        return set(texts(held))
+        return set(texts(quiet))
 
     def _dedupe_key(self, key: str) -> str:
         return f"{self.prefix}:dedupe:{key}"

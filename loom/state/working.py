@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 from loom.core.attention import Action
 
+NOTICE_WINDOW = 60.0
+"""Seconds a work notice counts as out (``note_notices``): one still not taken after this
+(queued behind a long backlog, or lost with a broker's queue) is asked again."""
 DEFAULT_MAX_PENDING = 500
 DEFAULT_MAX_DECISIONS = 200
 DEFAULT_MAX_RISKS = 50
@@ -248,9 +251,14 @@ class WorkingState(ABC):
 
     async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         """``record_signal`` for each record, in order; backends write them in one
-        transaction. Answers the sessions of ready records that a worker held (its lease)
-        once the record was in: the holder's run ending takes their signals, so they need
-        no work notice. Only records written by this call count."""
+        transaction. Answers the sessions of ready records that need no work notice (only
+        records written by this call count):
+
+        - a worker held the session (its lease) once the record was in: the holder's run
+          ending takes their signals;
+        - a notice for the session is out (``note_notices``): the worker that takes it, or
+          whichever takes the lease first, takes these signals too. A burst of signals to
+          a session that waits for a worker queues one notice, not one a signal."""
         for record in records:
             await self.record_signal(
                 record.session_id,
@@ -261,4 +269,12 @@ class WorkingState(ABC):
             )
         # After the writes: a holder seen now ends its run after them, and sees them.
         ready = dict.fromkeys(record.session_id for record in records if record.ready)
-        return {session_id for session_id in ready if await self.busy(session_id)}
+        held = {session_id for session_id in ready if await self.busy(session_id)}
+        return held | await self.note_notices([s for s in ready if s not in held])
+
+    async def note_notices(self, session_ids: Sequence[str]) -> set[str]:
+        """Of sessions that need a work notice, those one is out for (asked less than
+        ``NOTICE_WINDOW`` ago, and no lease taken on the session since); the others are
+        noted as having one out from now. A backend that keeps no such note answers none:
+        a notice for every record, which is never wrong, only more."""
+        return set()

@@ -269,3 +269,31 @@ async def test_a_ready_record_names_the_sessions_a_worker_holds(state: State) ->
     # A redelivered record (already recorded) is not named: its notice goes out again.
     again = [SignalRecord("s", "{}", record("queue", 1), ready=True, signal_id="sig-1")]
     assert await state.record_signals(again) == set()
+
+
+async def test_a_ready_record_names_a_session_a_notice_is_out_for(state: State) -> None:
+    """A burst of signals to a session that waits for a worker queues one notice, not one a
+    signal: the worker that takes it (or whichever takes the session's lease first) takes
+    them all. Once a lease was taken on the session, the next signal asks a notice again."""
+    from loom.state.working import SignalRecord
+
+    def ready(session_id: str, n: int) -> SignalRecord:
+        return SignalRecord(session_id, "{}", record("queue", n), ready=True, signal_id=f"sig-{n}")
+
+    # Two records of one session in a batch: one notice for both.
+    assert await state.record_signals([ready("s", 1), ready("s", 2)]) == set()
+    assert await state.record_signals([ready("s", 3), ready("t", 4)]) == {"s"}
+    assert await state.record_signals([ready("t", 5)]) == {"t"}
+    # A record that does not ask for a run counts neither way.
+    observed = SignalRecord("u", "{}", record("observe", 6), signal_id="sig-6")
+    assert await state.record_signals([observed]) == set()
+    # A worker took the session (the lease's holder takes what is pending): the notice is
+    # no longer out, and once the lease is gone the next signal asks one again.
+    opening = await state.open_session("s", "w1", 30)
+    assert opening is not None
+    assert opening.take is not None
+    assert list(opening.take.signals) == [record("queue", n) for n in (1, 2, 3)]
+    assert await state.record_signals([ready("s", 7)]) == {"s"}  # held: its ending takes it
+    assert await state.release_lease(opening.lease)
+    assert await state.record_signals([ready("s", 8)]) == set()
+    assert await state.record_signals([ready("s", 9)]) == {"s"}
