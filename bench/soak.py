@@ -15,7 +15,9 @@ each step, once every signal of it is decided and answered by a completed run, i
   ``used_memory`` for reference (blurred by anyone else using the server); with
   ``--breakdown``, the same memory by key kind (key names with ids taken out);
 - CPU seconds of this process per run in the step, and the share of the step's history
-  loads that found the session's transcript held parsed (``HeldHistories``).
+  loads that found the session's transcript held parsed (``HeldHistories``);
+- the work notices still queued once every signal of the step was handled: notices for
+  sessions whose signals a run already took, left for the worker to drop.
 
 Services as bench/pipeline.py (``LOOM_BENCH_RABBITMQ_URL``, ``LOOM_BENCH_REDIS_URL``).
 """
@@ -41,7 +43,7 @@ from loom import Agent, Model
 from loom.daemon.app import Daemon, settle_heap
 from loom.daemon.settings import Settings
 from loom.signals import RuntimeSignal
-from loom.wire import publish_signal
+from loom.wire import WORK_QUEUE, publish_signal
 
 STEP_TIMEOUT = 1800.0
 
@@ -163,7 +165,7 @@ async def soak(args: argparse.Namespace) -> int:
     print(
         f"{'signals':>9} {'decided':>9} {'runs':>8} {'RSS MB':>8} {'RSS vs 1st':>10} "
         f"{'ns KB/session':>13} {'w/o claims':>10} {'keys':>8} {'used_memory MB':>14} "
-        f"{'CPU ms/run':>10} {'held hits':>9} {'step s':>7}"
+        f"{'CPU ms/run':>10} {'held hits':>9} {'notices':>8} {'step s':>7}"
     )
     first_rss: float | None = None
     sent = 0
@@ -205,12 +207,14 @@ async def soak(args: argparse.Namespace) -> int:
             kinds: dict[str, list[int]] = {}
             total, claims, keys = await namespace_bytes(client, ns, kinds)
             used = int((await client.info("memory"))["used_memory"]) / 2**20
+            notices = await daemon.broker.queue_depth(WORK_QUEUE)
             per = total / args.sessions / 1024
             per_without = (total - claims) / args.sessions / 1024
             print(
                 f"{sent:>9,} {decided:>9,} {runs:>8,} {rss:>8.1f} "
                 f"{(rss / first_rss - 1):>+10.1%} {per:>13.1f} {per_without:>10.1f} "
-                f"{keys:>8,} {used:>14.1f} {cpu:>10.2f} {hit_rate:>9.1%} {elapsed:>7.0f}",
+                f"{keys:>8,} {used:>14.1f} {cpu:>10.2f} {hit_rate:>9.1%} {notices:>8,} "
+                f"{elapsed:>7.0f}",
                 flush=True,
             )
             if args.breakdown:
