@@ -71,6 +71,10 @@ _Replies = asyncio.Future[Any] | list[asyncio.Future[Any]]
 """Where a command's reply goes: to its caller, or (an each script's merged call) one
 element to each of its callers."""
 
+HOLD = 0.005
+"""Seconds calls queued while a batch is on its way wait for its answer at most before
+they go in a batch of their own."""
+
 CLOSE_WAIT = 5.0
 """Seconds ``close`` waits at least for the batches on their way (then cancels them)."""
 
@@ -80,15 +84,15 @@ def _bulk(encoding: str, errors: str, arguments: Sequence[str | int | bytes]) ->
     followed by its arguments so."""
     parts: list[bytes] = []
     for argument in arguments:
-        if isinstance(argument, bytes):
-            data = argument
-        elif isinstance(argument, str):
+        if isinstance(argument, str):  # most of them: tested first
             data = argument.encode(encoding, errors)
+        elif isinstance(argument, bytes):
+            data = argument
         elif isinstance(argument, int) and not isinstance(argument, bool):
             data = b"%d" % argument
         else:
             raise TypeError(f"a Redis argument is a str, int or bytes, not {argument!r}")
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
@@ -114,6 +118,8 @@ class AutoPipeline:
         """Each script's command name and digest (or source), encoded: a script's calls
         all begin alike."""
         self._sending: set[asyncio.Task[None]] = set()
+        self._hold: asyncio.TimerHandle | None = None
+        """Sends the calls held back (``_flush``) once they have waited ``HOLD``."""
         self._closed = False
 
     async def call(
@@ -133,56 +139,76 @@ class AutoPipeline:
         if self._closed:
             raise RedisConnectionError("the pipeline of script calls is closed")
         tail = _bulk(self._encoding, self._errors, (len(keys), *keys, *args))
-        reply: asyncio.Future[Any] = self._queue()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._count:
+            loop.call_soon(self._flush)
         self._queued.append((script, len(keys) + len(args) + 1, tail, reply))
-        self._queued_one()
+        self._count += 1
+        if self._count >= self.max_batch:
+            self._flush(full=True)
         return await reply
 
-    async def call_each(
+    def call_each(
         self,
         script: AsyncScript,
         keys: Sequence[str | int | bytes],
         args: Sequence[str | int | bytes],
-    ) -> Any:
+    ) -> asyncio.Future[Any]:
         """Like ``call``, for an each script: the calls of ``script`` queued in this step
         go out as one call of it, with all their keys (in order), then all their
         arguments, and each caller gets its own element of the array it answers (an error
         element raised as a ``ResponseError``). Each of its calls must have as many keys
         and arguments as the script takes per call: it cannot tell them apart otherwise.
+
+        The call is queued (or refused) at once; what it returns is its reply's future,
+        to await (a coroutine of its own would cost a frame more at every step).
         """
         if self._closed:
             raise RedisConnectionError("the pipeline of script calls is closed")
         encoded_keys = _bulk(self._encoding, self._errors, keys)
         encoded_args = _bulk(self._encoding, self._errors, args)
-        reply: asyncio.Future[Any] = self._queue()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._count:
+            loop.call_soon(self._flush)
         parts = self._groups.get(script)
         if parts is None:
             parts = self._groups[script] = []
             self._queued.append((script, parts))
         parts.append((len(keys), encoded_keys, len(args), encoded_args, reply))
-        self._queued_one()
-        return await reply
-
-    def _queue(self) -> asyncio.Future[Any]:
-        """A reply for a call about to be queued; the first of a step schedules the flush."""
-        loop = asyncio.get_running_loop()
-        if not self._count:
-            loop.call_soon(self._flush)
-        return loop.create_future()
-
-    def _queued_one(self) -> None:
         self._count += 1
         if self._count >= self.max_batch:
-            self._flush()
+            self._flush(full=True)
+        return reply
 
-    def _flush(self) -> None:
+    def _flush(self, full: bool = False) -> None:
+        """Send what is queued, in a batch of its own; while a batch is on its way, only
+        when ``full`` (``max_batch`` calls queued), closing, or held for ``HOLD``."""
         if not self._count:
             return
+        loop = asyncio.get_running_loop()
+        if self._sending and not full and not self._closed:
+            # Held while the batch before is on its way: when it is answered, the calls
+            # queued meanwhile go together (one batch, not one per step of the loop). A
+            # batch that is slow to answer holds them back for HOLD at most.
+            if self._hold is None:
+                self._hold = loop.call_later(HOLD, self._flush, True)
+            return
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         batch, self._queued, self._groups, self._count = self._queued, [], {}, 0
         # A task of its own: a caller that is cancelled must not cancel its batch's others.
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = loop.create_task(self._send(batch))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A batch is done: the calls held back for it go, once no batch is on its way."""
+        self._sending.discard(task)
+        if not self._sending:
+            self._flush()
 
     async def _send(self, batch: list[_Call | _Group]) -> None:
         # A caller cancelled before its batch went out: its call is not sent at all (a
@@ -302,19 +328,22 @@ def _hand_out(replies: list[asyncio.Future[Any]], outcome: Any) -> None:
     """An each script's outcome, one element to each of its callers: its own reply or
     error; an outcome that is not one element per caller (a failure of the whole call) is
     every caller's."""
-    if isinstance(outcome, Exception):
+    if type(outcome) is not list or len(outcome) != len(replies):
+        if not isinstance(outcome, Exception):
+            outcome = ResponseError(
+                f"a script run for {len(replies)} calls answered {outcome!r:.200}, "
+                "not one reply each"
+            )
         for reply in replies:
             _settle(reply, outcome)
         return
-    if not isinstance(outcome, list) or len(outcome) != len(replies):
-        wrong = ResponseError(
-            f"a script run for {len(replies)} calls answered {outcome!r:.200}, not one reply each"
-        )
-        for reply in replies:
-            _settle(reply, wrong)
-        return
     for reply, element in zip(replies, outcome, strict=True):
-        _settle(reply, element)
+        if reply.done():  # its caller was cancelled
+            continue
+        if isinstance(element, Exception):
+            reply.set_exception(element)
+        else:
+            reply.set_result(element)
 
 
 def _settled(replies: list[Any], failure: Exception | None, count: int) -> list[Any]:
