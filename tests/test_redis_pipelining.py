@@ -18,6 +18,7 @@ from loom.state import redis_pipelining
 from loom.state.base import StateUnavailable
 from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_state import RedisState
+from tests.polling import eventually
 from tests.private_redis import PrivateRedis
 
 TTL = 30.0
@@ -516,11 +517,13 @@ async def test_claims_and_markers_of_one_step_with_mixed_answers_and_an_error(
         assert await evalsha_calls(admin) - before_calls == 2
         assert answers[0] is None
         assert answers[1] == ("marked", "first")
-        assert isinstance(answers[2], ResponseError) and "WRONGTYPE" in str(answers[2])
+        assert isinstance(answers[2], ResponseError)
+        assert "WRONGTYPE" in str(answers[2])
         assert answers[3] == ("claimed", "other")
         assert answers[4] is None
         # The marker was set before its claim's GET failed, as the script of one call did.
-        assert isinstance(answers[5], ResponseError) and "WRONGTYPE" in str(answers[5])
+        assert isinstance(answers[5], ResponseError)
+        assert "WRONGTYPE" in str(answers[5])
         assert answers[6] == ("claimed", "sig-1")  # after the first of the batch, in order
         assert await admin.get("t:dedupe:accepting:fresh") == "sig-1"
         assert await admin.get("t:dedupe:accepting:done") is None
@@ -608,8 +611,8 @@ async def test_a_caller_cancelled_before_its_batch_goes_out_is_left_out_of_its_e
         assert await calls[2] == 2  # the script saw two calls: b was not sent
         assert await admin.get("each:b") is None
         assert [await admin.get("each:a"), await admin.get("each:c")] == ["a", "c"]
+        await pipeline.close()
         with pytest.raises(RedisConnectionError):
-            await pipeline.close()
             pipeline.call_each(claim, ["each:d"], ["d"])  # refused at once, once closed
         with pytest.raises(TypeError):
             AutoPipeline(client).call_each(claim, ["each:e"], [1.5])  # type: ignore[list-item]
@@ -619,6 +622,15 @@ async def test_a_caller_cancelled_before_its_batch_goes_out_is_left_out_of_its_e
 
 
 # -- calls held while a batch is on its way --------------------------------------------
+
+
+async def written(writes: list[int], count: int) -> None:
+    """Wait until ``count`` writes of script calls went out (``count_writes``)."""
+
+    async def enough() -> bool:
+        return writes[0] >= count
+
+    await eventually(enough, f"{count} writes", timeout=10)
 
 
 async def test_calls_made_while_a_batch_is_on_its_way_go_together_once_it_is_answered(
@@ -633,8 +645,7 @@ async def test_calls_made_while_a_batch_is_on_its_way_go_together_once_it_is_ans
         await client.script_load(each.script)
         redis_server.freeze()  # the first batch is written; its answer waits
         first = pipeline.call_each(each, ["first"], [0])
-        while writes[0] < 1:
-            await asyncio.sleep(0.01)
+        await written(writes, 1)
         later = []
         for i in range(1, 4):  # one call in each of three steps of the loop
             later.append(pipeline.call_each(each, [f"k{i}"], [i]))
@@ -665,13 +676,9 @@ async def test_calls_are_held_for_a_slow_batch_a_bounded_time(
         assert len(client.connection_pool._available_connections) == 2
         redis_server.freeze()
         first = pipeline.call_each(each, ["first"], [0])
-        while writes[0] < 1:
-            await asyncio.sleep(0.01)
+        await written(writes, 1)
         second = pipeline.call_each(each, ["second"], [1])
-        for _ in range(500):  # written once held HOLD, while the first is unanswered
-            if writes[0] == 2:
-                break
-            await asyncio.sleep(0.01)
+        await written(writes, 2)  # once held HOLD, while the first is unanswered
         assert writes == [2, 2]
         assert not first.done()
         redis_server.thaw()
@@ -696,11 +703,9 @@ async def test_a_full_batch_goes_at_once_while_another_is_on_its_way(
         assert len(client.connection_pool._available_connections) == 2
         redis_server.freeze()
         first = pipeline.call_each(each, ["first"], [0])
-        while writes[0] < 1:
-            await asyncio.sleep(0.01)
+        await written(writes, 1)
         full = [pipeline.call_each(each, [f"k{i}"], [i]) for i in range(5)]
-        while writes[0] < 2:  # four of them go at once; the fifth is held
-            await asyncio.sleep(0.01)
+        await written(writes, 2)  # four of them go at once; the fifth is held
         await asyncio.sleep(0.05)
         assert writes == [2, 2]
         redis_server.thaw()
