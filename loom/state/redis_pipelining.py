@@ -31,10 +31,10 @@ Two things make the batches fewer and cheaper (issue 20: the accept path with a 
   place of the first of them), their keys one after the other, then their arguments, and
   its reply (an array, one reply per call, in order) is handed out among them. Redis runs
   one script, and redis-py reads and parses one reply instead of one per call (its
-  per-reply cost was most of a batched call's). Each caller still gets its own reply, or
-  its own error: an each script catches a failing command (``redis.pcall``) and answers
-  that call's error in its place, so it fails that caller alone, as a script of its own
-  would have; a failure of the whole call (the connection's, an answer that is not one
+  per-reply cost was about a third of a batched call's). Each caller still gets its own
+  reply, or its own error: an each script catches a failing command (``redis.pcall``) and
+  answers that call's error in its place, so it fails that caller alone, as a script of
+  its own would have; a failure of the whole call (the connection's, an answer that is not one
   reply per call) is every one of its callers'; a NOSCRIPT sends the whole call again as
   EVAL, as above.
 - While a batch is on its way, the calls made meanwhile are held back and go together as
