@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from loom.state import redis_pipelining
 from loom.state.base import StateUnavailable
 from loom.state.redis_pipelining import AutoPipeline
 from loom.state.redis_state import RedisState
+from tests.polling import eventually
 from tests.private_redis import PrivateRedis
 
 TTL = 30.0
@@ -81,7 +83,8 @@ async def test_concurrent_claims_go_in_one_round_trip_each_with_its_own_answer(
         )
 
         assert writes[0] - before_writes == 1  # 21 calls, one write: one round trip
-        assert await evalsha_calls(admin) - before_calls == 21  # each ran once, none twice
+        # ... and one script call, which ran each of them once, in order
+        assert await evalsha_calls(admin) - before_calls == 1
         assert taken[:5] == [("marked", f"first-{i}") for i in range(5)]
         assert taken[5:10] == [("claimed", f"other-{i}") for i in range(5, 10)]
         assert taken[10:20] == [None] * 10
@@ -99,6 +102,7 @@ async def test_concurrent_claims_go_in_one_round_trip_each_with_its_own_answer(
             state.mark_and_release("accepted:k5", "sig-5", TTL, "accepting:k5", "sig-5"),
         )
         assert writes[0] - before_writes == 1
+        assert await evalsha_calls(admin) - before_calls == 2
         for i in range(10, 20):
             assert await admin.get(f"t:marker:accepted:k{i}") == f"sig-{i}"
             assert await admin.get(f"t:dedupe:accepting:k{i}") is None
@@ -326,16 +330,22 @@ async def test_replies_read_before_a_failure_are_delivered(
     try:
         await state._client.script_load(stall.script)
         await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)  # scripts known
+        # Sent in the order queued: the claims (one script call, in the place of the
+        # first), the stall, then the marker.
         taken = await asyncio.gather(
             state.claim_unless_marked("accepted:a", "accepting:a", "sig-a", TTL),
             state._batched.call(stall, [], ["x" * 40_000]),
             state.claim_unless_marked("accepted:b", "accepting:b", "sig-b", TTL),
+            state.mark_and_release("accepted:w", "w", TTL, "accepting:w", "w"),
             return_exceptions=True,
         )
-        assert taken[0] is None  # its claim landed and its reply was read: it has it
+        # The claims landed and their reply was read: each caller has its answer.
+        assert taken[0] is None
+        assert taken[2] is None
         assert isinstance(taken[1], redis.exceptions.TimeoutError), taken[1]
-        assert isinstance(taken[2], StateUnavailable), taken[2]  # ran, or not: unknown
+        assert isinstance(taken[3], StateUnavailable), taken[3]  # ran, or not: unknown
         assert await admin.get("t:dedupe:accepting:a") == "sig-a"
+        assert await admin.get("t:dedupe:accepting:b") == "sig-b"
     finally:
         await state.close()
 
@@ -465,4 +475,244 @@ async def test_close_is_bounded_without_a_socket_timeout(
             await waiting
     finally:
         redis_server.thaw()
+        await client.aclose()
+
+
+# -- each scripts (call_each): one script call for the calls of one step ----------------
+
+ECHO_EACH = """
+local out = {}
+for i = 1, #KEYS do out[i] = KEYS[i] .. '=' .. ARGV[i] end
+return out
+"""
+"""An each script of one key and one argument per call: answers ``key=argument`` each."""
+
+
+async def test_claims_and_markers_of_one_step_with_mixed_answers_and_an_error(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    state = RedisState(redis_server.url, prefix="t")
+    writes = count_writes(state._client)
+    try:
+        await admin.set("t:marker:accepted:done", "first")
+        await admin.set("t:dedupe:accepting:busy", "other", px=30_000)
+        await admin.rpush("t:dedupe:accepting:bad", "a list")  # its claim's GET: WRONGTYPE
+        await admin.rpush("t:dedupe:accepting:bad2", "a list")
+        await state.claim_unless_marked("accepted:w", "accepting:w", "w", TTL)  # scripts known
+        await state.mark_and_release("accepted:w", "w", TTL, "accepting:w", "w")
+        before_writes, before_calls = writes[0], await evalsha_calls(admin)
+
+        # Claims and markers of one step: one write, one script call of each kind.
+        answers = await asyncio.gather(
+            state.claim_unless_marked("accepted:fresh", "accepting:fresh", "sig-1", TTL),
+            state.claim_unless_marked("accepted:done", "accepting:done", "sig-2", TTL),
+            state.claim_unless_marked("accepted:bad", "accepting:bad", "sig-3", TTL),
+            state.claim_unless_marked("accepted:busy", "accepting:busy", "sig-4", TTL),
+            state.mark_and_release("accepted:w", "w2", TTL, "accepting:w", "w2"),
+            state.mark_and_release("accepted:bad2", "sig-5", TTL, "accepting:bad2", "sig-5"),
+            state.claim_unless_marked("accepted:fresh", "accepting:fresh", "sig-6", TTL),
+            return_exceptions=True,
+        )
+        assert writes[0] - before_writes == 1
+        assert await evalsha_calls(admin) - before_calls == 2
+        assert answers[0] is None
+        assert answers[1] == ("marked", "first")
+        assert isinstance(answers[2], ResponseError)
+        assert "WRONGTYPE" in str(answers[2])
+        assert answers[3] == ("claimed", "other")
+        assert answers[4] is None
+        # The marker was set before its claim's GET failed, as the script of one call did.
+        assert isinstance(answers[5], ResponseError)
+        assert "WRONGTYPE" in str(answers[5])
+        assert answers[6] == ("claimed", "sig-1")  # after the first of the batch, in order
+        assert await admin.get("t:dedupe:accepting:fresh") == "sig-1"
+        assert await admin.get("t:dedupe:accepting:done") is None
+        assert await admin.get("t:dedupe:accepting:busy") == "other"
+        assert await admin.get("t:marker:accepted:w") == "w2"
+        assert await admin.get("t:marker:accepted:bad2") == "sig-5"
+    finally:
+        await state.close()
+
+
+async def test_each_calls_are_sent_in_the_order_queued_beside_single_calls(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    each = client.register_script(ECHO_EACH)
+    count = client.register_script("return redis.call('INCR', KEYS[1])")
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(each.script)
+        await client.script_load(count.script)
+
+        async def call_each(key: str, argument: str | int | bytes) -> Any:
+            return await pipeline.call_each(each, [key], [argument])
+
+        # Coroutines all, so the calls are made in this order, in one step.
+        answers = await asyncio.gather(
+            pipeline.call(count, ["n"], []),
+            call_each("a", 1),
+            pipeline.call(count, ["n"], []),
+            call_each("b", "x"),
+            call_each("c", b"y"),
+        )
+        # The each script's call went in the place of its first call: before the second INCR.
+        assert list(answers) == [1, "a=1", 2, "b=x", "c=y"]
+        assert writes == [1, 3]  # one write: the two single calls and one of the each script
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_an_each_script_that_fails_whole_fails_each_of_its_callers(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    failing = client.register_script("return redis.error_reply('ERR broken')")
+    short = client.register_script("return {1}")  # one reply for however many calls
+    echo = client.register_script("return ARGV[1]")
+    pipeline = AutoPipeline(client)
+    try:
+        for script in (failing, short, echo):
+            await client.script_load(script.script)
+        answers = await asyncio.gather(
+            pipeline.call_each(failing, ["a"], [1]),
+            pipeline.call_each(failing, ["b"], [2]),
+            pipeline.call_each(short, ["c"], [3]),
+            pipeline.call_each(short, ["d"], [4]),
+            pipeline.call(echo, [], ["alone"]),
+            return_exceptions=True,
+        )
+        assert [str(a) for a in answers[:2]] == ["broken", "broken"]
+        assert all(isinstance(a, ResponseError) for a in answers[:4]), answers
+        assert "answered [1], not one reply each" in str(answers[2])
+        assert answers[3] is answers[2]
+        assert answers[4] == "alone"  # the other calls of the batch are not theirs
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_a_caller_cancelled_before_its_batch_goes_out_is_left_out_of_its_each_call(
+    redis_server: PrivateRedis, admin: aioredis.Redis
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    claim = client.register_script(
+        "local out = {} for i = 1, #KEYS do"
+        " redis.call('SET', KEYS[i], ARGV[i]) out[i] = i end return out"
+    )
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(claim.script)
+        calls = [pipeline.call_each(claim, [f"each:{k}"], [k]) for k in "abc"]
+        calls[1].cancel()
+        assert await calls[0] == 1
+        assert await calls[2] == 2  # the script saw two calls: b was not sent
+        assert await admin.get("each:b") is None
+        assert [await admin.get("each:a"), await admin.get("each:c")] == ["a", "c"]
+        await pipeline.close()
+        with pytest.raises(RedisConnectionError):
+            pipeline.call_each(claim, ["each:d"], ["d"])  # refused at once, once closed
+        with pytest.raises(TypeError):
+            AutoPipeline(client).call_each(claim, ["each:e"], [1.5])  # type: ignore[list-item]
+    finally:
+        await pipeline.close()
+        await client.aclose()
+
+
+# -- calls held while a batch is on its way --------------------------------------------
+
+
+async def written(writes: list[int], count: int) -> None:
+    """Wait until ``count`` writes of script calls went out (``count_writes``)."""
+
+    async def enough() -> bool:
+        return writes[0] >= count
+
+    await eventually(enough, f"{count} writes", timeout=10)
+
+
+async def test_calls_made_while_a_batch_is_on_its_way_go_together_once_it_is_answered(
+    redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_pipelining, "HOLD", 60.0)  # held until the answer, here
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    each = client.register_script(ECHO_EACH)
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(each.script)
+        redis_server.freeze()  # the first batch is written; its answer waits
+        first = pipeline.call_each(each, ["first"], [0])
+        await written(writes, 1)
+        later = []
+        for i in range(1, 4):  # one call in each of three steps of the loop
+            later.append(pipeline.call_each(each, [f"k{i}"], [i]))
+            await asyncio.sleep(0.01)
+        assert writes == [1, 1]  # held back: the batch before is not answered yet
+        redis_server.thaw()
+        assert await first == "first=0"
+        assert await asyncio.gather(*later) == ["k1=1", "k2=2", "k3=3"]
+        assert writes == [2, 2]  # the three went together, as one call of the script
+    finally:
+        redis_server.thaw()
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_calls_are_held_for_a_slow_batch_a_bounded_time(
+    redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_pipelining, "HOLD", 0.05)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    each = client.register_script(ECHO_EACH)
+    pipeline = AutoPipeline(client)
+    try:
+        await client.script_load(each.script)
+        # Two connections in the pool: a frozen Redis would not answer a new one's greeting.
+        await asyncio.gather(client.ping(), client.ping())
+        assert len(client.connection_pool._available_connections) == 2
+        redis_server.freeze()
+        first = pipeline.call_each(each, ["first"], [0])
+        await written(writes, 1)
+        second = pipeline.call_each(each, ["second"], [1])
+        await written(writes, 2)  # once held HOLD, while the first is unanswered
+        assert writes == [2, 2]
+        assert not first.done()
+        redis_server.thaw()
+        assert [await first, await second] == ["first=0", "second=1"]
+    finally:
+        redis_server.thaw()
+        await pipeline.close()
+        await client.aclose()
+
+
+async def test_a_full_batch_goes_at_once_while_another_is_on_its_way(
+    redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_pipelining, "HOLD", 60.0)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    each = client.register_script(ECHO_EACH)
+    pipeline = AutoPipeline(client, max_batch=4)
+    try:
+        await client.script_load(each.script)
+        await asyncio.gather(client.ping(), client.ping())  # two connections, as above
+        assert len(client.connection_pool._available_connections) == 2
+        redis_server.freeze()
+        first = pipeline.call_each(each, ["first"], [0])
+        await written(writes, 1)
+        full = [pipeline.call_each(each, [f"k{i}"], [i]) for i in range(5)]
+        await written(writes, 2)  # four of them go at once; the fifth is held
+        await asyncio.sleep(0.05)
+        assert writes == [2, 2]
+        redis_server.thaw()
+        assert await first == "first=0"
+        assert await asyncio.gather(*full) == [f"k{i}={i}" for i in range(5)]
+        assert writes == [3, 3]
+    finally:
+        redis_server.thaw()
+        await pipeline.close()
         await client.aclose()

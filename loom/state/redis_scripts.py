@@ -108,18 +108,48 @@ return false
 # The gateway's accept path, one round trip each side of the publish. Two keys in one
 # script: fine on one Redis server (what RedisState talks to); a cluster would need them in
 # one slot.
-CLAIM_UNLESS_MARKED = """
-local marked = redis.call('GET', KEYS[1])
-if marked then return {'marked', marked} end
-local held = redis.call('GET', KEYS[2])
-if held then return {'claimed', held} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return false
+# The accept path's two steps, each run for many requests at once (``AutoPipeline.call_each``):
+# a request's keys are KEYS[2i-1] (its marker) and KEYS[2i] (its claim), its arguments two
+# (or three) of ARGV, and its answer is element i of the reply. A failing command (a key of
+# the wrong type) is caught and answered as that request's error alone, as a script of its
+# own would have failed; the requests are taken in order, so of two requests for one key in
+# a batch the second meets the first's claim.
+# CLAIM_UNLESS_MARKED_EACH: ARGV per request: owner, claim TTL (ms). Its answer: false when
+# the claim was taken, else {'marked', marker value} or {'claimed', holder}.
+CLAIM_UNLESS_MARKED_EACH = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local answer = redis.pcall('GET', KEYS[2 * i - 1])
+  if type(answer) == 'string' then
+    answer = {'marked', answer}
+  elseif not answer then
+    answer = redis.pcall('GET', KEYS[2 * i])
+    if type(answer) == 'string' then
+      answer = {'claimed', answer}
+    elseif not answer then
+      answer = redis.pcall('SET', KEYS[2 * i], ARGV[2 * i - 1], 'PX', ARGV[2 * i])
+      if not answer.err then answer = false end
+    end
+  end
+  out[i] = answer
+end
+return out
 """
 
-MARK_AND_RELEASE = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+# MARK_AND_RELEASE_EACH: ARGV per request: marker value, marker TTL (ms), owner. Sets the
+# marker, and releases the claim if the owner still holds it. Its answer: false, or its error.
+MARK_AND_RELEASE_EACH = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local answer = redis.pcall('SET', KEYS[2 * i - 1], ARGV[3 * i - 2], 'PX', ARGV[3 * i - 1])
+  if not answer.err then
+    answer = redis.pcall('GET', KEYS[2 * i])
+    if answer == ARGV[3 * i] then answer = redis.pcall('DEL', KEYS[2 * i]) end
+    if type(answer) ~= 'table' or not answer.err then answer = false end
+  end
+  out[i] = answer
+end
+return out
 """
 
 # The attention role's batch, one round trip each (a batch of signals used to cost about ten
@@ -365,11 +395,11 @@ __all__ = [
     "CHECK_FENCE",
     "CLAIM",
     "CLAIM_MANY",
-    "CLAIM_UNLESS_MARKED",
+    "CLAIM_UNLESS_MARKED_EACH",
     "DECISION_CONTEXTS",
     "HELD_LEASES",
     "INDEX_LEASE",
-    "MARK_AND_RELEASE",
+    "MARK_AND_RELEASE_EACH",
     "MARK_READY",
     "NOTE_RUN",
     "PROMOTE_DUE",

@@ -169,14 +169,15 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
         register = self._client.register_script
         self._claim = register(scripts.CLAIM)
         self._claim_many = register(scripts.CLAIM_MANY)
-        self._claim_unless_marked = register(scripts.CLAIM_UNLESS_MARKED)
-        self._mark_and_release = register(scripts.MARK_AND_RELEASE)
+        self._claim_unless_marked = register(scripts.CLAIM_UNLESS_MARKED_EACH)
+        self._mark_and_release = register(scripts.MARK_AND_RELEASE_EACH)
         self._acquire = register(scripts.ACQUIRE)
         self._renew = register(scripts.RENEW)
         self._release = register(scripts.RELEASE)
         self._check_fence = register(scripts.CHECK_FENCE)
         self._held_leases = register(scripts.HELD_LEASES)
-        # The accept path's two calls: many requests make them in the same loop step.
+        # The accept path's two calls: many requests make them in the same loop step, and
+        # each step's calls of each go to Redis as one script call (``call_each``).
         self._batched = AutoPipeline(self._client)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -247,7 +248,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
     ) -> Taken | None:
         keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
         with self._guard():
-            taken = await self._batched.call(
+            taken = await self._batched.call_each(
                 self._claim_unless_marked, keys, [owner, milliseconds(ttl)]
             )
         if taken is None:
@@ -260,7 +261,7 @@ class RedisState(RedisRunEndings, RedisSessionIndex, State):
     ) -> None:
         keys = [f"{self.prefix}:marker:{marker}", f"{self.prefix}:dedupe:{key}"]
         with self._guard():
-            await self._batched.call(
+            await self._batched.call_each(
                 self._mark_and_release, keys, [value, milliseconds(ttl), owner]
             )
 

@@ -87,8 +87,14 @@ class RedisWorkingState(WorkingState):
         self._note_run = register(scripts.NOTE_RUN)
         self._run_times = register(scripts.RUN_TIMES)
 
+    _unavailable: unavailable | None = None
+
     def _guard(self) -> AbstractContextManager[None]:
-        return unavailable(self.url, self._password)
+        # One for every call (it keeps nothing of a call): made once, not at each call.
+        guard = self._unavailable
+        if guard is None:
+            guard = self._unavailable = unavailable(self.url, self._password)
+        return guard
 
     def _key(self, session_id: str, part: str) -> str:
         return session_key(self.prefix, session_id, part)
