@@ -5,6 +5,7 @@ its command counts, its scripts and its outages are this test's alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -633,17 +634,34 @@ async def written(writes: list[int], count: int) -> None:
     await eventually(enough, f"{count} writes", timeout=10)
 
 
+@contextlib.asynccontextmanager
+async def frozen_each(
+    redis_server: PrivateRedis, *, max_batch: int = 256, connections: int = 1
+) -> AsyncIterator[tuple[list[int], Any, AutoPipeline]]:
+    """(``count_writes``, the echo each script loaded, a pipeline) on a private Redis that
+    is frozen once ``connections`` pooled connections are made (a frozen Redis would not
+    answer a new one's greeting); thawed and closed after."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    writes = count_writes(client)
+    each = client.register_script(ECHO_EACH)
+    pipeline = AutoPipeline(client, max_batch=max_batch)
+    try:
+        await client.script_load(each.script)
+        await asyncio.gather(*(client.ping() for _ in range(connections)))
+        assert len(client.connection_pool._available_connections) == connections
+        redis_server.freeze()
+        yield writes, each, pipeline
+    finally:
+        redis_server.thaw()
+        await pipeline.close()
+        await client.aclose()
+
+
 async def test_calls_made_while_a_batch_is_on_its_way_go_together_once_it_is_answered(
     redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_pipelining, "HOLD", 60.0)  # held until the answer, here
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    writes = count_writes(client)
-    each = client.register_script(ECHO_EACH)
-    pipeline = AutoPipeline(client)
-    try:
-        await client.script_load(each.script)
-        redis_server.freeze()  # the first batch is written; its answer waits
+    async with frozen_each(redis_server) as (writes, each, pipeline):
         first = pipeline.call_each(each, ["first"], [0])
         await written(writes, 1)
         later = []
@@ -655,26 +673,13 @@ async def test_calls_made_while_a_batch_is_on_its_way_go_together_once_it_is_ans
         assert await first == "first=0"
         assert await asyncio.gather(*later) == ["k1=1", "k2=2", "k3=3"]
         assert writes == [2, 2]  # the three went together, as one call of the script
-    finally:
-        redis_server.thaw()
-        await pipeline.close()
-        await client.aclose()
 
 
 async def test_calls_are_held_for_a_slow_batch_a_bounded_time(
     redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_pipelining, "HOLD", 0.05)
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    writes = count_writes(client)
-    each = client.register_script(ECHO_EACH)
-    pipeline = AutoPipeline(client)
-    try:
-        await client.script_load(each.script)
-        # Two connections in the pool: a frozen Redis would not answer a new one's greeting.
-        await asyncio.gather(client.ping(), client.ping())
-        assert len(client.connection_pool._available_connections) == 2
-        redis_server.freeze()
+    async with frozen_each(redis_server, connections=2) as (writes, each, pipeline):
         first = pipeline.call_each(each, ["first"], [0])
         await written(writes, 1)
         second = pipeline.call_each(each, ["second"], [1])
@@ -683,25 +688,13 @@ async def test_calls_are_held_for_a_slow_batch_a_bounded_time(
         assert not first.done()
         redis_server.thaw()
         assert [await first, await second] == ["first=0", "second=1"]
-    finally:
-        redis_server.thaw()
-        await pipeline.close()
-        await client.aclose()
 
 
 async def test_a_full_batch_goes_at_once_while_another_is_on_its_way(
     redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_pipelining, "HOLD", 60.0)
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    writes = count_writes(client)
-    each = client.register_script(ECHO_EACH)
-    pipeline = AutoPipeline(client, max_batch=4)
-    try:
-        await client.script_load(each.script)
-        await asyncio.gather(client.ping(), client.ping())  # two connections, as above
-        assert len(client.connection_pool._available_connections) == 2
-        redis_server.freeze()
+    async with frozen_each(redis_server, max_batch=4, connections=2) as (writes, each, pipeline):
         first = pipeline.call_each(each, ["first"], [0])
         await written(writes, 1)
         full = [pipeline.call_each(each, [f"k{i}"], [i]) for i in range(5)]
@@ -712,7 +705,3 @@ async def test_a_full_batch_goes_at_once_while_another_is_on_its_way(
         assert await first == "first=0"
         assert await asyncio.gather(*full) == [f"k{i}={i}" for i in range(5)]
         assert writes == [3, 3]
-    finally:
-        redis_server.thaw()
-        await pipeline.close()
-        await client.aclose()
