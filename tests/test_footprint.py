@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
+from loom import Agent, Model
+from loom.broker.memory import MemoryBroker
 from loom.core.messages import Message, ToolCall, Usage
 from loom.core.session_store import RunRecord
 from loom.daemon.app import Daemon
@@ -507,6 +509,31 @@ async def test_one_work_notice_for_a_burst_to_a_waiting_session() -> None:
     await ledger.record(decisions)
     await ledger.wake(decisions)
     assert broker.published == ["a", "b", "a", "b"]
+
+
+async def test_a_stopping_worker_puts_a_notice_back_for_another() -> None:
+    """A worker that is stopping takes no session: the notice goes back to the queue, since
+    the state notes it as out and the session's next signals would send none."""
+    from loom.daemon.worker import SessionWorker
+    from loom.state.memory_state import MemoryState
+    from loom.wire import TOPOLOGY
+    from tests.fakes.delivery import FakeDelivery
+
+    broker = MemoryBroker(topology=TOPOLOGY)
+    await broker.start()
+    worker = SessionWorker(Agent(Model.test()), broker, MemoryState(), sweep_interval=3600)
+    await worker.start()
+    notice = b'{"session_id": "s"}'
+    try:
+        taken = FakeDelivery(notice)
+        await worker.handle(taken)
+        assert taken.outcome == "ack"
+    finally:
+        await worker.stop(timeout=1)
+    stopped = FakeDelivery(notice)
+    await worker.handle(stopped)
+    assert stopped.outcome == "retry"
+    await broker.close()
 
 
 async def test_on_redis_a_notice_not_taken_in_its_window_is_asked_again() -> None:

@@ -245,7 +245,11 @@ class SessionWorker:
         except (ValueError, TypeError) as error:
             await delivery.dead_letter(f"invalid work notice: {error}")
             return
-        await self.try_run(session_id)
+        if not await self.try_run(session_id) and self._stopping:
+            # Back to the queue for another worker: the state notes this notice as out
+            # (``record_signals``), so the session's next signals would send none.
+            await delivery.retry()
+            return
         await delivery.ack()
 
     async def run_until_idle(self, timeout: float | None = None) -> None:

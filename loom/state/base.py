@@ -172,14 +172,19 @@ class State(Claims, WorkingState, Leases, FeedbackLog, RunEndings, SessionIndex)
     async def record_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         """Each record once per signal id (``recorded_key``, for ``recorded_ttl``): a
         redelivery after a crash, or after a write that timed out and landed anyway, does
-        not keep the signal pending twice. Redis does this check in its one script."""
-        fresh = [
-            record
-            for record in records
-            if not record.signal_id
-            or await self.claim(recorded_key(record.signal_id), "1", self.recorded_ttl) is None
-        ]
-        return await super().record_signals(fresh)
+        not keep the signal pending twice. Redis does this check in its one script. A ready
+        record recorded before still asks for its notice: the first one may never have gone
+        out (its publish failed, and the batch was delivered again)."""
+        fresh: list[SignalRecord] = []
+        again: set[str] = set()
+        for record in records:
+            key = recorded_key(record.signal_id) if record.signal_id else None
+            if key is not None and await self.claim(key, "1", self.recorded_ttl) is not None:
+                if record.ready:
+                    again.add(record.session_id)
+                continue
+            fresh.append(record)
+        return await super().record_signals(fresh) - again
 
 
 __all__ = [

@@ -199,7 +199,8 @@ return out
 # a notice is out for (KEYS[5], session -> server time the notice was asked: the next lease
 # taken on the session, which takes its pending signals, ends it in ``acquire``; one older
 # than ARGV[9] ms counts as lost and another is asked). Every other session's ready records
-# ask for one notice, noted in KEYS[5].
+# ask for one notice, noted in KEYS[5], and so does a ready record recorded before (a batch
+# delivered again, whose notice may not have gone out: its publish failed, say).
 #
 # The redelivery claims are kept compactly (about 16 bytes a signal, against 130 for a key of
 # its own): a claim is a field of the hash ``<claim prefix><bucket>:<shard>``, where the bucket
@@ -263,6 +264,11 @@ for _, r in ipairs(cjson.decode(ARGV[4])) do
     end
     push(stem .. 'decisions', r[6], max_decisions)
     redis.call('ZADD', KEYS[4], string.format('%.6f', now), r[2])
+  elseif r[5] then
+    -- Recorded before (its batch delivered again): the notice it asked for may never have
+    -- gone out, so it asks again, whatever the note says.
+    asked[r[2]] = true
+    redis.call('ZADD', KEYS[5], string.format('%.6f', now), r[2])
   end
 end
 local out = {}

@@ -276,5 +276,8 @@ class WorkingState(ABC):
         """Of sessions that need a work notice, those one is out for (asked less than
         ``NOTICE_WINDOW`` ago, and no lease taken on the session since); the others are
         noted as having one out from now. A backend that keeps no such note answers none:
-        a notice for every record, which is never wrong, only more."""
+        a notice for every record, which is never wrong, only more. A backend that keeps
+        them must note them in one step with ``record_signals``' lease check, and end a
+        session's note in the step that takes its lease: a note left after a worker took
+        the session would keep its next signals without a notice."""
         return set()

@@ -297,3 +297,18 @@ async def test_a_ready_record_names_a_session_a_notice_is_out_for(state: State) 
     assert await state.release_lease(opening.lease)
     assert await state.record_signals([ready("s", 8)]) == set()
     assert await state.record_signals([ready("s", 9)]) == {"s"}
+
+
+async def test_a_batch_delivered_again_asks_its_notice_again(state: State) -> None:
+    """The notice a batch asked for may never have gone out (its publish failed, so the
+    batch comes again): its records, recorded before, ask again, even beside a new signal
+    of the session that the note alone would have kept quiet."""
+    from loom.state.working import SignalRecord
+
+    def ready(n: int) -> SignalRecord:
+        return SignalRecord("s", "{}", record("queue", n), ready=True, signal_id=f"sig-{n}")
+
+    assert await state.record_signals([ready(1)]) == set()
+    assert await state.record_signals([ready(1), ready(2)]) == set()
+    assert await state.record_signals([ready(3)]) == {"s"}
+    assert await state.pending("s") == [record("queue", n) for n in (1, 2, 3)]
