@@ -20,7 +20,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loom.state.redis_ids import pack_id, pack_ids, unpack_id, unpack_ids
+from loom.core.ids import pack_id, pack_ids, unpack_id, unpack_ids
 
 COMPACT = "e"
 """The entry field of an event in the compact form."""

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from loom.core.ids import pack_ids, unpack_ids
 from loom.core.messages import Message, Usage
 from loom.core.session_store import RUN_TRANSCRIPT, RunRecord, usage_from
-from loom.state.redis_ids import pack_ids, unpack_ids
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _USAGE_KEYS = tuple(Usage().to_dict())

@@ -13,8 +13,8 @@ from typing import Any
 from loom import tracing
 from loom.broker.base import Broker, Message
 from loom.core.attention import Action, urgency_reason
+from loom.core.ids import pack_id, unpack_id
 from loom.signals import RuntimeSignal
-from loom.state.redis_ids import pack_id, unpack_id
 from loom.wire.topology import SIGNALS_EXCHANGE, WORK_EXCHANGE, WORK_ROUTING_KEY
 
 
