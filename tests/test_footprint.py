@@ -4,10 +4,13 @@ claim TTL as settings."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,6 +34,21 @@ from loom.wire import decision_record, decision_view
 from tests.services import delete_redis_keys, require_redis
 
 START = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def on_redis(**options: Any) -> AsyncIterator[tuple[Any, aioredis.Redis, str]]:
+    """A ``State`` on Redis under a fresh prefix, a client reading text, and the prefix;
+    closed and the prefix's keys deleted after."""
+    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
+    state = state_from_url(url, prefix=prefix, **options)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        yield state, client, prefix
+    finally:
+        await client.aclose()
+        await state.close()
+        await delete_redis_keys(url, prefix)
 
 
 def record(**changes: object) -> RunRecord:
@@ -209,10 +227,7 @@ def test_the_state_bounds_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
-    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
-    state = state_from_url(url, prefix=prefix, max_runs=3, recorded_ttl=120.0)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
+    async with on_redis(max_runs=3, recorded_ttl=120.0) as (state, client, prefix):
         store = state.sessions
         assert isinstance(store, RedisSessionStore)
         for i in range(5):
@@ -240,27 +255,20 @@ async def test_on_redis_records_are_compact_and_claims_live_claim_ttl() -> None:
         places = [f"{prefix}:recorded:{b}:{shard}" for b in (bucket - 1, bucket, bucket + 1)]
         [claims] = [key for key in places if await client.exists(key)]
         assert await client.object("encoding", claims) == "listpack"
-        binary = aioredis.Redis.from_url(url)
+        binary = aioredis.Redis.from_url(require_redis())
         try:
             assert [len(field) for field in await binary.hkeys(claims)] == [10]
         finally:
             await binary.aclose()
         ttl = await client.pttl(claims)
         assert 120_000 < ttl <= 120_000 + RECORDED_BUCKET * 1000
-    finally:
-        await client.aclose()
-        await state.close()
-        await delete_redis_keys(url, prefix)
 
 
 async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
     """A record whose output is its run's last reply leaves it to the transcript and says
     which entry holds it; as the transcript drops that entry the record takes the message
     back. Every output reads back, in the snapshot and in the sessions page's summary."""
-    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
-    state = state_from_url(url, prefix=prefix, max_runs=4, max_messages=4)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
+    async with on_redis(max_runs=4, max_messages=4) as (state, client, prefix):
         store = state.sessions
         assert isinstance(store, RedisSessionStore)
         for i in range(6):
@@ -302,18 +310,11 @@ async def test_on_redis_an_output_the_transcript_holds_is_stored_once() -> None:
         assert snapshot is not None
         outputs = [r.output for r in snapshot.runs]
         assert outputs == ["reply 3", "reply 4", "changed", "not the reply"]
-    finally:
-        await client.aclose()
-        await state.close()
-        await delete_redis_keys(url, prefix)
 
 
 async def test_a_run_ending_stores_its_output_once_and_reads_it_back() -> None:
     """The worker's path (``finish_and_continue``, one script) stores a record the same way."""
-    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
-    state = state_from_url(url, prefix=prefix, transcript_ttl=3600.0)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
+    async with on_redis(transcript_ttl=3600.0) as (state, client, prefix):
         opening = await state.open_session("s-1", "w1", 30)
         assert opening is not None
         run = record(run_id="run_1", output="all disks fine")
@@ -331,10 +332,6 @@ async def test_a_run_ending_stores_its_output_once_and_reads_it_back() -> None:
         ttls = [await client.pttl(session_key(prefix, "s-1", k)) for k in ("messages", "outputs")]
         assert ttls[0] > 0
         assert abs(ttls[0] - ttls[1]) < 1000
-    finally:
-        await client.aclose()
-        await state.close()
-        await delete_redis_keys(url, prefix)
 
 
 def test_a_run_field_gives_its_run_id_back() -> None:
@@ -352,11 +349,8 @@ async def test_a_loom_run_record_is_named_by_its_packed_id() -> None:
     """Through the run ending's script and the plain append: the record and the run order
     under the packed id, the outbox under the run id; a retry is seen as stored; a record
     an earlier version stored under the run id as it is stays there when written again."""
-    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
-    state = state_from_url(url, prefix=prefix, transcript_ttl=3600.0)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    runs_key, order_key = (session_key(prefix, "s-1", k) for k in ("runs", "run_order"))
-    try:
+    async with on_redis(transcript_ttl=3600.0) as (state, client, prefix):
+        runs_key, order_key = (session_key(prefix, "s-1", k) for k in ("runs", "run_order"))
         opening = await state.open_session("s-1", "w1", 30)
         assert opening is not None
         run = record(run_id=f"run_{uuid.uuid4().hex}", output="all disks fine")
@@ -386,10 +380,6 @@ async def test_a_loom_run_record_is_named_by_its_packed_id() -> None:
         snapshot = await state.sessions.load("s-1")
         assert snapshot is not None
         assert snapshot.runs == [run, done]
-    finally:
-        await client.aclose()
-        await state.close()
-        await delete_redis_keys(url, prefix)
 
 
 async def test_a_dropped_reply_gives_its_record_only_its_text() -> None:
@@ -537,10 +527,7 @@ async def test_a_stopping_worker_puts_a_notice_back_for_another() -> None:
 
 
 async def test_on_redis_a_notice_not_taken_in_its_window_is_asked_again() -> None:
-    url, prefix = require_redis(), f"loomtest-{uuid.uuid4().hex[:12]}"
-    state = state_from_url(url, prefix=prefix)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
+    async with on_redis() as (state, client, prefix):
         record = SignalRecord("s", "{}", "{}", ready=True, signal_id="sig-1")
         assert await state.record_signals([record]) == set()
         record = SignalRecord("s", "{}", "{}", ready=True, signal_id="sig-2")
@@ -554,10 +541,6 @@ async def test_on_redis_a_notice_not_taken_in_its_window_is_asked_again() -> Non
         lease = await state.acquire_lease("s", "w1", 30)
         assert lease is not None
         assert await client.zscore(f"{prefix}:noticed", "s") is None
-    finally:
-        await client.aclose()
-        await state.close()
-        await delete_redis_keys(url, prefix)
 
 
 async def test_the_held_transcripts_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
